@@ -1,0 +1,212 @@
+"""The one interface every training method implements: the joint EBM and each baseline.
+
+A *method* trains an energy model g(x, y) on one output space from tensors; it never
+sees files, tasks or the harness. The harness builds the space, hands over tensors in
+the space's encoding, and gets back a :class:`Fitted` model it can query (mode,
+log-partition, NLL, learned τ). Budgets are counted identically for every method:
+optimiser steps, wall seconds and energy evaluations (one g(x, y) for one pair).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from ebm.spaces import OutputSpace
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss or parameter; the harness records status ``diverged``."""
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Training and validation tensors, labels already in the space's encoding."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "FitData":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return FitData(move(self.x_train), move(self.y_train), move(self.x_val), move(self.y_val))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every method may spend. ``max_steps`` optimiser steps of ``batch_size`` examples."""
+
+    max_steps: int = 2000
+    batch_size: int = 64
+    eval_every: int = 200
+    max_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A point on a training curve, reported to the monitor every ``Budget.eval_every`` steps."""
+
+    step: int
+    seconds: float
+    energy_evals: int
+    train_objective: float
+
+
+class Monitor(Protocol):
+    """Called by ``Method.fit`` at each evaluation point with the model as it is now.
+
+    Returns True to stop training early (pruned by the tuner, or out of time).
+    """
+
+    def __call__(self, progress: Progress, model: "Fitted") -> bool: ...
+
+
+@dataclass
+class Fitted:
+    """A trained model: an energy over a space, plus (for joint methods) a learned τ(x).
+
+    Everything here is pure inference; see :mod:`ebm.inference` for the algorithms.
+    """
+
+    space: OutputSpace
+    energy: torch.nn.Module
+    tau: torch.nn.Module | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Mode argmax_y g(x, y) (the prior is uniform on the support for ranking; for
+        multilabel with a non-uniform prior the MAP of q·exp(g) is used)."""
+        from ebm import inference
+
+        self.energy.eval()
+        return inference.mode(self.energy, self.space, x)
+
+    @torch.no_grad()
+    def log_partition(self, x: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """log Z(x) = log E_q[exp g(x, ·)] and its standard error (0 where exact)."""
+        from ebm import inference
+
+        self.energy.eval()
+        return inference.log_partition(self.energy, self.space, x, generator=generator)
+
+    @torch.no_grad()
+    def tau_estimate(self, x: Tensor) -> Tensor | None:
+        """The learned τ(x), the method's own estimate of log Z(x); None if it learns none."""
+        if self.tau is None:
+            return None
+        self.tau.eval()
+        return self.tau(x)
+
+    @torch.no_grad()
+    def nll(self, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Per-example −log p(y|x) = log Z(x) − g(x, y) − log q(y), and per-example stderr."""
+        from ebm import inference
+
+        self.energy.eval()
+        return inference.nll(self.energy, self.space, x, y, generator=generator)
+
+
+class Method(ABC):
+    """Base class of every training method (see ``baselines/`` and :mod:`ebm.minmin`).
+
+    Subclasses set ``name``, ``description``, ``defaults`` and implement ``search_space``
+    and ``fit``; they override ``check`` when they do not support every space/model.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: default hyperparameters; ``fit`` receives ``{**defaults, **overrides}``
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
+        """None when the run can go ahead, else ``(status, reason)`` with status
+        ``"unsupported"`` (this method cannot train this model on this space) or
+        ``"skipped"`` (it could, but not at this size, e.g. |Y| past the exact limit)."""
+        return None
+
+    @abstractmethod
+    def search_space(self, trial: Any) -> dict[str, Any]:
+        """Ask an Optuna trial for this method's hyperparameters (``trial.suggest_*``)."""
+
+    @abstractmethod
+    def fit(
+        self,
+        space: OutputSpace,
+        model: str,
+        data: FitData,
+        params: dict[str, Any],
+        budget: Budget,
+        *,
+        seed: int,
+        device: torch.device,
+        monitor: Monitor | None = None,
+    ) -> Fitted:
+        """Train and return the fitted model. Raise :class:`Diverged` on a non-finite loss."""
+
+    def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        unknown = set(overrides or {}) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
+        return {**self.defaults, **(overrides or {})}
+
+
+class TrainLoop:
+    """Shared bookkeeping for a step-based training loop: clock, energy-evaluation
+    counter, divergence check, and calls to the monitor. Methods write only their step.
+
+    Usage::
+
+        loop = TrainLoop(budget, monitor, make_fitted)
+        while loop.running():
+            loss = ...; loss.backward(); opt.step()
+            loop.step(loss.item(), energy_evals=batch * (1 + n_samples))
+        return make_fitted()
+    """
+
+    def __init__(self, budget: Budget, monitor: Monitor | None, snapshot: Callable[[], Fitted]) -> None:
+        self.budget = budget
+        self.monitor = monitor
+        self.snapshot = snapshot
+        self.steps = 0
+        self.energy_evals = 0
+        self.started = time.perf_counter()
+        self._stopped = False
+        self._running_objective = 0.0
+        self._n_since_eval = 0
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def running(self) -> bool:
+        if self._stopped or self.steps >= self.budget.max_steps:
+            return False
+        if self.budget.max_seconds is not None and self.seconds >= self.budget.max_seconds:
+            return False
+        return True
+
+    def step(self, objective: float, energy_evals: int) -> None:
+        if not math.isfinite(objective):
+            raise Diverged(f"non-finite training objective ({objective}) at step {self.steps + 1}")
+        self.steps += 1
+        self.energy_evals += int(energy_evals)
+        self._running_objective += objective
+        self._n_since_eval += 1
+        if self.steps % self.budget.eval_every == 0 or self.steps == self.budget.max_steps:
+            self.report()
+
+    def report(self) -> None:
+        mean_objective = self._running_objective / max(self._n_since_eval, 1)
+        self._running_objective, self._n_since_eval = 0.0, 0
+        if self.monitor is not None:
+            progress = Progress(self.steps, self.seconds, self.energy_evals, mean_objective)
+            if self.monitor(progress, self.snapshot()):
+                self._stopped = True
