@@ -1,0 +1,1 @@
+"""Baseline training methods, each a :class:`ebm.method.Method`; see :mod:`baselines.registry`."""

@@ -1,0 +1,177 @@
+"""Exact-likelihood baselines on enumerable output spaces: ``exact-mle`` and ``exact-sparsemax``.
+
+Both score every y ∈ Y for every x of the batch: the trunk h(x) is computed once (so the
+data term and all candidates share one dropout mask), the shared candidate set is scored
+chunk by chunk through the energy's GEMM path ``score(h, Y_chunk, shared=True)``, and the
+data score is read off the enumerated scores via ``space.enumeration_index``. With more
+than one chunk each chunk is gradient-checkpointed, so memory holds the (n, |Y|) score
+matrix plus ONE chunk's activations, not |Y|/chunk of them.
+
+* ``exact-mle``: −log p(y|x) = log Σ_y' q(y') e^{g(x,y')} − g(x, y) − log q(y) (the last term
+  is constant in the parameters; it makes the objective the NLL). Unary multilabel uses the
+  closed form log Z = Σ_i softplus(θ_i + logit π_i) + Σ_i log(1 − π_i) and runs at any k.
+* ``exact-sparsemax``: the sparsemax Fenchel–Young loss Ω*(g) − g(x, y) with
+  Ω*(g) = max_p ⟨p, g⟩ − D_f(p, q), f(t) = ½(t − 1)², p = q·[1 + g − τ]₊, τ by sort/threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from ebm.energies import Energy, UnaryEnergy
+from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.spaces import Multilabel, OutputSpace
+from ebm.training import COMMON_DEFAULTS, start_fit, suggest_common, train
+
+EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8), "chunk_size": 4096}
+
+
+@dataclass(frozen=True)
+class Enumeration:
+    """All of Y, enumerated once per fit on the run's device: candidate chunks and log q(y)."""
+
+    chunks: tuple[Tensor, ...]
+    log_prior: Tensor  # (|Y|,)
+
+    @classmethod
+    def of(cls, space: OutputSpace, chunk_size: int, device: torch.device | str | None = None) -> "Enumeration":
+        chunks = tuple(space.enumerate(chunk_size, device=device))
+        return cls(chunks, torch.cat([space.log_prior(c) for c in chunks]))
+
+
+def unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
+    """True when log Z has the closed form (unary energy on a factorised multilabel prior)."""
+    return isinstance(energy, UnaryEnergy) and isinstance(space, Multilabel)
+
+
+def enumerated_scores(energy: Energy, h: Tensor, enumeration: Enumeration) -> Tensor:
+    """g(x, y) for all y ∈ Y from trunk features h (n, feature_dim) → (n, |Y|), differentiable.
+
+    Several chunks are checkpointed (recomputed in backward) to bound activation memory."""
+    many = len(enumeration.chunks) > 1 and torch.is_grad_enabled()
+    score = lambda features, chunk: energy.score(features, chunk, True)  # noqa: E731
+    return torch.cat([checkpoint(score, h, c, use_reentrant=False) if many else score(h, c) for c in enumeration.chunks], dim=1)
+
+
+def data_and_all_scores(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration) -> tuple[Tensor, Tensor]:
+    """(g(x, y) (n,), g(x, ·) over Y (n, |Y|)) from one trunk evaluation."""
+    g_all = enumerated_scores(energy, energy.features(x), enumeration)
+    return g_all.gather(1, space.enumeration_index(y)[:, None]).squeeze(1), g_all
+
+
+def exact_nll(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None = None) -> Tensor:
+    """Per-example −log p(y|x) = log Z(x) − g(x, y) − log q(y), exact and differentiable, (n,).
+
+    Closed form for the unary multilabel model; otherwise ``enumeration`` (built once per fit
+    with :meth:`Enumeration.of`) is required."""
+    if unary_closed_form(energy, space):
+        theta = energy.linear_scores(x)
+        log_partition = F.softplus(theta + space.prior_logits(x.device)).sum(-1) + space.log_prior_all_zero(x.device)
+        return log_partition - (theta * y).sum(-1) - space.log_prior(y)
+    if enumeration is None:
+        raise ValueError(f"exact_nll needs the enumeration of {space!r} for a {type(energy).__name__}")
+    g_data, g_all = data_and_all_scores(energy, space, x, y, enumeration)
+    return torch.logsumexp(g_all + enumeration.log_prior, dim=1) - g_data - space.log_prior(y)
+
+
+def sparsemax_conjugate(g_all: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
+    """Ω*(g) = max_p ⟨p, g⟩ − Σ_y q ½(p/q − 1)² over the simplex, per row of g_all (n, N), and τ* (n,).
+
+    The maximiser is p = q·[s − τ]₊ with s = 1 + g, τ fixed by Σ p = 1: sort s descending; on the
+    top-m support τ_m = (Σ_{top m} q s − 1) / Σ_{top m} q, and the support is the largest m with
+    s_(m) > τ_m (the q-weighted simplex projection). Then Ω* = τ + ½ Σ q [s − τ]₊² − ½ Σ q.
+    τ is computed without gradient: by the envelope theorem ∂Ω*/∂g = p exactly."""
+    q = log_q.exp().to(g_all.dtype).expand_as(g_all)
+    s = 1.0 + g_all
+    with torch.no_grad():
+        s_sorted, order = s.sort(dim=1, descending=True)
+        q_sorted = q.gather(1, order)
+        mass = q_sorted.cumsum(dim=1)
+        thresholds = ((q_sorted * s_sorted).cumsum(dim=1) - 1.0) / mass
+        support = (s_sorted > thresholds).sum(dim=1, keepdim=True)  # the condition holds on a prefix
+        tau = thresholds.gather(1, support - 1).squeeze(1)
+    value = tau + 0.5 * (q * F.relu(s - tau[:, None]) ** 2).sum(1) - 0.5 * q.sum(1)
+    return value, tau
+
+
+def exact_sparsemax_loss(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration) -> Tensor:
+    """Per-example sparsemax Fenchel–Young loss Ω*(g)(x) − g(x, y) on enumerated Y, (n,)."""
+    g_data, g_all = data_and_all_scores(energy, space, x, y, enumeration)
+    return sparsemax_conjugate(g_all, enumeration.log_prior)[0] - g_data
+
+
+class _ExactMethod(Method):
+    """Shared fit loop: a per-example loss over the enumerated space, |Y| energy evaluations per example."""
+
+    defaults: ClassVar[dict[str, Any]] = EXACT_DEFAULTS
+    #: the unary multilabel model has a closed-form log Z (exact-mle only)
+    closed_form_unary: ClassVar[bool] = False
+
+    def per_example_loss(self, energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None) -> Tensor:
+        raise NotImplementedError
+
+    def _uses_closed_form(self, space: OutputSpace, model: str) -> bool:
+        return self.closed_form_unary and model == "unary" and isinstance(space, Multilabel)
+
+    def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
+        params = self.params(params)
+        if self._uses_closed_form(space, model):
+            return None
+        key = "max_subsets" if isinstance(space, Multilabel) else "max_permutations"
+        if space.size > int(params[key]):
+            return ("skipped", f"|Y| = {space.size} exceeds {key} = {int(params[key])} for exact enumeration")
+        return None
+
+    def search_space(self, trial: Any) -> dict[str, Any]:
+        return suggest_common(trial)
+
+    def fit(
+        self,
+        space: OutputSpace,
+        model: str,
+        data: FitData,
+        params: dict[str, Any],
+        budget: Budget,
+        *,
+        seed: int,
+        device: torch.device,
+        monitor: Monitor | None = None,
+    ) -> Fitted:
+        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
+        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+        closed = self._uses_closed_form(space, model)
+        enumeration = None if closed else Enumeration.of(space, int(params["chunk_size"]), device)
+        # the closed form costs k label scores per example; count it as one g(x, ·) evaluation
+        evals_per_example = 1 if closed else space.size
+
+        def batch_objective(index: Tensor) -> tuple[Tensor, int]:
+            loss = self.per_example_loss(energy, space, x_train[index], y_train[index], enumeration)
+            return loss.mean(), len(index) * evals_per_example
+
+        snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
+        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy], closed_form=closed)
+
+
+class ExactMLE(_ExactMethod):
+    name = "exact-mle"
+    description = "maximum likelihood with the exact log-partition (enumeration; closed form for unary multilabel)"
+    closed_form_unary = True
+
+    def per_example_loss(self, energy, space, x, y, enumeration):
+        return exact_nll(energy, space, x, y, enumeration)
+
+
+class ExactSparsemax(_ExactMethod):
+    name = "exact-sparsemax"
+    description = "exact sparsemax Fenchel–Young loss Ω*(g) − g(x, y) on enumerated Y"
+
+    def per_example_loss(self, energy, space, x, y, enumeration):
+        return exact_sparsemax_loss(energy, space, x, y, enumeration)
+

@@ -1,0 +1,150 @@
+"""Persistent contrastive divergence (Tieleman, ICML 2008) for conditional EBMs.
+
+The NLL gradient of p(y|x) ∝ q(y)·exp(g(x, y)) is E_{p(·|x)}[∇g(x, y')] − ∇g(x, y). PCD
+replaces the model expectation by the states of Markov chains that are *not* restarted
+between updates: each update advances them a few steps under the current g and then
+descends the surrogate
+
+    L(x, y) = (1/c) Σ_j g(x, y'_j) − g(x, y),   y'_j the chains' states (no gradient through them).
+
+Chains: the model is conditional, so a chain for x cannot be reused for another x. We keep
+``chains`` persistent chains *per training example* (state tensor (n_train, chains, *event)),
+initialised from the prior q (``init="prior"``) or at the example's own label
+(``init="data"``), and advance those of the mini-batch at each step. (A fixed pool shared
+across inputs would sample the wrong conditional; the price of per-example chains is that each
+chain moves only when its example is in the batch, once per epoch, while g keeps changing.)
+
+Kernels (from :mod:`ebm.samplers`), ``sweeps`` per update:
+multilabel: systematic-scan Gibbs sweeps (k site updates each); ranking (permutahedron and
+Birkhoff): ``sweeps · k`` Metropolis–Hastings steps with uniformly random transpositions of two
+labels (about the cost of a Gibbs sweep: one energy evaluation per proposal).
+
+``energy_evals`` counts every evaluation the kernels report (a single-site difference or a
+full g counts one) plus the 1 + chains scores of the surrogate. Sampling runs with the energy
+in eval mode (dropout off), since a randomised energy would break detailed balance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.samplers import gibbs_sweep, mh_transpositions
+from ebm.spaces import Multilabel, OutputSpace
+from ebm.training import COMMON_DEFAULTS, make_optimizer, score_data_and_samples, setup_fit, suggest_common, train
+
+
+class PersistentChains:
+    """Per-example persistent chain states, (n_train, chains, *event), advanced in place."""
+
+    def __init__(self, states: Tensor) -> None:
+        self.states = states
+
+    @classmethod
+    def start(cls, space: OutputSpace, y_train: Tensor, chains: int, init: str, generator: torch.Generator) -> "PersistentChains":
+        n = y_train.shape[0]
+        if init == "prior":
+            states = space.sample_prior((n, chains), generator=generator, device=y_train.device)
+        elif init == "data":
+            states = y_train.unsqueeze(1).repeat(1, chains, *([1] * (y_train.dim() - 1))).float()
+        else:
+            raise ValueError(f"unknown chain init {init!r}; use 'prior' or 'data'")
+        return cls(states)
+
+    def advance(self, kernel: "Kernel", energy: nn.Module, space: OutputSpace, x: Tensor, index: Tensor) -> tuple[Tensor, int]:
+        """Run ``kernel`` on the chains of examples ``index`` (inputs x), store and return the
+        new states (len(index), chains, *event) and the energy evaluations spent."""
+        was_training = energy.training
+        energy.eval()
+        try:
+            states, evals = kernel(energy, space, x, self.states[index])
+        finally:
+            energy.train(was_training)
+        self.states[index] = states.detach()
+        return states.detach(), evals
+
+
+class Kernel:
+    """A Markov kernel leaving q·exp(g) invariant: (energy, space, x, y) → (y', evaluations)."""
+
+    def __call__(self, energy: nn.Module, space: OutputSpace, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
+        raise NotImplementedError
+
+
+class SweepKernel(Kernel):
+    """``sweeps`` Gibbs sweeps (multilabel) or ``sweeps · k`` random-transposition MH steps (ranking)."""
+
+    def __init__(self, sweeps: int, generator: torch.Generator) -> None:
+        self.sweeps, self.generator = int(sweeps), generator
+
+    def __call__(self, energy, space, x, y):
+        if isinstance(space, Multilabel):
+            total = 0
+            for _ in range(self.sweeps):
+                y, evals = gibbs_sweep(energy, space, x, y, generator=self.generator)
+                total += evals
+            return y, total
+        return mh_transpositions(energy, space, x, y, self.sweeps * space.k, generator=self.generator)
+
+
+def contrastive_surrogate(g_data: Tensor, g_chains: Tensor) -> Tensor:
+    """(1/c) Σ_j g(x, y'_j) − g(x, y), per example (n,): its gradient is the PCD estimate of ∇NLL."""
+    return g_chains.mean(-1) - g_data
+
+
+class PersistentContrastiveDivergence(Method):
+    name = "mcmc-pcd"
+    description = "persistent contrastive divergence: per-example persistent chains (Gibbs sweeps / MH transpositions)"
+    defaults = {**COMMON_DEFAULTS, "sweeps": 1, "chains": 4, "init": "prior"}
+
+    def search_space(self, trial: Any) -> dict[str, Any]:
+        return {
+            **suggest_common(trial),
+            "sweeps": trial.suggest_int("sweeps", 1, 5),
+            "init": trial.suggest_categorical("init", ["prior", "data"]),
+        }
+
+    def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
+        if int(params.get("sweeps", 1)) < 1 or int(params.get("chains", 1)) < 1:
+            return ("unsupported", f"{self.name} needs sweeps >= 1 and chains >= 1")
+        if params.get("init", "prior") not in ("prior", "data"):
+            return ("unsupported", f"{self.name}: init must be 'prior' or 'data', got {params.get('init')!r}")
+        return None
+
+    def make_kernel(self, space: OutputSpace, params: dict[str, Any], generator: torch.Generator) -> Kernel:
+        return SweepKernel(int(params["sweeps"]), generator)
+
+    def fit(
+        self,
+        space: OutputSpace,
+        model: str,
+        data: FitData,
+        params: dict[str, Any],
+        budget: Budget,
+        *,
+        seed: int,
+        device: torch.device,
+        monitor: Monitor | None = None,
+    ) -> Fitted:
+        params = self.params(params)
+        problem = self.check(space, model, params)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        setup = setup_fit(space, model, data, params, budget, seed=seed, device=device)
+        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+        optimizer = make_optimizer(energy, params["lr"], params["weight_decay"])
+        chains = PersistentChains.start(space, y_train, int(params["chains"]), params["init"], setup.sampler)
+        kernel = self.make_kernel(space, params, setup.sampler)
+
+        def batch_objective(index: Tensor) -> tuple[Tensor, int]:
+            x, y = x_train[index], y_train[index]
+            samples, kernel_evals = chains.advance(kernel, energy, space, x, index)
+            g_data, g_chains = score_data_and_samples(energy, x, y, samples)
+            return contrastive_surrogate(g_data, g_chains).mean(), kernel_evals + g_data.numel() + g_chains.numel()
+
+        snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
+        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy],
+                     chains_per_example=int(params["chains"]), sweeps=int(params["sweeps"]))

@@ -1,0 +1,228 @@
+"""Energy models g(x, y) = Φ(h(x), y), with h an MLP trunk on the inputs.
+
+Every energy scores many candidates per input in one call: ``forward(x, y)`` takes
+y per example, (n, m, *event) → (n, m), or a SHARED candidate set (m, *event) scored
+against every input → (n, m). The shared path is pure GEMMs (used by enumeration).
+The prior q is not part of g: the model is p(y|x) ∝ q(y)·exp(g(x, y)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ebm import unknown_name_error
+from ebm.spaces import MODELS, Multilabel, OutputSpace, PermutationMatrices, Permutations
+
+
+def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0, out_features: int | None = None) -> nn.Sequential:
+    """``depth`` blocks Linear → ReLU → Dropout of width ``hidden``, then an optional
+    Linear head to ``out_features``. depth 0 without a head is the identity."""
+    if depth < 0 or hidden < 1:
+        raise ValueError(f"MLP needs depth ≥ 0 and hidden ≥ 1, got depth={depth}, hidden={hidden}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    if out_features is not None:
+        layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+class Energy(nn.Module):
+    """Base class: a feature trunk h(x) (``features``) and a head Φ(h, y) (``score``)."""
+
+    def __init__(self, space: OutputSpace, in_features: int, hidden: int = 128, depth: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.k = space.k
+        self.event_shape = tuple(space.event_shape)
+        self.in_features = int(in_features)
+        self.trunk = mlp(in_features, hidden, depth, dropout)
+        self.feature_dim = hidden if depth > 0 else int(in_features)
+
+    def features(self, x: Tensor) -> Tensor:
+        """h(x), shape (n, feature_dim)."""
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x has shape {tuple(x.shape)}, expected (n, {self.in_features})")
+        return self.trunk(x)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """g(x, y): y (n, m, *event) per example or (m, *event) shared → (n, m)."""
+        d = len(self.event_shape)
+        if tuple(y.shape[y.dim() - d :]) != self.event_shape or y.dim() not in (d + 1, d + 2):
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected (n, m, *{self.event_shape}) or (m, *{self.event_shape})")
+        shared = y.dim() == d + 1
+        if not shared and y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
+        return self.score(self.features(x), y.to(x.dtype), shared)
+
+    def score(self, h: Tensor, y: Tensor, shared: bool) -> Tensor:
+        raise NotImplementedError
+
+    def linear_scores(self, x: Tensor) -> Tensor | None:
+        """θ(x) with g = ⟨θ, y⟩ (shape (n, *event)) for models linear in y, else None."""
+        return None
+
+
+class LinearEnergy(Energy):
+    """g(x, y) = ⟨θ(x), y⟩ with θ(x) = W h(x) + b reshaped to the event shape."""
+
+    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0) -> None:
+        super().__init__(space, in_features, hidden, depth, dropout)
+        self.head = nn.Linear(self.feature_dim, int(torch.Size(self.event_shape).numel()))
+
+    def theta(self, h: Tensor) -> Tensor:
+        return self.head(h)  # flat (n, prod(event))
+
+    def score(self, h, y, shared):
+        theta = self.theta(h)
+        flat = y.flatten(start_dim=y.dim() - len(self.event_shape))
+        if shared:
+            return theta @ flat.T  # (n, e) @ (e, m)
+        return torch.einsum("ne,nme->nm", theta, flat)
+
+    def linear_scores(self, x):
+        return self.theta(self.features(x)).reshape(x.shape[0], *self.event_shape)
+
+
+class UnaryEnergy(LinearEnergy):
+    """Multilabel g = ⟨u(x), y⟩ (independent labels given x)."""
+
+
+class PermutahedronEnergy(LinearEnergy):
+    """Ranking g = ⟨θ(x), y⟩ with y the rank vector; mode = argsort of θ."""
+
+
+class BirkhoffEnergy(LinearEnergy):
+    """Ranking g = ⟨Θ(x), P⟩ with P a permutation matrix; mode = Hungarian."""
+
+
+class PairwiseEnergy(Energy):
+    """Ising energy g = ⟨u(x), y⟩ + ½ yᵀU(x)y, U symmetric with zero diagonal:
+    U(x) = sym(U₀) + sym(A(x)B(x)ᵀ), A, B ∈ R^{k×rank} linear in h(x), sym(M) = (M + Mᵀ)/2
+    with the diagonal removed. The low-rank part is never formed in ``forward``:
+    ½ yᵀ sym(ABᵀ) y = ½[(yᵀA)·(yᵀB) − Σ_i y_i² (A_i·B_i)], cost O(k·rank) per candidate.
+    """
+
+    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0, rank=4) -> None:
+        super().__init__(space, in_features, hidden, depth, dropout)
+        if rank < 0:
+            raise ValueError(f"rank must be ≥ 0, got {rank}")
+        self.rank = int(rank)
+        self.unary = nn.Linear(self.feature_dim, self.k)
+        self.coupling = nn.Parameter(torch.zeros(self.k, self.k))
+        self.low_rank = nn.Linear(self.feature_dim, 2 * self.k * self.rank) if self.rank > 0 else None
+        if self.low_rank is not None:
+            nn.init.normal_(self.low_rank.weight, std=0.1 / max(self.feature_dim, 1) ** 0.5)
+            nn.init.zeros_(self.low_rank.bias)
+
+    def static_coupling(self) -> Tensor:
+        """sym(U₀) with zero diagonal, (k, k)."""
+        off_diagonal = 1 - torch.eye(self.k, device=self.coupling.device, dtype=self.coupling.dtype)
+        return 0.5 * (self.coupling + self.coupling.T) * off_diagonal
+
+    def _factors(self, h: Tensor) -> tuple[Tensor, Tensor] | None:
+        if self.low_rank is None:
+            return None
+        a, b = self.low_rank(h).reshape(h.shape[0], 2, self.k, self.rank).unbind(1)
+        return a, b
+
+    def score(self, h, y, shared):
+        u = self.unary(h)
+        u0 = self.static_coupling()
+        if shared:  # y (m, k)
+            value = u @ y.T + 0.5 * ((y @ u0) * y).sum(-1)
+        else:  # y (n, m, k)
+            value = torch.einsum("nk,nmk->nm", u, y) + 0.5 * ((y @ u0) * y).sum(-1)
+        factors = self._factors(h)
+        if factors is None:
+            return value
+        a, b = factors  # (n, k, r)
+        diagonal = (a * b).sum(-1)  # (n, k): the diagonal of ABᵀ, removed below
+        y2 = y * y
+        if shared:
+            # one GEMM (m, k) @ (k, n·r) per factor; never expands y to (n, m, k)
+            n, k, r = a.shape
+            ya = (y @ a.permute(1, 0, 2).reshape(k, n * r)).reshape(-1, n, r)
+            yb = (y @ b.permute(1, 0, 2).reshape(k, n * r)).reshape(-1, n, r)
+            cross, self_terms = (ya * yb).sum(-1).T, diagonal @ y2.T
+        else:
+            cross = (torch.bmm(y, a) * torch.bmm(y, b)).sum(-1)
+            self_terms = torch.einsum("nk,nmk->nm", diagonal, y2)
+        return value + 0.5 * (cross - self_terms)
+
+    def pairwise_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(u, U): u (n, k) and U (n, k, k) symmetric with zero diagonal, g = ⟨u, y⟩ + ½ yᵀUy."""
+        h = self.features(x)
+        u = self.unary(h)
+        coupling = self.static_coupling().expand(x.shape[0], self.k, self.k)
+        factors = self._factors(h)
+        if factors is not None:
+            a, b = factors
+            w = a @ b.transpose(1, 2)
+            off_diagonal = 1 - torch.eye(self.k, device=w.device, dtype=w.dtype)
+            coupling = coupling + 0.5 * (w + w.transpose(1, 2)) * off_diagonal
+        return u, coupling
+
+
+class MLPEnergy(Energy):
+    """Nonlinear coupling g = MLP([h(x), y]) (beyond the paper). The first layer is split,
+    W [h; y] = W_h h + W_y y, so shared candidates cost one GEMM (m, k) @ (k, hidden)."""
+
+    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0, head_hidden: int | None = None, head_depth: int = 1) -> None:
+        if head_depth < 1:
+            raise ValueError(f"MLPEnergy needs head_depth ≥ 1, got {head_depth}")
+        super().__init__(space, in_features, hidden, depth, dropout)
+        width = int(head_hidden or hidden)
+        self.from_features = nn.Linear(self.feature_dim, width)
+        self.from_labels = nn.Linear(self.k, width, bias=False)
+        # ReLU of the split first layer, then head_depth − 1 hidden layers and a scalar output
+        self.head = nn.Sequential(nn.ReLU(), mlp(width, width, head_depth - 1, dropout, out_features=1))
+
+    def score(self, h, y, shared):
+        z = self.from_features(h)[:, None, :]  # (n, 1, w)
+        yw = self.from_labels(y)  # (m, w) or (n, m, w)
+        return self.head(z + yw).squeeze(-1)
+
+
+ENERGIES: dict[str, type[Energy]] = {
+    "unary": UnaryEnergy,
+    "pairwise": PairwiseEnergy,
+    "mlp": MLPEnergy,
+    "permutahedron": PermutahedronEnergy,
+    "birkhoff": BirkhoffEnergy,
+}
+_SPACE_OF_MODEL = {"unary": Multilabel, "pairwise": Multilabel, "mlp": Multilabel, "permutahedron": Permutations, "birkhoff": PermutationMatrices}
+
+
+def build_energy(
+    space: OutputSpace,
+    model: str,
+    in_features: int,
+    *,
+    hidden: int = 128,
+    depth: int = 1,
+    dropout: float = 0.0,
+    rank: int = 4,
+    head_hidden: int | None = None,
+    head_depth: int = 1,
+) -> Energy:
+    """The energy named ``model`` (one of ``MODELS[kind]``) for ``space``.
+
+    ``hidden``/``depth``/``dropout`` shape the trunk h(x) (depth 0: h(x) = x, i.e. linear in x);
+    ``rank`` is the pairwise x-dependent coupling rank; ``head_hidden``/``head_depth`` the MLP head.
+    """
+    if model not in ENERGIES:
+        raise unknown_name_error("model", model, tuple(ENERGIES))
+    if not isinstance(space, _SPACE_OF_MODEL[model]):
+        allowed = [m for models in MODELS.values() for m in models if isinstance(space, _SPACE_OF_MODEL[m])]
+        raise ValueError(f"model {model!r} does not apply to {space!r}; models for this space: {allowed}")
+    common = dict(hidden=hidden, depth=depth, dropout=dropout)
+    if model == "pairwise":
+        return PairwiseEnergy(space, in_features, rank=rank, **common)
+    if model == "mlp":
+        return MLPEnergy(space, in_features, head_hidden=head_hidden, head_depth=head_depth, **common)
+    return ENERGIES[model](space, in_features, **common)

@@ -1,0 +1,262 @@
+"""Inference for p(y|x) = q(y)·exp(g(x, y) − A(x)), A(x) = log E_q[exp g(x, ·)].
+
+Memory: enumeration is chunked over candidates (``chunk_size``) and over inputs so that one
+energy call scores at most ``MAX_PAIRS`` = 2**18 (input, candidate) pairs, i.e. 1 MiB of
+float32 scores (times the head width for the mlp energy); exact sampling additionally holds
+at most ``MAX_SCORES`` = 2**22 scores (16 MiB) at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from ebm.energies import Energy, UnaryEnergy
+from ebm.samplers import gibbs_sweep, mh_transpositions
+from ebm.spaces import Multilabel, OutputSpace
+
+MAX_PAIRS = 2**18
+MAX_SCORES = 2**22
+#: |Y| up to which modes of nonlinear energies are found by enumeration (2^16, i.e. k ≤ 16 labels)
+MODE_ENUMERATION_LIMIT = 2**16
+
+
+def _row_blocks(n: int, columns: int, budget: int) -> Iterator[slice]:
+    rows = max(1, budget // max(columns, 1))
+    for start in range(0, n, rows):
+        yield slice(start, min(start + rows, n))
+
+
+def _shared_scores(energy: Energy, x: Tensor, candidates: Tensor) -> Tensor:
+    """g(x, candidates) (n, c) in blocks of inputs of at most MAX_PAIRS pairs each."""
+    return torch.cat([energy(x[rows], candidates) for rows in _row_blocks(x.shape[0], candidates.shape[0], MAX_PAIRS)])
+
+
+def _scored_chunks(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(Y_c, log q(Y_c) + g(x, Y_c)) for each enumeration chunk: (c, *event), (n, c)."""
+    for candidates in space.enumerate(chunk_size, device=x.device):
+        g = _shared_scores(energy, x, candidates)
+        yield candidates, g + space.log_prior(candidates).to(g.dtype)
+
+
+@torch.no_grad()
+def enumerate_scores(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: int = 4096) -> Tensor:
+    """g(x, y) for every y ∈ Y in ``space.enumerate`` order: (n, |Y|). Holds n·|Y| floats."""
+    return torch.cat([_shared_scores(energy, x, candidates) for candidates in space.enumerate(chunk_size, device=x.device)], dim=1)
+
+
+def _unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
+    return isinstance(energy, UnaryEnergy) and isinstance(space, Multilabel)
+
+
+def unary_log_partition(theta: Tensor, space: Multilabel) -> Tensor:
+    """log Σ_y q(y) e^{⟨θ, y⟩} = Σ_i softplus(θ_i + logit π_i) + Σ_i log(1 − π_i), (n,); differentiable.
+    (The sum factorises over labels; uniform prior: Σ_i softplus(θ_i) − k log 2.)"""
+    return torch.nn.functional.softplus(theta + space.prior_logits(theta.device)).sum(-1) + space.log_prior_all_zero(theta.device)
+
+
+@torch.no_grad()
+def log_partition(
+    energy: Energy,
+    space: OutputSpace,
+    x: Tensor,
+    *,
+    limit: int = 2**16,
+    n_samples: int = 4096,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 4096,
+) -> tuple[Tensor, Tensor]:
+    """A(x) = log Σ_y q(y) e^{g(x,y)} and its standard error, both (n,).
+
+    * unary multilabel: closed form Σ_i softplus(θ_i + logit π_i) + Σ_i log(1 − π_i)
+      (uniform prior: Σ_i softplus(θ_i) − k log 2); stderr 0;
+    * |Y| ≤ ``limit``: exact streaming log-sum-exp over enumeration chunks; stderr 0; memory
+      is bounded by chunk_size × (input block) ≤ MAX_PAIRS = 2**18 floats of scores per call
+      (times the head width for the mlp energy), whatever n and |Y|;
+    * otherwise importance sampling from q: Â = log (1/S) Σ_s e^{g(x, y_s)}, y_s ~ q, with the
+      delta-method stderr sd(e^g) / (√S · mean(e^g)).
+    """
+    if _unary_closed_form(energy, space):
+        estimate = unary_log_partition(energy.linear_scores(x), space)
+        return estimate, torch.zeros_like(estimate)
+    if space.size <= limit:
+        estimate = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+        for _, log_target in _scored_chunks(energy, space, x, chunk_size):
+            estimate = torch.logaddexp(estimate, torch.logsumexp(log_target, dim=1))
+        return estimate, torch.zeros_like(estimate)
+    return _importance_sampling(energy, space, x, n_samples, generator)
+
+
+def _importance_sampling(energy, space, x, n_samples, generator) -> tuple[Tensor, Tensor]:
+    if n_samples < 2:
+        raise ValueError(f"importance sampling needs n_samples ≥ 2, got {n_samples}")
+    event = math.prod(space.event_shape)
+    scores = []
+    for rows in _row_blocks(x.shape[0], n_samples * event, MAX_PAIRS * 16):
+        samples = space.sample_prior((rows.stop - rows.start, n_samples), generator=generator, device=x.device)
+        scores.append(energy(x[rows], samples))
+    g = torch.cat(scores).double()
+    shift = g.amax(dim=1, keepdim=True)
+    weights = (g - shift).exp()  # e^{g − max}: the ratio sd/mean is shift-invariant
+    mean = weights.mean(dim=1)
+    estimate = (shift.squeeze(1) + mean.log()).to(x.dtype)
+    stderr = (weights.std(dim=1) / (math.sqrt(n_samples) * mean)).to(x.dtype)
+    return estimate, stderr
+
+
+@torch.no_grad()
+def nll(
+    energy: Energy,
+    space: OutputSpace,
+    x: Tensor,
+    y: Tensor,
+    *,
+    limit: int = 2**16,
+    n_samples: int = 4096,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """−log p(y|x) = A(x) − g(x, y) − log q(y) per example, and the stderr of A (0 where exact)."""
+    space.check_y(y)
+    if y.shape[0] != x.shape[0] or y.dim() != 1 + len(space.event_shape):
+        raise ValueError(f"nll needs one label per input: x {tuple(x.shape)}, y {tuple(y.shape)}")
+    y = y.to(x.dtype)
+    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator)
+    return estimate - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y), stderr
+
+
+def _mode_enumerate(energy, space, x, chunk_size=4096) -> Tensor:
+    best_score = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+    best = torch.zeros((x.shape[0], *space.event_shape), device=x.device, dtype=x.dtype)
+    for candidates, log_target in _scored_chunks(energy, space, x, chunk_size):
+        score, index = log_target.max(dim=1)
+        better = score > best_score
+        best_score = torch.where(better, score, best_score)
+        best[better] = candidates[index[better]].to(x.dtype)
+    return best
+
+
+def icm(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int = 100) -> Tensor:
+    """Iterated conditional modes for max_y ⟨u, y⟩ + ½ yᵀUy over {0,1}^k (U symmetric, zero diagonal):
+    set y_i = 1 iff u_i + Σ_j U_ij y_j > 0, site by site, until a full sweep changes nothing.
+    u (n, k), U (n, k, k), init (n, c, k) → a local optimum per chain (n, c, k)."""
+    y = init.clone()
+    for _ in range(max_sweeps):
+        changed = torch.zeros((), dtype=torch.bool, device=y.device)
+        for i in range(y.shape[-1]):
+            new = (u[:, i, None] + torch.einsum("nck,nk->nc", y, coupling[:, i]) > 0).to(y.dtype)
+            changed |= (new != y[..., i]).any()
+            y[..., i] = new
+        if not bool(changed):
+            break
+    return y
+
+
+def _best_of(energy, space, x, candidates) -> Tensor:
+    """Per input, the candidate (n, c, *event) with the largest g + log q."""
+    score = energy(x, candidates) + space.log_prior(candidates)
+    return candidates[torch.arange(x.shape[0], device=x.device), score.argmax(dim=1)]
+
+
+def _pairwise_icm_mode(energy, space: Multilabel, x, restarts, generator) -> Tensor:
+    """ICM from the unary solution (threshold of u + logit π) and from ``restarts`` prior draws."""
+    u, coupling = energy.pairwise_terms(x)
+    u = u + space.prior_logits(x.device)  # the prior is unary: log q(y) = ⟨logit π, y⟩ + const
+    starts = [(u > 0).to(x.dtype).unsqueeze(1)]
+    if restarts > 0:
+        starts.append(space.sample_prior((x.shape[0], restarts), generator=generator, device=x.device).to(x.dtype))
+    return _best_of(energy, space, x, icm(u, coupling, torch.cat(starts, dim=1)))
+
+
+def _greedy_mode(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
+    """Steepest-ascent local search over single-label flips, from the prior mode and ``restarts``
+    prior draws: each step scores all k flips of every chain in one call and takes the best
+    improving one; a chain stops at a local optimum."""
+    n, k = x.shape[0], space.k
+    starts = [(space.prior_logits(x.device) > 0).to(x.dtype).expand(n, 1, k)]
+    if restarts > 0:
+        starts.append(space.sample_prior((n, restarts), generator=generator, device=x.device).to(x.dtype))
+    y = torch.cat(starts, dim=1)
+    c = y.shape[1]
+    flips = torch.eye(k, device=x.device, dtype=x.dtype)
+    score = energy(x, y) + space.log_prior(y)
+    for _ in range(max_iterations or 2 * k):
+        neighbours = (y.unsqueeze(2) + flips - 2 * y.unsqueeze(2) * flips).reshape(n, c * k, k)  # y XOR e_i
+        neighbour_score = (energy(x, neighbours) + space.log_prior(neighbours)).reshape(n, c, k)
+        best_score, best_flip = neighbour_score.max(dim=2)
+        improves = best_score > score + 1e-6
+        if not bool(improves.any()):
+            break
+        chosen = neighbours.reshape(n, c, k, k).gather(2, best_flip[:, :, None, None].expand(n, c, 1, k)).squeeze(2)
+        y = torch.where(improves.unsqueeze(-1), chosen, y)
+        score = torch.where(improves, best_score, score)
+    return _best_of(energy, space, x, y)
+
+
+@torch.no_grad()
+def mode(
+    energy: Energy,
+    space: OutputSpace,
+    x: Tensor,
+    *,
+    restarts: int = 4,
+    generator: torch.Generator | None = None,
+    enumeration_limit: int = MODE_ENUMERATION_LIMIT,
+) -> Tensor:
+    """argmax_y g(x, y) + log q(y), shape (n, *event).
+
+    Linear energies use the space's oracle (threshold incl. prior logit; argsort; Hungarian).
+    Otherwise exact enumeration when |Y| ≤ ``enumeration_limit``; beyond it, ICM for the
+    pairwise energy and greedy single-flip local search for the mlp energy (both from a
+    deterministic start plus ``restarts`` random ones; approximate).
+    """
+    theta = energy.linear_scores(x)
+    if theta is not None:
+        return space.mode_linear(theta)
+    if space.size <= enumeration_limit:
+        return _mode_enumerate(energy, space, x)
+    if not isinstance(space, Multilabel):
+        raise ValueError(f"no mode oracle for a nonlinear energy on {space!r} with {space.size} elements")
+    if hasattr(energy, "pairwise_terms"):
+        return _pairwise_icm_mode(energy, space, x, restarts, generator)
+    return _greedy_mode(energy, space, x, restarts, generator)
+
+
+@torch.no_grad()
+def sample(
+    energy: Energy,
+    space: OutputSpace,
+    x: Tensor,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    limit: int = 2**16,
+    n_sweeps: int = 50,
+) -> Tensor:
+    """n draws y ~ p(·|x) per input, (batch, n, *event).
+
+    Exact (categorical over the enumerated log q + g) when |Y| ≤ ``limit``; otherwise n
+    independent MCMC chains started from q: ``n_sweeps`` Gibbs sweeps (multilabel) or
+    ``n_sweeps·k`` random-transposition Metropolis–Hastings steps (rankings), approximate.
+    """
+    if space.size <= limit:
+        return _sample_exact(energy, space, x, n, generator)
+    start = space.sample_prior((x.shape[0], n), generator=generator, device=x.device).to(x.dtype)
+    if isinstance(space, Multilabel):
+        for _ in range(n_sweeps):
+            start, _ = gibbs_sweep(energy, space, x, start, generator=generator)
+        return start
+    return mh_transpositions(energy, space, x, start, n_sweeps * space.k, generator=generator)[0]
+
+
+def _sample_exact(energy, space, x, n, generator) -> Tensor:
+    candidates = space.enumerate_all(device=x.device)
+    log_q = space.log_prior(candidates)
+    draws = []
+    for rows in _row_blocks(x.shape[0], space.size, MAX_SCORES):
+        probs = torch.softmax(enumerate_scores(energy, space, x[rows]) + log_q, dim=1)
+        device = generator.device if generator is not None else probs.device
+        draws.append(torch.multinomial(probs.to(device), n, replacement=True, generator=generator).to(x.device))
+    return candidates[torch.cat(draws)].to(x.dtype)

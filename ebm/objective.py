@@ -1,0 +1,81 @@
+"""The joint (min-min) objective and its exact counterparts on enumerated spaces.
+
+Per training pair (x, y) with samples y'_j ~ r(·|x) (r = q unless importance weights are given):
+
+    L = τ(x) + (1/m) Σ_j w_j f*(g(x, y'_j) − τ(x)) − g(x, y),   w_j = q(y'_j)/r(y'_j).
+
+Its expectation over the samples is τ + E_q[f*(g − τ)] − g(x, y), which is minimised over τ at
+Ω*(g) (= log E_q eᵍ for kl), where the loss becomes the Fenchel–Young loss Ω*(g) − g(x, y).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ebm.divergences import Divergence, get_divergence
+
+
+def minmin_loss(
+    g_data: Tensor,
+    g_samples: Tensor,
+    tau: Tensor,
+    divergence: Divergence | str,
+    log_weights: Tensor | None = None,
+) -> Tensor:
+    """Per-example L = τ + mean_j w_j f*(g_j − τ) − g_data; shapes (n,), (n, m), (n,) [, (n, m)] → (n,)."""
+    divergence = get_divergence(divergence)
+    n = g_data.shape[0]
+    if g_data.shape != (n,) or tau.shape != (n,) or g_samples.dim() != 2 or g_samples.shape[0] != n:
+        raise ValueError(
+            f"minmin_loss needs g_data (n,), g_samples (n, m), tau (n,); got {tuple(g_data.shape)}, {tuple(g_samples.shape)}, {tuple(tau.shape)}"
+        )
+    terms = divergence.conjugate(g_samples - tau[:, None])
+    if log_weights is not None:
+        if log_weights.shape != g_samples.shape:
+            raise ValueError(f"log_weights has shape {tuple(log_weights.shape)}, expected {tuple(g_samples.shape)}")
+        terms = terms * log_weights.exp()
+    return tau + terms.mean(dim=1) - g_data
+
+
+def expected_dual(tau: Tensor, g_all: Tensor, log_q: Tensor, divergence: Divergence | str) -> Tensor:
+    """τ + Σ_y q(y) f*(g(y) − τ) for every row: g_all (…, N), log_q (N,) or (…, N), τ (…,)."""
+    divergence = get_divergence(divergence)
+    return tau + (log_q.exp() * divergence.conjugate(g_all - tau[..., None])).sum(-1)
+
+
+@torch.no_grad()
+def optimal_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iterations: int = 200) -> Tensor:
+    """τ* = argmin_τ τ + E_q f*(g − τ), by bisection on the monotone first-order condition
+    E_q[(f*)'(g − τ)] = 1 (in float64). The root lies in [min g, max g] over the support of q,
+    because (f*)' is nondecreasing with (f*)'(0) = 1."""
+    divergence = get_divergence(divergence)
+    g = g_all.double()
+    q = log_q.double().exp().expand_as(g)
+    support = q > 0
+    low = torch.where(support, g, torch.full_like(g, float("inf"))).amin(-1)
+    high = torch.where(support, g, torch.full_like(g, -float("inf"))).amax(-1)
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        mass = (q * divergence.conjugate_grad(g - middle[..., None])).sum(-1)
+        too_low = mass > 1  # τ too small: the candidate distribution has mass > 1
+        low = torch.where(too_low, middle, low)
+        high = torch.where(too_low, high, middle)
+        if bool(((high - low) <= 1e-15 * (1 + high.abs())).all()):
+            break
+    return (0.5 * (low + high)).to(g_all.dtype)
+
+
+def variational_log_partition(g_all: Tensor, log_q: Tensor, divergence: Divergence | str) -> Tensor:
+    """Exact Ω*(g) = min_τ τ + E_q f*(g − τ) on enumerated scores g_all (…, N) with log_q (N,) or (…, N).
+
+    For kl this is log Σ_y q(y) e^{g(y)}. Differentiable in g_all: by the envelope theorem
+    the gradient is that of the dual at the (detached) optimum τ*, i.e. the optimal p."""
+    tau = optimal_tau(g_all.detach(), log_q.detach(), divergence)
+    return expected_dual(tau, g_all, log_q, divergence)
+
+
+def optimal_distribution(g_all: Tensor, log_q: Tensor, tau: Tensor, divergence: Divergence | str) -> Tensor:
+    """p(y) = q(y)·(f*)'(g(y) − τ) on enumerated scores (…, N); sums to 1 at τ = τ*."""
+    divergence = get_divergence(divergence)
+    return log_q.exp() * divergence.conjugate_grad(g_all - tau[..., None])

@@ -1,0 +1,339 @@
+"""Finite output spaces Y with an easy prior q(y) (the proposal of the min-min objective).
+
+Encodings (see docs/ARCHITECTURE.md):
+
+* ``Multilabel(k)``: y ∈ {0,1}^k as float (…, k); prior ∏_i π_i^{y_i}(1 − π_i)^{1−y_i}.
+* ``Permutations(k)``: y_j = k − 1 − position_j ∈ {0..k−1} (the best label has the largest
+  value, so ⟨θ, y⟩ is maximised by y = rank(θ)); uniform prior 1/k!.
+* ``PermutationMatrices(k)``: P[j, r] = 1 iff label j has position r; uniform prior 1/k!.
+
+Dataset labels (numpy) are 0/1 int8 arrays for multilabel and position arrays
+(``ranks[i, j]`` = position of label j, 0 = best) for rankings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from abc import ABC, abstractmethod
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ebm import unknown_name_error
+
+MODELS: dict[str, tuple[str, ...]] = {"multilabel": ("unary", "pairwise", "mlp"), "ranking": ("permutahedron", "birkhoff")}
+PRIORS: tuple[str, ...] = ("uniform", "frequency")
+#: enumeration is refused beyond this many elements (it would take minutes and gigabytes)
+MAX_ENUMERATION = 2**24
+
+
+def _shape(n: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (int(n),) if isinstance(n, (int, np.integer)) else tuple(int(v) for v in n)
+
+
+def uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
+    """U(0, 1) noise drawn on the generator's device (torch requires them to match), then moved."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device or generator.device)
+
+
+def random_permutations(shape: tuple[int, ...], k: int, generator: torch.Generator | None, device) -> Tensor:
+    """Uniform random permutations of {0..k−1}, shape (*shape, k), int64: argsort of i.i.d. noise."""
+    return uniform_noise((*shape, k), generator, device).argsort(dim=-1)
+
+
+def _permutation_chunks(k: int, chunk_size: int) -> Iterator[np.ndarray]:
+    """All k! permutations (lexicographic), as int64 arrays (c, k) of positions."""
+    perms = itertools.permutations(range(k))
+    while chunk := list(itertools.islice(perms, chunk_size)):
+        yield np.asarray(chunk, dtype=np.int64).reshape(len(chunk), k)
+
+
+class OutputSpace(ABC):
+    """A finite output space with a factorised/uniform prior q and the oracles the methods need."""
+
+    name: str
+    k: int
+    event_shape: tuple[int, ...]
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """|Y| as an exact Python int."""
+
+    @property
+    @abstractmethod
+    def log10_size(self) -> float:
+        """log10 |Y| (finite even when |Y| is astronomically large)."""
+
+    @abstractmethod
+    def sample_prior(self, n: int | tuple[int, ...], *, generator: torch.Generator | None = None, device=None) -> Tensor:
+        """i.i.d. draws y ~ q, shape (*n, *event_shape), float32."""
+
+    @abstractmethod
+    def log_prior(self, y: Tensor) -> Tensor:
+        """log q(y), shape y.shape[:-len(event_shape)]."""
+
+    @abstractmethod
+    def _enumerate_chunks(self, chunk_size: int, device) -> Iterator[Tensor]: ...
+
+    def enumerate(self, chunk_size: int = 4096, device=None) -> Iterator[Tensor]:
+        """Every element of Y once, in a fixed order, as chunks (c ≤ chunk_size, *event_shape)."""
+        if self.size > MAX_ENUMERATION:
+            raise ValueError(f"{self!r} has {self.size} elements; enumeration is limited to 2**24 = {MAX_ENUMERATION}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        return self._enumerate_chunks(int(chunk_size), device)
+
+    def enumerate_all(self, device=None) -> Tensor:
+        """All of Y as one tensor (|Y|, *event_shape); only for small spaces."""
+        return torch.cat(list(self.enumerate(65536, device=device)))
+
+    @abstractmethod
+    def enumeration_index(self, y: Tensor) -> Tensor:
+        """Position of each y in ``enumerate`` order, int64 of shape y.shape[:-len(event_shape)]
+        (e.g. to pick the data's score out of enumerated scores)."""
+
+    @abstractmethod
+    def from_labels(self, labels: np.ndarray) -> Tensor:
+        """Dataset labels (numpy) → space encoding (float32 tensor)."""
+
+    @abstractmethod
+    def to_labels(self, y: Tensor) -> np.ndarray:
+        """Space encoding → dataset labels (numpy)."""
+
+    @abstractmethod
+    def mode_linear(self, theta: Tensor) -> Tensor:
+        """argmax_y ⟨θ, y⟩ + log q(y) for linear scores θ of shape (n, *event_shape)."""
+
+    def check_y(self, y: Tensor, what: str = "y") -> None:
+        """Raise a clear error when y's trailing dimensions are not this space's event shape."""
+        d = len(self.event_shape)
+        if y.dim() < d or tuple(y.shape[-d:]) != self.event_shape:
+            raise ValueError(f"{what} has shape {tuple(y.shape)}; {self!r} needs trailing shape {self.event_shape}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k})"
+
+
+class Multilabel(OutputSpace):
+    """Y = {0,1}^k with prior q = ∏ Bernoulli(π_i); ``prior_probs=None`` is uniform (π = ½)."""
+
+    name = "multilabel"
+
+    def __init__(self, k: int, prior_probs: Tensor | None = None) -> None:
+        if int(k) < 1:
+            raise ValueError(f"Multilabel needs k ≥ 1 labels, got {k}")
+        self.k = int(k)
+        self.event_shape = (self.k,)
+        if prior_probs is not None:
+            prior_probs = torch.as_tensor(prior_probs, dtype=torch.float32).reshape(-1)
+            if prior_probs.numel() != self.k:
+                raise ValueError(f"prior_probs has {prior_probs.numel()} entries, expected k={self.k}")
+            if not bool(((prior_probs > 0) & (prior_probs < 1)).all()):
+                raise ValueError("prior_probs must lie strictly inside (0, 1)")
+        self.prior_probs = prior_probs
+
+    @classmethod
+    def with_label_frequencies(cls, k: int, y_train, clip: tuple[float, float] = (0.01, 0.99)) -> "Multilabel":
+        """Factorised Bernoulli prior with π_i = training frequency of label i, clipped to [0.01, 0.99]."""
+        y = torch.as_tensor(np.asarray(y_train) if not isinstance(y_train, Tensor) else y_train).float()
+        if y.dim() != 2 or y.shape[1] != k:
+            raise ValueError(f"y_train has shape {tuple(y.shape)}, expected (n, {k})")
+        return cls(k, y.mean(0).clamp(*clip).cpu())
+
+    @property
+    def uniform(self) -> bool:
+        return self.prior_probs is None
+
+    @property
+    def size(self) -> int:
+        return 2**self.k
+
+    @property
+    def log10_size(self) -> float:
+        return self.k * math.log10(2)
+
+    def prior_logits(self, device=None) -> Tensor:
+        """logit π_i, shape (k,): the prior's contribution to each label's score."""
+        if self.prior_probs is None:
+            return torch.zeros(self.k, device=device)
+        return torch.logit(self.prior_probs).to(device)
+
+    def log_prior_all_zero(self, device=None) -> Tensor:
+        """Σ_i log(1 − π_i) = log q(0): with the logits, log q(y) = ⟨logit π, y⟩ + log q(0)."""
+        if self.prior_probs is None:
+            return torch.tensor(-self.k * math.log(2.0), device=device)
+        return torch.log1p(-self.prior_probs).sum().to(device)
+
+    def sample_prior(self, n, *, generator=None, device=None) -> Tensor:
+        probs = torch.full((self.k,), 0.5) if self.prior_probs is None else self.prior_probs
+        noise = uniform_noise((*_shape(n), self.k), generator, device)
+        return (noise < probs.to(noise.device)).float()
+
+    def log_prior(self, y: Tensor) -> Tensor:
+        self.check_y(y)
+        if self.prior_probs is None:
+            return torch.full(y.shape[:-1], -self.k * math.log(2.0), device=y.device, dtype=y.dtype)
+        return y @ self.prior_logits(y.device).to(y.dtype) + self.log_prior_all_zero(y.device).to(y.dtype)
+
+    def _enumerate_chunks(self, chunk_size, device):
+        bits = torch.arange(self.k, device=device)
+        for start in range(0, self.size, chunk_size):
+            index = torch.arange(start, min(start + chunk_size, self.size), device=device)
+            yield ((index[:, None] >> bits) & 1).float()
+
+    def enumeration_index(self, y: Tensor) -> Tensor:
+        """Binary number Σ_j y_j 2^j (the enumeration order)."""
+        self.check_y(y)
+        return ((y > 0.5).long() << torch.arange(self.k, device=y.device)).sum(-1)
+
+    def from_labels(self, labels: np.ndarray) -> Tensor:
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or labels.shape[1] != self.k:
+            raise ValueError(f"multilabel labels have shape {labels.shape}, expected (n, {self.k})")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("multilabel labels must be 0/1")
+        return torch.as_tensor(labels.astype(np.float32))
+
+    def to_labels(self, y: Tensor) -> np.ndarray:
+        self.check_y(y)
+        return (y.detach().cpu().numpy() > 0.5).astype(np.int8)
+
+    def mode_linear(self, theta: Tensor) -> Tensor:
+        """Per-label threshold: y_i = 1 iff θ_i + logit π_i > 0 (the problem is separable)."""
+        self.check_y(theta, "theta")
+        return (theta + self.prior_logits(theta.device) > 0).float()
+
+    def __repr__(self) -> str:
+        return f"Multilabel(k={self.k}, prior={'uniform' if self.uniform else 'frequency'})"
+
+
+class _PermutationSpace(OutputSpace):
+    """Common parts of the two ranking encodings: uniform prior 1/k!, enumeration of k! orders."""
+
+    name = "ranking"
+
+    def __init__(self, k: int) -> None:
+        if int(k) < 2:
+            raise ValueError(f"a ranking space needs k ≥ 2 labels, got {k}")
+        self.k = int(k)
+
+    @property
+    def size(self) -> int:
+        return math.factorial(self.k)
+
+    @property
+    def log10_size(self) -> float:
+        return math.lgamma(self.k + 1) / math.log(10)
+
+    def log_prior(self, y: Tensor) -> Tensor:
+        self.check_y(y)
+        batch = y.shape[: y.dim() - len(self.event_shape)]
+        return torch.full(batch, -math.lgamma(self.k + 1), device=y.device, dtype=y.dtype)
+
+    @abstractmethod
+    def _from_positions(self, positions: Tensor) -> Tensor:
+        """positions (…, k) int64 (position of label j) → encoding."""
+
+    @abstractmethod
+    def _to_positions(self, y: Tensor) -> Tensor:
+        """encoding → positions (…, k) int64."""
+
+    def sample_prior(self, n, *, generator=None, device=None) -> Tensor:
+        return self._from_positions(random_permutations(_shape(n), self.k, generator, device))
+
+    def _enumerate_chunks(self, chunk_size, device):
+        for chunk in _permutation_chunks(self.k, chunk_size):
+            yield self._from_positions(torch.as_tensor(chunk, device=device))
+
+    def enumeration_index(self, y: Tensor) -> Tensor:
+        """Lexicographic rank of the position tuple (its Lehmer code): Σ_j c_j (k − 1 − j)!,
+        c_j = #{l > j : pos_l < pos_j}."""
+        self.check_y(y)
+        positions = self._to_positions(y)
+        later_smaller = (positions.unsqueeze(-2) < positions.unsqueeze(-1)).triu(diagonal=1).sum(-1)
+        weights = torch.tensor([math.factorial(self.k - 1 - j) for j in range(self.k)], device=y.device)
+        return (later_smaller * weights).sum(-1)
+
+    def from_labels(self, labels: np.ndarray) -> Tensor:
+        ranks = np.asarray(labels)
+        if ranks.ndim != 2 or ranks.shape[1] != self.k:
+            raise ValueError(f"ranking labels have shape {ranks.shape}, expected (n, {self.k})")
+        if not (np.sort(ranks, axis=1) == np.arange(self.k)).all():
+            raise ValueError("each ranking row must be a permutation of positions 0..k−1")
+        return self._from_positions(torch.as_tensor(ranks.astype(np.int64)))
+
+    def to_labels(self, y: Tensor) -> np.ndarray:
+        self.check_y(y)
+        return self._to_positions(y.detach()).cpu().numpy().astype(np.int64)
+
+
+class Permutations(_PermutationSpace):
+    """Rank vectors y_j = k − 1 − position_j (the permutahedron's vertices), uniform prior."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self.event_shape = (self.k,)
+
+    def _from_positions(self, positions):
+        return (self.k - 1 - positions).float()
+
+    def _to_positions(self, y):
+        return (self.k - 1 - y.round()).long()
+
+    def mode_linear(self, theta: Tensor) -> Tensor:
+        """y = rank(θ): the label with the largest θ gets value k − 1 (rearrangement inequality)."""
+        self.check_y(theta, "theta")
+        return theta.argsort(dim=-1).argsort(dim=-1).float()
+
+
+class PermutationMatrices(_PermutationSpace):
+    """Permutation matrices P[j, r] = 1 iff label j has position r (Birkhoff vertices), uniform prior."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self.event_shape = (self.k, self.k)
+
+    def _from_positions(self, positions):
+        return torch.nn.functional.one_hot(positions, self.k).float()
+
+    def _to_positions(self, y):
+        return y.argmax(dim=-1)
+
+    def mode_linear(self, theta: Tensor) -> Tensor:
+        """argmax_P ⟨Θ, P⟩: a linear assignment problem per example (Hungarian, scipy)."""
+        from scipy.optimize import linear_sum_assignment
+
+        self.check_y(theta, "theta")
+        scores = theta.detach().reshape(-1, self.k, self.k).cpu().double().numpy()
+        positions = np.stack([linear_sum_assignment(s, maximize=True)[1] for s in scores]) if len(scores) else np.zeros((0, self.k), dtype=np.int64)
+        out = self._from_positions(torch.as_tensor(positions, dtype=torch.long, device=theta.device))
+        return out.reshape(theta.shape)
+
+
+def make_space(kind: str, k: int, model: str, *, prior: str = "uniform", y_train: Tensor | None = None) -> OutputSpace:
+    """The space for a task kind and a model name (see ``MODELS``).
+
+    ``prior="frequency"`` (multilabel only) sets q = ∏ Bernoulli(π_i) with π_i the training
+    frequency of label i (clipped to [0.01, 0.99]); it needs ``y_train``.
+    """
+    if kind not in MODELS:
+        raise unknown_name_error("task kind", kind, tuple(MODELS))
+    if model not in MODELS[kind]:
+        raise unknown_name_error(f"model for {kind}", model, MODELS[kind])
+    if prior not in PRIORS:
+        raise unknown_name_error("prior", prior, PRIORS)
+    if kind == "ranking":
+        if prior != "uniform":
+            raise ValueError(f"ranking spaces only have the uniform prior, got prior={prior!r}")
+        return Permutations(k) if model == "permutahedron" else PermutationMatrices(k)
+    if prior == "frequency":
+        if y_train is None:
+            raise ValueError("prior='frequency' needs y_train (the training labels)")
+        return Multilabel.with_label_frequencies(k, y_train)
+    return Multilabel(k)

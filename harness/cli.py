@@ -1,0 +1,69 @@
+"""``ebm-bench``: the command line (argparse). Imports nothing heavy: each command's
+module imports torch / ray / optuna / duckdb inside its handler, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.commands import COMMANDS, load_command
+
+DESCRIPTION = """\
+Benchmark energy-based models over combinatorial output spaces (label subsets,
+permutations): the joint EBM / log-partition method ("min-min") against exact MLE, MCMC,
+NCE, perceptron and min-max baselines, on real and synthetic tasks, on Ray.
+
+  ebm-bench run                       # the quick suite on a local Ray instance
+  ebm-bench run --suite paper --address auto --gpus-per-run 0.25
+  ebm-bench leaderboard --format markdown
+  ebm-bench query "select method, avg(test_f1_example) from runs group by 1"
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ebm-bench", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = load_command(name)
+        if module is not None:
+            module.register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ebm-bench")
+    except metadata.PackageNotFoundError:
+        return "(source checkout)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("ebm-bench: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:  # bad input, unusable dirs: one clear line
+        if _debug():
+            raise
+        print(f"ebm-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("EBM_BENCH_DEBUG", "") not in ("", "0")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""``ebm-bench run``: plan a suite, skip what the results dir holds, tune (optional), run
+the rest on Ray (or serially), store every outcome, print the leaderboard.
+
+Resume: a run whose id already has a row in ``DIR/runs`` is not run again, whatever its
+status, unless ``--force`` (everything again) or ``--retry-failed`` (rows ``failed`` /
+``timeout`` again). Rows ``skipped`` / ``unsupported`` decided at plan time are re-decided
+every time (e.g. a task whose data has appeared since is run).
+Only this driver writes results, in small batches as runs finish; Ctrl-C keeps what finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RETRY_STATUSES = ("failed", "timeout")
+PLAN_STATUSES = ("skipped", "unsupported")
+
+
+@dataclass
+class RunOptions:
+    results_dir: Path = Path("results")
+    data_dir: Path | None = None
+    executor: str = "ray"
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    timeout_per_run: float | None = None
+    timeout_grace: float | None = None
+    tune_trials: int | None = None   # None: the suite's value
+    force: bool = False
+    retry_failed: bool = False
+    max_retries: int = 1
+    progress: bool = True
+    tune_only: bool = False
+
+
+@dataclass
+class RunSummary:
+    planned: int = 0
+    to_run: int = 0
+    already_done: int = 0
+    counts: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def _hard_timeout(options: RunOptions) -> float | None:
+    """The driver kills a run at timeout + grace: the soft timeout stops training itself and
+    leaves time to evaluate; the hard one catches hung code."""
+    if options.timeout_per_run is None:
+        return None
+    grace = options.timeout_grace if options.timeout_grace is not None else max(10.0, 0.5 * options.timeout_per_run)
+    return options.timeout_per_run + grace
+
+
+def needs_run(run, stored: dict[str, str], options: RunOptions) -> bool:
+    if options.force or run.run_id not in stored:
+        return True
+    status = stored[run.run_id]
+    return status in PLAN_STATUSES or (options.retry_failed and status in RETRY_STATUSES)
+
+
+def _loader(data_dir):
+    """Loads the TaskData of a RunSpec.data_key (task, seed, fold, data settings as JSON)."""
+    def load(key):
+        import json
+
+        from tasks.registry import get_task
+
+        task_name, seed, fold, settings = key
+        val_fraction = json.loads(settings)["val_fraction"]
+        return get_task(task_name).load(data_dir, seed=seed, fold=fold, val_fraction=val_fraction)
+    return load
+
+
+def _overrides_of(suite):
+    """The suite's fixed hyperparameters for a run (grid ``params``), kept fixed during tuning."""
+    def overrides(run) -> dict[str, Any]:
+        for block in suite.grid:
+            if run.spec.method in block.params:
+                return dict(block.params[run.spec.method])
+        return {}
+    return overrides
+
+
+def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSummary:
+    """Plan, (tune,) execute and store ``suite``; see the module docstring."""
+    from harness import manifest, store
+    from harness.executors import Job, SharedData, drive, make_executor
+    from harness.plan import Filters, plan_runs, with_params
+    from harness.progress import RunProgress
+    from harness.suites import load_suite
+    from harness.worker import execute_run, failure_row
+
+    options = options or RunOptions()
+    suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
+    started = time.monotonic()
+    results_dir = store.check_writable(options.results_dir)
+    plan = plan_runs(suite, filters or Filters(), data_dir=options.data_dir)
+    summary = RunSummary(planned=len(plan), notes=list(plan.notes))
+    stored = store.run_statuses(results_dir)
+    invocation = uuid.uuid4().hex[:12]
+    manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
+                               planned=len(plan), status="running")
+    writer = store.BatchWriter(results_dir)
+
+    # plan-time outcomes (unsupported / skipped): written once, re-written when they change
+    plan_rows = [failure_row(p, p.status, p.reason) for p in plan
+                 if p.status and (options.force or stored.get(p.run_id) != p.status)]
+    writer.add("runs", plan_rows)
+    summary.counts.update(p.status for p in plan if p.status)
+
+    runnable = plan.runnable()
+    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
+    threads = max(1, round(options.cpus_per_run))
+    worker_kwargs = {"threads": threads, "gpus": options.gpus_per_run, "max_seconds": options.timeout_per_run}
+    executor = None
+    make_progress = (lambda total, title: RunProgress(total, title=title, enabled=options.progress))
+
+    def get_executor():
+        nonlocal executor
+        if executor is None:
+            executor = make_executor(options.executor, **({} if options.executor == "serial" else dict(
+                address=options.address, num_cpus=options.num_cpus, cpus_per_run=options.cpus_per_run,
+                gpus_per_run=options.gpus_per_run, max_retries=options.max_retries)))
+        return executor
+
+    load = _loader(options.data_dir)
+    try:
+        if trials > 0 and runnable:
+            from harness import tuning
+
+            overrides_of = _overrides_of(suite)
+            lazy = _LazyExecutor(get_executor)
+            best, notes = tuning.tune(runnable, executor=lazy, shared=SharedData(lazy, load, []),
+                                      results_dir=results_dir, n_trials=trials, overrides_of=overrides_of,
+                                      worker_kwargs=worker_kwargs, hard_timeout=_hard_timeout(options),
+                                      writer=writer, progress_factory=make_progress)
+            summary.notes += notes
+            runnable = [with_params(r, best[tuning.study_name(r, overrides_of(r))], tuned=True)
+                        if tuning.study_name(r, overrides_of(r)) in best else r for r in runnable]
+        if options.tune_only:
+            return summary
+
+        todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
+        summary.to_run = len(todo)
+        summary.already_done = len(runnable) - len(todo)
+        if todo:
+            executor = get_executor()
+            shared = SharedData(executor, load, [r.spec.data_key for r in todo])
+            queue = iter(todo)
+            progress = make_progress(len(todo), f"{suite.name}")
+
+            def next_job():
+                run = next(queue, None)
+                if run is None:
+                    return None
+                try:
+                    data = shared.get(run.spec.data_key)
+                except Exception as exc:  # noqa: BLE001 - the worker turns it into a failed row
+                    data = exc
+                return Job(key=run.run_id, fn=execute_run, args=(run, run.method, data), kwargs=worker_kwargs,
+                           timeout=_hard_timeout(options), payload=run)
+
+            def on_done(outcome):
+                run = outcome.job.payload
+                shared.release(run.spec.data_key)
+                if outcome.ok:
+                    row, curves = outcome.value.row, outcome.value.curves
+                else:
+                    status = "timeout" if outcome.timed_out else "failed"
+                    row, curves = failure_row(run, status, outcome.failure), []
+                writer.add("curves", curves)
+                writer.add("runs", [row])
+                summary.counts[row["status"]] += 1
+                progress.finished_one(row)
+
+            try:
+                drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=1.0)
+            finally:
+                progress.close()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        writer.flush()
+        if executor is not None:
+            executor.close()
+        summary.seconds = time.monotonic() - started
+        manifest.record_invocation(results_dir, invocation, status="interrupted" if summary.interrupted else "done",
+                                   finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
+                                   to_run=summary.to_run, counts=dict(summary.counts))
+    return summary
+
+
+class _LazyExecutor:
+    """Starts the real executor only when the tuner first needs it."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+
+    def __getattr__(self, name):
+        return getattr(self._factory(), name)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run`` and ``tune``."""
+    parser.add_argument("--suite", default="quick", help="quick | paper | full | PATH.toml (default: quick)")
+    parser.add_argument("--tasks", help="comma list of task names or globs (e.g. 'syn-*,emotions')")
+    parser.add_argument("--methods", help="comma list of method names or globs")
+    parser.add_argument("--models", help="comma list of model names or globs")
+    parser.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
+    parser.add_argument("--max-steps", type=int, help="optimiser steps per run (overrides the suite's budget)")
+    parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
+    parser.add_argument("--data-dir", help="dataset directory (default: $EBM_BENCH_DATA)")
+    parser.add_argument("--executor", choices=("ray", "serial"), default="ray",
+                        help="ray (default: a local instance, or --address) or serial (in-process, for debugging)")
+    parser.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per run (also torch threads; default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per run, fractions allowed (default 0)")
+    parser.add_argument("--timeout-per-run", type=float,
+                        help="seconds of training per run; past it training stops (status timeout) and a hung "
+                             "run is killed after a grace period")
+    parser.add_argument("--timeout-grace", type=float, help="extra seconds before a hung run is killed "
+                                                            "(default: max(10, timeout/2))")
+    parser.add_argument("--tune-trials", type=int, help="Optuna trials per task × model × method "
+                                                        "(0 = default hyperparameters; default: the suite's)")
+    parser.add_argument("--force", action="store_true", help="re-run runs the results dir already holds")
+    parser.add_argument("--retry-failed", action="store_true", help="re-run runs stored as failed or timeout")
+    parser.add_argument("--max-retries", type=int, default=1,
+                        help="Ray retries of a run whose worker process died (default 1); exceptions are never retried")
+    parser.add_argument("--no-progress", action="store_true", help="no progress display")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run a benchmark suite (resumable) and print the leaderboard",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
+    parser.set_defaults(func=main)
+
+
+def options_from_args(args, *, tune_only: bool = False):
+    from harness.plan import Filters
+    from tasks.registry import resolve_data_dir
+
+    if args.cpus_per_run <= 0 or args.gpus_per_run < 0:
+        raise ValueError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+    if args.timeout_per_run is not None and args.timeout_per_run <= 0:
+        raise ValueError("--timeout-per-run must be positive")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError("--max-steps must be at least 1")
+    if args.tune_trials is not None and args.tune_trials < 0:
+        raise ValueError("--tune-trials must be >= 0")
+    filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
+                      models=Filters.parse_list(args.models), seeds=args.seeds, max_steps=args.max_steps)
+    options = RunOptions(results_dir=Path(args.results_dir), data_dir=resolve_data_dir(args.data_dir),
+                         executor=args.executor, address=args.address, num_cpus=args.num_cpus,
+                         cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                         timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
+                         tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
+                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only)
+    return filters, options
+
+
+def print_summary(summary: RunSummary, results_dir: Path, *, stream=sys.stderr) -> None:
+    for note in summary.notes:
+        print(f"note: {note}", file=stream)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "nothing new"
+    print(f"{summary.planned} planned, {summary.already_done} already in {results_dir}, {summary.to_run} run: "
+          f"{counts} ({summary.seconds:.1f} s)", file=stream)
+    if summary.interrupted:
+        print("interrupted: finished runs are saved; run the same command again to resume", file=stream)
+
+
+def show_leaderboard(results_dir: Path) -> None:
+    try:
+        from harness import leaderboard
+    except ImportError:  # the outputs module is optional during development
+        return
+    leaderboard.write_leaderboard(results_dir)
+    sys.stdout.write(leaderboard.format_leaderboard(leaderboard.leaderboard_for(results_dir)))
+
+
+def main(args) -> int:
+    filters, options = options_from_args(args)
+    summary = run_suite(args.suite, filters, options)
+    print_summary(summary, options.results_dir)
+    if summary.interrupted:
+        return 130
+    if not args.no_leaderboard:
+        show_leaderboard(options.results_dir)
+    return 0

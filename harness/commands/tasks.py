@@ -1,0 +1,59 @@
+"""``ebm-bench tasks``: every task with its kind, |Y|, sizes, primary metric and whether its
+data is available here (and if not, why and where to get it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("tasks", help="list the tasks and whether their data is available",
+                                   description=__doc__)
+    parser.add_argument("--data-dir", help="dataset directory (default: $EBM_BENCH_DATA)")
+    parser.add_argument("--format", choices=("table", "csv"), default="table")
+    parser.add_argument("--available", action="store_true", help="only tasks whose data is present")
+    parser.set_defaults(func=main)
+
+
+def task_rows(data_dir) -> list[dict]:
+    from tasks.registry import list_tasks
+
+    rows = []
+    for task in list_tasks():
+        info = task.info(data_dir)
+        rows.append({"task": info.name, "kind": info.kind, "k": info.k, "log10|Y|": round(info.log10_size, 1),
+                     "n_train": info.n_train, "n_test": info.n_test, "d": info.n_features,
+                     "folds": getattr(task, "n_folds", 1), "metric": info.primary_metric,
+                     "available": "yes" if info.available else "no", "reason": info.reason or ""})
+    return rows
+
+
+def print_rows(rows: list[dict], fmt: str, title: str) -> None:
+    """A rich table (wide columns fold) or CSV on stdout."""
+    if fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (rows[0] if rows else {}):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console().print(table)
+
+
+def main(args) -> int:
+    from tasks.registry import resolve_data_dir
+
+    rows = task_rows(resolve_data_dir(args.data_dir))
+    if args.available:
+        rows = [r for r in rows if r["available"] == "yes"]
+    print_rows(rows, args.format, "ebm-bench tasks")
+    return 0

@@ -1,0 +1,301 @@
+"""Executors: where work runs. ``SerialExecutor`` (in-process, for debugging) and
+``RayExecutor`` (a local Ray instance or an existing cluster).
+
+Both speak the same small protocol, which the run and tuning drivers use:
+``share(obj)`` (put a large object once; runs receive it by reference), ``submit(job)``,
+``wait()`` → finished :class:`Outcome` s, ``capacity`` (how many jobs to keep in flight) and
+``close()``. The driver keeps at most ``capacity`` jobs in flight, so a job's submission time
+is (nearly) its start time and the per-run timeout can be measured from it.
+
+Failures: an exception inside a job is the job's business (``worker.execute_run`` turns it into a
+row). What reaches the executor is infrastructure: a worker process that died (retried by Ray
+``max_retries`` times, then ``Outcome.failure = "worker died: ..."``), or a job past its
+deadline (force-cancelled, ``Outcome.timed_out``). Exceptions are never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+DEFAULT_MAX_RETRIES = 1
+
+
+@dataclass
+class Job:
+    """``fn(*args)`` to run remotely. ``fn`` must be importable (module-level)."""
+
+    key: Any
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: hard deadline in seconds from submission (None = none); enforced by RayExecutor only
+    timeout: float | None = None
+    payload: Any = None  # the driver's own bookkeeping (not sent to the worker)
+
+
+@dataclass
+class Outcome:
+    job: Job
+    value: Any = None
+    failure: str | None = None
+    timed_out: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and not self.timed_out
+
+
+class SerialExecutor:
+    """Runs each job in this process when ``wait`` is called. No hard timeouts: a hung run
+    hangs the driver (use the Ray executor for that), and a run that kills its process
+    (``os._exit``) takes the driver with it."""
+
+    name = "serial"
+
+    def __init__(self, **_: Any) -> None:
+        self._pending: list[Job] = []
+        self.capacity = 1
+
+    def share(self, obj: Any) -> Any:
+        return obj
+
+    def submit(self, job: Job) -> None:
+        self._pending.append(job)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        if not self._pending:
+            return []
+        job = self._pending.pop(0)
+        start = time.perf_counter()
+        try:
+            value = job.fn(*job.args, **job.kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported like an infrastructure failure
+            return [Outcome(job, failure=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)]
+        return [Outcome(job, value=value, seconds=time.perf_counter() - start)]
+
+    def close(self) -> None:
+        self._pending.clear()
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The body of every Ray task (object refs among ``args`` arrive resolved)."""
+    return fn(*args, **kwargs)
+
+
+def warm_worker() -> int:
+    """Import what every run needs (torch, the metrics, the methods' modules)."""
+    import harness.worker  # noqa: F401
+    import tasks.metrics  # noqa: F401
+    from baselines.registry import list_methods
+    from ebm import inference  # noqa: F401
+
+    list_methods()
+    import sklearn.metrics  # noqa: F401
+
+    return os.getpid()
+
+
+def project_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class RayExecutor:
+    """Ray tasks with ``num_cpus`` / ``num_gpus`` per run (fractions allowed).
+
+    ``address``: an existing cluster (``ray://`` or ``host:port``; ``RAY_ADDRESS`` is honoured
+    when None); otherwise a local instance with ``num_cpus`` CPUs (default: all). If Ray is
+    already initialised in this process (tests, notebooks) it is reused and left running.
+    """
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None = None, num_cpus: int | None = None, cpus_per_run: float = 1.0,
+                 gpus_per_run: float = 0.0, max_retries: int = DEFAULT_MAX_RETRIES,
+                 max_in_flight: int | None = None) -> None:
+        import logging
+
+        import ray
+
+        self._ray = ray
+        self._owns_ray = False
+        if not ray.is_initialized():
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if address:
+                kwargs["address"] = address
+                # ship the project's packages to the cluster's workers (no shared filesystem needed)
+                kwargs["runtime_env"] = {"py_modules": _project_packages()}
+            else:
+                # local workers import the project from the driver's checkout
+                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+                kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+            ray.init(**kwargs)
+            self._owns_ray = True
+        self.cpus_per_run, self.gpus_per_run = float(cpus_per_run), float(gpus_per_run)
+        resources = ray.cluster_resources()
+        slots = int(resources.get("CPU", 1) // self.cpus_per_run) if self.cpus_per_run > 0 else 1 << 30
+        if self.gpus_per_run > 0:
+            gpus = resources.get("GPU", 0)
+            if gpus <= 0:
+                raise RuntimeError("--gpus-per-run > 0 but the Ray cluster has no GPU")
+            slots = min(slots, int(gpus // self.gpus_per_run))
+        self.capacity = max(1, min(slots, max_in_flight or slots))
+        self._remote = ray.remote(_call).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                                                 max_retries=int(max_retries), retry_exceptions=False)
+        self._running: dict[Any, tuple[Job, float]] = {}
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Start ``capacity`` workers and import the project in each before any run, so a
+        run's clock (and its hard timeout) does not include a worker's cold start."""
+        self._ray.get([self._remote.remote(warm_worker) for _ in range(self.capacity)])
+
+    def share(self, obj: Any) -> Any:
+        return self._ray.put(obj)
+
+    def submit(self, job: Job) -> None:
+        ref = self._remote.remote(job.fn, *job.args, **job.kwargs)
+        self._running[ref] = (job, time.monotonic())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def _expired(self) -> list[Outcome]:
+        now, out = time.monotonic(), []
+        for ref, (job, started) in list(self._running.items()):
+            if job.timeout is not None and now - started > job.timeout:
+                self._ray.cancel(ref, force=True)
+                del self._running[ref]
+                out.append(Outcome(job, timed_out=True, seconds=now - started,
+                                   failure=f"killed after {job.timeout:.0f} s (hard per-run timeout)"))
+        return out
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [started + job.timeout for job, started in self._running.values() if job.timeout is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        """Block until at least one job finishes or a deadline passes; return what finished."""
+        from ray.exceptions import RayError, RayTaskError
+
+        while self._running:
+            expired = self._expired()
+            if expired:
+                return expired
+            limit = self._next_deadline()
+            if timeout is not None:
+                limit = timeout if limit is None else min(limit, timeout)
+            ready, _ = self._ray.wait(list(self._running), num_returns=1, timeout=limit)
+            if not ready:
+                if timeout is not None:  # the caller's poll interval (or a deadline) passed
+                    return self._expired()
+                continue
+            outcomes = []
+            for ref in ready:
+                job, started = self._running.pop(ref)
+                seconds = time.monotonic() - started
+                try:
+                    outcomes.append(Outcome(job, value=self._ray.get(ref), seconds=seconds))
+                except RayTaskError as exc:  # the job raised although it should not: report it
+                    outcomes.append(Outcome(job, failure=f"task error: {_first_line(exc)}", seconds=seconds))
+                except RayError as exc:      # worker death, node loss, OOM kill, object lost, ...
+                    outcomes.append(Outcome(job, failure=f"worker died: {type(exc).__name__}: {_first_line(exc)}",
+                                            seconds=seconds))
+            return outcomes
+        return []
+
+    def close(self) -> None:
+        for ref in list(self._running):
+            self._ray.cancel(ref, force=True)
+        self._running.clear()
+        if self._owns_ray:
+            self._ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:500]
+
+
+def _pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join(p for p in (project_root(), existing) if p)
+
+
+def _project_packages() -> list:
+    import baselines
+    import ebm
+    import harness
+    import tasks
+
+    return [baselines, ebm, harness, tasks]
+
+
+def make_executor(name: str, **kwargs: Any):
+    """``"ray"`` or ``"serial"``; unknown names are an error."""
+    if name == "serial":
+        return SerialExecutor(**kwargs)
+    if name == "ray":
+        return RayExecutor(**kwargs)
+    raise ValueError(f"unknown executor {name!r}; choose 'ray' or 'serial'")
+
+
+def drive(executor, next_job: Callable[[], Job | None], on_done: Callable[[Outcome], None],
+          *, on_submit: Callable[[Job], None] | None = None, poll: float | None = None,
+          on_idle: Callable[[], None] | None = None) -> None:
+    """Keep ``executor.capacity`` jobs in flight until ``next_job`` has nothing more and all
+    submitted jobs are done. ``next_job`` may return None while others are running (the
+    tuner waits for results before asking again)."""
+    while True:
+        while executor.in_flight < executor.capacity:
+            job = next_job()
+            if job is None:
+                break
+            executor.submit(job)
+            if on_submit:
+                on_submit(job)
+        if executor.in_flight == 0:
+            return
+        for outcome in executor.wait(timeout=poll):
+            on_done(outcome)
+        if on_idle:
+            on_idle()
+
+
+class SharedData:
+    """Task data loaded once per ``data_key`` in the driver and shared by reference
+    (``executor.share``) with every run that needs it; dropped when its last run is done.
+    A load error is remembered and re-raised for each run of that key."""
+
+    def __init__(self, executor, load: Callable[[Any], Any], keys: list[Any]) -> None:
+        from collections import Counter
+
+        self.executor, self.load = executor, load
+        self.uses = Counter(keys)
+        self.refs: dict[Any, Any] = {}
+        self.errors: dict[Any, Exception] = {}
+
+    def get(self, key: Any) -> Any:
+        if key in self.errors:
+            raise self.errors[key]
+        if key not in self.refs:
+            try:
+                self.refs[key] = self.executor.share(self.load(key))
+            except Exception as exc:  # noqa: BLE001 - becomes a failed row per run
+                self.errors[key] = exc
+                raise
+        return self.refs[key]
+
+    def release(self, key: Any) -> None:
+        self.uses[key] -= 1
+        if self.uses[key] <= 0:
+            self.refs.pop(key, None)

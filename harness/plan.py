@@ -1,0 +1,275 @@
+"""Planning: the suite's grid expanded into run specs, each identified by a canonical hash.
+
+A run is task × model × method × seed × fold × params × budget × data settings. Its id is
+the first 16 hex digits of sha256 over the canonical JSON of that identity (sorted keys,
+no whitespace), so the same run gets the same id on every machine and in every order, and
+the torch seed derives from the id, never from the position of the run in the plan. The
+suite's *name* is a label, not part of the identity: two suites that contain the same run
+share its result.
+
+``method.check`` is applied here: a run the method cannot do is recorded with status
+``unsupported`` / ``skipped`` and its reason, never raised. A task whose data files are
+missing is recorded as ``skipped`` ("data not available: ...") — except in grid blocks
+marked ``optional = true`` (the ``quick`` suite's real tasks), where it is left out of the
+plan with a note, so ``quick`` on a machine without data does not show dozens of skips.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.suites import Suite, SuiteError, has_glob
+
+RUN_ID_LENGTH = 16
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal specs give equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def short_hash(obj: Any, length: int = RUN_ID_LENGTH) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is. ``params`` are the full hyperparameters (defaults merged with overrides),
+    so changing a method's defaults changes the id and re-runs it."""
+
+    task: str
+    model: str
+    method: str
+    seed: int
+    fold: int
+    params: dict[str, Any]
+    budget: dict[str, int]
+    data: dict[str, Any]
+    suite: str = ""      # label only
+    tuned: bool = False  # label only (params came from an Optuna study)
+
+    def identity(self) -> dict[str, Any]:
+        return {"task": self.task, "model": self.model, "method": self.method, "seed": self.seed,
+                "fold": self.fold, "params": self.params, "budget": self.budget, "data": self.data}
+
+    @property
+    def run_id(self) -> str:
+        return short_hash(self.identity())
+
+    @property
+    def config_hash(self) -> str:
+        """Groups the seeds and folds of one configuration."""
+        identity = self.identity()
+        del identity["seed"], identity["fold"]
+        return short_hash(identity)
+
+    @property
+    def torch_seed(self) -> int:
+        """A 31-bit seed derived from the run id (independent of run order)."""
+        return derive_seed("torch", self.run_id)
+
+    @property
+    def data_key(self) -> tuple:
+        """Runs with equal keys share one loaded TaskData (same split for every method)."""
+        return (self.task, self.seed, self.fold, canonical_json(self.data))
+
+
+def derive_seed(*parts: Any) -> int:
+    return int(hashlib.sha256(canonical_json([str(p) for p in parts]).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    kind: str
+    k: int
+    space: str
+    primary_metric: str
+    #: None = to run; else "unsupported" | "skipped" decided at plan time
+    status: str | None = None
+    reason: str | None = None
+    method: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+
+class Plan(list):
+    """A list of :class:`PlannedRun` plus ``notes`` (tasks left out, and why)."""
+
+    def __init__(self, runs=(), notes=()):
+        super().__init__(runs)
+        self.notes: list[str] = list(notes)
+
+    def runnable(self) -> list[PlannedRun]:
+        return [p for p in self if p.status is None]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Command-line filters; each a list of names or fnmatch globs (empty = everything)."""
+
+    tasks: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    seeds: int | None = None
+    max_steps: int | None = None
+
+    @staticmethod
+    def parse_list(value: str | None) -> tuple[str, ...]:
+        return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def resolve_method(name: str):
+    """The Method called ``name``: the registry first, then the test fixtures
+    (``baselines.testing``; not listed by ``ebm-bench methods``)."""
+    from baselines.registry import get_method
+
+    try:
+        return get_method(name)
+    except ValueError:
+        from baselines.testing import FIXTURES
+
+        if name in FIXTURES:
+            return FIXTURES[name]
+        raise
+
+
+def _all_models() -> dict[str, tuple[str, ...]]:
+    from ebm.spaces import MODELS
+
+    return MODELS
+
+
+def _expand(patterns: tuple[str, ...], known: list[str], what: str, validate) -> list[str]:
+    """Names matching any pattern, in ``known`` order; an exact unknown name gets did-you-mean."""
+    out: list[str] = []
+    for pattern in patterns:
+        if has_glob(pattern):
+            out += [n for n in known if fnmatch.fnmatchcase(n, pattern) and n not in out]
+        else:
+            validate(pattern)
+            if pattern not in out:
+                out.append(pattern)
+    return out
+
+
+def validate_filters(filters: Filters) -> None:
+    """Exact names in the filters must exist (else ValueError with did-you-mean)."""
+    from ebm import unknown_name_error
+    from tasks.registry import get_task
+
+    all_models = sorted({m for ms in _all_models().values() for m in ms})
+    for name in filters.tasks:
+        if not has_glob(name):
+            get_task(name)
+    for name in filters.methods:
+        if not has_glob(name):
+            resolve_method(name)
+    for name in filters.models:
+        if not has_glob(name) and name not in all_models:
+            raise unknown_name_error("model", name, all_models)
+
+
+def _folds(suite: Suite, task) -> range:
+    n_folds = getattr(task, "n_folds", 1)
+    return range(n_folds if suite.folds == "all" else min(int(suite.folds), n_folds))
+
+
+def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | None = None) -> Plan:
+    """Every run of ``suite`` that passes ``filters``, in grid order, deduplicated by run id."""
+    from baselines.registry import list_methods
+    from ebm.spaces import make_space
+    from tasks.registry import get_task, list_tasks
+
+    filters = filters or Filters()
+    validate_filters(filters)
+    models_by_kind = _all_models()
+    task_names = [t.name for t in list_tasks()]
+    method_names = [m.name for m in list_methods()]
+    availability: dict[str, str | None] = {}
+    plan, seen, notes = Plan(), set(), []
+    seeds = filters.seeds if filters.seeds is not None else suite.seeds
+    data = {"val_fraction": suite.val_fraction, "prior": suite.prior}
+
+    for number, block in enumerate(suite.grid, 1):
+        where = f"suite {suite.name!r} grid block {number}"
+        try:
+            tasks = _expand(block.tasks, task_names, "task", get_task)
+            methods = _expand(block.methods, method_names, "method", resolve_method)
+        except ValueError as exc:
+            raise SuiteError(f"{where}: {exc}") from None
+        for task_name in tasks:
+            if not _matches(task_name, filters.tasks):
+                continue
+            task = get_task(task_name)
+            if block.max_k is not None and task.k > block.max_k:
+                continue
+            if task_name not in availability:
+                availability[task_name] = task.available(data_dir)
+            missing = availability[task_name]
+            if missing is not None and block.optional:
+                note = f"task {task_name!r} left out (optional, data not available: {missing})"
+                if note not in notes:
+                    notes.append(note)
+                continue
+            budget = suite.block_budget(block)
+            if filters.max_steps is not None:
+                budget = {**budget, "max_steps": filters.max_steps,
+                          "eval_every": min(budget["eval_every"], filters.max_steps)}
+            models = [m for m in models_by_kind[task.kind] if _matches(m, block.models) and _matches(m, filters.models)]
+            for model in models:
+                space = make_space(task.kind, task.k, model)
+                for method_name in methods:
+                    if not _matches(method_name, filters.methods):
+                        continue
+                    method = resolve_method(method_name)
+                    try:
+                        params = method.params(block.params.get(method_name, {}))
+                    except ValueError as exc:
+                        raise SuiteError(f"{where}: {exc}") from None
+                    verdict = ("skipped", f"data not available: {missing}") if missing else method.check(space, model, params)
+                    for seed in range(seeds):
+                        for fold in _folds(suite, task):
+                            spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,
+                                           params=params, budget=budget, data=data, suite=suite.name)
+                            if spec.run_id in seen:
+                                continue
+                            seen.add(spec.run_id)
+                            plan.append(PlannedRun(spec=spec, kind=task.kind, k=task.k, space=space.name,
+                                                   primary_metric=task.primary_metric,
+                                                   status=verdict[0] if verdict else None,
+                                                   reason=verdict[1] if verdict else None, method=method))
+    plan.notes = notes
+    _check_filters_matched(suite, filters, plan)
+    return plan
+
+
+def _check_filters_matched(suite: Suite, filters: Filters, plan: Plan) -> None:
+    """An exact filter name that selects nothing is almost surely a mistake: say so."""
+    for what, names, attr in (("task", filters.tasks, "task"), ("method", filters.methods, "method"),
+                              ("model", filters.models, "model")):
+        planned = {getattr(p.spec, attr) for p in plan}
+        for name in names:
+            if not has_glob(name) and name not in planned:
+                raise SuiteError(f"{what} {name!r} is not part of suite {suite.name!r} (after the other filters); "
+                                 f"try --suite full or a suite file that includes it")
+    if not plan:
+        raise SuiteError(f"no runs: suite {suite.name!r} with these filters selects nothing"
+                         + (f" ({'; '.join(plan.notes)})" if plan.notes else ""))
+
+
+def with_params(run: PlannedRun, params: dict[str, Any], *, tuned: bool) -> PlannedRun:
+    """The same planned run with other hyperparameters (after tuning): a new run id."""
+    spec = RunSpec(**{**run.spec.__dict__, "params": params, "tuned": tuned})
+    return PlannedRun(**{**run.__dict__, "spec": spec})

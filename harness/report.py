@@ -1,0 +1,93 @@
+"""One-page report of a results directory: ``REPORT.md`` and ``report.html`` side by side with
+the PNGs of :mod:`harness.plots` (linked by relative path, so the folder can be moved).
+
+Sections: run counts by status; the leaderboard (test split, mean ± std over seeds, best in
+bold) per task family; the mean rank of each method across tasks on their primary metrics;
+the figures; the failed runs with their messages (failures are shown, never hidden).
+The HTML is built from the same pieces with pandas' ``to_html`` and a minimal inline style
+(no template engine needed).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+MAX_FAILURES_LISTED = 50
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+          "font-size:90%}th{background:#f3f3f3}img{max-width:100%;margin:1em 0}")
+
+
+def _failures(runs: pd.DataFrame) -> pd.DataFrame:
+    from harness.leaderboard import FAILED_STATUSES
+
+    failed = runs[runs["status"].isin(FAILED_STATUSES)]
+    columns = [c for c in ("task", "model", "method", "seed", "status", "error") if c in failed.columns]
+    failed = failed[columns].copy()
+    if "error" in failed:
+        failed["error"] = failed["error"].fillna("").astype(str).str.slice(0, 200)
+    return failed.sort_values(columns[:4]).reset_index(drop=True)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 on_corrupt: str = "warn") -> Path:
+    """Write ``out_dir/REPORT.md`` (default ``out_dir = results_dir``), ``report.html`` and the
+    figures; returns the Markdown path."""
+    from harness import leaderboard, plots, store
+
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = store.read_table(results_dir, "runs", on_corrupt=on_corrupt)
+    board = leaderboard.leaderboard_for(results_dir, on_corrupt=on_corrupt)
+    ranks = board[board["task"] == leaderboard.ALL][["method", "mean", "n_ok", "rank"]].rename(
+        columns={"mean": "mean_rank", "n_ok": "cells"}).round({"mean_rank": 2}).astype({"rank": "Int64"})
+    board = board[board["task"] != leaderboard.ALL]  # the mean ranks get their own section
+    figures = plots.plot_all(results_dir, out_dir, on_corrupt=on_corrupt)
+    statuses = runs["status"].value_counts().rename_axis("status").reset_index(name="runs") if len(runs) else \
+        pd.DataFrame(columns=["status", "runs"])
+    failures = _failures(runs)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    relative = [os.path.relpath(p, out_dir) for p in figures]
+
+    md = [f"# ebm-bench report\n\nResults: `{results_dir}` — {len(runs)} runs — generated {stamp}.\n",
+          "## Runs by status\n", _markdown_table(statuses),
+          "## Leaderboard (test split, mean ± std over seeds; best in bold)\n",
+          leaderboard.format_leaderboard(board, "markdown") if len(board) else "(no results yet)\n",
+          "## Mean rank across tasks (primary metric; lower is better)\n",
+          _markdown_table(ranks) if len(ranks) else "(no ranked results)\n",
+          "## Figures\n", *[f"![{Path(r).stem}]({r})\n" for r in relative],
+          f"## Failed runs ({len(failures)})\n",
+          _markdown_table(failures.head(MAX_FAILURES_LISTED)) if len(failures) else "None.\n"]
+    md_path = out_dir / "REPORT.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+
+    wide, _ = leaderboard.pivot(board)
+    body = [f"<h1>ebm-bench report</h1><p>Results: <code>{html.escape(str(results_dir))}</code> — "
+            f"{len(runs)} runs — generated {stamp}.</p>",
+            "<h2>Runs by status</h2>", statuses.to_html(index=False),
+            "<h2>Leaderboard (test split, mean ± std over seeds)</h2>",
+            wide.to_html(index=False, na_rep="") if len(wide) else "<p>(no results yet)</p>",
+            "<h2>Mean rank across tasks (primary metric)</h2>", ranks.to_html(index=False, na_rep=""),
+            "<h2>Figures</h2>", *[f'<img src="{html.escape(r)}" alt="{html.escape(Path(r).stem)}">' for r in relative],
+            f"<h2>Failed runs ({len(failures)})</h2>",
+            failures.head(MAX_FAILURES_LISTED).to_html(index=False) if len(failures) else "<p>None.</p>"]
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>ebm-bench report</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    (out_dir / "report.html").write_text(page, encoding="utf-8")
+    return md_path

@@ -1,0 +1,297 @@
+"""One run → one result record. Runs in a Ray worker or in-process (serial executor).
+
+:func:`execute_run` never raises: an exception becomes a ``failed`` row with its message
+and a short traceback, :class:`ebm.method.Diverged` a ``diverged`` row, training cut by
+``--timeout-per-run`` (the budget's ``max_seconds``) a ``timeout`` row that still carries the
+metrics of the model as it was. Hard kills (a hung run, a dead worker) are turned into rows
+by the driver with :func:`failure_row`.
+
+Metrics (all on dataset labels, via :mod:`tasks.metrics`):
+  * ``val_*`` / ``test_*``: prediction metrics of the mode ``argmax_y g(x, y) + log q(y)``;
+  * ``test_nll`` = mean_i −log p(y_i|x_i); ``test_nll_stderr`` = sqrt(Σ_i se_i²)/n, the
+    Monte-Carlo error of that mean (0 where log Z is exact);
+  * ``tau_mae`` = mean |τ(x) − τ*(x)| on ≤ 256 test inputs for methods that learn τ, where
+    τ* is the minimiser of τ + E_q f*(g − τ) (= log Z(x) for the KL divergence);
+  * ``kl_to_truth`` (synthetic tasks) = E_x E_{y~p_true}[log p_true(y|x) + nll_model(x, y)],
+    Monte Carlo over ``KL_SAMPLES`` truth samples for ≤ 256 test inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TAU_INPUTS = 256
+KL_INPUTS = 256
+KL_SAMPLES = 32
+#: validation examples scored at each curve point (the final validation metrics use all)
+CURVE_VAL_LIMIT = 512
+TRACEBACK_CHARS = 2000
+
+
+@dataclass
+class RunResult:
+    row: dict[str, Any]
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    #: (step, validation primary metric) at each evaluation point, for the tuner
+    intermediate: list[tuple[int, float]] = field(default_factory=list)
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        out["ebm-bench"] = metadata.version("ebm-bench")
+    except metadata.PackageNotFoundError:
+        out["ebm-bench"] = "source"
+    return out
+
+
+def base_row(run) -> dict[str, Any]:
+    """The identity columns every row of a planned run carries, whatever its outcome."""
+    spec = run.spec
+    return {
+        "run_id": run.run_id, "suite": spec.suite, "task": spec.task, "space": run.space, "k": run.k,
+        "model": spec.model, "method": spec.method, "seed": spec.seed, "torch_seed": spec.torch_seed,
+        "fold": spec.fold, "params_json": json.dumps(spec.params, sort_keys=True),
+        "budget_json": json.dumps(spec.budget, sort_keys=True), "tuned": spec.tuned,
+        "primary_metric": run.primary_metric, "config_hash": spec.config_hash, "host": socket.gethostname(),
+    }
+
+
+def failure_row(run, status: str, message: str, *, started_at=None, attempts: int | None = None) -> dict[str, Any]:
+    """A row for a run that produced no result of its own (plan-time skip, timeout, dead worker)."""
+    from harness.store import utc_now
+
+    now = utc_now()
+    return {**base_row(run), "status": status, "error": message, "started_at": started_at or now,
+            "finished_at": now, "attempts": attempts}
+
+
+def pick_device(gpus: float) -> str:
+    """cuda when this run was given a GPU and one is visible, else cpu (never hard-coded)."""
+    import torch
+
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def _check_finite(name: str, x: np.ndarray) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; first at row {i}, column {j})")
+
+
+def _direction(metric: str) -> str:
+    from tasks.metrics import METRICS
+
+    return METRICS.get(metric, "max")
+
+
+def is_worse(value: float, threshold: float, direction: str) -> bool:
+    """True when ``value`` is strictly worse than ``threshold`` (NaN is worst)."""
+    if value is None or math.isnan(value):
+        return True
+    return value < threshold if direction == "max" else value > threshold
+
+
+class _Evaluator:
+    """Metrics of a fitted model on one split (dataset labels in, floats out)."""
+
+    def __init__(self, kind: str, space, x, labels: np.ndarray, y, seed: int):
+        self.kind, self.space, self.x, self.labels, self.y, self.seed = kind, space, x, labels, y, seed
+
+    def head(self, n: int) -> "_Evaluator":
+        return _Evaluator(self.kind, self.space, self.x[:n], self.labels[:n], self.y[:n], self.seed)
+
+    def prediction(self, fitted) -> dict[str, float]:
+        from tasks.metrics import multilabel_metrics, ranking_metrics
+
+        predicted = self.space.to_labels(fitted.predict(self.x).cpu())
+        score = multilabel_metrics if self.kind == "multilabel" else ranking_metrics
+        return score(self.labels, predicted)
+
+    def nll(self, fitted) -> dict[str, float]:
+        import torch
+
+        generator = torch.Generator(device=self.x.device).manual_seed(self.seed)
+        values, stderr = fitted.nll(self.x, self.y, generator=generator)
+        n = values.shape[0]
+        return {"nll": float(values.mean()), "nll_stderr": float(torch.sqrt((stderr.double() ** 2).sum()) / n)}
+
+    def primary(self, fitted, metric: str) -> float:
+        values = self.nll(fitted) if metric in ("nll", "nll_stderr") else self.prediction(fitted)
+        return values[metric]
+
+
+class CurveMonitor:
+    """Records the training curve (train objective; validation primary metric) and stops
+    training when the validation value is worse than the tuner's pruning threshold."""
+
+    def __init__(self, run_id: str, metric: str, val: _Evaluator | None, thresholds: dict[int, float] | None):
+        self.run_id, self.metric, self.val = run_id, metric, val
+        self.thresholds = thresholds or {}
+        self.direction = _direction(metric)
+        self.curves: list[dict[str, Any]] = []
+        self.intermediate: list[tuple[int, float]] = []
+        self.pruned_at: int | None = None
+        self.last_step = 0
+
+    def _point(self, progress, split: str, metric: str, value: float) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step": progress.step, "seconds": progress.seconds,
+                "energy_evals": progress.energy_evals, "split": split, "metric": metric, "value": value}
+
+    def __call__(self, progress, model) -> bool:
+        self.last_step = progress.step
+        self.curves.append(self._point(progress, "train", "objective", progress.train_objective))
+        if self.val is None:
+            return False
+        value = self.val.primary(model, self.metric)
+        self.curves.append(self._point(progress, "val", self.metric, value))
+        self.intermediate.append((progress.step, value))
+        threshold = self.thresholds.get(progress.step)
+        if threshold is not None and is_worse(value, threshold, self.direction):
+            self.pruned_at = progress.step
+            return True
+        return False
+
+
+def tau_error(fitted, space, x) -> tuple[float | None, list[tuple[float, float]]]:
+    """mean |τ(x) − τ*(x)| and, for KL, the (τ(x_i), log Z(x_i)) pairs (for the τ plot).
+    τ* = log Z(x) for KL; for other divergences the exact minimiser (small spaces only)."""
+    tau = fitted.tau_estimate(x)
+    if tau is None:
+        return None, []
+    divergence = str(fitted.info.get("divergence", "kl"))
+    if divergence in ("kl", "logistic"):
+        target = fitted.log_partition(x)[0]
+    elif space.size <= 2**16:
+        from ebm.inference import enumerate_scores
+        from ebm.objective import optimal_tau
+
+        log_q = space.log_prior(space.enumerate_all(device=x.device))
+        target = optimal_tau(enumerate_scores(fitted.energy, space, x), log_q, divergence)
+    else:
+        return None, []
+    tau, target = tau.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
+    pairs = list(zip(tau.tolist(), target.tolist())) if divergence in ("kl", "logistic") else []
+    return float((tau - target).abs().mean()), pairs
+
+
+def tau_curve_rows(run_id: str, pairs: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """Curves rows ``split="tau"``: for test input i (as ``step``), metric ``tau`` and ``logz``."""
+    rows = []
+    for i, (tau, logz) in enumerate(pairs):
+        for metric, value in (("tau", tau), ("logz", logz)):
+            rows.append({"run_id": run_id, "step": i, "seconds": None, "energy_evals": None,
+                         "split": "tau", "metric": metric, "value": value})
+    return rows
+
+
+def kl_to_truth(fitted, space, truth, x_np: np.ndarray, x, seed: int) -> float:
+    """Monte-Carlo KL(p_true ‖ p_model) averaged over inputs (see module docstring)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    samples = truth.sample(x_np, KL_SAMPLES, rng)                   # (n, S, k) dataset labels
+    n, s = samples.shape[:2]
+    flat = samples.reshape(n * s, -1)
+    x_rep = np.repeat(x_np, s, axis=0)
+    log_true = truth.log_prob(x_rep, flat)
+    x_rep_t = x.repeat_interleave(s, dim=0)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    model_nll, _ = fitted.nll(x_rep_t, space.from_labels(flat).to(x.device), generator=generator)
+    return float(np.mean(log_true + model_nll.cpu().double().numpy()))
+
+
+def execute_run(run, method, task_data, *, device: str | None = None, threads: int = 1, gpus: float = 0.0,
+                max_seconds: float | None = None, prune_thresholds: dict[int, float] | None = None,
+                evaluate_test: bool = True) -> RunResult:
+    """Train ``method`` on ``task_data`` as ``run`` says and evaluate it. Never raises."""
+    from harness.store import utc_now
+
+    started = utc_now()
+    row = {**base_row(run), "started_at": started, "threads": threads}
+    monitor = None
+    try:
+        import torch
+
+        from ebm.method import Budget, FitData
+        from ebm.spaces import make_space
+
+        torch.set_num_threads(max(1, int(threads)))  # Ray sets OMP_NUM_THREADS=1 otherwise
+        device = device or pick_device(gpus)
+        row["device"] = device
+        row["versions_json"] = json.dumps(versions(), sort_keys=True)
+        if isinstance(task_data, BaseException):
+            raise RuntimeError(f"loading task data failed: {type(task_data).__name__}: {task_data}")
+        spec, data = run.spec, task_data
+        for part in ("train", "val", "test"):
+            _check_finite(spec.task, getattr(data, f"x_{part}"))
+        as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+        y_train_raw = torch.tensor(np.asarray(data.y_train), dtype=torch.float32)
+        space = make_space(run.kind, run.k, spec.model, prior=spec.data.get("prior", "uniform"), y_train=y_train_raw)
+        fit_data = FitData(as_x(data.x_train), space.from_labels(data.y_train), as_x(data.x_val),
+                           space.from_labels(data.y_val))
+        budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
+                        eval_every=spec.budget["eval_every"], max_seconds=max_seconds)
+        seed = spec.torch_seed
+        val = _Evaluator(run.kind, space, fit_data.x_val.to(device), np.asarray(data.y_val),
+                         fit_data.y_val.to(device), seed + 1)
+        monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
+        t0 = time.perf_counter()
+        fitted = method.fit(space, spec.model, fit_data, dict(spec.params), budget, seed=seed,
+                            device=torch.device(device), monitor=monitor)
+        train_seconds = time.perf_counter() - t0
+        info = fitted.info or {}
+        n_steps = int(info.get("steps", monitor.last_step))
+        row.update(train_seconds=float(info.get("train_seconds", train_seconds)), n_steps=n_steps,
+                   energy_evals=info.get("energy_evals"))
+        t1 = time.perf_counter()
+        row.update({f"val_{k}": v for k, v in val.prediction(fitted).items()})
+        if run.primary_metric in ("nll", "nll_stderr"):
+            row.update({f"val_{k}": v for k, v in val.nll(fitted).items()})
+        if monitor.pruned_at is not None:
+            row.update(status="pruned", error=f"pruned at step {monitor.pruned_at}")
+        elif max_seconds is not None and n_steps < budget.max_steps and row["train_seconds"] >= max_seconds:
+            row.update(status="timeout", error=f"training stopped by --timeout-per-run ({max_seconds:g} s) "
+                                                 f"after {n_steps} of {budget.max_steps} steps")
+        else:
+            row["status"] = "ok"
+        if evaluate_test and row["status"] != "pruned":
+            x_test = as_x(data.x_test).to(device)
+            test = _Evaluator(run.kind, space, x_test, np.asarray(data.y_test),
+                              space.from_labels(data.y_test).to(device), seed + 2)
+            row.update({f"test_{k}": v for k, v in test.prediction(fitted).items()})
+            row.update({f"test_{k}": v for k, v in test.nll(fitted).items()})
+            row["tau_mae"], pairs = tau_error(fitted, space, x_test[:TAU_INPUTS])
+            monitor.curves += tau_curve_rows(run.run_id, pairs)
+            if getattr(data, "truth", None) is not None:
+                row["kl_to_truth"] = kl_to_truth(fitted, space, data.truth, np.asarray(data.x_test[:KL_INPUTS]),
+                                                 x_test[:KL_INPUTS], seed + 3)
+        row["eval_seconds"] = time.perf_counter() - t1
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        row.update(status="diverged" if _is_diverged(exc) else "failed", error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc()[-TRACEBACK_CHARS:])
+    row["finished_at"] = utc_now()
+    return RunResult(row=row, curves=monitor.curves if monitor else [],
+                     intermediate=monitor.intermediate if monitor else [])
+
+
+def _is_diverged(exc: BaseException) -> bool:
+    try:
+        from ebm.method import Diverged
+    except Exception:  # noqa: BLE001
+        return False
+    return isinstance(exc, Diverged)

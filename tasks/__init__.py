@@ -1,0 +1,1 @@
+"""Task definitions: real data sets, bundled synthetic tasks, user tasks, metrics (numpy / sklearn / liac-arff)."""

@@ -1,0 +1,169 @@
+"""exact-mle, exact-sparsemax and bce against independent references: brute-force enumeration
+with itertools, the textbook sort-based sparsemax (Martins & Astudillo 2016), and the
+per-label Bernoulli likelihood."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.bce import BCE, bce_nll
+from baselines.exact import Enumeration, ExactMLE, ExactSparsemax, exact_nll, exact_sparsemax_loss, sparsemax_conjugate
+from ebm.energies import build_energy
+from ebm.method import Budget, FitData
+from ebm.objective import variational_log_partition
+from ebm.spaces import Multilabel, PermutationMatrices, Permutations
+
+
+def _grads(energy, loss):
+    energy.zero_grad()
+    loss.backward()
+    return [p.grad.detach().clone() for p in energy.parameters()]
+
+
+def _random_multilabel(n, k, d, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=generator), (torch.rand(n, k, generator=generator) < 0.3).float()
+
+
+def _double_enumeration(space, chunk_size):
+    chunks = tuple(c.double() for c in space.enumerate(chunk_size))
+    return Enumeration(chunks, torch.cat([space.log_prior(c) for c in chunks]))
+
+
+def _frequency_space(k, seed):
+    return Multilabel(k, torch.rand(k, generator=torch.Generator().manual_seed(seed)) * 0.8 + 0.1)
+
+
+@pytest.mark.parametrize("space", [Multilabel(6), _frequency_space(6, 3)], ids=["uniform", "frequency"])
+def test_unary_exact_mle_equals_bce_in_value_and_gradient(space):
+    torch.manual_seed(0)
+    x, y = _random_multilabel(32, space.k, 5, seed=1)
+    energy = build_energy(space, "unary", 5, hidden=16).double()
+    x, y = x.double(), y.double()
+    exact, bce = exact_nll(energy, space, x, y), bce_nll(energy, space, x, y)
+    torch.testing.assert_close(exact, bce, atol=1e-5, rtol=0)
+    for a, b in zip(_grads(energy, exact.mean()), _grads(energy, bce.mean())):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_unary_closed_form_equals_brute_force_enumeration():
+    """−log p(y|x) from the closed form vs. a log-sum-exp over all 2^k subsets written out here."""
+    space = _frequency_space(5, 7)
+    x, y = _random_multilabel(8, 5, 4, seed=2)
+    energy = build_energy(space, "unary", 4, hidden=8)
+    with torch.no_grad():
+        theta = energy.linear_scores(x).double()
+        pi = space.prior_probs.double()
+        subsets = torch.tensor(list(itertools.product([0.0, 1.0], repeat=5)), dtype=torch.float64)
+        log_q = (subsets * pi.log() + (1 - subsets) * (1 - pi).log()).sum(-1)
+        log_z = torch.logsumexp(theta @ subsets.T + log_q, dim=1)
+        log_q_y = (y.double() * pi.log() + (1 - y.double()) * (1 - pi).log()).sum(-1)
+        reference = log_z - (theta * y.double()).sum(-1) - log_q_y
+        torch.testing.assert_close(exact_nll(energy, space, x, y).double(), reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("space, model", [(Multilabel(8), "pairwise"), (Multilabel(6), "mlp"), (Permutations(5), "permutahedron"), (PermutationMatrices(4), "birkhoff")])
+def test_enumerated_nll_matches_brute_force_and_chunking_keeps_gradients(space, model):
+    """Enumerated NLL = per-candidate reference loop; checkpointed chunks give the same gradient."""
+    torch.manual_seed(3)
+    d, n = 4, 6
+    x = torch.randn(n, d, dtype=torch.float64)
+    y = space.sample_prior(n, generator=torch.Generator().manual_seed(4)).double()
+    energy = build_energy(space, model, d, hidden=8, rank=2).double()
+    whole, chunked = _double_enumeration(space, space.size), _double_enumeration(space, 7)
+    nll_whole, nll_chunked = exact_nll(energy, space, x, y, whole), exact_nll(energy, space, x, y, chunked)
+    with torch.no_grad():
+        every_y = torch.cat(whole.chunks)
+        per_candidate = torch.stack([energy(x, candidate.expand(n, 1, *space.event_shape)).squeeze(1) for candidate in every_y], dim=1)
+        reference = torch.logsumexp(per_candidate + whole.log_prior, dim=1)
+        reference = reference - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y)
+    torch.testing.assert_close(nll_whole.detach(), reference, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(nll_chunked.detach(), reference, atol=1e-9, rtol=1e-9)
+    for a, b in zip(_grads(energy, nll_whole.sum()), _grads(energy, nll_chunked.sum())):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+
+
+def _sparsemax_reference(z: np.ndarray) -> np.ndarray:
+    """Euclidean projection of z onto the simplex (Martins & Astudillo 2016, Algorithm 1)."""
+    z_sorted = np.sort(z)[::-1]
+    cumulative = np.cumsum(z_sorted)
+    ks = np.arange(1, len(z) + 1)
+    support = ks[1 + ks * z_sorted > cumulative].max()
+    threshold = (cumulative[support - 1] - 1) / support
+    return np.maximum(z - threshold, 0.0)
+
+
+def test_sparsemax_conjugate_matches_sort_based_sparsemax_under_uniform_q():
+    """With q uniform on N points, p = q·[1 + g − τ]₊ = sparsemax((1 + g)/N) and
+    Ω*(g) = ⟨p, g⟩ − (N/2)‖p‖² + ½ (D_f with f(t) = ½(t − 1)²)."""
+    generator = torch.Generator().manual_seed(5)
+    n_points = 24
+    g = 30 * torch.randn(16, n_points, generator=generator, dtype=torch.float64)  # large scale → sparse p
+    log_q = torch.full((n_points,), -math.log(n_points), dtype=torch.float64)
+    g.requires_grad_(True)
+    value, _ = sparsemax_conjugate(g, log_q)
+    (gradient,) = torch.autograd.grad(value.sum(), g)
+    sparse_rows = 0
+    for row in range(g.shape[0]):
+        scores = g[row].detach().numpy()
+        p = _sparsemax_reference((1 + scores) / n_points)
+        reference = p @ scores - n_points / 2 * (p @ p) + 0.5
+        assert value[row].item() == pytest.approx(reference, abs=1e-9)
+        np.testing.assert_allclose(gradient[row].numpy(), p, atol=1e-12)  # ∂Ω*/∂g = p
+        sparse_rows += int((p == 0).any())
+    assert sparse_rows > 0
+
+
+def test_sparsemax_conjugate_with_weighted_q_matches_the_variational_form():
+    """Non-uniform q: the sort/threshold solution equals min_τ τ + E_q f*(g − τ) by bisection."""
+    generator = torch.Generator().manual_seed(6)
+    g = 3 * torch.randn(10, 32, generator=generator, dtype=torch.float64)
+    log_q = torch.log_softmax(torch.randn(32, generator=generator, dtype=torch.float64), dim=0)
+    value, tau = sparsemax_conjugate(g, log_q)
+    torch.testing.assert_close(value, variational_log_partition(g, log_q, "sparsemax"), atol=1e-9, rtol=0)
+    p = log_q.exp() * torch.relu(1 + g - tau[:, None])
+    torch.testing.assert_close(p.sum(1), torch.ones(10, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+def test_exact_sparsemax_loss_on_a_ranking_space_matches_the_reference():
+    space = Permutations(4)
+    torch.manual_seed(8)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = space.sample_prior(5, generator=torch.Generator().manual_seed(9)).double()
+    energy = build_energy(space, "permutahedron", 3, hidden=8).double()
+    with torch.no_grad():
+        energy.head.weight.mul_(20)  # scale up so the sparsemax distribution is sparse
+    enumeration = _double_enumeration(space, 4096)
+    loss = exact_sparsemax_loss(energy, space, x, y, enumeration)
+    every_y = torch.cat(enumeration.chunks)
+    with torch.no_grad():
+        scores = energy(x, every_y).numpy()
+        g_y = energy(x, y.unsqueeze(1)).squeeze(1).numpy()
+    for row in range(5):
+        p = _sparsemax_reference((1 + scores[row]) / space.size)
+        reference = p @ scores[row] - space.size / 2 * (p @ p) + 0.5 - g_y[row]
+        assert loss[row].item() == pytest.approx(reference, abs=1e-9)
+
+
+def test_exact_methods_report_skipped_and_bce_unsupported():
+    assert ExactMLE().check(Multilabel(17), "pairwise", {})[0] == "skipped"
+    assert ExactMLE().check(Multilabel(200), "unary", {}) is None  # closed form at any k
+    assert ExactMLE().check(Permutations(9), "permutahedron", {})[0] == "skipped"
+    assert ExactMLE().check(Permutations(9), "permutahedron", {"max_permutations": 10**6}) is None
+    assert ExactSparsemax().check(Multilabel(200), "unary", {})[0] == "skipped"
+    assert BCE().check(Permutations(4), "permutahedron", {})[0] == "unsupported"
+    assert BCE().check(Multilabel(4), "pairwise", {}) is None
+
+
+def test_bce_on_pairwise_trains_the_unary_model_and_says_so():
+    x, y = _random_multilabel(64, 4, 3, seed=10)
+    fitted = BCE().fit(Multilabel(4), "pairwise", FitData(x, y), {"hidden": 8}, Budget(max_steps=20, batch_size=16), seed=0, device=torch.device("cpu"))
+    assert "unary part only" in fitted.info["note"]
+    assert fitted.info["steps"] == 20 and fitted.info["energy_evals"] == 20 * 16
+    exact = ExactMLE().fit(Multilabel(4), "pairwise", FitData(x, y), {"hidden": 8}, Budget(max_steps=5, batch_size=16), seed=0, device=torch.device("cpu"))
+    assert exact.info["energy_evals"] == 5 * 16 * 2**4

@@ -1,0 +1,119 @@
+"""Leaderboard: means, stds, failure counts and ranks against hand computation on the fixture."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from test_outputs_fixtures import FAILED, OK_RESULTS, PRIMARY, results_dir  # noqa: F401 (fixture)
+
+from harness import leaderboard, store
+
+
+def _cell(board: pd.DataFrame, task: str, model: str, method: str, metric: str) -> pd.Series:
+    rows = board[(board.task == task) & (board.model == model) & (board.method == method) & (board.metric == metric)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_means_stds_and_counts_match_hand_computation(results_dir):
+    board = leaderboard.build_leaderboard(store.read_table(results_dir, "runs"))
+    for (task, model, method), metrics in OK_RESULTS.items():
+        n_failed = len(FAILED.get((task, model, method), []))
+        for metric, values in metrics.items():
+            row = _cell(board, task, model, method, metric)
+            assert row["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+            expected_std = np.std(values, ddof=1)
+            assert row["std"] == pytest.approx(expected_std, abs=1e-12)
+            assert (row["n_ok"], row["n_failed"]) == (len(values), n_failed)
+    # the superseded failed attempt of yeast/unary/bce/s1 is not counted: only the timeout is
+    assert _cell(board, "yeast", "unary", "bce", "f1_example")["n_failed"] == 1
+
+
+def test_all_failed_group_is_shown_not_averaged(results_dir):
+    board = leaderboard.build_leaderboard(store.read_table(results_dir, "runs"))
+    row = _cell(board, "yeast", "unary", "exact-mle", "f1_example")
+    assert (row["n_ok"], row["n_failed"]) == (0, 3)
+    assert np.isnan(row["mean"]) and np.isnan(row["rank"])
+    # unsupported runs are neither ok nor failed: no row at all
+    assert not ((board.task == "lr-iris") & (board.method == "exact-mle")).any()
+    # a metric the task never reports gets no rows (kendall on yeast)
+    assert not ((board.task == "yeast") & (board.metric == "kendall")).any()
+
+
+def test_ranks_follow_metric_direction(results_dir):
+    board = leaderboard.build_leaderboard(store.read_table(results_dir, "runs"))
+    # f1_example is maximised: unary 0.62 (minmin) > 0.52 (bce); pairwise 0.59 (bce) > 0.56
+    assert _cell(board, "yeast", "unary", "minmin-logistic", "f1_example")["rank"] == 1
+    assert _cell(board, "yeast", "unary", "bce", "f1_example")["rank"] == 2
+    assert _cell(board, "yeast", "pairwise", "bce", "f1_example")["rank"] == 1
+    # hamming is minimised: unary 0.19 (minmin) < 0.24; pairwise tie 0.21 = 0.21 shares rank 1
+    assert _cell(board, "yeast", "unary", "minmin-logistic", "hamming")["rank"] == 1
+    assert _cell(board, "yeast", "unary", "bce", "hamming")["rank"] == 2
+    assert _cell(board, "yeast", "pairwise", "bce", "hamming")["rank"] == 1
+    assert _cell(board, "yeast", "pairwise", "minmin-logistic", "hamming")["rank"] == 1
+
+
+def test_mean_rank_across_tasks_on_primary_metric(results_dir):
+    runs = store.read_table(results_dir, "runs")
+    board = leaderboard.build_leaderboard(runs)
+    assert leaderboard.primary_metrics(runs, ["yeast", "lr-iris"]) == PRIMARY
+    ranks = leaderboard.mean_rank_across_tasks(board, primary=PRIMARY).set_index("method")
+    # primary-metric ranks: minmin 1 (yeast/unary), 2 (yeast/pairwise), 1 (lr-iris) → 4/3;
+    # bce 2, 1, 2 → 5/3; exact-mle is never ranked (all failed)
+    assert ranks.at["minmin-logistic", "mean_rank"] == pytest.approx(4 / 3)
+    assert ranks.at["bce", "mean_rank"] == pytest.approx(5 / 3)
+    assert ranks.at["minmin-logistic", "n_cells"] == 3
+    assert "exact-mle" not in ranks.index
+    on_hamming = leaderboard.mean_rank_across_tasks(board, metric="hamming").set_index("method")
+    assert on_hamming.at["minmin-logistic", "mean_rank"] == pytest.approx(1.0)  # (1 + 1) / 2
+    assert on_hamming.at["bce", "mean_rank"] == pytest.approx(1.5)  # (2 + 1) / 2
+
+
+def test_write_leaderboard_is_readable_and_holds_mean_rank_rows(results_dir):
+    path = leaderboard.write_leaderboard(results_dir)
+    stored = pq.read_table(path).to_pandas()
+    assert list(stored.columns) == leaderboard.COLUMNS
+    mean_rank = stored[stored.metric == leaderboard.MEAN_RANK].set_index("method")
+    assert mean_rank.at["minmin-logistic", "mean"] == pytest.approx(4 / 3)
+    assert mean_rank.at["minmin-logistic", "rank"] == 1
+    assert not list(path.parent.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("fmt", leaderboard.FORMATS)
+def test_formats_show_means_and_failures(results_dir, fmt):
+    board = leaderboard.leaderboard_for(results_dir)
+    text = leaderboard.format_leaderboard(board, fmt)
+    if fmt == "csv":
+        frame = pd.read_csv(__import__("io").StringIO(text))
+        assert list(frame.columns) == leaderboard.COLUMNS and len(frame) == len(board)
+    else:
+        assert "0.620 ± 0.020" in text.replace(r"$\pm$", "±")
+        assert "exact-mle" in text
+    filtered = leaderboard.format_leaderboard(board, fmt, task="lr-iris", metric="kendall")
+    assert "yeast" not in filtered and "lr-iris" in filtered
+
+
+def test_unknown_filter_names_the_choices(results_dir):
+    board = leaderboard.leaderboard_for(results_dir)
+    with pytest.raises(ValueError, match="yeast"):
+        leaderboard.format_leaderboard(board, task="yeats")
+    with pytest.raises(ValueError, match="format"):
+        leaderboard.format_leaderboard(board, fmt="html")
+
+
+def test_cli_prints_markdown_and_writes_parquet(results_dir, capsys):
+    from harness.commands import leaderboard as command
+
+    args = argparse.Namespace(results_dir=str(results_dir), task="yeast", metric=None, format="markdown",
+                              no_write=False)
+    assert command.run(args) == 0
+    out = capsys.readouterr().out
+    assert "| yeast | unary | minmin-logistic |" in out and "**0.620 ± 0.020**" in out
+    assert (results_dir / "leaderboard.parquet").is_file()
+    args.results_dir = str(results_dir / "nowhere")
+    assert command.run(args) == 2
+    assert "no runs" in capsys.readouterr().err

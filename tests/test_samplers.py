@@ -1,0 +1,105 @@
+"""MCMC kernels: stationary distributions vs exact enumeration (chi-square, k = 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from ebm.energies import build_energy
+from ebm.samplers import gibbs_sweep, mh_transpositions, transpose_labels
+from ebm.spaces import Multilabel, PermutationMatrices, Permutations
+
+CHAINS = 20_000
+
+
+def random_energy(space, model, seed=0):
+    torch.manual_seed(seed)
+    energy = build_energy(space, model, 3, hidden=8, rank=2)
+    with torch.no_grad():
+        for parameter in energy.parameters():
+            parameter.normal_(std=0.8)  # a clearly non-uniform target
+    return energy.eval()
+
+
+def exact_probabilities(energy, space, x):
+    """p(y|x) ∝ q(y) e^{g(x, y)} on every y, enumeration order, float64 (1, |Y|)."""
+    everything = space.enumerate_all()
+    with torch.no_grad():
+        return torch.softmax((energy(x, everything) + space.log_prior(everything)).double(), dim=1)
+
+
+def chi_square_pvalue(space, states, probs):
+    counts = torch.bincount(space.enumeration_index(states).reshape(-1), minlength=space.size).double()
+    return float(chisquare(counts.numpy(), (probs.reshape(-1) / probs.sum() * counts.sum()).numpy()).pvalue)
+
+
+class ForwardOnly(torch.nn.Module):
+    """Hides ``pairwise_terms`` so the sampler takes its generic two-evaluation path."""
+
+    def __init__(self, energy):
+        super().__init__()
+        self.energy = energy
+
+    def forward(self, x, y):
+        return self.energy(x, y)
+
+
+@pytest.mark.parametrize("model,generic", [("pairwise", False), ("pairwise", True), ("mlp", False)])
+def test_gibbs_targets_prior_times_exp_energy(model, generic):
+    space = Multilabel(4, torch.tensor([0.2, 0.5, 0.7, 0.9]))
+    energy = random_energy(space, model)
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(5))
+    probs = exact_probabilities(energy, space, x)
+    assert probs.max() > 3 * probs.min()  # the target is far from uniform
+    sampler_energy = ForwardOnly(energy) if generic else energy
+    generator = torch.Generator().manual_seed(0)
+    states = space.sample_prior((1, CHAINS), generator=generator)
+    for _ in range(20):
+        states, evals = gibbs_sweep(sampler_energy, space, x, states, generator=generator)
+    per_site = 1 if (model == "pairwise" and not generic) else 2
+    assert evals == CHAINS * 4 * per_site
+    assert chi_square_pvalue(space, states, probs) > 0.01
+
+
+@pytest.mark.parametrize("space,model", [(Permutations(4), "permutahedron"), (PermutationMatrices(4), "birkhoff")], ids=["perm", "birkhoff"])
+def test_transposition_mh_targets_exp_energy(space, model):
+    energy = random_energy(space, model)
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(5))
+    probs = exact_probabilities(energy, space, x)
+    assert probs.max() > 3 * probs.min()
+    generator = torch.Generator().manual_seed(0)
+    states = space.sample_prior((1, CHAINS), generator=generator)
+    states, evals = mh_transpositions(energy, space, x, states, 60, generator=generator)
+    assert evals == CHAINS * 61
+    assert chi_square_pvalue(space, states, probs) > 0.01
+    # and the test has power: the starting (prior) draws are rejected
+    assert chi_square_pvalue(space, space.sample_prior((1, CHAINS), generator=generator), probs) < 1e-6
+
+
+def test_transpositions_swap_exactly_two_labels():
+    y = Permutations(5).sample_prior((3, 4), generator=torch.Generator().manual_seed(0))
+    a = torch.tensor([[0, 1, 2, 3]] * 3)
+    b = torch.tensor([[4, 0, 3, 2]] * 3)
+    swapped = transpose_labels(y, a, b, event_dims=1)
+    assert ((swapped != y).sum(-1) == 2).all()
+    assert torch.equal(swapped.gather(-1, a[..., None]), y.gather(-1, b[..., None]))
+    matrices = PermutationMatrices(5).sample_prior((3, 4), generator=torch.Generator().manual_seed(0))
+    swapped = transpose_labels(matrices, a, b, event_dims=2)
+    assert torch.equal(swapped.sum(-1), torch.ones(3, 4, 5)) and torch.equal(swapped.sum(-2), torch.ones(3, 4, 5))
+    assert torch.equal(swapped[0, 0, 0], matrices[0, 0, 4]) and torch.equal(swapped[0, 0, 4], matrices[0, 0, 0])
+
+
+def test_samplers_accept_single_chains_and_refuse_the_wrong_space():
+    space = Multilabel(5)
+    energy = random_energy(space, "unary")
+    x = torch.randn(2, 3)
+    y, _ = gibbs_sweep(energy, space, x, space.sample_prior(2))
+    assert y.shape == (2, 5)
+    ranking = Permutations(4)
+    y, _ = mh_transpositions(random_energy(ranking, "permutahedron"), ranking, x, ranking.sample_prior(2), 3)
+    assert y.shape == (2, 4) and torch.equal(y.sort(-1).values, torch.arange(4.0).expand(2, 4))
+    with pytest.raises(ValueError, match="mh_transpositions"):
+        gibbs_sweep(energy, ranking, x, ranking.sample_prior(2))
+    with pytest.raises(ValueError, match="gibbs_sweep"):
+        mh_transpositions(energy, space, x, space.sample_prior(2), 1)

@@ -1,0 +1,139 @@
+"""Output spaces: sizes, enumeration, encodings, priors (acceptance 5: chi-square), linear mode oracles."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from ebm.spaces import MODELS, Multilabel, PermutationMatrices, Permutations, make_space
+
+SPACES = [Multilabel(5), Multilabel(5, torch.tensor([0.1, 0.3, 0.5, 0.7, 0.95])), Permutations(4), PermutationMatrices(4)]
+
+
+def chi_square_pvalue(space, samples: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson chi-square of the samples' histogram over Y against probabilities in enumeration order."""
+    counts = torch.bincount(space.enumeration_index(samples).reshape(-1), minlength=space.size).double()
+    probs = probs.double() / probs.double().sum()  # float32 priors sum to 1 only to ~1e-7
+    return float(chisquare(counts.numpy(), (probs * counts.sum()).numpy()).pvalue)
+
+
+@pytest.mark.parametrize("space", SPACES, ids=repr)
+def test_enumeration_lists_every_element_once(space):
+    chunks = list(space.enumerate(chunk_size=7))
+    assert all(c.shape[1:] == space.event_shape and c.shape[0] <= 7 for c in chunks)
+    everything = torch.cat(chunks)
+    assert everything.shape[0] == space.size
+    assert torch.unique(everything.reshape(space.size, -1), dim=0).shape[0] == space.size
+    assert torch.equal(space.enumeration_index(everything), torch.arange(space.size))
+
+
+def test_sizes_against_closed_forms():
+    assert Multilabel(174).size == 2**174 and math.isclose(Multilabel(174).log10_size, 174 * math.log10(2))
+    assert Permutations(16).size == math.factorial(16) == PermutationMatrices(16).size
+    assert math.isclose(Permutations(16).log10_size, math.log10(math.factorial(16)))
+    with pytest.raises(ValueError, match="enumeration"):
+        Multilabel(25).enumerate()
+    with pytest.raises(ValueError, match="enumeration"):
+        Permutations(11).enumerate()
+
+
+@pytest.mark.parametrize("space", SPACES, ids=repr)
+def test_log_prior_is_a_distribution(space):
+    everything = space.enumerate_all()
+    assert space.log_prior(everything).shape == (space.size,)
+    assert abs(torch.logsumexp(space.log_prior(everything).double(), 0).item()) < 1e-6
+    batch = space.sample_prior((3, 2))
+    assert batch.shape == (3, 2, *space.event_shape) and batch.dtype == torch.float32
+    assert space.log_prior(batch).shape == (3, 2)
+
+
+def test_multilabel_log_prior_against_bernoulli_product():
+    probs = torch.tensor([0.2, 0.9, 0.5])
+    space = Multilabel(3, probs)
+    for bits in itertools.product((0, 1), repeat=3):
+        expected = math.log(np.prod([p if b else 1 - p for p, b in zip(probs.tolist(), bits)]))
+        assert math.isclose(space.log_prior(torch.tensor(bits, dtype=torch.float32)).item(), expected, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("space", [Multilabel(4), Multilabel(4, torch.tensor([0.1, 0.4, 0.6, 0.85])), Permutations(4), PermutationMatrices(4)], ids=repr)
+def test_prior_samples_follow_the_prior_chi_square(space):
+    """Acceptance 5: histogram of 40 000 prior draws vs q on every element (k = 4)."""
+    samples = space.sample_prior(40_000, generator=torch.Generator().manual_seed(0))
+    probs = space.log_prior(space.enumerate_all()).exp()
+    assert chi_square_pvalue(space, samples, probs) > 0.01
+
+
+def test_chi_square_detects_a_wrong_prior():
+    """The acceptance test above can fail: draws from Bernoulli(0.55) are rejected as uniform."""
+    space = Multilabel(4)
+    samples = Multilabel(4, torch.full((4,), 0.55)).sample_prior(40_000, generator=torch.Generator().manual_seed(0))
+    assert chi_square_pvalue(space, samples, space.log_prior(space.enumerate_all()).exp()) < 1e-6
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    a = Permutations(6).sample_prior(5, generator=torch.Generator().manual_seed(3))
+    b = Permutations(6).sample_prior(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_label_frequency_prior_is_clipped():
+    y = np.array([[1, 0, 1], [1, 0, 0], [1, 0, 1], [1, 0, 0]], dtype=np.int8)
+    space = Multilabel.with_label_frequencies(3, y)
+    assert torch.allclose(space.prior_probs, torch.tensor([0.99, 0.01, 0.5]))
+
+
+def test_ranking_encodings_match_the_architecture():
+    ranks = np.array([[2, 0, 1]])  # label 1 is best, then label 2, then label 0
+    y = Permutations(3).from_labels(ranks)
+    assert torch.equal(y, torch.tensor([[0.0, 2.0, 1.0]]))  # y_j = k − 1 − position_j
+    p = PermutationMatrices(3).from_labels(ranks)
+    assert torch.equal(p, torch.tensor([[[0.0, 0, 1], [1, 0, 0], [0, 1, 0]]]))  # P[j, position_j] = 1
+
+
+@pytest.mark.parametrize("space", SPACES, ids=repr)
+def test_labels_round_trip(space):
+    y = space.sample_prior(20, generator=torch.Generator().manual_seed(1))
+    labels = space.to_labels(y)
+    assert torch.equal(space.from_labels(labels), y)
+
+
+def test_bad_labels_are_rejected_clearly():
+    with pytest.raises(ValueError, match="0/1"):
+        Multilabel(2).from_labels(np.array([[0, 2]]))
+    with pytest.raises(ValueError, match="permutation"):
+        Permutations(3).from_labels(np.array([[0, 0, 1]]))
+    with pytest.raises(ValueError, match=r"expected \(n, 3\)"):
+        PermutationMatrices(3).from_labels(np.array([[0, 1]]))
+
+
+@pytest.mark.parametrize("space", [Multilabel(6, torch.linspace(0.05, 0.95, 6)), Permutations(5), PermutationMatrices(4)], ids=repr)
+def test_mode_linear_is_the_brute_force_argmax(space):
+    """Acceptance 3 (linear models): threshold / argsort / Hungarian vs argmax over all of Y."""
+    generator = torch.Generator().manual_seed(0)
+    theta = torch.randn(30, *space.event_shape, generator=generator)
+    everything = space.enumerate_all()
+    dims = tuple(range(-len(space.event_shape), 0))
+    scores = (theta.unsqueeze(1) * everything).sum(dims) + space.log_prior(everything)
+    assert torch.equal(space.mode_linear(theta), everything[scores.argmax(1)])
+
+
+def test_make_space_builds_each_model_and_suggests_names():
+    for kind, models in MODELS.items():
+        for model in models:
+            assert make_space(kind, 4, model).k == 4
+    assert isinstance(make_space("ranking", 4, "birkhoff"), PermutationMatrices)
+    y = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert not make_space("multilabel", 2, "unary", prior="frequency", y_train=y).uniform
+    with pytest.raises(ValueError, match="did you mean 'pairwise'"):
+        make_space("multilabel", 4, "pairwize")
+    with pytest.raises(ValueError, match="did you mean 'ranking'"):
+        make_space("rankin", 4, "birkhoff")
+    with pytest.raises(ValueError, match="y_train"):
+        make_space("multilabel", 4, "unary", prior="frequency")
+    with pytest.raises(ValueError, match="uniform"):
+        make_space("ranking", 4, "birkhoff", prior="frequency")
