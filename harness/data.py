@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -179,16 +178,6 @@ def fetch(
         lines = "\n".join(f"  {r.path}: {r.message}" for r in failed)
         raise DataError(f"{len(failed)} of {len(results)} data files could not be fetched:\n{lines}")
     return results
-
-
-def copy_tree_as_mirror(src: str | os.PathLike, dst: str | os.PathLike, paths: list[str]) -> Path:
-    """Copy the given manifest paths from ``src`` to ``dst`` (same relative layout): a local
-    mirror usable as ``fetch(..., mirror=dst)``, e.g. for an offline cluster."""
-    dst = Path(dst)
-    for rel in paths:
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(src) / rel, dst / rel)
-    return dst
 
 
 def status_rows(statuses: list[FileStatus]) -> list[dict[str, Any]]:
