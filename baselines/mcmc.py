@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ebm.method import Budget, FitData, Fitted, Method, Monitor
 from ebm.samplers import gibbs_sweep, mh_transpositions
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, make_optimizer, score_data_and_samples, setup_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
 
 
 class PersistentChains:
@@ -129,13 +129,8 @@ class PersistentContrastiveDivergence(Method):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
-        params = self.params(params)
-        problem = self.check(space, model, params)
-        if problem is not None:
-            raise ValueError(f"{problem[0]}: {problem[1]}")
-        setup = setup_fit(space, model, data, params, budget, seed=seed, device=device)
+        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
         energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
-        optimizer = make_optimizer(energy, params["lr"], params["weight_decay"])
         chains = PersistentChains.start(space, y_train, int(params["chains"]), params["init"], setup.sampler)
         kernel = self.make_kernel(space, params, setup.sampler)
 

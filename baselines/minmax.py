@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ebm.energies import mlp
 from ebm.method import Budget, FitData, Fitted, Method, Monitor
 from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, make_optimizer, score_data_and_samples, setup_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
 
 
 class BernoulliSampler(nn.Module):
@@ -115,6 +115,8 @@ class MinMaxReinforce(Method):
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if int(params.get("n_samples", 16)) < 2:
             return ("unsupported", "minmax-reinforce needs n_samples >= 2 for its leave-one-out baseline")
+        if int(params.get("sampler_steps", 1)) < 1:
+            return ("unsupported", "minmax-reinforce needs sampler_steps >= 1")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
@@ -138,17 +140,12 @@ class MinMaxReinforce(Method):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
-        params = self.params(params)
-        problem = self.check(space, model, params)
-        if problem is not None:
-            raise ValueError(problem[1])
+        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
         m, sampler_steps = int(params["n_samples"]), int(params["sampler_steps"])
         energy_l2 = float(params["energy_l2"])
-        setup = setup_fit(space, model, data, params, budget, seed=seed, device=device)
         energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
         sampler = build_sampler(space, x_train.shape[1], int(params["sampler_hidden"])).to(device)
         # one optimiser, two groups: the sampler ascends through its own surrogate at its own rate
-        optimizer = make_optimizer(energy, params["lr"], params["weight_decay"])
         optimizer.add_param_group({"params": list(sampler.parameters()), "lr": float(params["sampler_lr"]), "weight_decay": 0.0})
 
         def reward(samples: Tensor, log_prob: Tensor, g_samples: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ebm.method import Budget, FitData, Fitted, Method, Monitor
 from ebm.spaces import OutputSpace
-from ebm.training import COMMON_DEFAULTS, make_optimizer, score_data_and_samples, setup_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
 
 
 def ranking_nce_loss(g_data: Tensor, g_noise: Tensor, log_ratio_noise: Tensor | None = None,
@@ -52,6 +52,11 @@ class RankingNCE(Method):
     description = "ranking NCE (Ma & Collins 2018): pick the data label among K prior samples by softmax of g"
     defaults = {**COMMON_DEFAULTS, "n_samples": 16}
 
+    def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
+        if int(params.get("n_samples", 16)) < 1:
+            return ("unsupported", "nce needs n_samples >= 1 noise samples")
+        return None
+
     def search_space(self, trial: Any) -> dict[str, Any]:
         # n_samples is fixed to min-min's n' (same sample budget), so it is not tuned.
         return suggest_common(trial)
@@ -68,13 +73,9 @@ class RankingNCE(Method):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
-        params = self.params(params)
+        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
         n_noise = int(params["n_samples"])
-        if n_noise < 1:
-            raise ValueError(f"nce: n_samples must be >= 1, got {n_noise}")
-        setup = setup_fit(space, model, data, params, budget, seed=seed, device=device)
         energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
-        optimizer = make_optimizer(energy, params["lr"], params["weight_decay"])
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
             x, y = x_train[index], y_train[index]

@@ -30,7 +30,7 @@ from ebm import inference
 from ebm.energies import LinearEnergy
 from ebm.method import Budget, FitData, Fitted, Method, Monitor
 from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, make_optimizer, score_data_and_samples, setup_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
 
 #: ebm.inference.mode's default number of random restarts (for the evaluation count only)
 _MODE_RESTARTS = 4
@@ -158,11 +158,9 @@ class Perceptron(Method):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
-        params = self.params(params)
+        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
         margin = float(params["margin"])
-        setup = setup_fit(space, model, data, params, budget, seed=seed, device=device)
         energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
-        optimizer = make_optimizer(energy, params["lr"], params["weight_decay"])
         evals_per_mode = mode_oracle_evals(energy, space)
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:

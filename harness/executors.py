@@ -134,8 +134,9 @@ class RayExecutor:
                 # ship the project's packages to the cluster's workers (no shared filesystem needed)
                 kwargs["runtime_env"] = {"py_modules": _project_packages()}
             else:
-                # local workers import the project from the driver's checkout
-                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+                # local workers inherit the driver's environment: let them import the project
+                # from this checkout (a runtime_env would cost seconds per worker start)
+                os.environ["PYTHONPATH"] = _pythonpath()
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
             ray.init(**kwargs)
             self._owns_ray = True
@@ -227,8 +228,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _pythonpath() -> str:
-    existing = os.environ.get("PYTHONPATH", "")
-    return os.pathsep.join(p for p in (project_root(), existing) if p)
+    existing = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join([project_root()] + [p for p in existing if p != project_root()])
 
 
 def _project_packages() -> list:

@@ -239,15 +239,17 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         spec, data = run.spec, task_data
         for part in ("train", "val", "test"):
             _check_finite(spec.task, getattr(data, f"x_{part}"))
-        as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+        # copies: arrays shared through Ray's object store are read-only
+        as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        labels = lambda a: np.array(a)  # noqa: E731
         y_train_raw = torch.tensor(np.asarray(data.y_train), dtype=torch.float32)
         space = make_space(run.kind, run.k, spec.model, prior=spec.data.get("prior", "uniform"), y_train=y_train_raw)
-        fit_data = FitData(as_x(data.x_train), space.from_labels(data.y_train), as_x(data.x_val),
-                           space.from_labels(data.y_val))
+        fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), as_x(data.x_val),
+                           space.from_labels(labels(data.y_val)))
         budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
                         eval_every=spec.budget["eval_every"], max_seconds=max_seconds)
         seed = spec.torch_seed
-        val = _Evaluator(run.kind, space, fit_data.x_val.to(device), np.asarray(data.y_val),
+        val = _Evaluator(run.kind, space, fit_data.x_val.to(device), labels(data.y_val),
                          fit_data.y_val.to(device), seed + 1)
         monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
         t0 = time.perf_counter()
@@ -271,8 +273,8 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
             row["status"] = "ok"
         if evaluate_test and row["status"] != "pruned":
             x_test = as_x(data.x_test).to(device)
-            test = _Evaluator(run.kind, space, x_test, np.asarray(data.y_test),
-                              space.from_labels(data.y_test).to(device), seed + 2)
+            test = _Evaluator(run.kind, space, x_test, labels(data.y_test),
+                              space.from_labels(labels(data.y_test)).to(device), seed + 2)
             row.update({f"test_{k}": v for k, v in test.prediction(fitted).items()})
             row.update({f"test_{k}": v for k, v in test.nll(fitted).items()})
             row["tau_mae"], pairs = tau_error(fitted, space, x_test[:TAU_INPUTS])

@@ -40,6 +40,7 @@ class RunOptions:
     max_retries: int = 1
     progress: bool = True
     tune_only: bool = False
+    flush_every: int = 8             # runs per results file (smaller: less lost on a crash)
 
 
 @dataclass
@@ -111,7 +112,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     invocation = uuid.uuid4().hex[:12]
     manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
                                planned=len(plan), status="running")
-    writer = store.BatchWriter(results_dir)
+    writer = store.BatchWriter(results_dir, batch=options.flush_every)
 
     # plan-time outcomes (unsupported / skipped): written once, re-written when they change
     plan_rows = [failure_row(p, p.status, p.reason) for p in plan
@@ -240,6 +241,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="re-run runs stored as failed or timeout")
     parser.add_argument("--max-retries", type=int, default=1,
                         help="Ray retries of a run whose worker process died (default 1); exceptions are never retried")
+    parser.add_argument("--flush-every", type=int, default=8,
+                        help="write results every N finished runs (and at least every 10 s; default 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
@@ -263,6 +266,8 @@ def options_from_args(args, *, tune_only: bool = False):
         raise ValueError("--seeds must be at least 1")
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError("--max-steps must be at least 1")
+    if args.flush_every < 1:
+        raise ValueError("--flush-every must be at least 1")
     if args.tune_trials is not None and args.tune_trials < 0:
         raise ValueError("--tune-trials must be >= 0")
     filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
@@ -272,7 +277,8 @@ def options_from_args(args, *, tune_only: bool = False):
                          cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                          timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
                          tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
-                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only)
+                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only,
+                         flush_every=args.flush_every)
     return filters, options
 
 

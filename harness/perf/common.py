@@ -1,0 +1,131 @@
+"""What every perf benchmark shares: its settings, interleaved timing, and perf rows.
+
+Every figure ``ebm-bench perf`` reports is a *ratio measured side by side in one process*:
+shared machines are noisy, so the things compared are timed in interleaved repetitions
+(A B C, B C A, C A B, …: a slow spell hits every contender alike) and each is summarised
+by its median. A row's ``ratio`` is its ``value`` divided by the value of
+``reference_method`` measured in the same invocation, under the same (task, model, k,
+metric); rows without a reference carry no ratio.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable
+
+import torch
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    """Settings of one ``ebm-bench perf`` invocation.
+
+    ``threads``: torch threads while timing (1 = what a harness run gets per CPU by default,
+    and the least noisy). ``quick``: fewer repetitions and shorter runs (< 3 min on 2 cores).
+    """
+
+    quick: bool = False
+    device: str = "cpu"
+    data_dir: Path | None = None
+    threads: int = 1
+    seed: int = 0
+    started_at: datetime = field(default_factory=lambda: _utc_now())
+    host: str = field(default_factory=socket.gethostname)
+
+    @property
+    def reps(self) -> int:
+        """Interleaved repetitions of each timing (medians are taken over them)."""
+        return 3 if self.quick else 7
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+def _utc_now() -> datetime:
+    from harness.store import utc_now
+
+    return utc_now()
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued accelerator work, so wall-clock timings cover the computation."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
+    """Wall seconds of ``fn()`` (accelerator work included)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved(measures: dict[Hashable, Callable[[], Any]], reps: int) -> dict[Hashable, list[Any]]:
+    """Call every measure ``reps`` times in rotating order (rep r starts at contender r mod n),
+    so drifts in machine speed spread evenly over the contenders. Returns the samples."""
+    keys = list(measures)
+    samples: dict[Hashable, list[Any]] = {key: [] for key in keys}
+    for rep in range(reps):
+        shift = rep % max(len(keys), 1)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].append(measures[key]())
+    return samples
+
+
+def median(values: Iterable[float | None]) -> float:
+    values = [v for v in values if v is not None and v == v]  # drop missing and NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def perf_rows(config: PerfConfig, benchmark: str, metric: str, unit: str, values: dict[str, float], *,
+              reference: str | None = None, task: str | None = None, model: str | None = None,
+              k: int | None = None) -> list[dict[str, Any]]:
+    """One row per contender of a side-by-side measurement; ``ratio = value / values[reference]``
+    (None without a reference, or when the reference is missing, zero or not finite)."""
+    if reference is not None and reference not in values:
+        raise ValueError(f"{benchmark}: reference {reference!r} was not measured (have {sorted(values)})")
+    ref_value = values.get(reference) if reference is not None else None
+    usable = ref_value is not None and ref_value == ref_value and ref_value not in (0.0, float("inf"))
+    rows = []
+    for method, value in values.items():
+        ratio = value / ref_value if usable and value is not None else None
+        rows.append({"benchmark": benchmark, "task": task, "model": model, "method": method, "k": k,
+                     "metric": metric, "value": value, "unit": unit,
+                     "reference_method": reference if ratio is not None else None, "ratio": ratio,
+                     "host": config.host, "started_at": config.started_at})
+    return rows
+
+
+def random_fit_data(k: int, *, n: int = 1024, d: int = 64, seed: int = 0, density: float = 0.3):
+    """A :class:`~ebm.method.FitData` of standard-normal features and Bernoulli(``density``)
+    label sets: per-step cost depends on shapes only, not on what the data mean."""
+    from ebm.method import FitData
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=generator)
+    y = (torch.rand(n, k, generator=generator) < density).float()
+    return FitData(x, y, x[:64], y[:64])
+
+
+class Threads:
+    """Context manager: torch uses ``n`` threads inside, the previous number after."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.previous = max(1, int(n)), None
+
+    def __enter__(self) -> "Threads":
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_num_threads(self.previous)

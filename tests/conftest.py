@@ -1,0 +1,30 @@
+"""Shared test fixtures: one local Ray instance for the whole session, and the data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance (2 CPUs, no dashboard), started once and shut down at the end."""
+    ray = pytest.importorskip("ray")
+    # workers inherit the environment: let them import the project from this checkout
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real datasets ($EBM_BENCH_DATA); tests that need them are skipped without it."""
+    value = os.environ.get("EBM_BENCH_DATA", "")
+    if not value or not Path(value).is_dir():
+        pytest.skip("EBM_BENCH_DATA is not set to a data folder")
+    return Path(value)

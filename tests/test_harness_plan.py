@@ -1,0 +1,143 @@
+"""Planning: run ids, seeds from identity, filters, did-you-mean, suite files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.plan import Filters, RunSpec, plan_runs
+from harness.suites import SuiteError, load_suite, parse_suite
+from harness_fixtures import write_suite
+
+
+def _spec(**changes) -> RunSpec:
+    base = dict(task="syn-ising-k8", model="unary", method="bce", seed=0, fold=0, params={"lr": 0.001, "hidden": 8},
+                budget={"max_steps": 10, "batch_size": 8, "eval_every": 5}, data={"val_fraction": 0.2, "prior": "uniform"})
+    return RunSpec(**{**base, **changes})
+
+
+def test_run_id_is_sha256_of_canonical_identity():
+    spec = _spec()
+    identity = {"task": "syn-ising-k8", "model": "unary", "method": "bce", "seed": 0, "fold": 0,
+                "params": {"hidden": 8, "lr": 0.001}, "budget": {"batch_size": 8, "eval_every": 5, "max_steps": 10},
+                "data": {"prior": "uniform", "val_fraction": 0.2}}
+    expected = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert spec.run_id == expected
+    # key order of the dicts does not matter; the suite label is not part of the identity
+    assert _spec(params={"hidden": 8, "lr": 0.001}, suite="other").run_id == expected
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"fold": 1}, {"params": {"lr": 0.01, "hidden": 8}},
+                                    {"budget": {"max_steps": 11, "batch_size": 8, "eval_every": 5}},
+                                    {"method": "exact-mle"}, {"task": "syn-ising-k12"}])
+def test_any_identity_change_changes_id_and_seed(change):
+    assert _spec(**change).run_id != _spec().run_id
+    assert _spec(**change).torch_seed != _spec().torch_seed
+
+
+def test_config_hash_groups_seeds_and_folds():
+    assert _spec(seed=3, fold=2).config_hash == _spec().config_hash
+    assert _spec(params={"lr": 0.5, "hidden": 8}).config_hash != _spec().config_hash
+
+
+def test_seeds_independent_of_run_order(tmp_path):
+    forward = write_suite(tmp_path, methods=("test-constant", "test-raises"), seeds=2, name="a.toml")
+    backward = write_suite(tmp_path, methods=("test-raises", "test-constant"), seeds=2, name="b.toml")
+    a, b = plan_runs(load_suite(forward)), plan_runs(load_suite(backward))
+    assert [p.spec.method for p in a] != [p.spec.method for p in b]
+    assert {p.run_id: p.spec.torch_seed for p in a} == {p.run_id: p.spec.torch_seed for p in b}
+    assert len({p.spec.torch_seed for p in a}) == len(a) == 4
+
+
+def test_plan_applies_method_check_as_rows():
+    suite = parse_suite("""
+[[grid]]
+tasks = ["syn-pl-k6"]
+models = ["permutahedron"]
+methods = ["bce", "minmin-logistic"]
+""")
+    plan = plan_runs(suite)
+    by_method = {p.spec.method: p for p in plan}
+    assert by_method["bce"].status == "unsupported" and by_method["bce"].reason
+    assert by_method["minmin-logistic"].status is None
+    assert len(plan) == 2 * 2  # two seeds by default
+
+
+def test_missing_data_skipped_or_left_out(tmp_path):
+    text = """
+[[grid]]
+tasks = ["emotions", "syn-ising-k8"]
+models = ["unary"]
+methods = ["bce"]
+optional = {optional}
+"""
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    strict = plan_runs(parse_suite(text.format(optional="false")), data_dir=empty)
+    emotions = [p for p in strict if p.spec.task == "emotions"]
+    assert emotions and all(p.status == "skipped" and "data not available" in p.reason for p in emotions)
+    optional = plan_runs(parse_suite(text.format(optional="true")), data_dir=empty)
+    assert {p.spec.task for p in optional} == {"syn-ising-k8"}
+    assert any("emotions" in note for note in optional.notes)
+
+
+def test_glob_filters_and_seed_override():
+    plan = plan_runs(load_suite("quick"), Filters(tasks=("syn-*",), methods=("minmin-*",), models=("unary",), seeds=1))
+    assert plan and {p.spec.task for p in plan} == {"syn-ising-k8"}
+    assert {p.spec.method for p in plan} == {"minmin-logistic", "minmin-sparsemax"}
+    assert {p.spec.seed for p in plan} == {0}
+
+
+@pytest.mark.parametrize("filters, message", [
+    (Filters(tasks=("syn-isin-k8",)), "did you mean 'syn-ising-k8'"),
+    (Filters(methods=("minmin-logistc",)), "did you mean 'minmin-logistic'"),
+    (Filters(models=("pairwse",)), "did you mean 'pairwise'"),
+])
+def test_unknown_names_get_did_you_mean(filters, message):
+    with pytest.raises(ValueError, match=message):
+        plan_runs(load_suite("quick"), filters)
+
+
+def test_known_name_outside_suite_is_explained():
+    with pytest.raises(SuiteError, match="not part of suite 'quick'"):
+        plan_runs(load_suite("quick"), Filters(tasks=("yeast",)))
+
+
+def test_malformed_toml_names_the_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[suite]\nname = "x"\nseeds = = 2\n')
+    with pytest.raises(SuiteError, match=r"bad\.toml.*line 3"):
+        load_suite(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[suite]\nseed = 2\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "did you mean 'seeds'"),
+    ('[suite]\nname = "x"\n', "at least one \\[\\[grid\\]\\]"),
+    ('[[grid]]\ntasks = ["syn-ising-k8"]\n', "missing 'methods'"),
+    ('[budget]\nmax_steps = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "positive integer"),
+])
+def test_suite_validation_messages(text, message):
+    with pytest.raises(SuiteError, match=message):
+        parse_suite(text)
+
+
+def test_unknown_suite_name():
+    with pytest.raises(SuiteError, match="did you mean 'quick'"):
+        load_suite("quik")
+
+
+def test_unknown_hyperparameter_in_suite_names_the_block():
+    suite = parse_suite('[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\nparams={bce={lrate=1}}\n')
+    with pytest.raises(SuiteError, match="grid block 1.*lrate"):
+        plan_runs(suite)
+
+
+def test_builtin_suites_plan(tmp_path):
+    for name in ("quick", "paper", "full"):
+        plan = plan_runs(load_suite(name), data_dir=tmp_path)
+        assert plan, name
+        assert len({p.run_id for p in plan}) == len(plan)
+    assert Path(load_suite("quick").source).name == "quick.toml"
