@@ -42,9 +42,7 @@ _extra: dict[str, Method] = {}
 def _instantiate(name: str, target: Any) -> Method:
     if isinstance(target, Method):
         method = target
-    elif isinstance(target, type) and issubclass(target, Method):
-        method = target()
-    elif callable(target):
+    elif callable(target):  # a Method subclass or a factory
         method = target()
     else:
         raise TypeError(f"registry entry {name!r} is neither a Method, a Method subclass nor a factory: {target!r}")
@@ -58,14 +56,9 @@ def _instantiate(name: str, target: Any) -> Method:
 def _resolve(name: str, spec: str) -> Method:
     module_name, _, attribute = spec.partition(":")
     module = importlib.import_module(module_name)
-    # ebm.minmin may expose its variants under any of a few shapes; accept the obvious ones.
-    if hasattr(module, attribute):
-        return _instantiate(name, getattr(module, attribute))
-    for table in ("METHODS", "VARIANTS"):
-        registry = getattr(module, table, None)
-        if isinstance(registry, dict) and name in registry:
-            return _instantiate(name, registry[name])
-    raise ImportError(f"method {name!r}: module {module_name!r} has no attribute {attribute!r}")
+    if not hasattr(module, attribute):
+        raise ImportError(f"method {name!r}: module {module_name!r} has no attribute {attribute!r}")
+    return _instantiate(name, getattr(module, attribute))
 
 
 def _names() -> list[str]:

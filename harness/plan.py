@@ -94,6 +94,8 @@ class PlannedRun:
     status: str | None = None
     reason: str | None = None
     method: Any = field(default=None, repr=False, compare=False)
+    #: the suite's hyperparameters for this run (grid ``params``); they stay fixed when tuning
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -151,7 +153,7 @@ def _all_models() -> dict[str, tuple[str, ...]]:
     return MODELS
 
 
-def _expand(patterns: tuple[str, ...], known: list[str], what: str, validate) -> list[str]:
+def _expand(patterns: tuple[str, ...], known: list[str], validate) -> list[str]:
     """Names matching any pattern, in ``known`` order; an exact unknown name gets did-you-mean."""
     out: list[str] = []
     for pattern in patterns:
@@ -205,8 +207,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     for number, block in enumerate(suite.grid, 1):
         where = f"suite {suite.name!r} grid block {number}"
         try:
-            tasks = _expand(block.tasks, task_names, "task", get_task)
-            methods = _expand(block.methods, method_names, "method", resolve_method)
+            tasks = _expand(block.tasks, task_names, get_task)
+            methods = _expand(block.methods, method_names, resolve_method)
         except ValueError as exc:
             raise SuiteError(f"{where}: {exc}") from None
         for task_name in tasks:
@@ -234,8 +236,9 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                     if not _matches(method_name, filters.methods):
                         continue
                     method = resolve_method(method_name)
+                    overrides = dict(block.params.get(method_name, {}))
                     try:
-                        params = method.params(block.params.get(method_name, {}))
+                        params = method.params(overrides)
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
                     verdict = ("skipped", f"data not available: {missing}") if missing else method.check(space, model, params)
@@ -249,7 +252,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                             plan.append(PlannedRun(spec=spec, kind=task.kind, k=task.k, space=space.name,
                                                    primary_metric=task.primary_metric,
                                                    status=verdict[0] if verdict else None,
-                                                   reason=verdict[1] if verdict else None, method=method))
+                                                   reason=verdict[1] if verdict else None, method=method,
+                                                   overrides=overrides))
     plan.notes = notes
     _check_filters_matched(suite, filters, plan)
     return plan

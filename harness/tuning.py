@@ -34,9 +34,9 @@ from harness.plan import PlannedRun, derive_seed, short_hash, with_params
 N_STARTUP_TRIALS = 3
 
 
-def study_name(run: PlannedRun, base_overrides: dict[str, Any] | None = None) -> str:
+def study_name(run: PlannedRun) -> str:
     spec = run.spec
-    config = short_hash({"budget": spec.budget, "data": spec.data, "fixed": base_overrides or {}}, 8)
+    config = short_hash({"budget": spec.budget, "data": spec.data, "fixed": run.overrides}, 8)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{spec.task}__{spec.model}__{spec.method}__{config}")
 
 
@@ -113,15 +113,14 @@ def best_params(study) -> dict[str, Any] | None:
     return json.loads(study.best_trial.user_attrs["params"])
 
 
-def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int, overrides_of) -> tuple[dict[str, StudyState], list[str]]:
+def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple[dict[str, StudyState], list[str]]:
     """One StudyState per distinct study among ``runs`` (runnable runs only)."""
     from tasks.metrics import METRICS
 
     states: dict[str, StudyState] = {}
     notes: list[str] = []
     for run in sorted(runs, key=lambda r: (r.spec.seed, r.spec.fold)):
-        overrides = overrides_of(run)
-        name = study_name(run, overrides)
+        name = study_name(run)
         if name in states:
             continue
         if not tunable(run.method):
@@ -129,7 +128,7 @@ def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int, override
             continue
         study = open_study(results_dir, name, METRICS.get(run.primary_metric, "max"))
         remaining = max(0, n_trials - _finished_count(study))
-        states[name] = StudyState(name, run, run.method, overrides, study, remaining)
+        states[name] = StudyState(name, run, run.method, run.overrides, study, remaining)
     return states, notes
 
 
@@ -166,11 +165,11 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
     return trial_row(state, trial, params, value, "FAIL", row, error or f"no validation {state.run.primary_metric}")
 
 
-def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int, overrides_of,
+def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int,
          worker_kwargs: dict[str, Any], hard_timeout: float | None, writer, progress_factory=None) -> tuple[dict[str, dict], list[str]]:
     """Run the studies of ``runs`` to ``n_trials`` finished trials each.
     Returns (study name → best params, notes). ``shared`` is an executors.SharedData."""
-    states, notes = prepare_studies(runs, results_dir, n_trials, overrides_of)
+    states, notes = prepare_studies(runs, results_dir, n_trials)
     order = [s for s in states.values() if s.remaining > 0]
     if order:
         _run_trials(order, executor, shared, worker_kwargs, hard_timeout, writer, progress_factory)
@@ -200,7 +199,8 @@ def _run_trials(order: list[StudyState], executor, shared, worker_kwargs, hard_t
             if state.done + state.in_flight >= state.remaining or state.in_flight >= per_study:
                 continue
             trial = state.study.ask()
-            params = state.method.params({**state.overrides, **state.method.search_space(trial)})
+            # the suite's grid params stay fixed: they override what the search space suggests
+            params = state.method.params({**state.method.search_space(trial), **state.overrides})
             trial.set_user_attr("params", json.dumps(params, sort_keys=True))
             trial_run = with_params(state.run, params, tuned=False)
             state.in_flight += 1

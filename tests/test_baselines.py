@@ -214,7 +214,7 @@ def test_loss_augmented_mode_is_the_brute_force_argmax(space, model):
 def test_learns_planted_ising_beyond_the_best_constant(name, ising):
     data, x_test, y_test = ising
     space = Multilabel(8)
-    fitted = _fit(name, space, "pairwise", data)
+    fitted = _fit(name, space, "pairwise", data, **({"chains": 2} if name.startswith("mcmc") else {}))
     assert fitted.info["steps"] == BUDGET.max_steps and fitted.info["energy_evals"] > 0
     truth = space.to_labels(y_test)
     score = example_f1(truth, space.to_labels(fitted.predict(x_test)))
@@ -242,6 +242,28 @@ def test_nce_nll_is_within_ten_percent_of_exact_mle(ising):
     nll = {name: float(_fit(name, space, "pairwise", data, lr=3e-3).nll(x_test, y_test)[0].mean()) for name in ("nce", "exact-mle")}
     print(f"test NLL: nce {nll['nce']:.4f}, exact-mle {nll['exact-mle']:.4f}")
     assert nll["nce"] <= 1.10 * nll["exact-mle"]
+
+
+@pytest.mark.parametrize(
+    "name, overrides, per_example",
+    [
+        # Gibbs on the Ising energy: one closed-form evaluation per site, k per sweep and chain, + data + chains
+        ("mcmc-pcd", {"chains": 3, "sweeps": 2}, 3 * 2 * 6 + 1 + 3),
+        # GWG: sweeps·k proposals + the start state, per chain, + data + chains
+        ("mcmc-gwg", {"chains": 3, "sweeps": 2}, 3 * (2 * 6 + 1) + 1 + 3),
+        ("nce", {"n_samples": 7}, 1 + 7),
+        # two sampler steps of 5 samples each, + data
+        ("minmax-reinforce", {"n_samples": 5, "sampler_steps": 2}, 1 + 2 * 5),
+        # enumeration of 2^6 for the mode, + data and mode scores
+        ("perceptron", {}, 2**6 + 2),
+    ],
+)
+def test_energy_evaluations_are_counted(name, overrides, per_example):
+    x, y = planted_ising(2, 40, k=6)
+    method = registry.get_method(name)
+    budget = Budget(max_steps=3, batch_size=8, eval_every=3)
+    fitted = method.fit(Multilabel(6), "pairwise", FitData(x, y), method.params({**SMALL, **overrides}), budget, seed=0, device=torch.device("cpu"))
+    assert fitted.info["energy_evals"] == 3 * 8 * per_example
 
 
 # ---------------------------------------------------------------- unsupported is reported

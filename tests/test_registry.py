@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from baselines import registry
-from ebm.method import Budget, FitData, Fitted, Method
+from ebm.method import Method
 
 EXPECTED = [
     "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-finite", "minmin-scalar",
@@ -41,7 +40,7 @@ def test_own_methods_resolve_with_their_names(name):
 def test_listed_methods_have_unique_names_and_include_the_baselines():
     names = [m.name for m in registry.list_methods()]
     assert len(names) == len(set(names))
-    assert set(MINE) <= set(names)
+    assert names[: len(EXPECTED)] == EXPECTED  # every module of the CLI names imports
 
 
 def test_unknown_name_suggests_the_closest():

@@ -83,16 +83,6 @@ def _loader(data_dir):
     return load
 
 
-def _overrides_of(suite):
-    """The suite's fixed hyperparameters for a run (grid ``params``), kept fixed during tuning."""
-    def overrides(run) -> dict[str, Any]:
-        for block in suite.grid:
-            if run.spec.method in block.params:
-                return dict(block.params[run.spec.method])
-        return {}
-    return overrides
-
-
 def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSummary:
     """Plan, (tune,) execute and store ``suite``; see the module docstring."""
     from harness import manifest, store
@@ -140,15 +130,14 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
         if trials > 0 and runnable:
             from harness import tuning
 
-            overrides_of = _overrides_of(suite)
             lazy = _LazyExecutor(get_executor)
             best, notes = tuning.tune(runnable, executor=lazy, shared=SharedData(lazy, load, []),
-                                      results_dir=results_dir, n_trials=trials, overrides_of=overrides_of,
+                                      results_dir=results_dir, n_trials=trials,
                                       worker_kwargs=worker_kwargs, hard_timeout=_hard_timeout(options),
                                       writer=writer, progress_factory=make_progress)
             summary.notes += notes
-            runnable = [with_params(r, best[tuning.study_name(r, overrides_of(r))], tuned=True)
-                        if tuning.study_name(r, overrides_of(r)) in best else r for r in runnable]
+            runnable = [with_params(r, best[tuning.study_name(r)], tuned=True) if tuning.study_name(r) in best else r
+                        for r in runnable]
         if options.tune_only:
             return summary
 

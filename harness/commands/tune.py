@@ -6,6 +6,7 @@ arguments then evaluates them on every seed (the finished studies are reused).""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -32,7 +33,7 @@ def best_trials(trials):
 
 def main(args) -> int:
     from harness import store
-    from harness.commands.run import options_from_args, print_summary, run_suite
+    from harness.commands.run import options_from_args, run_suite
     from harness.suites import load_suite
 
     filters, options = options_from_args(args, tune_only=True)
@@ -40,7 +41,8 @@ def main(args) -> int:
     if (options.tune_trials if options.tune_trials is not None else suite.tune_trials) <= 0:
         raise ValueError(f"suite {suite.name!r} has tune_trials = 0; pass --tune-trials N")
     summary = run_suite(suite, filters, options)
-    print_summary(summary, options.results_dir)
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     trials = store.read_table(options.results_dir, "trials")
     counts = trials.groupby("study").size() if len(trials) else {}
     for row in best_trials(trials):

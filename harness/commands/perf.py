@@ -1,0 +1,66 @@
+"""``ebm-bench perf``: measure step cost vs |Y|, time to quality, harness overhead and scaling,
+FLOP/s and peak memory, side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
+view of ``ebm-bench query``) and print a table with the issue's targets (reported, not enforced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("perf", help="measure costs side by side (step cost vs |Y|, time to quality, "
+                                                "Ray overhead, FLOP/s, memory)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs (< 3 min on 2 cores)")
+    parser.add_argument("--data-dir", help="dataset directory for yeast (default: $EBM_BENCH_DATA)")
+    parser.add_argument("--benchmarks", help="comma list of: step_cost, time_to_quality, flops, memory, harness "
+                                             "(default: all)")
+    parser.add_argument("--device", default="cpu", help="torch device for the timed work (default: cpu)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads while timing (default 1, what a harness run gets per CPU)")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    import time
+
+    import pandas as pd
+
+    from harness.perf import PerfConfig, run_perf, select_benchmarks
+    from harness.perf.targets import render
+    from harness.plan import Filters
+    from tasks.registry import resolve_data_dir
+
+    if args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    benchmarks = select_benchmarks(Filters.parse_list(args.benchmarks))
+    _check_device(args.device)
+    config = PerfConfig(quick=args.quick, device=args.device, data_dir=resolve_data_dir(args.data_dir),
+                        threads=args.threads)
+    started = time.monotonic()
+
+    def progress(name, result):
+        print(f"perf: {name} done ({len(result.rows)} rows, {time.monotonic() - started:.0f} s)", file=sys.stderr)
+
+    result = run_perf(args.results_dir, config, benchmarks, on_done=progress)
+    sys.stdout.write(render(pd.DataFrame(result.rows), title=f"ebm-bench perf ({'quick, ' if args.quick else ''}"
+                                                              f"{config.device}, {config.threads} thread(s))"))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"{len(result.rows)} rows appended to {args.results_dir}/perf (mirror: {args.results_dir}/perf.parquet) "
+          f"in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a torch device ({exc})") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: no CUDA device is visible")

@@ -1,0 +1,73 @@
+"""``ebm-bench perf``: the costs that decide between methods, measured side by side.
+
+Benchmarks (each its own module; every figure is a ratio of things timed in the same
+process, in interleaved repetitions, medians — see :mod:`harness.perf.common`):
+
+* ``step_cost`` (:mod:`~harness.perf.steps`): ms per training step vs |Y|, ratio to bce;
+* ``time_to_quality`` (:mod:`~harness.perf.quality`): seconds to within 2% of exact-mle's
+  validation NLL, ratio to exact-mle;
+* ``harness`` (:mod:`~harness.perf.scaling`): 16 short runs, serial vs Ray 1 vs Ray 2 workers;
+* ``flops`` (:mod:`~harness.perf.hardware`): FLOP/s of the enumerated pairwise energy vs matmuls;
+* ``memory`` (:mod:`~harness.perf.memory`): peak memory of exact-mle at its largest k.
+
+Rows go to the ``perf`` table of the results dir (``DIR/perf/part-*.parquet``, mirrored to
+``DIR/perf.parquet``; the ``perf`` view of ``ebm-bench query``), one part file per benchmark,
+written as soon as the benchmark finishes. The issue's targets are reported in the printed
+table (:mod:`~harness.perf.targets`), never asserted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.perf.common import PerfConfig
+
+#: benchmark name → module (each exposes ``run(config) -> (rows, notes)``), in run order
+BENCHMARKS: dict[str, str] = {
+    "step_cost": "harness.perf.steps",
+    "time_to_quality": "harness.perf.quality",
+    "flops": "harness.perf.hardware",
+    "memory": "harness.perf.memory",
+    "harness": "harness.perf.scaling",
+}
+
+__all__ = ["BENCHMARKS", "PerfConfig", "PerfResult", "run_perf", "select_benchmarks"]
+
+
+@dataclass
+class PerfResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def select_benchmarks(names: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The benchmarks to run, in run order; unknown names raise with "did you mean"."""
+    from ebm import unknown_name_error
+
+    if not names:
+        return list(BENCHMARKS)
+    for name in names:
+        if name not in BENCHMARKS:
+            raise unknown_name_error("benchmark", name, list(BENCHMARKS))
+    return [name for name in BENCHMARKS if name in names]
+
+
+def run_perf(results_dir: str | os.PathLike, config: PerfConfig, benchmarks: list[str] | None = None, *,
+             on_done: Callable[[str, PerfResult], None] | None = None) -> PerfResult:
+    """Run ``benchmarks`` (default all) and append each one's rows to ``results_dir``'s perf table."""
+    from harness import store
+
+    store.check_writable(results_dir)
+    total = PerfResult()
+    for name in select_benchmarks(benchmarks):
+        rows, notes = importlib.import_module(BENCHMARKS[name]).run(config)
+        store.append_rows(results_dir, "perf", rows)
+        result = PerfResult(rows, notes)
+        total.rows += rows
+        total.notes += notes
+        if on_done is not None:
+            on_done(name, result)
+    return total

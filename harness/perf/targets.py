@@ -1,0 +1,94 @@
+"""The issue's performance targets, checked against perf rows (reported, never asserted),
+and the rich table ``ebm-bench perf`` prints."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Target:
+    """``column`` (``ratio`` or ``value``) of the row matching ``where`` must satisfy ``op threshold``."""
+
+    where: dict[str, Any]
+    column: str
+    op: str  # "<=" | ">="
+    threshold: float
+    text: str
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        return all(row.get(key) == value for key, value in self.where.items())
+
+    def met(self, row: dict[str, Any]) -> bool | None:
+        value = row.get(self.column)
+        if value is None or value != value:
+            return None
+        return {"<=": operator.le, ">=": operator.ge}[self.op](value, self.threshold)
+
+
+TARGETS = (
+    Target({"benchmark": "step_cost", "model": "pairwise", "k": 16, "method": "exact-mle",
+            "reference_method": "minmin-logistic"}, "ratio", ">=", 200.0, "exact ≥ 200× min-min"),
+    Target({"benchmark": "step_cost", "model": "pairwise", "k": 16, "method": "minmin-logistic",
+            "reference_method": "bce"}, "ratio", "<=", 1.5, "≤ 1.5× bce"),
+    Target({"benchmark": "step_cost", "model": "unary", "k": 174, "method": "minmin-logistic",
+            "reference_method": "bce"}, "ratio", "<=", 1.5, "≤ 1.5× bce"),
+    Target({"benchmark": "time_to_quality", "task": "syn-ising-k12", "method": "minmin-logistic",
+            "metric": "seconds_to_2pct"}, "ratio", "<=", 0.2, "≤ 0.2× exact"),
+    Target({"benchmark": "harness", "method": "ray-1", "metric": "wall_seconds", "reference_method": "serial"},
+           "ratio", "<=", 1.10, "overhead ≤ 10%"),
+    Target({"benchmark": "harness", "method": "ray-2", "metric": "wall_seconds", "reference_method": "ray-1"},
+           "ratio", "<=", 1 / 1.6, "speedup ≥ 1.6×"),
+    Target({"benchmark": "memory", "method": "exact-mle", "metric": "peak_memory"}, "value", "<=", 2.0, "< 2 GiB"),
+)
+
+
+def assess(row: dict[str, Any]) -> tuple[str | None, bool | None]:
+    """(target text, met?) for a row the issue sets a target for, else (None, None)."""
+    for target in TARGETS:
+        if target.matches(row):
+            return target.text, target.met(row)
+    return None, None
+
+
+def with_targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus columns ``target`` and ``meets_target``."""
+    frame = frame.copy()
+    verdicts = [assess(row) for row in frame.to_dict("records")]
+    frame["target"] = [text for text, _ in verdicts]
+    frame["meets_target"] = [met for _, met in verdicts]
+    return frame
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def render(frame: pd.DataFrame, *, title: str = "ebm-bench perf", width: int = 200) -> str:
+    """The perf rows as a rich table (ratio = value / reference's value, same run)."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ("benchmark", "task", "model", "k", "method", "metric", "value", "unit", "reference_method", "ratio",
+               "target", "meets_target")
+    for column in columns:
+        table.add_column("reference" if column == "reference_method" else column,
+                         justify="right" if column in ("k", "value", "ratio") else "left")
+    for row in with_targets(frame).to_dict("records"):
+        met = row["meets_target"]
+        cells = [_fmt(row.get(c)) for c in columns[:-1]] + ["" if met is None else ("yes" if met else "NO")]
+        table.add_row(*cells)
+    buffer = StringIO()
+    Console(file=buffer, width=width, color_system=None).print(table)
+    return buffer.getvalue()

@@ -1,0 +1,93 @@
+"""Optuna tuning: durable studies that resume, pruning thresholds, best params reused."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from harness import store, tuning
+from harness.commands.run import RunOptions, run_suite
+from harness.plan import plan_runs
+from harness.suites import load_suite
+from harness_fixtures import write_suite
+
+optuna = pytest.importorskip("optuna")
+
+
+def _options(results_dir, **kw) -> RunOptions:
+    return RunOptions(results_dir=results_dir, executor="serial", progress=False, **kw)
+
+
+def _study(results_dir, suite):
+    run = plan_runs(load_suite(suite))[0]
+    return tuning.open_study(results_dir, tuning.study_name(run), "min")
+
+
+def test_study_resumes_after_interruption(tmp_path):
+    suite = write_suite(tmp_path, methods=("test-constant",), seeds=2, trials=4, steps=4, eval_every=2)
+    results = tmp_path / "r"
+    run_suite(suite, options=_options(results, tune_trials=2, tune_only=True))
+    study = _study(results, suite)
+    assert len(study.trials) == 2
+    study.ask()  # a trial left RUNNING, as by a driver killed mid-trial
+    summary = run_suite(suite, options=_options(results))  # the suite's 4 trials, then the runs
+    study = _study(results, suite)
+    states = [t.state.name for t in study.trials]
+    assert states.count("FAIL") == 1 and study.user_attrs == {"interrupted_2": True}
+    assert len([s for s in states if s in ("COMPLETE", "PRUNED")]) == 4
+    trials = store.read_table(results, "trials")
+    assert len(trials) == 4 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    # the evaluated runs use the best trial's parameters (syn tasks: lowest validation NLL)
+    runs = store.read_table(results, "runs")
+    assert summary.counts == {"ok": 2} and runs["tuned"].all()
+    complete = trials[trials["state"] == "COMPLETE"]
+    best = json.loads(complete.loc[complete["value"].idxmin(), "params_json"])
+    assert {json.loads(p)["noise"] for p in runs["params_json"]} == {best["noise"]}
+    # nothing left to do: neither trials nor runs
+    again = run_suite(suite, options=_options(results))
+    assert again.to_run == 0 and len(_study(results, suite).trials) == 5
+
+
+def test_median_thresholds_follow_complete_trials(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    values = {0: [0.1, 0.2, 0.3], 1: [0.5, 0.1, 0.9], 2: [0.4, 0.4, 0.0]}
+    for number in range(3):
+        trial = study.ask()
+        for step, value in zip((10, 20, 30), values[number]):
+            trial.report(value, step)
+        study.tell(trial, values[number][-1])
+    pruned = study.ask()
+    pruned.report(-5.0, 10)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)  # pruned trials do not set thresholds
+    thresholds = tuning.median_thresholds(study, final_step=30)
+    assert thresholds == {10: statistics.median([0.1, 0.5, 0.4]), 20: statistics.median([0.2, 0.1, 0.4])}
+
+
+def test_pruning_stops_a_worse_trial(tmp_path):
+    """A threshold no value can beat prunes at the first evaluation step; one every value
+    beats lets training finish (syn tasks minimise the validation NLL)."""
+    from harness.worker import execute_run, is_worse
+    from tasks.registry import get_task
+
+    assert is_worse(0.5, 0.6, "max") and not is_worse(0.7, 0.6, "max") and is_worse(0.7, 0.6, "min")
+    assert is_worse(float("nan"), 0.6, "max")
+    run = plan_runs(load_suite(write_suite(tmp_path, steps=6, eval_every=2)))[0]
+    data = get_task(run.spec.task).load(None, seed=0, fold=0, val_fraction=0.2)
+    pruned = execute_run(run, run.method, data, prune_thresholds={2: -1e9, 4: -1e9}, evaluate_test=False)
+    assert pruned.row["status"] == "pruned" and pruned.row["n_steps"] == 2
+    assert [step for step, _ in pruned.intermediate] == [2]
+    finished = execute_run(run, run.method, data, prune_thresholds={2: 1e9, 4: 1e9}, evaluate_test=False)
+    assert finished.row["status"] == "ok" and finished.row["n_steps"] == 6
+    assert [step for step, _ in finished.intermediate] == [2, 4, 6]
+    assert "test_f1_example" not in finished.row  # trials never look at the test split
+
+
+def test_tunable_detects_empty_search_spaces():
+    from baselines.testing import FIXTURES
+
+    assert tuning.tunable(FIXTURES["test-constant"])
+    empty = type("Empty", (type(FIXTURES["test-constant"]),), {"search_space": lambda self, trial: {},
+                                                                 "name": "test-empty"})()
+    assert not tuning.tunable(empty)
