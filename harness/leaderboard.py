@@ -216,19 +216,13 @@ def _latex(wide: pd.DataFrame, best: pd.DataFrame) -> str:
 
 
 def _rich_table(wide: pd.DataFrame, best: pd.DataFrame, title: str | None) -> str:
-    from io import StringIO
+    from harness.tables import render_table
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, caption="* best mean in its task × model (ties share it)", show_lines=False)
-    for column in wide.columns:
-        table.add_column(str(column), justify="left" if column in ("task", "model", "method") else "right")
-    for i, row in wide.iterrows():
-        table.add_row(*[f"{v} *" if c in best.columns and best.at[i, c] else str(v) for c, v in row.items()])
-    buffer = StringIO()
-    Console(file=buffer, width=max(100, 20 * len(wide.columns)), color_system=None).print(table)
-    return buffer.getvalue()
+    rows = [[f"{v} *" if c in best.columns and best.at[i, c] else v for c, v in row.items()]
+            for i, row in wide.iterrows()]
+    return render_table([str(c) for c in wide.columns], rows, title=title,
+                        caption="* best mean in its task × model (ties share it)",
+                        right=[c for c in wide.columns if c not in ("task", "model", "method")])
 
 
 def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None = None,

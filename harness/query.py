@@ -137,20 +137,13 @@ def render_frame(frame: pd.DataFrame, fmt: str = "table", *, title: str | None =
         return frame.to_json(orient="records", date_format="iso", indent=1) + "\n"
     if fmt != "table":
         raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    from io import StringIO
+    from harness.tables import render_table
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(str(column), justify="right" if numeric else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*["" if _is_null(v) else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row])
-    buffer = StringIO()
-    Console(file=buffer, width=max(80, 18 * len(frame.columns)), color_system=None).print(table)
-    return buffer.getvalue() + f"({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    rows = [["" if _is_null(v) else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row]
+            for row in frame.itertuples(index=False)]
+    text = render_table([str(c) for c in frame.columns], rows, title=title, right=map(str, numeric))
+    return text + f"({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
 
 
 def _is_null(value: Any) -> bool:

@@ -30,7 +30,7 @@ def task_rows(data_dir) -> list[dict]:
 
 
 def print_rows(rows: list[dict], fmt: str, title: str) -> None:
-    """A rich table (wide columns fold) or CSV on stdout."""
+    """A table (one line per row) or CSV on stdout."""
     if fmt == "csv":
         import csv
 
@@ -38,15 +38,11 @@ def print_rows(rows: list[dict], fmt: str, title: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from harness.tables import render_table
 
-    table = Table(title=title)
-    for column in (rows[0] if rows else {}):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
-    Console().print(table)
+    columns = list(rows[0]) if rows else []
+    numeric = [c for c in columns if rows and all(isinstance(r[c], (int, float)) or r[c] is None for r in rows)]
+    sys.stdout.write(render_table(columns, [r.values() for r in rows], title=title, right=numeric))
 
 
 def main(args) -> int:

@@ -1,0 +1,38 @@
+"""Plain-text tables for every command that prints one (tasks, methods, query, leaderboard, perf).
+
+Rich folds cells to fit 80 columns when stdout is not a terminal, which turns a task
+listing piped into ``less`` or a log into confetti. We size the console to the table's
+natural width instead, so a row always stays on one line.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Iterable, Sequence
+
+
+def render_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    right: Iterable[str] = (),
+) -> str:
+    """Render ``rows`` (already formatted cells; None prints empty) under ``columns``;
+    columns named in ``right`` are right-aligned (numbers)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    right = set(right)
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    table = Table(title=title, caption=caption)
+    for column in columns:
+        table.add_column(str(column), justify="right" if column in right else "left", no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
+    natural = sum(max([len(str(c))] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(columns)) + 1
+    width = max(natural, len(title or ""), len(caption or ""), 40)
+    buffer = StringIO()
+    Console(file=buffer, width=width, color_system=None, soft_wrap=False).print(table)
+    return buffer.getvalue()
