@@ -113,6 +113,8 @@ class _ExactMethod(Method):
     defaults: ClassVar[dict[str, Any]] = EXACT_DEFAULTS
     #: the unary multilabel model has a closed-form log Z (exact-mle only)
     closed_form_unary: ClassVar[bool] = False
+    #: the model's distribution (see ebm.method.Fitted.divergence)
+    divergence: ClassVar[str] = "kl"
 
     def per_example_loss(self, energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None) -> Tensor:
         raise NotImplementedError
@@ -155,7 +157,7 @@ class _ExactMethod(Method):
             loss = self.per_example_loss(energy, space, x_train[index], y_train[index], enumeration)
             return loss.mean(), len(index) * evals_per_example
 
-        snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
+        snapshot = lambda: Fitted(space, energy, info={"method": self.name}, divergence=self.divergence)  # noqa: E731
         return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy], closed_form=closed)
 
 
@@ -171,6 +173,7 @@ class ExactMLE(_ExactMethod):
 class ExactSparsemax(_ExactMethod):
     name = "exact-sparsemax"
     description = "exact sparsemax Fenchel–Young loss Ω*(g) − g(x, y) on enumerated Y"
+    divergence = "sparsemax"
 
     def per_example_loss(self, energy, space, x, y, enumeration):
         return exact_sparsemax_loss(energy, space, x, y, enumeration)

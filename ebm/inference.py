@@ -14,14 +14,30 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ebm import unknown_name_error
 from ebm.energies import Energy, UnaryEnergy
+from ebm.importance import (
+    BernoulliProposal,
+    PartitionEstimate,
+    PriorProposal,
+    Proposal,
+    assignment_proposal,
+    defensive,
+    factorised_mixture,
+    importance_log_partition,
+    mean_field_logits,
+)
 from ebm.samplers import gibbs_sweep, mh_transpositions
-from ebm.spaces import Multilabel, OutputSpace
+from ebm.spaces import Multilabel, OutputSpace, Permutations
 
 MAX_PAIRS = 2**18
 MAX_SCORES = 2**22
 #: |Y| up to which modes of nonlinear energies are found by enumeration (2^16, i.e. k ≤ 16 labels)
 MODE_ENUMERATION_LIMIT = 2**16
+#: importance-sampling proposals of ``make_proposal``
+PROPOSALS = ("auto", "prior", "mean-field", "local-field", "assignment")
+#: weight of the prior q in the defensive mixture (1 − α) r + α q: weights stay ≤ e^g / α
+DEFENSIVE_PRIOR_WEIGHT = 0.1
 
 
 def _row_blocks(n: int, columns: int, budget: int) -> Iterator[slice]:
@@ -68,43 +84,112 @@ def log_partition(
     n_samples: int = 4096,
     generator: torch.Generator | None = None,
     chunk_size: int = 4096,
+    proposal: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """A(x) = log Σ_y q(y) e^{g(x,y)} and its standard error, both (n,).
+    """A(x) = log Σ_y q(y) e^{g(x,y)} and its standard error, both (n,); see
+    ``partition_estimate`` (which also reports the effective sample size)."""
+    result = partition_estimate(energy, space, x, limit=limit, n_samples=n_samples, generator=generator, chunk_size=chunk_size, proposal=proposal)
+    return result.estimate, result.stderr
+
+
+@torch.no_grad()
+def partition_estimate(
+    energy: Energy,
+    space: OutputSpace,
+    x: Tensor,
+    *,
+    limit: int = 2**16,
+    n_samples: int = 4096,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 4096,
+    proposal: str = "auto",
+) -> PartitionEstimate:
+    """A(x) = log Σ_y q(y) e^{g(x,y)} with its standard error and effective sample size, (n,) each.
 
     * unary multilabel: closed form Σ_i softplus(θ_i + logit π_i) + Σ_i log(1 − π_i)
       (uniform prior: Σ_i softplus(θ_i) − k log 2); stderr 0;
     * |Y| ≤ ``limit``: exact streaming log-sum-exp over enumeration chunks; stderr 0; memory
       is bounded by chunk_size × (input block) ≤ MAX_PAIRS = 2**18 floats of scores per call
       (times the head width for the mlp energy), whatever n and |Y|;
-    * otherwise importance sampling from q: Â = log (1/S) Σ_s e^{g(x, y_s)}, y_s ~ q, with the
-      delta-method stderr sd(e^g) / (√S · mean(e^g)).
+    * otherwise importance sampling from a proposal r (``make_proposal``; "auto" picks it from
+      the energy and space, "prior" is plain Monte Carlo from q):
+      Â = log (1/S) Σ_s q(y_s) e^{g(x, y_s)} / r(y_s), y_s ~ r, delta-method stderr
+      sd(w) / (√S · mean(w)) and ESS = (Σw)²/Σw².
     """
     if _unary_closed_form(energy, space):
         estimate = unary_log_partition(energy.linear_scores(x), space)
-        return estimate, torch.zeros_like(estimate)
+        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf), "closed-form")
     if space.size <= limit:
         estimate = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
         for _, log_target in _scored_chunks(energy, space, x, chunk_size):
             estimate = torch.logaddexp(estimate, torch.logsumexp(log_target, dim=1))
-        return estimate, torch.zeros_like(estimate)
-    return _importance_sampling(energy, space, x, n_samples, generator)
+        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf), "enumeration")
+    if proposal not in PROPOSALS:
+        raise unknown_name_error("importance-sampling proposal", proposal, PROPOSALS)
+    build = lambda block: make_proposal(energy, space, block, proposal, generator=generator)  # noqa: E731
+    return importance_log_partition(energy, space, x, build, n_samples, generator)
 
 
-def _importance_sampling(energy, space, x, n_samples, generator) -> tuple[Tensor, Tensor]:
-    if n_samples < 2:
-        raise ValueError(f"importance sampling needs n_samples ≥ 2, got {n_samples}")
-    event = math.prod(space.event_shape)
-    scores = []
-    for rows in _row_blocks(x.shape[0], n_samples * event, MAX_PAIRS * 16):
-        samples = space.sample_prior((rows.stop - rows.start, n_samples), generator=generator, device=x.device)
-        scores.append(energy(x[rows], samples))
-    g = torch.cat(scores).double()
-    shift = g.amax(dim=1, keepdim=True)
-    weights = (g - shift).exp()  # e^{g − max}: the ratio sd/mean is shift-invariant
-    mean = weights.mean(dim=1)
-    estimate = (shift.squeeze(1) + mean.log()).to(x.dtype)
-    stderr = (weights.std(dim=1) / (math.sqrt(n_samples) * mean)).to(x.dtype)
-    return estimate, stderr
+def make_proposal(
+    energy: Energy,
+    space: OutputSpace,
+    x: Tensor,
+    name: str = "auto",
+    *,
+    generator: torch.Generator | None = None,
+    prior_weight: float = DEFENSIVE_PRIOR_WEIGHT,
+) -> Proposal:
+    """The importance-sampling proposal r(·|x) named ``name`` (one of ``PROPOSALS``), mixed
+    defensively with the prior q (weight ``prior_weight``) unless it is q itself.
+
+    * "mean-field" (pairwise multilabel): factorised Bernoulli at the damped mean-field fixed
+      points φ = u + logit π + U σ(φ), one started from the unary fields and one from the ICM
+      mode, mixed uniformly;
+    * "local-field" (any multilabel energy): factorised Bernoulli with the flip differences at
+      the mode, φ_i = g(y*^{i←1}) − g(y*^{i←0}) + logit π_i;
+    * "assignment" (rankings, linear energies): sequential assignment with Sinkhorn logits of
+      Θ (birkhoff) or of Θ_{j,r} = θ_j (k − 1 − r) (permutahedron: ⟨θ, y⟩ with y_j = k−1−pos_j);
+    * "auto": mean-field for pairwise, local-field for other multilabel energies, assignment for
+      linear ranking energies, else the prior.
+    """
+    if name not in PROPOSALS:
+        raise unknown_name_error("importance-sampling proposal", name, PROPOSALS)
+    prior = PriorProposal(space, x.shape[0], device=x.device)
+    theta = energy.linear_scores(x)
+    if name == "auto":
+        if isinstance(space, Multilabel):
+            name = "mean-field" if hasattr(energy, "pairwise_terms") else "local-field"
+        else:
+            name = "assignment" if theta is not None else "prior"
+    if name == "prior":
+        return prior
+    if name in ("mean-field", "local-field") and not isinstance(space, Multilabel):
+        raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for rankings")
+    if name == "mean-field":
+        if not hasattr(energy, "pairwise_terms"):
+            raise ValueError(f"the 'mean-field' proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
+        u, coupling = energy.pairwise_terms(x)
+        fields = u + space.prior_logits(x.device)
+        starts = torch.stack([torch.sigmoid(fields), _pairwise_icm_mode(energy, space, x, 0, None)], dim=1)
+        main = factorised_mixture(mean_field_logits(fields, coupling, starts), "mean-field")
+    elif name == "local-field":
+        main = BernoulliProposal(_mode_local_fields(energy, space, x, generator), "local-field")
+    else:
+        if isinstance(space, Multilabel) or theta is None:
+            raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
+        if isinstance(space, Permutations):
+            theta = theta.unsqueeze(-1) * torch.arange(space.k - 1, -1, -1, device=x.device, dtype=theta.dtype)
+        main = assignment_proposal(theta, space._from_positions, space._to_positions)
+    return defensive(main, prior, prior_weight)
+
+
+def _mode_local_fields(energy, space: Multilabel, x, generator) -> Tensor:
+    """φ_i = (2y*_i − 1)(g(y*) − g(y* ⊕ e_i)) + logit π_i at the mode y*, (n, k)."""
+    y = mode(energy, space, x, generator=generator)
+    flips = torch.eye(space.k, device=x.device, dtype=x.dtype)
+    neighbours = y.unsqueeze(1) + flips - 2 * y.unsqueeze(1) * flips  # (n, k, k): y XOR e_i
+    gain = energy(x, y.unsqueeze(1)) - energy(x, neighbours)  # (n, k): g(y*) − g(y* ⊕ e_i)
+    return (2 * y - 1) * gain + space.prior_logits(x.device)
 
 
 @torch.no_grad()
@@ -117,13 +202,14 @@ def nll(
     limit: int = 2**16,
     n_samples: int = 4096,
     generator: torch.Generator | None = None,
+    proposal: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """−log p(y|x) = A(x) − g(x, y) − log q(y) per example, and the stderr of A (0 where exact)."""
     space.check_y(y)
     if y.shape[0] != x.shape[0] or y.dim() != 1 + len(space.event_shape):
         raise ValueError(f"nll needs one label per input: x {tuple(x.shape)}, y {tuple(y.shape)}")
     y = y.to(x.dtype)
-    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator)
+    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator, proposal=proposal)
     return estimate - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y), stderr
 
 

@@ -72,13 +72,18 @@ class Monitor(Protocol):
 class Fitted:
     """A trained model: an energy over a space, plus (for joint methods) a learned τ(x).
 
-    Everything here is pure inference; see :mod:`ebm.inference` for the algorithms.
+    ``divergence`` names the model's distribution: ``"kl"`` is the Gibbs distribution
+    p = q·exp(g − log Z), the one that :meth:`nll` and :meth:`log_partition` describe; a
+    Fenchel–Young model (``"sparsemax"``, ``"entmax15"``) is p = q·(f*)′(g − τ*) instead, which
+    may put zero mass on the observed y, so its Gibbs NLL says nothing about it and callers
+    should not report one. Everything here is pure inference; see :mod:`ebm.inference`.
     """
 
     space: OutputSpace
     energy: torch.nn.Module
     tau: torch.nn.Module | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    divergence: str = "kl"
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

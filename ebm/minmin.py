@@ -28,16 +28,20 @@ from ebm.spaces import Multilabel, OutputSpace
 from ebm.tau import TAUS, build_tau
 from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
 
-#: prior names: "frequency" (spaces.make_space's name) and its alias "bernoulli"
-#: are the factorised Bernoulli prior with π = training label frequencies
-PRIOR_NAMES = ("uniform", "frequency", "bernoulli")
+#: prior names: "space" keeps the prior of the space the caller built (the harness sets it
+#: per suite, so every method of a suite shares q); "uniform" is Bernoulli(½)^k; "frequency"
+#: (alias "bernoulli") the factorised Bernoulli prior with π = training label frequencies
+PRIOR_NAMES = ("space", "uniform", "frequency", "bernoulli")
 
 
 def prior_space(space: OutputSpace, prior: str, y_train: Tensor) -> OutputSpace:
-    """The space with the requested prior q: unchanged for ``uniform``; for ``frequency``
-    (alias ``bernoulli``) a Multilabel space with π_i = label frequency clipped to [0.01, 0.99]."""
-    if prior == "uniform":
+    """The space with the requested prior q: unchanged for ``space``; Bernoulli(½)^k for
+    ``uniform``; for ``frequency`` (alias ``bernoulli``) a Multilabel space with
+    π_i = label frequency clipped to [0.01, 0.99]."""
+    if prior == "space" or (prior == "uniform" and not isinstance(space, Multilabel)):
         return space
+    if prior == "uniform":
+        return Multilabel(space.k)
     if prior in ("frequency", "bernoulli"):
         if not isinstance(space, Multilabel):
             raise ValueError(f"prior {prior!r} exists only for multilabel spaces, not {space!r}")
@@ -61,7 +65,7 @@ class MinMinMethod(Method):
         "tau_shares_trunk": False,
         "tau_lr_mult": 1.0,
         "n_samples": 16,
-        "prior": "uniform",
+        "prior": "space",
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
@@ -71,7 +75,7 @@ class MinMinMethod(Method):
             raise ValueError(f"unknown tau {params['tau']!r}; known: {', '.join(TAUS)}")
         if params["prior"] not in PRIOR_NAMES:
             raise ValueError(f"unknown prior {params['prior']!r}; known: {', '.join(PRIOR_NAMES)}")
-        if params["prior"] != "uniform" and not isinstance(space, Multilabel):
+        if params["prior"] in ("frequency", "bernoulli") and not isinstance(space, Multilabel):
             return ("unsupported", f"prior {params['prior']!r} is a multilabel prior; rankings use the uniform prior")
         return None
 
@@ -120,7 +124,7 @@ class MinMinMethod(Method):
             return loss.mean(), len(index) * (1 + n_samples)
 
         info = {"method": self.name, "divergence": divergence.name, "tau": params["tau"], "prior": params["prior"]}
-        snapshot = lambda: Fitted(space, energy, tau, info=dict(info))  # noqa: E731
+        snapshot = lambda: Fitted(space, energy, tau, info=dict(info), divergence=divergence.name)  # noqa: E731
         return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy, tau], n_samples=n_samples)
 
 
@@ -133,13 +137,15 @@ class MinMinLogistic(MinMinMethod):
 class MinMinSparsemax(MinMinMethod):
     name = "minmin-sparsemax"
     description = "joint EBM, sparsemax Fenchel–Young loss (p = q·[1 + g − τ]₊) with a neural τ(x)"
-    defaults = {**MinMinMethod.defaults, "divergence": "sparsemax", "tau": "neural"}
+    # uniform q: the mode of p = q·[1 + g − τ]₊ is then argmax g, which the mode oracles
+    # compute exactly; with a non-uniform q it is argmax q·(1 + g − τ), which they do not
+    defaults = {**MinMinMethod.defaults, "divergence": "sparsemax", "tau": "neural", "prior": "uniform"}
 
 
 class MinMinEntmax15(MinMinMethod):
     name = "minmin-entmax15"
     description = "joint EBM, 1.5-entmax Fenchel–Young loss with a neural τ(x)"
-    defaults = {**MinMinMethod.defaults, "divergence": "entmax15", "tau": "neural"}
+    defaults = {**MinMinMethod.defaults, "divergence": "entmax15", "tau": "neural", "prior": "uniform"}  # as sparsemax
 
 
 class MinMinFinite(MinMinMethod):

@@ -167,14 +167,14 @@ class CurveMonitor:
         return False
 
 
-def tau_error(fitted, space, x) -> tuple[float | None, list[tuple[float, float]]]:
+def tau_error(fitted, x) -> tuple[float | None, list[tuple[float, float]]]:
     """mean |τ(x) − τ*(x)| and, for KL, the (τ(x_i), log Z(x_i)) pairs (for the τ plot).
     τ* = log Z(x) for KL; for other divergences the exact minimiser (small spaces only)."""
     tau = fitted.tau_estimate(x)
     if tau is None:
         return None, []
-    divergence = str(fitted.info.get("divergence", "kl"))
-    if divergence in ("kl", "logistic"):
+    divergence, space = fitted.divergence, fitted.space  # the method's space: its prior may differ
+    if divergence == "kl":
         target = fitted.log_partition(x)[0]
     elif space.size <= 2**16:
         from ebm.inference import enumerate_scores
@@ -185,7 +185,7 @@ def tau_error(fitted, space, x) -> tuple[float | None, list[tuple[float, float]]
     else:
         return None, []
     tau, target = tau.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
-    pairs = list(zip(tau.tolist(), target.tolist())) if divergence in ("kl", "logistic") else []
+    pairs = list(zip(tau.tolist(), target.tolist())) if divergence == "kl" else []
     return float((tau - target).abs().mean()), pairs
 
 
@@ -243,7 +243,9 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         labels = lambda a: np.array(a)  # noqa: E731
         y_train_raw = torch.tensor(np.asarray(data.y_train), dtype=torch.float32)
-        space = make_space(run.kind, run.k, spec.model, prior=spec.data.get("prior", "uniform"), y_train=y_train_raw)
+        # the suite's prior q is a multilabel setting; rankings always use the uniform prior
+        prior = spec.data.get("prior", "uniform") if run.kind == "multilabel" else "uniform"
+        space = make_space(run.kind, run.k, spec.model, prior=prior, y_train=y_train_raw)
         fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), as_x(data.x_val),
                            space.from_labels(labels(data.y_val)))
         budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
@@ -262,7 +264,7 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
                    energy_evals=info.get("energy_evals"))
         t1 = time.perf_counter()
         row.update({f"val_{k}": v for k, v in val.prediction(fitted).items()})
-        if run.primary_metric in ("nll", "nll_stderr"):
+        if run.primary_metric in ("nll", "nll_stderr") and fitted.divergence == "kl":
             row.update({f"val_{k}": v for k, v in val.nll(fitted).items()})
         if monitor.pruned_at is not None:
             row.update(status="pruned", error=f"pruned at step {monitor.pruned_at}")
@@ -276,10 +278,11 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
             test = _Evaluator(run.kind, space, x_test, labels(data.y_test),
                               space.from_labels(labels(data.y_test)).to(device), seed + 2)
             row.update({f"test_{k}": v for k, v in test.prediction(fitted).items()})
-            row.update({f"test_{k}": v for k, v in test.nll(fitted).items()})
-            row["tau_mae"], pairs = tau_error(fitted, space, x_test[:TAU_INPUTS])
+            if fitted.divergence == "kl":  # a Fenchel–Young model is not q·exp(g): no Gibbs NLL
+                row.update({f"test_{k}": v for k, v in test.nll(fitted).items()})
+            row["tau_mae"], pairs = tau_error(fitted, x_test[:TAU_INPUTS])
             monitor.curves += tau_curve_rows(run.run_id, pairs)
-            if getattr(data, "truth", None) is not None:
+            if getattr(data, "truth", None) is not None and fitted.divergence == "kl":
                 row["kl_to_truth"] = kl_to_truth(fitted, space, data.truth, np.asarray(data.x_test[:KL_INPUTS]),
                                                  x_test[:KL_INPUTS], seed + 3)
         row["eval_seconds"] = time.perf_counter() - t1

@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import math
+
 import torch
 
 from baselines.exact import ExactMLE
@@ -109,6 +111,15 @@ def test_frequency_prior_rebuilds_the_space_and_rankings_refuse_it():
         torch.testing.assert_close(fitted.space.prior_probs, y.mean(0).clamp(0.01, 0.99))
     status = VARIANTS["minmin-logistic"].check(Permutations(4), "permutahedron", {"prior": "frequency"})
     assert status is not None and status[0] == "unsupported"
+    # "space" (the default) keeps the caller's prior; "uniform" replaces it by Bernoulli(1/2)^k
+    frequency_space = Multilabel.with_label_frequencies(5, y)
+    kept = VARIANTS["minmin-logistic"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
+                                           Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
+    assert kept.space is frequency_space
+    uniform = VARIANTS["minmin-sparsemax"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
+                                               Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
+    torch.testing.assert_close(uniform.space.log_prior(torch.ones(1, 5)), torch.tensor([-5 * math.log(2.0)]))
+    assert uniform.divergence == "sparsemax" and kept.divergence == "kl"
 
 
 def test_shared_trunk_tau_uses_the_energy_trunk_and_monitor_can_stop():

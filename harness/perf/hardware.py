@@ -1,8 +1,9 @@
 """Benchmark ``flops``: achieved FLOP/s of the batched energy evaluation that exact methods
 run on every step, against plain torch matmuls on the same machine.
 
-Contender: ``PairwiseEnergy.score(h, Y, shared=True)`` for n = 64 inputs against all
-|Y| = 2^16 label sets (k = 16, rank r = 4): the enumeration path of exact-mle, pure GEMMs.
+Contender: exact-mle's scoring of n = 64 inputs against all |Y| = 2^16 label sets (k = 16,
+rank r = 4): ``baselines.exact.enumerated_scores`` — ``PairwiseEnergy.score(h, Y_chunk,
+shared=True)`` chunk by chunk (exact's default chunk size), pure GEMMs — without autograd.
 Its FLOPs are counted from the algorithm (:func:`pairwise_shared_flops`).
 References: one matmul (|Y|, k) @ (k, n·(2 + 2r)) — the *same* GEMM work in one call, as
 skinny as the energy's — and a square 1024³ matmul (what the machine's BLAS peaks at).
@@ -28,6 +29,7 @@ def pairwise_shared_flops(n: int, m: int, k: int, rank: int) -> float:
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    from baselines.exact import EXACT_DEFAULTS, Enumeration, enumerated_scores
     from ebm.energies import build_energy
     from ebm.spaces import make_space
 
@@ -37,8 +39,8 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     energy = build_energy(space, "pairwise", IN_FEATURES, rank=RANK).to(device).eval()
     with torch.no_grad():  # a trained-looking coupling (zeros would not change the work, but be honest)
         energy.coupling.normal_(generator=generator)
-    candidates = torch.cat(list(space.enumerate(chunk_size=space.size, device=device)))
-    m = candidates.shape[0]
+    enumeration = Enumeration.of(space, EXACT_DEFAULTS["chunk_size"], device)
+    m = space.size
     x = torch.randn(N, IN_FEATURES, generator=generator).to(device)
     a = torch.randn(m, K, generator=generator).to(device)
     b = torch.randn(K, N * (2 + 2 * RANK), generator=generator).to(device)
@@ -47,7 +49,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             "matmul-same-shape": 2.0 * m * K * b.shape[1], "matmul-1024^3": 2.0 * SQUARE**3}
     with torch.no_grad(), Threads(config.threads):
         h = energy.features(x)
-        calls = {"pairwise-energy": lambda: energy.score(h, candidates, True),
+        calls = {"pairwise-energy": lambda: enumerated_scores(energy, h, enumeration),
                  "matmul-same-shape": lambda: a @ b, "matmul-1024^3": lambda: square @ square}
         for call in calls.values():  # warm-up (allocator, BLAS dispatch)
             timed(call, device)
@@ -59,6 +61,6 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     rows += perf_rows(config, "flops", "gflops", "GFLOP/s",
                       {"pairwise-energy": gflops["pairwise-energy"], "matmul-1024^3": gflops["matmul-1024^3"]},
                       reference="matmul-1024^3", **ids)[:1]
-    note = (f"flops: n={N} inputs × |Y|={m} label sets (k={K}, rank {RANK}), "
+    note = (f"flops: n={N} inputs × |Y|={m} label sets (k={K}, rank {RANK}, chunks of {EXACT_DEFAULTS['chunk_size']}), "
             f"{work['pairwise-energy'] / 1e9:.2f} GFLOP per evaluation, {config.threads} thread(s)")
     return rows, [note]

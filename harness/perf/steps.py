@@ -69,13 +69,17 @@ class StepTimer:
         return 1000.0 * (long - short) / self.extra_steps
 
 
-def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
+def run(config: PerfConfig, *, configs: tuple[tuple[str, int], ...] = CONFIGS,
+        methods: tuple[str, ...] = METHODS) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows ``ms_per_step`` for every (model, k) in ``configs`` × ``methods`` (the reference, bce, included)."""
+    if REFERENCE not in methods:
+        raise ValueError(f"step_cost: the reference method {REFERENCE!r} must be among the methods")
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     seconds_per_sample = 0.15 if config.quick else 0.5
     with Threads(config.threads):
-        for model, k in CONFIGS:
-            timers = {name: StepTimer(name, model, k, config, seconds_per_sample) for name in METHODS}
+        for model, k in configs:
+            timers = {name: StepTimer(name, model, k, config, seconds_per_sample) for name in methods}
             notes += [f"step_cost {name} {model} k={k} skipped: {t.skip_reason}"
                       for name, t in timers.items() if t.skip_reason is not None]
             runnable = {name: t.sample for name, t in timers.items() if t.skip_reason is None}

@@ -1,0 +1,96 @@
+"""``ebm-bench perf`` machinery: rows land in the perf table with the schema, every ratio is
+value / the reference's value from the same invocation, targets are judged from the rows.
+No timing assertions (timings are the benchmark's output, not its correctness)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from harness import store
+from harness.perf import PerfConfig, run_perf, select_benchmarks
+from harness.perf import steps
+from harness.perf.quality import Curve
+from harness.perf.targets import assess, with_targets
+
+KEYS = ["benchmark", "task", "model", "k", "metric"]
+
+
+def _check_ratios(frame: pd.DataFrame) -> int:
+    """Each row with a ratio: ratio == value / value of the row of its reference method with the
+    same benchmark, task, model, k and metric. Returns how many ratios were checked."""
+    checked = 0
+    for _, row in frame[frame["ratio"].notna()].iterrows():
+        same = frame
+        for key in KEYS:
+            same = same[same[key].isna()] if pd.isna(row[key]) else same[same[key] == row[key]]
+        reference = same[same["method"] == row["reference_method"]]["value"].unique()
+        assert len(reference) == 1, (row.to_dict(), reference)
+        assert row["ratio"] == pytest.approx(row["value"] / reference[0], rel=1e-12)
+        checked += 1
+    return checked
+
+
+def test_step_cost_rows_have_schema_and_consistent_ratios(tmp_path):
+    config = PerfConfig(quick=True)
+    rows, notes = steps.run(config, configs=(("pairwise", 8), ("pairwise", 20)),
+                            methods=("bce", "minmin-logistic", "exact-mle"))
+    store.append_rows(tmp_path, "perf", rows)
+    frame = store.read_table(tmp_path, "perf")
+    mirror = pd.read_parquet(tmp_path / "perf.parquet")
+    assert list(frame.columns) == store.PERF_SCHEMA.names == list(mirror.columns)
+    assert len(frame) == len(mirror) == len(rows)
+    # k = 8: 3 methods vs bce + exact vs minmin; k = 20: exact is past its enumeration limit
+    assert len(frame) == 4 + 2
+    assert any("exact-mle pairwise k=20 skipped" in note and "max_subsets" in note for note in notes)
+    assert set(frame["unit"]) == {"ms"} and (frame["value"] > 0).all()
+    assert set(frame["reference_method"]) == {"bce", "minmin-logistic"}
+    assert (frame.loc[frame["method"] == "bce", "ratio"] == 1.0).all()
+    assert _check_ratios(frame) == 6
+    assert frame["host"].nunique() == 1 and frame["started_at"].nunique() == 1
+
+
+def test_cli_perf_writes_the_table_and_prints_it(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["perf", "--quick", "--benchmarks", "flops", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pairwise-energy" in out and "GFLOP/s" in out
+    frame = store.read_table(tmp_path, "perf")
+    assert set(frame["benchmark"]) == {"flops"} and frame["value"].map(math.isfinite).all()
+    assert _check_ratios(frame) == len(frame) == 4
+    from harness.query import run_query
+
+    assert run_query(tmp_path, "select count(*) as n from perf")["n"].iloc[0] == 4
+
+
+def test_benchmark_selection_keeps_run_order_and_suggests_names(tmp_path):
+    assert select_benchmarks(["memory", "step_cost"]) == ["step_cost", "memory"]
+    assert select_benchmarks(None)[0] == "step_cost"
+    with pytest.raises(ValueError, match="did you mean 'step_cost'"):
+        select_benchmarks(["stepcost"])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(store.StoreError, match="not writable"):  # checked before any benchmark runs
+        run_perf(blocker / "results", PerfConfig(quick=True), ["step_cost"])
+
+
+@pytest.mark.parametrize("ratio, met", [(1.2, True), (1.5, True), (1.6, False), (None, None)])
+def test_targets_are_judged_from_the_row(ratio, met):
+    row = {"benchmark": "step_cost", "model": "pairwise", "k": 16, "method": "minmin-logistic",
+           "reference_method": "bce", "metric": "ms_per_step", "value": 1.0, "ratio": ratio}
+    assert assess(row) == ("≤ 1.5× bce", met)
+    other = {**row, "k": 12}
+    assert assess(other) == (None, None)
+    frame = with_targets(pd.DataFrame([row, other]))
+    assert frame["meets_target"].tolist()[1] is None
+
+
+def test_time_to_quality_curve_reads_the_first_crossing():
+    curve = Curve(seconds=[0.5, 1.0, 2.0, 3.0], nll=[6.0, 5.9, 5.7, 5.8])
+    assert curve.best() == 5.7
+    assert curve.first_within(5.7 * 1.02) == 2.0  # 5.9 > 5.814: the first crossing is the third point
+    assert curve.first_within(5.95) == 1.0
+    assert curve.first_within(5.0) is None
