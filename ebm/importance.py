@@ -166,8 +166,7 @@ class AssignmentProposal(Proposal):
             logits = self.log_potentials[rows, label].unsqueeze(1).masked_fill(taken, -math.inf)  # (n, m, k)
             log_softmax = torch.log_softmax(logits, dim=-1)
             if positions is None:
-                gumbel = -torch.log(-torch.log(uniform_noise((n, m, k), generator, device).double().clamp(1e-300, 1.0)).clamp_min(1e-300))
-                column = (log_softmax + gumbel).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
+                column = (log_softmax + gumbel_noise((n, m, k), generator, device)).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
                 sampled.scatter_(2, label[:, None, None].expand(n, m, 1), column.unsqueeze(-1))
             else:
                 column = positions.gather(2, label[:, None, None].expand(n, m, 1)).squeeze(-1)
@@ -181,6 +180,12 @@ class AssignmentProposal(Proposal):
     def log_prob(self, y):
         positions = self.from_event(y)
         return self._replay(positions.shape[1], positions, None)[1]
+
+
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
+    """Standard Gumbel noise −log(−log U), float64 (argmax of logits + noise samples the softmax)."""
+    uniform = uniform_noise(shape, generator, device).double().clamp(1e-12, 1 - 1e-12)
+    return -torch.log(-torch.log(uniform))
 
 
 def sinkhorn(log_potentials: Tensor, iterations: int = 50) -> Tensor:

@@ -130,6 +130,7 @@ def partition_estimate(
     return importance_log_partition(energy, space, x, build, n_samples, generator)
 
 
+@torch.no_grad()
 def make_proposal(
     energy: Energy,
     space: OutputSpace,

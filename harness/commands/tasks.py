@@ -42,7 +42,8 @@ def print_rows(rows: list[dict], fmt: str, title: str) -> None:
 
     columns = list(rows[0]) if rows else []
     numeric = [c for c in columns if rows and all(isinstance(r[c], (int, float)) or r[c] is None for r in rows)]
-    sys.stdout.write(render_table(columns, [r.values() for r in rows], title=title, right=numeric))
+    sys.stdout.write(render_table(columns, [r.values() for r in rows], title=title, right=numeric,
+                                  wrap=("description", "defaults", "reason")))
 
 
 def main(args) -> int:
