@@ -9,7 +9,7 @@ With draws y_j ~ r(·|x), w_j = q(y_j) e^{g(x,y_j)} / r(y_j) and
 peaked trained model (ESS ≈ 1) that bias is huge (test NLLs came out negative), so r should
 be close to p(y|x) ∝ q e^g. The proposals here are chosen from the energy's structure:
 
-* ``BernoulliProposal``: factorised ∏ σ(φ_i), φ from mean-field fixed points (pairwise) or
+* ``BernoulliMixture``: mixtures of factorised ∏ σ(φ_i), φ from mean-field fixed points (pairwise) or
   local fields at the mode (mlp);
 * ``AssignmentProposal``: sequential assignment of labels to positions (rankings);
 * ``MixtureProposal``: Σ_c a_c r_c, used *defensively* with the prior q (Hesterberg 1995) so
@@ -61,6 +61,10 @@ class Proposal(ABC):
     def log_prob(self, y: Tensor) -> Tensor:
         """log r(y|x) for y (n, m, *event) → (n, m), float64."""
 
+    @abstractmethod
+    def restrict(self, rows: slice) -> "Proposal":
+        """The same proposal for the inputs ``rows`` only."""
+
 
 class PriorProposal(Proposal):
     """r = q (the space's prior): the plain Monte Carlo estimator of E_q[e^g]."""
@@ -76,21 +80,41 @@ class PriorProposal(Proposal):
     def log_prob(self, y):
         return self.space.log_prior(y).double()
 
+    def restrict(self, rows):
+        return PriorProposal(self.space, len(range(self.n)[rows]), self.device)
 
-class BernoulliProposal(Proposal):
-    """r(y) = ∏_i σ(φ_i)^{y_i} σ(−φ_i)^{1−y_i} = exp(⟨φ, y⟩ − Σ_i softplus(φ_i)), logits φ (n, k)."""
 
-    def __init__(self, logits: Tensor, name: str = "bernoulli") -> None:
-        self.logits, self.name = logits.double(), name
+class BernoulliMixture(Proposal):
+    """r(y) = Σ_c a_c ∏_i σ(φ_ci)^{y_i} σ(−φ_ci)^{1−y_i} = Σ_c a_c exp(⟨φ_c, y⟩ − Σ_i softplus(φ_ci)),
+    logits φ (n, C, k), weights a (n, C) (rows sum to 1). A draw picks its component, then
+    its bits; one noise tensor whatever C, and log r is one batched GEMM y φᵀ."""
+
+    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli") -> None:
+        if logits.dim() != 3 or weights.shape != logits.shape[:2]:
+            raise ValueError(f"BernoulliMixture needs logits (n, C, k) and weights (n, C), got {tuple(logits.shape)} and {tuple(weights.shape)}")
+        self.logits, self.weights, self.name = logits.double(), weights.double(), name
 
     def sample(self, m, generator=None):
-        n, k = self.logits.shape
-        noise = uniform_noise((n, m, k), generator, self.logits.device)
-        return (noise.double() < torch.sigmoid(self.logits).unsqueeze(1)).float()
+        n, c, k = self.logits.shape
+        component = categorical(self.weights, m, generator)  # (n, m)
+        probs = torch.sigmoid(self.logits).float().gather(1, component.unsqueeze(-1).expand(n, m, k))
+        return (uniform_noise((n, m, k), generator, self.logits.device) < probs).float()
 
     def log_prob(self, y):
-        log_normaliser = torch.nn.functional.softplus(self.logits).sum(-1, keepdim=True)
-        return torch.einsum("nmk,nk->nm", y.double(), self.logits) - log_normaliser
+        # the (n, m, k) product in y's precision (a GEMM), the (n, m, C) result in float64
+        log_normaliser = torch.nn.functional.softplus(self.logits).sum(-1)  # (n, C)
+        per_component = torch.bmm(y, self.logits.to(y.dtype).transpose(1, 2)).double() - log_normaliser.unsqueeze(1)
+        return torch.logsumexp(per_component + self.weights.log().unsqueeze(1), dim=-1)
+
+    def restrict(self, rows):
+        return BernoulliMixture(self.logits[rows], self.weights[rows], self.name)
+
+
+def categorical(probs: Tensor, m: int, generator: torch.Generator | None) -> Tensor:
+    """m i.i.d. indices per row of probs (n, C), (n, m) int64 on probs' device (drawn on the
+    generator's device, which torch requires to match)."""
+    device = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(device), m, replacement=True, generator=generator).to(probs.device)
 
 
 class MixtureProposal(Proposal):
@@ -108,8 +132,7 @@ class MixtureProposal(Proposal):
     def sample(self, m, generator=None):
         draws = [component.sample(m, generator) for component in self.components]
         n, device = draws[0].shape[0], draws[0].device
-        which = torch.multinomial(torch.tensor(self.weights), n * m, replacement=True, generator=_cpu(generator))
-        which = which.reshape(n, m).to(device)
+        which = categorical(torch.tensor(self.weights, device=device).expand(n, -1), m, generator)
         out = draws[0]
         for c in range(1, len(draws)):
             selected = (which == c).reshape(n, m, *([1] * (draws[c].dim() - 2)))
@@ -120,14 +143,8 @@ class MixtureProposal(Proposal):
         terms = [math.log(a) + component.log_prob(y) for a, component in zip(self.weights, self.components)]
         return torch.logsumexp(torch.stack(terms), dim=0)
 
-
-def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
-    """torch.multinomial on a CPU tensor needs a CPU generator; a device generator is replaced by
-    one seeded from it (still deterministic given the caller's generator)."""
-    if generator is None or generator.device.type == "cpu":
-        return generator
-    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device).item())
-    return torch.Generator().manual_seed(seed)
+    def restrict(self, rows):
+        return MixtureProposal([c.restrict(rows) for c in self.components], self.weights, self.name)
 
 
 def defensive(main: Proposal, prior: Proposal, prior_weight: float) -> Proposal:
@@ -181,6 +198,9 @@ class AssignmentProposal(Proposal):
         positions = self.from_event(y)
         return self._replay(positions.shape[1], positions, None)[1]
 
+    def restrict(self, rows):
+        return AssignmentProposal(self.log_potentials[rows], self.order[rows], self.to_event, self.from_event)
+
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
     """Standard Gumbel noise −log(−log U), float64 (argmax of logits + noise samples the softmax)."""
@@ -223,12 +243,16 @@ def mean_field_logits(fields: Tensor, coupling: Tensor, init_means: Tensor, iter
     return logits
 
 
-def factorised_mixture(logits: Tensor, name: str) -> Proposal:
-    """Uniform mixture of the factorised Bernoullis with logits (n, C, k)."""
-    components = [BernoulliProposal(logits[:, c], name) for c in range(logits.shape[1])]
-    if len(components) == 1:
-        return components[0]
-    return MixtureProposal(components, [1.0 / len(components)] * len(components), name=name)
+def defensive_bernoulli(logits: Tensor, prior_logits: Tensor, prior_weight: float, name: str) -> BernoulliMixture:
+    """(1 − α) · (uniform mixture of the factorised Bernoullis with logits (n, C, k)) + α q,
+    q = ∏ Bernoulli(π) itself being the factorised Bernoulli with logits logit π (k,)."""
+    n, c, k = logits.shape
+    logits = logits.double()
+    weights = torch.full((n, c), (1.0 - prior_weight) / c, dtype=torch.float64, device=logits.device)
+    if prior_weight > 0:
+        logits = torch.cat([logits, prior_logits.to(logits).expand(n, 1, k)], dim=1)
+        weights = torch.cat([weights, torch.full((n, 1), prior_weight, dtype=torch.float64, device=logits.device)], dim=1)
+    return BernoulliMixture(logits, weights, f"{name}+prior" if prior_weight > 0 else name)
 
 
 def importance_log_partition(
@@ -245,22 +269,32 @@ def importance_log_partition(
     if n_samples < 2:
         raise ValueError(f"importance sampling needs n_samples ≥ 2, got {n_samples}")
     event = math.prod(space.event_shape)
-    rows_per_block = max(1, MAX_DRAW_ELEMENTS // (n_samples * event))
+    draw_rows = max(1, MAX_DRAW_ELEMENTS // (n_samples * event))
+    # proposals are built for larger blocks (their set-up, e.g. ICM or Sinkhorn, is per input
+    # and would be slow in tiny blocks); their state is O(event²) per input at most
+    proposal_rows = max(draw_rows, MAX_DRAW_ELEMENTS // event**2)
     estimates, stderrs, esss, name = [], [], [], "prior"
-    for start in range(0, x.shape[0], rows_per_block):
-        block = x[start : start + rows_per_block]
-        proposal = make_proposal(block)
+    for start in range(0, x.shape[0], proposal_rows):
+        inputs = x[start : start + proposal_rows]
+        proposal = make_proposal(inputs)
         name = proposal.name
-        y = proposal.sample(n_samples, generator).to(x.dtype)
-        log_w = energy(block, y).double() + space.log_prior(y).double() - proposal.log_prob(y)
-        shift = log_w.amax(dim=1, keepdim=True)
-        weights = (log_w - shift).exp()  # ratios (sd/mean, ESS) are shift-invariant
-        mean = weights.mean(dim=1)
-        estimates.append(shift.squeeze(1) + mean.log())
-        stderrs.append(weights.std(dim=1) / (math.sqrt(n_samples) * mean))
-        esss.append(weights.sum(1) ** 2 / (weights**2).sum(1))
+        for offset in range(0, inputs.shape[0], draw_rows):
+            rows = slice(offset, offset + draw_rows)
+            log_w = _log_weights(energy, space, inputs[rows], proposal.restrict(rows), n_samples, generator)
+            shift = log_w.amax(dim=1, keepdim=True)
+            weights = (log_w - shift).exp()  # ratios (sd/mean, ESS) are shift-invariant
+            mean = weights.mean(dim=1)
+            estimates.append(shift.squeeze(1) + mean.log())
+            stderrs.append(weights.std(dim=1) / (math.sqrt(n_samples) * mean))
+            esss.append(weights.sum(1) ** 2 / (weights**2).sum(1))
     if not estimates:
         empty = torch.zeros(0, device=x.device, dtype=x.dtype)
         return PartitionEstimate(empty, empty, empty, name)
     cat = lambda parts: torch.cat(parts).to(x.dtype)  # noqa: E731
     return PartitionEstimate(cat(estimates), cat(stderrs), cat(esss), name)
+
+
+def _log_weights(energy, space, x, proposal: Proposal, n_samples, generator) -> Tensor:
+    """log w = g(x, y) + log q(y) − log r(y) for y ~ r, (n, n_samples) float64."""
+    y = proposal.sample(n_samples, generator).to(x.dtype)
+    return energy(x, y).double() + space.log_prior(y).double() - proposal.log_prob(y)

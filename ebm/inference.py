@@ -17,13 +17,12 @@ from torch import Tensor
 from ebm import unknown_name_error
 from ebm.energies import Energy, UnaryEnergy
 from ebm.importance import (
-    BernoulliProposal,
     PartitionEstimate,
     PriorProposal,
     Proposal,
     assignment_proposal,
     defensive,
-    factorised_mixture,
+    defensive_bernoulli,
     importance_log_partition,
     mean_field_logits,
 )
@@ -172,16 +171,15 @@ def make_proposal(
         u, coupling = energy.pairwise_terms(x)
         fields = u + space.prior_logits(x.device)
         starts = torch.stack([torch.sigmoid(fields), _pairwise_icm_mode(energy, space, x, 0, None)], dim=1)
-        main = factorised_mixture(mean_field_logits(fields, coupling, starts), "mean-field")
-    elif name == "local-field":
-        main = BernoulliProposal(_mode_local_fields(energy, space, x, generator), "local-field")
-    else:
-        if isinstance(space, Multilabel) or theta is None:
-            raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
-        if isinstance(space, Permutations):
-            theta = theta.unsqueeze(-1) * torch.arange(space.k - 1, -1, -1, device=x.device, dtype=theta.dtype)
-        main = assignment_proposal(theta, space._from_positions, space._to_positions)
-    return defensive(main, prior, prior_weight)
+        return defensive_bernoulli(mean_field_logits(fields, coupling, starts), space.prior_logits(x.device), prior_weight, name)
+    if name == "local-field":
+        logits = _mode_local_fields(energy, space, x, generator).unsqueeze(1)
+        return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
+    if isinstance(space, Multilabel) or theta is None:
+        raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
+    if isinstance(space, Permutations):
+        theta = theta.unsqueeze(-1) * torch.arange(space.k - 1, -1, -1, device=x.device, dtype=theta.dtype)
+    return defensive(assignment_proposal(theta, space._from_positions, space._to_positions), prior, prior_weight)
 
 
 def _mode_local_fields(energy, space: Multilabel, x, generator) -> Tensor:

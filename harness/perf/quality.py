@@ -42,7 +42,7 @@ VAL_LIMIT = 512
 #: fraction of exact's training time; how many times exact's time to target it may train
 EXACT_EVALS = (25, 40)
 RESOLUTION = (1 / 40, 1 / 100)
-TIME_FACTOR = (1.5, 3.0)
+TIME_FACTOR = (1.0, 3.0)
 
 
 @dataclass
