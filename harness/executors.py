@@ -94,6 +94,7 @@ def warm_worker() -> int:
     """Import what every run needs (torch, the metrics, the methods' modules)."""
     import harness.worker  # noqa: F401
     import tasks.metrics  # noqa: F401
+    import torch._dynamo  # noqa: F401  (the first optimiser step imports it: ~1.3 s, profiled by `perf`)
     from baselines.registry import list_methods
     from ebm import inference  # noqa: F401
 

@@ -317,6 +317,9 @@ def append_rows(results_dir: str | os.PathLike, table: str, rows: Iterable[dict[
     stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
     path = write_parquet_atomic(table_dir(results_dir, table) / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet", data)
     if table == "perf":
+        # A convenience copy for tools that want one file. It is rebuilt from the part files
+        # each time, so with two concurrent writers the last rebuild may miss the other's
+        # newest part until the next append; the part files (and the `perf` view) are the record.
         write_parquet_atomic(Path(results_dir) / "perf.parquet",
                              pa.Table.from_pandas(read_table(results_dir, "perf"), preserve_index=False))
     return path
