@@ -85,29 +85,65 @@ class PriorProposal(Proposal):
 
 
 class BernoulliMixture(Proposal):
-    """r(y) = Σ_c a_c ∏_i σ(φ_ci)^{y_i} σ(−φ_ci)^{1−y_i} = Σ_c a_c exp(⟨φ_c, y⟩ − Σ_i softplus(φ_ci)),
-    logits φ (n, C, k), weights a (n, C) (rows sum to 1). A draw picks its component, then
-    its bits; one noise tensor whatever C, and log r is one batched GEMM y φᵀ."""
+    """r(y) = Σ_c a_c r_c(y) on {0,1}^k, each component autoregressive along a label order o:
 
-    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli") -> None:
+        r_c(y) = ∏_t σ(h_ct)^{y_{o_t}} σ(−h_ct)^{1−y_{o_t}},   h_ct = b_ct + s_c Σ_{t'<t} L_{tt'} y_{o_t'},
+
+    base logits b (n, C, k) and coupling L (n, k, k) (strictly lower triangular) in that order,
+    scales s (C,) (0: the factorised ∏ σ(b_ct)), weights a (n, C) (rows sum to 1), order o
+    (n, k) (None: 0..k−1). ``coupling=None`` makes every component factorised.
+    A draw picks its component, then its labels one at a time (all at once when factorised);
+    log r uses one batched GEMM y Lᵀ for all labels (the labels are known: teacher forcing)."""
+
+    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli", *, coupling: Tensor | None = None, coupling_scale: list[float] | None = None, order: Tensor | None = None) -> None:
         if logits.dim() != 3 or weights.shape != logits.shape[:2]:
             raise ValueError(f"BernoulliMixture needs logits (n, C, k) and weights (n, C), got {tuple(logits.shape)} and {tuple(weights.shape)}")
         self.logits, self.weights, self.name = logits.double(), weights.double(), name
+        self.coupling = None if coupling is None else coupling.tril(-1)
+        self.coupling_scale = [0.0] * logits.shape[1] if coupling is None else [float(v) for v in (coupling_scale or [1.0] * logits.shape[1])]
+        self.order = order
+
+    def _permute(self, y: Tensor) -> Tensor:
+        return y if self.order is None else y.gather(-1, self.order.unsqueeze(1).expand_as(y))
 
     def sample(self, m, generator=None):
         n, c, k = self.logits.shape
         component = categorical(self.weights, m, generator)  # (n, m)
-        probs = torch.sigmoid(self.logits).float().gather(1, component.unsqueeze(-1).expand(n, m, k))
-        return (uniform_noise((n, m, k), generator, self.logits.device) < probs).float()
+        noise = uniform_noise((n, m, k), generator, self.logits.device)
+        base = self.logits.to(noise.dtype).gather(1, component.unsqueeze(-1).expand(n, m, k))
+        if not any(self.coupling_scale):
+            y = (noise < torch.sigmoid(base)).to(noise.dtype)
+        else:
+            scale = torch.tensor(self.coupling_scale, dtype=noise.dtype, device=noise.device)[component]  # (n, m)
+            coupling = self.coupling.to(noise.dtype)
+            y = torch.zeros_like(noise)
+            for t in range(k):  # label o_t given the labels before it in the order
+                field = base[..., t] + scale * torch.einsum("nmj,nj->nm", y[..., :t], coupling[:, t, :t])
+                y[..., t] = (noise[..., t] < torch.sigmoid(field)).to(noise.dtype)
+        if self.order is None:
+            return y
+        return torch.empty_like(y).scatter_(-1, self.order.unsqueeze(1).expand_as(y), y)
 
     def log_prob(self, y):
-        # the (n, m, k) product in y's precision (a GEMM), the (n, m, C) result in float64
-        log_normaliser = torch.nn.functional.softplus(self.logits).sum(-1)  # (n, C)
-        per_component = torch.bmm(y, self.logits.to(y.dtype).transpose(1, 2)).double() - log_normaliser.unsqueeze(1)
-        return torch.logsumexp(per_component + self.weights.log().unsqueeze(1), dim=-1)
+        # (n, m, k) work in y's precision, the (n, m, C) log-probabilities in float64
+        y = self._permute(y)
+        logits = self.logits.to(y.dtype)
+        factorised = torch.bmm(y, logits.transpose(1, 2)).double() - torch.nn.functional.softplus(self.logits).sum(-1).unsqueeze(1)
+        earlier = None if self.coupling is None else torch.bmm(y, self.coupling.to(y.dtype).transpose(1, 2))  # Σ_{t'<t} L_tt' y_t'
+        per_component = []
+        for c, scale in enumerate(self.coupling_scale):
+            if scale == 0:
+                per_component.append(factorised[..., c])
+                continue
+            field = logits[:, c].unsqueeze(1) + scale * earlier
+            per_component.append((y * field - torch.nn.functional.softplus(field)).sum(-1, dtype=torch.float64))
+        return torch.logsumexp(torch.stack(per_component, -1) + self.weights.log().unsqueeze(1), dim=-1)
 
     def restrict(self, rows):
-        return BernoulliMixture(self.logits[rows], self.weights[rows], self.name)
+        return BernoulliMixture(
+            self.logits[rows], self.weights[rows], self.name, coupling=None if self.coupling is None else self.coupling[rows],
+            coupling_scale=self.coupling_scale, order=None if self.order is None else self.order[rows],
+        )
 
 
 def categorical(probs: Tensor, m: int, generator: torch.Generator | None) -> Tensor:
@@ -246,13 +282,42 @@ def mean_field_logits(fields: Tensor, coupling: Tensor, init_means: Tensor, iter
 def defensive_bernoulli(logits: Tensor, prior_logits: Tensor, prior_weight: float, name: str) -> BernoulliMixture:
     """(1 − α) · (uniform mixture of the factorised Bernoullis with logits (n, C, k)) + α q,
     q = ∏ Bernoulli(π) itself being the factorised Bernoulli with logits logit π (k,)."""
-    n, c, k = logits.shape
-    logits = logits.double()
-    weights = torch.full((n, c), (1.0 - prior_weight) / c, dtype=torch.float64, device=logits.device)
-    if prior_weight > 0:
-        logits = torch.cat([logits, prior_logits.to(logits).expand(n, 1, k)], dim=1)
-        weights = torch.cat([weights, torch.full((n, 1), prior_weight, dtype=torch.float64, device=logits.device)], dim=1)
+    logits, weights = _with_prior(logits.double(), prior_logits, prior_weight)
     return BernoulliMixture(logits, weights, f"{name}+prior" if prior_weight > 0 else name)
+
+
+def _with_prior(logits: Tensor, prior_logits: Tensor, prior_weight: float) -> tuple[Tensor, Tensor]:
+    """Component logits (n, C, k) → (n, C[+1], k) with the prior's logits ((k,) or (n, k))
+    appended, and the weights: (1 − α)/C each, α for the prior (left out when α = 0)."""
+    n, c, k = logits.shape
+    weights = torch.full((n, c), (1.0 - prior_weight) / c, dtype=logits.dtype, device=logits.device)
+    if prior_weight <= 0:
+        return logits, weights
+    logits = torch.cat([logits, prior_logits.to(logits).expand(n, k).unsqueeze(1)], dim=1)
+    return logits, torch.cat([weights, torch.full((n, 1), prior_weight, dtype=logits.dtype, device=logits.device)], dim=1)
+
+
+def sequential_mean_field(fields: Tensor, coupling: Tensor, means: Tensor, prior_logits: Tensor, prior_weight: float) -> BernoulliMixture:
+    """Autoregressive proposals from mean-field means μ_c (n, C, k) of p ∝ exp(⟨a, y⟩ + ½ yᵀUy):
+    label o_t is drawn from its exact conditional given the labels already drawn, with the
+    labels still to come replaced by their means,
+
+        h_ct = a_{o_t} + Σ_{t'<t} U_{o_t o_t'} y_{o_t'} + Σ_{t'>t} U_{o_t o_t'} μ_{c o_t'},
+
+    so the proposal follows the couplings a factorised one ignores. The order o puts the most
+    certain labels (largest |logit μ|) first, so that uncertain ones condition on them.
+    Mixed uniformly over c, and defensively with the prior q (its last component, scale 0)."""
+    fields, coupling, means = fields.double(), coupling.double(), means.double()
+    n, c, k = means.shape
+    certainty = torch.logit(means.clamp(1e-12, 1 - 1e-12)).abs().amax(dim=1)  # (n, k)
+    order = certainty.argsort(dim=-1, descending=True)
+    permuted = coupling.gather(1, order.unsqueeze(-1).expand(n, k, k)).gather(2, order.unsqueeze(1).expand(n, k, k))
+    later = torch.einsum("nts,ncs->nct", permuted.triu(1), means.gather(2, order.unsqueeze(1).expand(n, c, k)))
+    base = fields.gather(1, order).unsqueeze(1) + later  # (n, C, k), in the order o
+    base, weights = _with_prior(base, prior_logits.to(base).expand(n, k).gather(1, order), prior_weight)
+    scales = [1.0] * c + ([0.0] if prior_weight > 0 else [])
+    name = "sequential-mean-field" + ("+prior" if prior_weight > 0 else "")
+    return BernoulliMixture(base, weights, name, coupling=permuted, coupling_scale=scales, order=order)
 
 
 def importance_log_partition(

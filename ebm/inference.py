@@ -25,6 +25,7 @@ from ebm.importance import (
     defensive_bernoulli,
     importance_log_partition,
     mean_field_logits,
+    sequential_mean_field,
 )
 from ebm.samplers import gibbs_sweep, mh_transpositions
 from ebm.spaces import Multilabel, OutputSpace, Permutations
@@ -34,7 +35,7 @@ MAX_SCORES = 2**22
 #: |Y| up to which modes of nonlinear energies are found by enumeration (2^16, i.e. k ≤ 16 labels)
 MODE_ENUMERATION_LIMIT = 2**16
 #: importance-sampling proposals of ``make_proposal``
-PROPOSALS = ("auto", "prior", "mean-field", "local-field", "assignment")
+PROPOSALS = ("auto", "prior", "sequential-mean-field", "mean-field", "local-field", "assignment")
 #: weight of the prior q in the defensive mixture (1 − α) r + α q: weights stay ≤ e^g / α
 DEFENSIVE_PRIOR_WEIGHT = 0.1
 
@@ -145,11 +146,14 @@ def make_proposal(
     * "mean-field" (pairwise multilabel): factorised Bernoulli at the damped mean-field fixed
       points φ = u + logit π + U σ(φ), one started from the unary fields and one from the ICM
       mode, mixed uniformly;
+    * "sequential-mean-field" (pairwise multilabel): from the same mean-field means, labels
+      drawn one at a time from their exact conditionals given the labels drawn so far (the
+      rest at their means), which follows the couplings (see ``sequential_mean_field``);
     * "local-field" (any multilabel energy): factorised Bernoulli with the flip differences at
       the mode, φ_i = g(y*^{i←1}) − g(y*^{i←0}) + logit π_i;
     * "assignment" (rankings, linear energies): sequential assignment with Sinkhorn logits of
       Θ (birkhoff) or of Θ_{j,r} = θ_j (k − 1 − r) (permutahedron: ⟨θ, y⟩ with y_j = k−1−pos_j);
-    * "auto": mean-field for pairwise, local-field for other multilabel energies, assignment for
+    * "auto": sequential-mean-field for pairwise, local-field for other multilabel energies, assignment for
       linear ranking energies, else the prior.
     """
     if name not in PROPOSALS:
@@ -158,20 +162,23 @@ def make_proposal(
     theta = energy.linear_scores(x)
     if name == "auto":
         if isinstance(space, Multilabel):
-            name = "mean-field" if hasattr(energy, "pairwise_terms") else "local-field"
+            name = "sequential-mean-field" if hasattr(energy, "pairwise_terms") else "local-field"
         else:
             name = "assignment" if theta is not None else "prior"
     if name == "prior":
         return prior
     if name in ("mean-field", "local-field") and not isinstance(space, Multilabel):
         raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for rankings")
-    if name == "mean-field":
+    if name in ("mean-field", "sequential-mean-field"):
         if not hasattr(energy, "pairwise_terms"):
-            raise ValueError(f"the 'mean-field' proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
+            raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
         u, coupling = energy.pairwise_terms(x)
-        fields = u + space.prior_logits(x.device)
+        fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
         starts = torch.stack([torch.sigmoid(fields), _pairwise_icm_mode(energy, space, x, 0, None)], dim=1)
-        return defensive_bernoulli(mean_field_logits(fields, coupling, starts), space.prior_logits(x.device), prior_weight, name)
+        logits = mean_field_logits(fields, coupling, starts)
+        if name == "mean-field":
+            return defensive_bernoulli(logits, prior_logits, prior_weight, name)
+        return sequential_mean_field(fields, coupling, torch.sigmoid(logits), prior_logits, prior_weight)
     if name == "local-field":
         logits = _mode_local_fields(energy, space, x, generator).unsqueeze(1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)

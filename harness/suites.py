@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BUILTIN_SUITES = ("quick", "paper", "full")
+BUILTIN_SUITES = ("quick", "paper", "paper-convergence", "full")
 SUITES_DIR = Path(__file__).with_name("suites")
 DEFAULT_BUDGET = {"max_steps": 500, "batch_size": 64, "eval_every": 100}
 

@@ -10,6 +10,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("report", help="write REPORT.md and report.html with leaderboards and plots")
     parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
     parser.add_argument("--out", default=None, help="output folder (default: the results dir)")
+    parser.add_argument("--paper", action="store_true",
+                        help="the paper-reproduction report: our numbers beside the paper's and beside "
+                             "scikit-learn references on the same splits (needs the paper suite's runs)")
+    parser.add_argument("--data-dir", default=None, help="with --paper: dataset directory (default: $EBM_BENCH_DATA)")
+    parser.add_argument("--notes", default=None, help="with --paper: a Markdown file inserted after the summary")
     parser.set_defaults(func=run)
 
 
@@ -21,6 +26,15 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.results_dir).is_dir():
         print(f"error: results dir {args.results_dir} does not exist", file=sys.stderr)
         return 2
+    if args.paper:
+        from harness.paper import write_paper_report
+        from tasks.registry import resolve_data_dir
+
+        notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+        path = write_paper_report(args.results_dir, args.out or args.results_dir,
+                                  data_dir=resolve_data_dir(args.data_dir), notes=notes)
+        print(path)
+        return 0
     path = report.write_report(args.results_dir, args.out)
     print(path)
     print(path.with_name("report.html"))
