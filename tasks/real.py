@@ -18,7 +18,7 @@ from tasks.mulan import read_label_names, read_multilabel
 from tasks.prepare import assemble, assemble_cv, fold_sizes
 from tasks.xarff import read_headerless_ranking, read_xarff
 
-_HOW_TO_GET = "the expected files, their sources and checksums are listed in PROVENANCE.md of the shared data folder"
+_HOW_TO_GET = "get the public files with `ebm-bench data fetch --to DIR` (sources and sha256 in its manifest)"
 
 
 def missing_file_reason(data_dir: Path | None, relative_paths: list[str]) -> str | None:
@@ -26,8 +26,8 @@ def missing_file_reason(data_dir: Path | None, relative_paths: list[str]) -> str
     missing and where we looked."""
     data_dir = data_dir if data_dir is not None else resolve_data_dir(None)
     if data_dir is None:
-        return ("no data directory: pass --data-dir or set EBM_BENCH_DATA to the folder holding "
-                f"multilabel/ and label_ranking/ ({_HOW_TO_GET})")
+        return (f"needs {relative_paths[0]} in a data directory: pass --data-dir or set EBM_BENCH_DATA "
+                f"to the folder holding multilabel/ and label_ranking/; {_HOW_TO_GET}")
     for relative in relative_paths:
         path = Path(data_dir) / relative
         if not path.is_file():

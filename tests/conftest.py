@@ -21,6 +21,19 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _isolated_task_registry():
+    """User tasks declared by one test's suite TOML are registered globally (so that
+    ``get_task`` finds them); take them out again so that no test sees another's tasks."""
+    from tasks import registry
+
+    registry.list_tasks()  # the built-ins, registered once
+    before = dict(registry._TASKS)
+    yield
+    registry._TASKS.clear()
+    registry._TASKS.update(before)
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The real datasets ($EBM_BENCH_DATA); tests that need them are skipped without it."""

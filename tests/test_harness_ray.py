@@ -37,4 +37,4 @@ def test_timeout_row(ray_session, tmp_path):
     runs = store.read_table(tmp_path / "r", "runs").set_index("method")
     assert runs.loc["test-sleep", "status"] == "timeout" and "killed after" in runs.loc["test-sleep", "error"]
     assert runs.loc["test-constant", "status"] == "ok"
-    assert summary.seconds < 30
+    assert summary.seconds < 60  # killed at 1 + 1.5 + the worker start-up allowance

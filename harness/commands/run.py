@@ -54,13 +54,19 @@ class RunSummary:
     interrupted: bool = False
 
 
+#: seconds a fresh Ray worker may take to start and import torch and the project before a run
+#: begins (measured ~8 s on 2 loaded cores): the driver's clock starts at submission, and a
+#: worker that replaces a dead one is cold, so the hard deadline must not count its start-up
+WORKER_START_ALLOWANCE = 15.0
+
+
 def _hard_timeout(options: RunOptions) -> float | None:
-    """The driver kills a run at timeout + grace: the soft timeout stops training itself and
-    leaves time to evaluate; the hard one catches hung code."""
+    """The driver kills a run at timeout + grace + start-up allowance after submitting it: the
+    soft timeout stops training itself and leaves time to evaluate; the hard one catches hung code."""
     if options.timeout_per_run is None:
         return None
     grace = options.timeout_grace if options.timeout_grace is not None else max(10.0, 0.5 * options.timeout_per_run)
-    return options.timeout_per_run + grace
+    return options.timeout_per_run + grace + WORKER_START_ALLOWANCE
 
 
 def needs_run(run, stored: dict[str, str], options: RunOptions) -> bool:
