@@ -9,9 +9,11 @@ With draws y_j ~ r(·|x), w_j = q(y_j) e^{g(x,y_j)} / r(y_j) and
 peaked trained model (ESS ≈ 1) that bias is huge (test NLLs came out negative), so r should
 be close to p(y|x) ∝ q e^g. The proposals here are chosen from the energy's structure:
 
-* ``BernoulliMixture``: mixtures of factorised ∏ σ(φ_i), φ from mean-field fixed points (pairwise) or
-  local fields at the mode (mlp);
-* ``AssignmentProposal``: sequential assignment of labels to positions (rankings);
+* ``BernoulliMixture`` (multilabel): mixtures of Bernoulli products, either autoregressive
+  around mean-field means (pairwise, ``sequential_mean_field``) or factorised with local
+  fields at local optima (mlp);
+* ``AssignmentProposal`` (rankings): sequential assignment of labels to positions with
+  Sinkhorn-balanced logits;
 * ``MixtureProposal``: Σ_c a_c r_c, used *defensively* with the prior q (Hesterberg 1995) so
   that w ≤ e^{g}/a_q stays bounded wherever the main proposal is too narrow.
 
@@ -114,15 +116,12 @@ class BernoulliMixture(Proposal):
         if not any(self.coupling_scale):
             y = (noise < torch.sigmoid(base)).to(noise.dtype)
         else:
-            scale = torch.tensor(self.coupling_scale, dtype=noise.dtype, device=noise.device)[component]  # (n, m)
-            coupling = self.coupling.to(noise.dtype)
-            y = torch.zeros_like(noise)
-            for t in range(k):  # label o_t given the labels before it in the order
-                field = base[..., t] + scale * torch.einsum("nmj,nj->nm", y[..., :t], coupling[:, t, :t])
-                y[..., t] = (noise[..., t] < torch.sigmoid(field)).to(noise.dtype)
+            scale = torch.tensor(self.coupling_scale, dtype=noise.dtype, device=noise.device)[component].unsqueeze(-1)
+            y = _sample_autoregressive(base, self.coupling.to(noise.dtype), scale, noise)
         if self.order is None:
             return y
-        return torch.empty_like(y).scatter_(-1, self.order.unsqueeze(1).expand_as(y), y)
+        inverse = self.order.argsort(dim=-1)  # label i was drawn at step inverse_i (gather: faster than scatter)
+        return y.gather(-1, inverse.unsqueeze(1).expand_as(y))
 
     def log_prob(self, y):
         # (n, m, k) work in y's precision, the (n, m, C) log-probabilities in float64
@@ -144,6 +143,28 @@ class BernoulliMixture(Proposal):
             self.logits[rows], self.weights[rows], self.name, coupling=None if self.coupling is None else self.coupling[rows],
             coupling_scale=self.coupling_scale, order=None if self.order is None else self.order[rows],
         )
+
+
+def _sample_autoregressive(base: Tensor, coupling: Tensor, scale: Tensor, noise: Tensor, block: int = 32) -> Tensor:
+    """y_t = [noise_t < σ(base_t + scale Σ_{t'<t} L_{tt'} y_t')] for t = 0..k−1; base, noise (n, m, k),
+    L (n, k, k) strictly lower, scale (n, m, 1). Labels go in blocks: inside a block one label
+    at a time, updating the block's fields only; after it, one GEMM adds the block's effect
+    to every later label. Work is laid out (n, k, m) so that one label's slice is contiguous."""
+    field = base.transpose(1, 2).contiguous()  # (n, k, m)
+    noise = noise.transpose(1, 2).contiguous()
+    scale = scale.transpose(1, 2)  # (n, 1, m)
+    y = torch.zeros_like(noise)
+    scaled = torch.zeros_like(noise)  # scale · y: the prior's draws (scale 0) push no field
+    k = field.shape[1]
+    for start in range(0, k, block):
+        stop = min(start + block, k)
+        for t in range(start, stop):
+            y[:, t] = (noise[:, t] < torch.sigmoid(field[:, t])).to(y.dtype)
+            scaled[:, t] = y[:, t] * scale[:, 0]
+            field[:, t + 1 : stop].addcmul_(coupling[:, t + 1 : stop, t, None], scaled[:, t, None])  # (not `+= a * b`: 50x slower here)
+        if stop < k:
+            field[:, stop:] += torch.bmm(coupling[:, stop:, start:stop], scaled[:, start:stop])
+    return y.transpose(1, 2)
 
 
 def categorical(probs: Tensor, m: int, generator: torch.Generator | None) -> Tensor:
@@ -304,13 +325,16 @@ def sequential_mean_field(fields: Tensor, coupling: Tensor, means: Tensor, prior
 
         h_ct = a_{o_t} + Σ_{t'<t} U_{o_t o_t'} y_{o_t'} + Σ_{t'>t} U_{o_t o_t'} μ_{c o_t'},
 
-    so the proposal follows the couplings a factorised one ignores. The order o puts the most
-    certain labels (largest |logit μ|) first, so that uncertain ones condition on them.
+    so the proposal follows the couplings a factorised one ignores. The order o puts the least
+    certain labels (smallest |logit μ| in any component) first: the confident labels then react
+    exactly to how the uncertain ones came out, which is where a mean-field guess errs most
+    (in trials on peaked Ising models, uncertain-first gave 2-4x smaller errors than
+    certain-first or the natural order).
     Mixed uniformly over c, and defensively with the prior q (its last component, scale 0)."""
     fields, coupling, means = fields.double(), coupling.double(), means.double()
     n, c, k = means.shape
-    certainty = torch.logit(means.clamp(1e-12, 1 - 1e-12)).abs().amax(dim=1)  # (n, k)
-    order = certainty.argsort(dim=-1, descending=True)
+    certainty = torch.logit(means.clamp(1e-12, 1 - 1e-12)).abs().amin(dim=1)  # (n, k)
+    order = certainty.argsort(dim=-1)
     permuted = coupling.gather(1, order.unsqueeze(-1).expand(n, k, k)).gather(2, order.unsqueeze(1).expand(n, k, k))
     later = torch.einsum("nts,ncs->nct", permuted.triu(1), means.gather(2, order.unsqueeze(1).expand(n, c, k)))
     base = fields.gather(1, order).unsqueeze(1) + later  # (n, C, k), in the order o

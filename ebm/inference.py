@@ -38,6 +38,17 @@ MODE_ENUMERATION_LIMIT = 2**16
 PROPOSALS = ("auto", "prior", "sequential-mean-field", "mean-field", "local-field", "assignment")
 #: weight of the prior q in the defensive mixture (1 − α) r + α q: weights stay ≤ e^g / α
 DEFENSIVE_PRIOR_WEIGHT = 0.1
+#: multilabel proposals are mixtures around the PROPOSAL_MODES best distinct local optima (ICM
+#: from PROPOSAL_RESTARTS prior draws for pairwise, greedy search from MODE_RESTARTS for mlp):
+#: built around one local optimum only, a proposal missed a second mode holding a quarter of
+#: the mass (seen at k = 12)
+PROPOSAL_MODES = 3
+PROPOSAL_RESTARTS = 8
+MODE_RESTARTS = 4
+#: the local-field proposal also mixes in its components at this temperature (logits / T): the
+#: fields at a local optimum are over-confident about labels that flip together; with T = 2
+#: the worst |z| on peaked mlp models at k = 10-12 fell from ~10-60 to ~3-25 (T = 3 similar)
+LOCAL_FIELD_TEMPERATURE = 2.0
 
 
 def _row_blocks(n: int, columns: int, budget: int) -> Iterator[slice]:
@@ -143,14 +154,15 @@ def make_proposal(
     """The importance-sampling proposal r(·|x) named ``name`` (one of ``PROPOSALS``), mixed
     defensively with the prior q (weight ``prior_weight``) unless it is q itself.
 
-    * "mean-field" (pairwise multilabel): factorised Bernoulli at the damped mean-field fixed
-      points φ = u + logit π + U σ(φ), one started from the unary fields and one from the ICM
-      mode, mixed uniformly;
+    * "mean-field" (pairwise multilabel): factorised Bernoullis at the damped mean-field fixed
+      points φ = u + logit π + U σ(φ), started from the unary fields and from the best distinct
+      ICM local optima, mixed uniformly;
     * "sequential-mean-field" (pairwise multilabel): from the same mean-field means, labels
       drawn one at a time from their exact conditionals given the labels drawn so far (the
       rest at their means), which follows the couplings (see ``sequential_mean_field``);
-    * "local-field" (any multilabel energy): factorised Bernoulli with the flip differences at
-      the mode, φ_i = g(y*^{i←1}) − g(y*^{i←0}) + logit π_i;
+    * "local-field" (any multilabel energy): factorised Bernoullis with the flip differences
+      φ_i = g(y*^{i←1}) − g(y*^{i←0}) + logit π_i at the best distinct local optima y* of a
+      greedy search, and the same at temperature LOCAL_FIELD_TEMPERATURE, mixed uniformly;
     * "assignment" (rankings, linear energies): sequential assignment with Sinkhorn logits of
       Θ (birkhoff) or of Θ_{j,r} = θ_j (k − 1 − r) (permutahedron: ⟨θ, y⟩ with y_j = k−1−pos_j);
     * "auto": sequential-mean-field for pairwise, local-field for other multilabel energies, assignment for
@@ -174,13 +186,17 @@ def make_proposal(
             raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
         u, coupling = energy.pairwise_terms(x)
         fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
-        starts = torch.stack([torch.sigmoid(fields), _pairwise_icm_mode(energy, space, x, 0, None)], dim=1)
+        restarts = space.sample_prior((x.shape[0], PROPOSAL_RESTARTS), generator=generator, device=x.device).to(x.dtype)
+        optima = icm(fields, coupling, torch.cat([(fields > 0).to(x.dtype).unsqueeze(1), restarts], dim=1))
+        starts = torch.cat([torch.sigmoid(fields).unsqueeze(1), _distinct_best(energy, space, x, optima, PROPOSAL_MODES)], dim=1)
         logits = mean_field_logits(fields, coupling, starts)
         if name == "mean-field":
             return defensive_bernoulli(logits, prior_logits, prior_weight, name)
         return sequential_mean_field(fields, coupling, torch.sigmoid(logits), prior_logits, prior_weight)
     if name == "local-field":
-        logits = _mode_local_fields(energy, space, x, generator).unsqueeze(1)
+        optima = _greedy_local_optima(energy, space, x, MODE_RESTARTS, generator)
+        logits = _local_fields(energy, space, x, _distinct_best(energy, space, x, optima, PROPOSAL_MODES))
+        logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
     if isinstance(space, Multilabel) or theta is None:
         raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
@@ -189,12 +205,24 @@ def make_proposal(
     return defensive(assignment_proposal(theta, space._from_positions, space._to_positions), prior, prior_weight)
 
 
-def _mode_local_fields(energy, space: Multilabel, x, generator) -> Tensor:
-    """φ_i = (2y*_i − 1)(g(y*) − g(y* ⊕ e_i)) + logit π_i at the mode y*, (n, k)."""
-    y = mode(energy, space, x, generator=generator)
-    flips = torch.eye(space.k, device=x.device, dtype=x.dtype)
-    neighbours = y.unsqueeze(1) + flips - 2 * y.unsqueeze(1) * flips  # (n, k, k): y XOR e_i
-    gain = energy(x, y.unsqueeze(1)) - energy(x, neighbours)  # (n, k): g(y*) − g(y* ⊕ e_i)
+def _distinct_best(energy, space: Multilabel, x, candidates: Tensor, count: int) -> Tensor:
+    """The ``count`` best distinct candidates (n, c, k) by g + log q per input, (n, count, k)
+    (repeats where fewer than ``count`` are distinct)."""
+    score = energy(x, candidates) + space.log_prior(candidates)
+    ranking = score.argsort(dim=1, descending=True)
+    candidates, score = candidates.gather(1, ranking.unsqueeze(-1).expand_as(candidates)), score.gather(1, ranking)
+    repeated = (candidates.unsqueeze(1) == candidates.unsqueeze(2)).all(-1).tril(-1).any(-1)  # equals a better one
+    keep = score.masked_fill(repeated, -math.inf).argsort(dim=1, descending=True, stable=True)[:, :count]
+    return candidates.gather(1, keep.unsqueeze(-1).expand(-1, -1, candidates.shape[-1]))
+
+
+def _local_fields(energy, space: Multilabel, x, y: Tensor) -> Tensor:
+    """φ_ci = (2y_ci − 1)(g(y_c) − g(y_c ⊕ e_i)) + logit π_i at states y (n, C, k) → (n, C, k):
+    the log-odds of label i given the other labels of y_c."""
+    n, c, k = y.shape
+    flips = torch.eye(k, device=x.device, dtype=x.dtype)
+    neighbours = (y.unsqueeze(2) + flips - 2 * y.unsqueeze(2) * flips).reshape(n, c * k, k)  # y_c XOR e_i
+    gain = energy(x, y).unsqueeze(-1) - energy(x, neighbours).reshape(n, c, k)
     return (2 * y - 1) * gain + space.prior_logits(x.device)
 
 
@@ -262,10 +290,10 @@ def _pairwise_icm_mode(energy, space: Multilabel, x, restarts, generator) -> Ten
     return _best_of(energy, space, x, icm(u, coupling, torch.cat(starts, dim=1)))
 
 
-def _greedy_mode(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
+def _greedy_local_optima(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
     """Steepest-ascent local search over single-label flips, from the prior mode and ``restarts``
     prior draws: each step scores all k flips of every chain in one call and takes the best
-    improving one; a chain stops at a local optimum."""
+    improving one; a chain stops at a local optimum. Returns every chain's end, (n, 1 + restarts, k)."""
     n, k = x.shape[0], space.k
     starts = [(space.prior_logits(x.device) > 0).to(x.dtype).expand(n, 1, k)]
     if restarts > 0:
@@ -284,7 +312,12 @@ def _greedy_mode(energy, space: Multilabel, x, restarts, generator, max_iteratio
         chosen = neighbours.reshape(n, c, k, k).gather(2, best_flip[:, :, None, None].expand(n, c, 1, k)).squeeze(2)
         y = torch.where(improves.unsqueeze(-1), chosen, y)
         score = torch.where(improves, best_score, score)
-    return _best_of(energy, space, x, y)
+    return y
+
+
+def _greedy_mode(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
+    """The best of ``_greedy_local_optima``'s chains."""
+    return _best_of(energy, space, x, _greedy_local_optima(energy, space, x, restarts, generator, max_iterations))
 
 
 @torch.no_grad()
@@ -293,7 +326,7 @@ def mode(
     space: OutputSpace,
     x: Tensor,
     *,
-    restarts: int = 4,
+    restarts: int = MODE_RESTARTS,
     generator: torch.Generator | None = None,
     enumeration_limit: int = MODE_ENUMERATION_LIMIT,
 ) -> Tensor:
