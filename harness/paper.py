@@ -79,7 +79,8 @@ def tau_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean |τ(x) − log Z(x)| on unseen x per multilabel dataset and model, for the methods that
     learn τ with the KL divergence. log Z is exact for the unary model (closed form) and for
     |Y| ≤ 2^16; otherwise an importance-sampling estimate (see ``ebm.inference``)."""
-    learned = runs[runs["tau_mae"].notna() & (runs["status"] == "ok") & runs["task"].isin(list(PAPER_MULTILABEL))]
+    kl = runs["params_json"].fillna("{}").map(lambda p: json.loads(p).get("divergence", "kl") in ("kl", "logistic"))
+    learned = runs[runs["tau_mae"].notna() & (runs["status"] == "ok") & runs["task"].isin(list(PAPER_MULTILABEL)) & kl]
     rows = []
     for (task, model, method), group in learned.groupby(["task", "model", "method"]):
         k = int(group["k"].iloc[0])

@@ -40,12 +40,15 @@ def test_tau_table_says_when_log_z_is_exact():
     runs = _runs([{"task": "birds", "model": "unary", "method": "minmin-logistic", "k": 19, "tau_mae": 1.0},
                   {"task": "birds", "model": "unary", "method": "minmin-logistic", "k": 19, "tau_mae": 3.0},
                   {"task": "birds", "model": "pairwise", "method": "minmin-logistic", "k": 19, "tau_mae": 5.0},
-                  {"task": "yeast", "model": "pairwise", "method": "minmin-logistic", "k": 14, "tau_mae": 0.5}])
+                  {"task": "yeast", "model": "pairwise", "method": "minmin-logistic", "k": 14, "tau_mae": 0.5},
+                  {"task": "yeast", "model": "unary", "method": "minmin-sparsemax", "k": 14, "tau_mae": 9.0,
+                   "params_json": json.dumps({"divergence": "sparsemax"})}])
     table = tau_table(runs).set_index(["dataset", "model"])
     assert table.loc[("birds", "unary"), "log Z"] == "exact"
     assert table.loc[("birds", "unary"), "mean |τ(x) − log Z(x)| (nats)"] == f"2.00 ± {np.std([1.0, 3.0], ddof=1):.2f}"
     assert table.loc[("birds", "pairwise"), "log Z"] == "importance sampling"  # 2^19 > 2^16
     assert table.loc[("yeast", "pairwise"), "log Z"] == "exact"                 # 2^14 enumerable
+    assert ("yeast", "unary") not in table.index  # a sparsemax τ is a threshold, not log Z
 
 
 def test_one_vs_rest_reference_is_independent_logistic_regressions_and_keeps_constant_labels():
