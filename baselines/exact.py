@@ -119,6 +119,10 @@ class _ExactMethod(Method):
     def per_example_loss(self, energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None) -> Tensor:
         raise NotImplementedError
 
+    def model_space(self, space: OutputSpace) -> OutputSpace:
+        """The space (with its prior q) the model is defined on; the returned Fitted.space."""
+        return space
+
     def _uses_closed_form(self, space: OutputSpace, model: str) -> bool:
         return self.closed_form_unary and model == "unary" and isinstance(space, Multilabel)
 
@@ -146,6 +150,7 @@ class _ExactMethod(Method):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
+        space = self.model_space(space)
         params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
         energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
         closed = self._uses_closed_form(space, model)
@@ -174,6 +179,11 @@ class ExactSparsemax(_ExactMethod):
     name = "exact-sparsemax"
     description = "exact sparsemax Fenchel–Young loss Ω*(g) − g(x, y) on enumerated Y"
     divergence = "sparsemax"
+
+    def model_space(self, space: OutputSpace) -> OutputSpace:
+        # uniform q, as for minmin-sparsemax: the mode of p = q·[1 + g − τ]₊ is then argmax g,
+        # which the mode oracles compute exactly (with another q it is argmax q·(1 + g − τ))
+        return Multilabel(space.k) if isinstance(space, Multilabel) else space
 
     def per_example_loss(self, energy, space, x, y, enumeration):
         return exact_sparsemax_loss(energy, space, x, y, enumeration)
