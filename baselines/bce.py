@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ebm.energies import Energy
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, Fitted, Method
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, suggest_common
 
 
 def bce_nll(energy: Energy, space: Multilabel, x: Tensor, y: Tensor) -> Tensor:
@@ -43,20 +42,12 @@ class BCE(Method):
     def search_space(self, trial: Any) -> dict[str, Any]:
         return suggest_common(trial)
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device, energy_model="unary")
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+    def energy_model(self, model: str) -> str:
+        return "unary"
+
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space, model = ctx.space, ctx.model
+        energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
             # k per-label scores per example, i.e. one g(x, ·) evaluation of the unary model
@@ -66,4 +57,4 @@ class BCE(Method):
         if model != "unary":
             info["note"] = f"bce trains the unary part only: requested model {model!r}, fitted the unary model (no couplings)"
         snapshot = lambda: Fitted(space, energy, info=dict(info))  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy])
+        return ctx.train(snapshot, batch_objective, [energy])

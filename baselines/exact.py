@@ -26,9 +26,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ebm.energies import Energy, UnaryEnergy
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, FitData, Fitted, Method
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, suggest_common
 
 EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8), "chunk_size": 4096}
 
@@ -119,10 +119,6 @@ class _ExactMethod(Method):
     def per_example_loss(self, energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None) -> Tensor:
         raise NotImplementedError
 
-    def model_space(self, space: OutputSpace) -> OutputSpace:
-        """The space (with its prior q) the model is defined on; the returned Fitted.space."""
-        return space
-
     def _uses_closed_form(self, space: OutputSpace, model: str) -> bool:
         return self.closed_form_unary and model == "unary" and isinstance(space, Multilabel)
 
@@ -138,23 +134,11 @@ class _ExactMethod(Method):
     def search_space(self, trial: Any) -> dict[str, Any]:
         return suggest_common(trial)
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        space = self.model_space(space)
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
-        closed = self._uses_closed_form(space, model)
-        enumeration = None if closed else Enumeration.of(space, int(params["chunk_size"]), device)
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space, params = ctx.space, ctx.params
+        energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
+        closed = self._uses_closed_form(space, ctx.model)
+        enumeration = None if closed else Enumeration.of(space, int(params["chunk_size"]), ctx.device)
         # the closed form costs k label scores per example; count it as one g(x, ·) evaluation
         evals_per_example = 1 if closed else space.size
 
@@ -163,7 +147,7 @@ class _ExactMethod(Method):
             return loss.mean(), len(index) * evals_per_example
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name}, divergence=self.divergence)  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy], closed_form=closed)
+        return ctx.train(snapshot, batch_objective, [energy], closed_form=closed)
 
 
 class ExactMLE(_ExactMethod):
@@ -180,7 +164,7 @@ class ExactSparsemax(_ExactMethod):
     description = "exact sparsemax Fenchel–Young loss Ω*(g) − g(x, y) on enumerated Y"
     divergence = "sparsemax"
 
-    def model_space(self, space: OutputSpace) -> OutputSpace:
+    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
         # uniform q, as for minmin-sparsemax: the mode of p = q·[1 + g − τ]₊ is then argmax g,
         # which the mode oracles compute exactly (with another q it is argmax q·(1 + g − τ))
         return Multilabel(space.k) if isinstance(space, Multilabel) else space

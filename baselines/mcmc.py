@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, Fitted, Method
 from ebm.samplers import gibbs_sweep, mh_transpositions
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
 
 
 class PersistentChains:
@@ -117,20 +117,9 @@ class PersistentContrastiveDivergence(Method):
     def make_kernel(self, space: OutputSpace, params: dict[str, Any], generator: torch.Generator) -> Kernel:
         return SweepKernel(int(params["sweeps"]), generator)
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space, params, setup = ctx.space, ctx.params, ctx.setup
+        energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
         chains = PersistentChains.start(space, y_train, int(params["chains"]), params["init"], setup.sampler)
         kernel = self.make_kernel(space, params, setup.sampler)
 
@@ -141,5 +130,4 @@ class PersistentContrastiveDivergence(Method):
             return contrastive_surrogate(g_data, g_chains).mean(), kernel_evals + g_data.numel() + g_chains.numel()
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy],
-                     chains_per_example=int(params["chains"]), sweeps=int(params["sweeps"]))
+        return ctx.train(snapshot, batch_objective, [energy], chains_per_example=int(params["chains"]), sweeps=int(params["sweeps"]))

@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebm.energies import mlp
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, Fitted, Method
 from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
 
 
 class BernoulliSampler(nn.Module):
@@ -128,23 +128,12 @@ class MinMaxReinforce(Method):
             "energy_l2": trial.suggest_float("energy_l2", 1e-3, 1.0, log=True),
         }
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space, params, setup = ctx.space, ctx.params, ctx.setup
         m, sampler_steps = int(params["n_samples"]), int(params["sampler_steps"])
         energy_l2 = float(params["energy_l2"])
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
-        sampler = build_sampler(space, x_train.shape[1], int(params["sampler_hidden"])).to(device)
+        energy, x_train, y_train, optimizer = ctx.energy, ctx.x_train, ctx.y_train, ctx.optimizer
+        sampler = build_sampler(space, x_train.shape[1], int(params["sampler_hidden"])).to(ctx.device)
         # one optimiser, two groups: the sampler ascends through its own surrogate at its own rate
         optimizer.add_param_group({"params": list(sampler.parameters()), "lr": float(params["sampler_lr"]), "weight_decay": 0.0})
 
@@ -179,4 +168,4 @@ class MinMaxReinforce(Method):
             return total - total.detach() + objective, len(index) * (1 + m * sampler_steps)
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy, sampler], n_samples=m)
+        return ctx.train(snapshot, batch_objective, [energy, sampler], n_samples=m)

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, Fitted, Method
 from ebm.spaces import OutputSpace
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
 
 
 def ranking_nce_loss(g_data: Tensor, g_noise: Tensor, log_ratio_noise: Tensor | None = None,
@@ -61,21 +61,10 @@ class RankingNCE(Method):
         # n_samples is fixed to min-min's n' (same sample budget), so it is not tuned.
         return suggest_common(trial)
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
-        n_noise = int(params["n_samples"])
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space, setup = ctx.space, ctx.setup
+        n_noise = int(ctx.params["n_samples"])
+        energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
             x, y = x_train[index], y_train[index]
@@ -84,4 +73,4 @@ class RankingNCE(Method):
             return ranking_nce_loss(g_data, g_noise).mean(), len(index) * (1 + n_noise)
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy], n_samples=n_noise)
+        return ctx.train(snapshot, batch_objective, [energy], n_samples=n_noise)

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 from ebm import inference
 from ebm.energies import LinearEnergy
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, Fitted, Method
 from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
 
 #: ebm.inference.mode's default number of random restarts (for the evaluation count only)
 _MODE_RESTARTS = 4
@@ -146,21 +146,10 @@ class Perceptron(Method):
             return ("unsupported", "perceptron margin must be >= 0")
         return None
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
-        margin = float(params["margin"])
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space = ctx.space
+        margin = float(ctx.params["margin"])
+        energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
         evals_per_mode = mode_oracle_evals(energy, space)
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
@@ -173,4 +162,4 @@ class Perceptron(Method):
             return violation.clamp_min(0).mean(), len(index) * (2 + evals_per_mode)
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy], margin=margin)
+        return ctx.train(snapshot, batch_objective, [energy], margin=margin)

@@ -13,12 +13,15 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from ebm.spaces import OutputSpace
+
+if TYPE_CHECKING:  # ebm.training imports this module; the names are for annotations only
+    from ebm.training import BatchObjective, Setup
 
 
 class Diverged(RuntimeError):
@@ -119,11 +122,59 @@ class Fitted:
         return inference.nll(self.energy, self.space, x, y, generator=generator)
 
 
+@dataclass(frozen=True)
+class FitContext:
+    """Everything :meth:`Method.train_model` needs, built by :meth:`Method.fit`: the model's
+    space (after :meth:`Method.model_space`), the requested model name, the full
+    hyperparameters (defaults + overrides), the :class:`~ebm.training.Setup` (data on the
+    device, energy, sampling generator, batch stream) and Adam(W) over the energy."""
+
+    space: OutputSpace
+    model: str
+    params: dict[str, Any]
+    setup: "Setup"
+    optimizer: torch.optim.Optimizer
+    budget: Budget
+    monitor: Monitor | None
+    seed: int
+    device: torch.device
+
+    @property
+    def energy(self) -> torch.nn.Module:
+        return self.setup.energy
+
+    @property
+    def x_train(self) -> Tensor:
+        return self.setup.data.x_train
+
+    @property
+    def y_train(self) -> Tensor:
+        return self.setup.data.y_train
+
+    def train(
+        self,
+        snapshot: Callable[[], "Fitted"],
+        batch_objective: "BatchObjective",
+        modules: list[torch.nn.Module],
+        **extra_info: Any,
+    ) -> "Fitted":
+        """:func:`ebm.training.train` with this run's budget, monitor, optimiser and batches."""
+        from ebm.training import train
+
+        return train(self.budget, self.monitor, snapshot, self.optimizer, self.setup.batches, batch_objective, modules, **extra_info)
+
+
 class Method(ABC):
     """Base class of every training method (see ``baselines/`` and :mod:`ebm.minmin`).
 
-    Subclasses set ``name``, ``description``, ``defaults`` and implement ``search_space``
-    and ``fit``; they override ``check`` when they do not support every space/model.
+    To implement a method, set ``name``, ``description`` and ``defaults``, implement
+    ``search_space`` and :meth:`train_model` (the per-method body: read the prepared
+    :class:`FitContext`, write the per-batch objective, return ``ctx.train(...)``), and
+    override ``check`` when the method does not support every space/model. Optional hooks:
+    :meth:`model_space` (the space, with its prior q, the model lives on; default the
+    given one) and :meth:`energy_model` (the energy actually built; default the requested
+    model). :meth:`fit` is the template that ties these together; a method that needs no
+    shared setup at all (the harness's test fixtures) may override ``fit`` instead.
     """
 
     name: ClassVar[str]
@@ -141,7 +192,15 @@ class Method(ABC):
     def search_space(self, trial: Any) -> dict[str, Any]:
         """Ask an Optuna trial for this method's hyperparameters (``trial.suggest_*``)."""
 
-    @abstractmethod
+    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
+        """The space (with its prior q) the model is defined on, i.e. the returned
+        ``Fitted.space``; ``params`` are the caller's overrides. Default: ``space`` itself."""
+        return space
+
+    def energy_model(self, model: str) -> str:
+        """The energy model actually built and trained for a requested ``model`` (default: it)."""
+        return model
+
     def fit(
         self,
         space: OutputSpace,
@@ -154,7 +213,24 @@ class Method(ABC):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
-        """Train and return the fitted model. Raise :class:`Diverged` on a non-finite loss."""
+        """Train and return the fitted model. Raise :class:`Diverged` on a non-finite loss.
+
+        The template: :meth:`model_space`, then :func:`ebm.training.start_fit` (parameters,
+        ``check``, seeding, data on the device, energy, optimiser), then :meth:`train_model`."""
+        from ebm.training import start_fit  # ebm.training imports this module
+
+        space = self.model_space(space, params, data)
+        params, setup, optimizer = start_fit(
+            self, space, model, data, params, budget, seed=seed, device=device, energy_model=self.energy_model(model)
+        )
+        ctx = FitContext(space, model, params, setup, optimizer, budget, monitor, seed, device)
+        return self.train_model(ctx)
+
+    def train_model(self, ctx: FitContext) -> Fitted:
+        """The method's own training on the prepared context; return ``ctx.train(...)``'s Fitted.
+
+        Not abstract only so that a method overriding :meth:`fit` need not define it."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither train_model nor fit")
 
     def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         unknown = set(overrides or {}) - set(self.defaults)

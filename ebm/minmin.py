@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from ebm.divergences import get_divergence
-from ebm.method import Budget, FitData, Fitted, Method, Monitor
+from ebm.method import FitContext, FitData, Fitted, Method
 from ebm.objective import minmin_loss
 from ebm.spaces import Multilabel, OutputSpace
 from ebm.tau import TAUS, build_tau
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, start_fit, suggest_common, train
+from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
 
 #: prior names: "space" keeps the prior of the space the caller built (the harness sets it
 #: per suite, so every method of a suite shares q); "uniform" is Bernoulli(½)^k; "frequency"
@@ -83,21 +82,12 @@ class MinMinMethod(Method):
         # n′ is a budget choice (shared with nce), not tuned
         return suggest_common(trial)
 
-    def fit(
-        self,
-        space: OutputSpace,
-        model: str,
-        data: FitData,
-        params: dict[str, Any],
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device,
-        monitor: Monitor | None = None,
-    ) -> Fitted:
-        space = prior_space(space, self.params(params)["prior"], data.y_train)  # the returned Fitted.space
-        params, setup, optimizer = start_fit(self, space, model, data, params, budget, seed=seed, device=device)
-        energy, x_train, y_train = setup.energy, setup.data.x_train, setup.data.y_train
+    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
+        return prior_space(space, self.params(params)["prior"], data.y_train)
+
+    def train_model(self, ctx: FitContext) -> Fitted:
+        space, params, setup = ctx.space, ctx.params, ctx.setup
+        energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
         n_samples, divergence = int(params["n_samples"]), get_divergence(params["divergence"])
         if n_samples < 1:
             raise ValueError(f"{self.name}: n_samples must be >= 1, got {n_samples}")
@@ -111,10 +101,10 @@ class MinMinMethod(Method):
             depth=int(params["depth"]),
             dropout=float(params["dropout"]),
             trunk=energy.trunk if shares else None,
-        ).to(device)
+        ).to(ctx.device)
         tau_own = [p for p in tau.parameters() if all(p is not q for q in energy.parameters())]
         # τ gets its own group (its own rate, no decay: τ is a free log-partition estimate)
-        optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
+        ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
             x, y = x_train[index], y_train[index]
@@ -125,7 +115,7 @@ class MinMinMethod(Method):
 
         info = {"method": self.name, "divergence": divergence.name, "tau": params["tau"], "prior": params["prior"]}
         snapshot = lambda: Fitted(space, energy, tau, info=dict(info), divergence=divergence.name)  # noqa: E731
-        return train(budget, monitor, snapshot, optimizer, setup.batches, batch_objective, [energy, tau], n_samples=n_samples)
+        return ctx.train(snapshot, batch_objective, [energy, tau], n_samples=n_samples)
 
 
 class MinMinLogistic(MinMinMethod):
