@@ -137,7 +137,7 @@ class RayExecutor:
             else:
                 # local workers inherit the driver's environment: let them import the project
                 # from this checkout (a runtime_env would cost seconds per worker start)
-                os.environ["PYTHONPATH"] = _pythonpath()
+                os.environ["PYTHONPATH"] = project_pythonpath()
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
             ray.init(**kwargs)
             self._owns_ray = True
@@ -228,7 +228,8 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:500]
 
 
-def _pythonpath() -> str:
+def project_pythonpath() -> str:
+    """PYTHONPATH for local Ray workers: this checkout first, then what was already set."""
     existing = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return os.pathsep.join([project_root()] + [p for p in existing if p != project_root()])
 

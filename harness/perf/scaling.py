@@ -73,11 +73,11 @@ def start_ray(workers: int) -> float:
 
     import ray
 
-    from harness.executors import _pythonpath
+    from harness.executors import project_pythonpath
 
     start = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
-             runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
+             runtime_env={"env_vars": {"PYTHONPATH": project_pythonpath()}})
     warm = ray.remote(num_cpus=1)(warm_process)
     pids = ray.get([warm.remote(0.5) for _ in range(workers)])
     if len(set(pids)) != workers:
