@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ class Constant(Method):
     name = "constant"
     description = ("floor: ignores x; multilabel = frequency prior + the validation-best set of frequent labels, "
                    "rankings = training Borda consensus")
-    defaults: dict[str, Any] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {}

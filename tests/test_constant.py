@@ -22,7 +22,7 @@ Y_VAL = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 0, 0], [1, 1, 0, 1], [1, 0,
 
 
 def _fit(space, y_train, y_val, model="unary", monitor=None):
-    x = lambda n: torch.randn(n, 3, generator=torch.Generator().manual_seed(n))  # noqa: E731
+    x = lambda n: torch.randn(n, 3, generator=torch.Generator().manual_seed(n))
     data = FitData(x(len(y_train)), space.from_labels(y_train), x(len(y_val)), space.from_labels(y_val))
     return registry.get_method("constant").fit(space, model, data, {}, Budget(), seed=0, device=torch.device("cpu"),
                                                monitor=monitor)
@@ -127,9 +127,10 @@ def test_monitor_decides_the_threshold():
 
 
 def test_constant_runs_through_the_harness(tmp_path):
+    from harness_fixtures import write_suite
+
     from harness import store
     from harness.commands.run import RunOptions, run_suite
-    from harness_fixtures import write_suite
     from tasks.registry import get_task
 
     suite = write_suite(tmp_path, methods=("constant",))
