@@ -85,6 +85,7 @@ RUNS_SCHEMA = _schema("runs", [
     pa.field("finished_at", _TS),
     pa.field("versions_json", pa.string()),
     pa.field("config_hash", pa.string()),
+    pa.field("config", pa.string()),        # configuration label, e.g. minmin-logistic[n_samples=100]
     *[pa.field(f"val_{m}", pa.float64()) for m in METRIC_NAMES],
     *[pa.field(f"test_{m}", pa.float64()) for m in METRIC_NAMES],
     pa.field("tau_mae", pa.float64()),
