@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.plan import PlannedRun, derive_seed, short_hash, with_params
+from harness.records import RunRecord, Status
 
 N_STARTUP_TRIALS = 3
 
@@ -115,7 +116,7 @@ def best_params(study) -> dict[str, Any] | None:
 
 def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple[dict[str, StudyState], list[str]]:
     """One StudyState per distinct study among ``runs`` (runnable runs only)."""
-    from tasks.metrics import METRICS
+    from tasks.metrics import direction
 
     states: dict[str, StudyState] = {}
     notes: list[str] = []
@@ -126,43 +127,50 @@ def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple
         if not tunable(run.method):
             notes.append(f"{run.spec.method}: empty search space, default hyperparameters used")
             continue
-        study = open_study(results_dir, name, METRICS.get(run.primary_metric, "max"))
+        study = open_study(results_dir, name, direction(run.primary_metric))
         remaining = max(0, n_trials - _finished_count(study))
         states[name] = StudyState(name, run, run.method, run.overrides, study, remaining)
     return states, notes
 
 
-def trial_row(state: StudyState, trial, params: dict, value, status: str, row: dict | None, error: str | None) -> dict:
+def trial_row(state: StudyState, trial, params: dict, value, status: str, record: RunRecord | None,
+              error: str | None) -> dict:
     from harness.store import utc_now
 
     spec = state.run.spec
     return {"study": state.name, "trial_number": trial.number, "task": spec.task, "model": spec.model,
             "method": spec.method, "params_json": json.dumps(params, sort_keys=True), "value": value,
-            "state": status, "n_steps": (row or {}).get("n_steps"), "error": error,
-            "started_at": (row or {}).get("started_at") or trial.datetime_start, "finished_at": utc_now()}
+            "state": status, "n_steps": record.n_steps if record else None, "error": error,
+            "started_at": (record.started_at if record else None) or trial.datetime_start, "finished_at": utc_now()}
 
 
 def tell(state: StudyState, trial, params: dict, outcome) -> dict:
     """Tell the study how a trial went; return its trials-table row."""
     from optuna.trial import TrialState
 
+    from tasks.metrics import get_metric
+
     result = outcome.value if outcome.ok else None
-    row = result.row if result is not None else None
+    record: RunRecord | None = result.record if result is not None else None
     if result is not None:
         for step, value in result.intermediate:
             if value is not None and math.isfinite(value):
                 trial.report(value, step)
-    status = row["status"] if row else ("timeout" if outcome.timed_out else "failed")
-    error = (row or {}).get("error") or outcome.failure
-    value = row.get(f"val_{state.run.primary_metric}") if row else None
-    if status == "pruned":
+    if record is not None:
+        status = record.status
+        error = record.error or outcome.failure
+        value = record.metric(get_metric(state.run.primary_metric).column_for("val"))
+    else:
+        status, error, value = Status.TIMEOUT if outcome.timed_out else Status.FAILED, outcome.failure, None
+    if status is Status.PRUNED:
         state.study.tell(trial, state=TrialState.PRUNED)
-        return trial_row(state, trial, params, value, "PRUNED", row, error)
-    if status in ("ok", "timeout") and value is not None and math.isfinite(value):
+        return trial_row(state, trial, params, value, "PRUNED", record, error)
+    # a soft timeout still measured the model as it was: a usable trial
+    if status in (Status.OK, Status.TIMEOUT) and value is not None and math.isfinite(value):
         state.study.tell(trial, value)
-        return trial_row(state, trial, params, value, "COMPLETE", row, error)
+        return trial_row(state, trial, params, value, "COMPLETE", record, error)
     state.study.tell(trial, state=TrialState.FAIL)
-    return trial_row(state, trial, params, value, "FAIL", row, error or f"no validation {state.run.primary_metric}")
+    return trial_row(state, trial, params, value, "FAIL", record, error or f"no validation {state.run.primary_metric}")
 
 
 def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int,
@@ -221,7 +229,7 @@ def _run_trials(order: list[StudyState], executor, shared, worker_kwargs, hard_t
         row = tell(state, trial, params, outcome)
         writer.add("trials", [row])
         if progress is not None:
-            progress.finished_one({"status": "ok" if row["state"] in ("COMPLETE", "PRUNED") else "failed",
+            progress.finished_one({"status": Status.OK if row["state"] in ("COMPLETE", "PRUNED") else Status.FAILED,
                                    "task": state.run.spec.task, "model": state.run.spec.model,
                                    "method": state.run.spec.method, "seed": f"trial {trial.number}",
                                    "fold": state.run.spec.fold, "error": row["error"]})

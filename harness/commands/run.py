@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RETRY_STATUSES = ("failed", "timeout")
-PLAN_STATUSES = ("skipped", "unsupported")
-
 
 @dataclass
 class RunOptions:
@@ -70,10 +67,12 @@ def _hard_timeout(options: RunOptions) -> float | None:
 
 
 def needs_run(run, stored: dict[str, str], options: RunOptions) -> bool:
+    from harness.records import Status
+
     if options.force or run.run_id not in stored:
         return True
-    status = stored[run.run_id]
-    return status in PLAN_STATUSES or (options.retry_failed and status in RETRY_STATUSES)
+    status = Status(stored[run.run_id])
+    return status.decided_at_plan or (options.retry_failed and status.retryable)
 
 
 def _loader(data_dir):
@@ -96,7 +95,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     from harness.plan import Filters, plan_runs, with_params
     from harness.progress import RunProgress
     from harness.suites import load_suite
-    from harness.worker import execute_run, failure_row
+    from harness.records import Status
+    from harness.worker import execute_run, failure_record
 
     options = options or RunOptions()
     suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
@@ -111,7 +111,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     writer = store.BatchWriter(results_dir, batch=options.flush_every)
 
     # plan-time outcomes (unsupported / skipped): written once, re-written when they change
-    plan_rows = [failure_row(p, p.status, p.reason) for p in plan
+    plan_rows = [failure_record(p, p.status, p.reason).to_row() for p in plan
                  if p.status and (options.force or stored.get(p.run_id) != p.status)]
     writer.add("runs", plan_rows)
     summary.counts.update(p.status for p in plan if p.status)
@@ -173,8 +173,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
                 if outcome.ok:
                     row, curves = outcome.value.row, outcome.value.curves
                 else:
-                    status = "timeout" if outcome.timed_out else "failed"
-                    row, curves = failure_row(run, status, outcome.failure), []
+                    status = Status.TIMEOUT if outcome.timed_out else Status.FAILED
+                    row, curves = failure_record(run, status, outcome.failure).to_row(), []
                 writer.add("curves", curves)
                 writer.add("runs", [row])
                 summary.counts[row["status"]] += 1
