@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.dispatch import Dispatcher, Finished, Submission
 from harness.plan import PlannedRun, derive_seed, short_hash, with_params
 from harness.records import RunRecord, Status
 
@@ -173,14 +174,16 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
     return trial_row(state, trial, params, value, "FAIL", record, error or f"no validation {state.run.primary_metric}")
 
 
-def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int,
-         worker_kwargs: dict[str, Any], hard_timeout: float | None, writer, progress_factory=None) -> tuple[dict[str, dict], list[str]]:
-    """Run the studies of ``runs`` to ``n_trials`` finished trials each.
-    Returns (study name → best params, notes). ``shared`` is an executors.SharedData."""
+def tune(runs: list[PlannedRun], dispatcher: Dispatcher, *, results_dir, n_trials: int) -> tuple[dict[str, dict], list[str]]:
+    """Run the studies of ``runs`` to ``n_trials`` finished trials each, on ``dispatcher``.
+    Returns (study name → best params, notes)."""
     states, notes = prepare_studies(runs, results_dir, n_trials)
     order = [s for s in states.values() if s.remaining > 0]
     if order:
-        _run_trials(order, executor, shared, worker_kwargs, hard_timeout, writer, progress_factory)
+        try:
+            dispatcher.run(Trials(order, dispatcher.executor.capacity), sum(s.remaining for s in order))
+        finally:
+            dispatcher.writer.flush()
     best = {}
     for name, state in states.items():
         params = best_params(state.study)
@@ -191,54 +194,45 @@ def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int
     return best, notes
 
 
-def _run_trials(order: list[StudyState], executor, shared, worker_kwargs, hard_timeout, writer, progress_factory) -> None:
-    from harness.executors import Job, drive
-    from harness.worker import execute_run
+class Trials:
+    """The tuner's :class:`~harness.dispatch.Work`: trials asked of the studies in turn, each
+    study keeping at most its share of the executor's slots; a finished trial is told to its
+    study and becomes one ``trials`` row (never a ``runs`` row: trials never see the test split)."""
 
-    per_study = max(1, executor.capacity // len(order))
-    total = sum(s.remaining for s in order)
-    progress = progress_factory(total, "tuning") if progress_factory else None
-    cursor = [0]
+    title = "tuning"
 
-    def next_job() -> Job | None:
-        for _ in range(len(order)):
-            state = order[cursor[0] % len(order)]
-            cursor[0] += 1
-            if state.done + state.in_flight >= state.remaining or state.in_flight >= per_study:
+    def __init__(self, order: list[StudyState], capacity: int) -> None:
+        self.order = order
+        self.per_study = max(1, capacity // len(order))
+        self.cursor = 0
+
+    def data_keys(self) -> list[Any]:
+        return [s.run.spec.data_key for s in self.order for _ in range(s.remaining)]
+
+    def next(self) -> Submission | None:
+        for _ in range(len(self.order)):
+            state = self.order[self.cursor % len(self.order)]
+            self.cursor += 1
+            if state.done + state.in_flight >= state.remaining or state.in_flight >= self.per_study:
                 continue
             trial = state.study.ask()
             # the suite's grid params stay fixed: they override what the search space suggests
             params = state.method.params({**state.method.search_space(trial), **state.overrides})
             trial.set_user_attr("params", json.dumps(params, sort_keys=True))
-            trial_run = with_params(state.run, params, tuned=False)
             state.in_flight += 1
             thresholds = median_thresholds(state.study, state.run.spec.budget["max_steps"])
-            try:
-                data = shared.get(state.run.spec.data_key)
-            except Exception as exc:  # noqa: BLE001
-                data = exc
-            return Job(key=(state.name, trial.number), fn=execute_run, args=(trial_run, state.method, data),
-                       kwargs={**worker_kwargs, "prune_thresholds": thresholds, "evaluate_test": False},
-                       timeout=hard_timeout, payload=(state, trial, params))
+            return Submission(key=(state.name, trial.number), run=with_params(state.run, params, tuned=False),
+                              method=state.method, kwargs={"prune_thresholds": thresholds, "evaluate_test": False},
+                              payload=(state, trial, params))
         return None
 
-    def on_done(outcome) -> None:
-        state, trial, params = outcome.job.payload
+    def finish(self, submission: Submission, outcome) -> Finished:
+        state, trial, params = submission.payload
         state.in_flight -= 1
         state.done += 1
         row = tell(state, trial, params, outcome)
-        writer.add("trials", [row])
-        if progress is not None:
-            progress.finished_one({"status": Status.OK if row["state"] in ("COMPLETE", "PRUNED") else Status.FAILED,
-                                   "task": state.run.spec.task, "model": state.run.spec.model,
-                                   "method": state.run.spec.method, "seed": f"trial {trial.number}",
-                                   "fold": state.run.spec.fold, "error": row["error"]})
-
-    try:
-        drive(executor, next_job, on_done, on_submit=(lambda job: progress.started_one()) if progress else None,
-              poll=1.0)
-    finally:
-        writer.flush()
-        if progress is not None:
-            progress.close()
-
+        status = Status.OK if row["state"] in ("COMPLETE", "PRUNED") else Status.FAILED
+        spec = state.run.spec
+        display = {"status": status, "task": spec.task, "model": spec.model, "method": spec.method,
+                   "seed": f"trial {trial.number}", "fold": spec.fold, "error": row["error"]}
+        return Finished(rows={"trials": [row]}, status=status, display=display)
