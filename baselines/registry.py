@@ -33,6 +33,7 @@ _BUILTIN: dict[str, str] = {
     "perceptron": "baselines.perceptron:Perceptron",
     "minmax-reinforce": "baselines.minmax:MinMaxReinforce",
     "nce": "baselines.nce:RankingNCE",
+    "constant": "baselines.constant:Constant",
 }
 
 _loaded: dict[str, Method] = {}
