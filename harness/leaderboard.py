@@ -41,11 +41,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.records import Status
+
 COLUMNS = ["task", "model", "config", "method", "metric", "mean", "std", "n_ok", "n_failed", "rank",
            "n_pairs", "p_holm", "tied_best", "beats_floor"]
 KEYS = ["task", "model", "config"]
-FAILED_STATUSES = ("failed", "timeout", "diverged")
-NOT_A_CELL = ("unsupported",)
+#: statuses counted in ``n_failed`` (:attr:`harness.records.Status.is_failure`)
+FAILED_STATUSES = Status.failures()
+NOT_A_CELL = (Status.UNSUPPORTED.value,)
 FLOOR = "constant"
 ALL = "ALL"
 MEAN_RANK = "mean_rank"
@@ -61,15 +64,19 @@ LEGEND = (f"{MARK_TIED} best, or not significantly different from the best (pair
 
 
 def metric_directions() -> dict[str, str]:
-    """Metric name → "max" | "min" (from :mod:`tasks.metrics`)."""
+    """Ranked metric name → "max" | "min" (from :mod:`tasks.metrics`)."""
     from tasks.metrics import METRICS
 
     return dict(METRICS)
 
 
 def metric_column(metric: str) -> str:
-    """The runs column that holds a leaderboard metric on the test split."""
-    return metric if metric in ("tau_mae", "kl_to_truth") else f"test_{metric}"
+    """The runs column that holds a leaderboard metric on the test split (``Metric.column``;
+    ``test_<name>`` for a metric :mod:`tasks.metrics` does not know)."""
+    from tasks.metrics import METRIC_BY_NAME
+
+    known = METRIC_BY_NAME.get(metric)
+    return known.column if known else f"test_{metric}"
 
 
 def _empty() -> pd.DataFrame:
@@ -147,7 +154,7 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
     if runs.empty:
         return _empty()
     runs = with_config(runs)
-    runs = runs.assign(_ok=runs["status"].eq("ok"), _failed=runs["status"].isin(FAILED_STATUSES),
+    runs = runs.assign(_ok=runs["status"].eq(Status.OK.value), _failed=runs["status"].isin(FAILED_STATUSES),
                        _cell=~runs["status"].isin(NOT_A_CELL), _unit=_units(runs))
     grouped = runs.groupby(KEYS, dropna=False)
     counts = grouped.agg(n_ok=("_ok", "sum"), n_failed=("_failed", "sum"), _cell=("_cell", "any"),

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.records import Status
+
 TAU_SPLIT = "tau"
 
 
@@ -57,7 +59,7 @@ def _ok_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     from harness.leaderboard import with_config
 
     keep = ["run_id", "task", "model", "config"] + (["primary_metric"] if "primary_metric" in runs else [])
-    ok = with_config(runs).loc[runs["status"] == "ok", keep]
+    ok = with_config(runs).loc[runs["status"] == Status.OK, keep]
     return curves.merge(ok, on="run_id", how="inner")
 
 
@@ -119,7 +121,7 @@ def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
     plt = _pyplot()
     from harness.leaderboard import with_config
 
-    ok = with_config(runs).loc[runs["status"] == "ok", ["run_id", "task", "model", "config"]]
+    ok = with_config(runs).loc[runs["status"] == Status.OK, ["run_id", "task", "model", "config"]]
     points = tau_points(curves).merge(ok, on="run_id")
     paths = []
     for (task, model), rows in points.groupby(["task", "model"]):
