@@ -210,3 +210,25 @@ def test_significance_floor_and_shared_cell_mean_ranks():
     # t1: a 1, c 2, constant 3, b 4; t2: constant 1, b 2, c 3, a 4
     assert ranks.at["a", "mean_rank"] == pytest.approx(2.5) and ranks.at["constant", "mean_rank"] == pytest.approx(2.0)
     assert ranks.at["b", "mean_rank"] == pytest.approx(3.0) and ranks.at["c", "mean_rank"] == pytest.approx(2.5)
+
+
+def test_critical_difference_figure_and_friedman_over_shared_cells(tmp_path):
+    from scipy.stats import friedmanchisquare
+
+    from harness import plots, stats
+
+    a, b, c = [0.61, 0.64, 0.59], [0.58, 0.60, 0.57], [0.60, 0.65, 0.58]
+    cells = {(f"t{i}", "unary"): {"a": [v + i / 10 for v in a], "b": [v + i / 20 for v in b], "c": c}
+             for i in range(4)}
+    cells[("t9", "unary")] = {"a": a, "b": b}  # not shared by c: left out of the across-task statistics
+    board = leaderboard.build_leaderboard(_synthetic_runs(cells))
+    primary = {task: "f1_example" for task, _ in cells}
+    matrix, _, left_out = leaderboard.rank_matrix(board, primary=primary)
+    assert len(matrix) == 4 and left_out == []
+    result = stats.friedman(matrix, "max")
+    means = {(t, m): {k: float(np.mean(v)) for k, v in configs.items()} for (t, m), configs in cells.items()
+             if (t, m) != ("t9", "unary")}
+    expected = friedmanchisquare(*[[means[cell][k] for cell in sorted(means)] for k in ("a", "b", "c")])
+    assert result.statistic == pytest.approx(expected.statistic) and result.p_value == pytest.approx(expected.pvalue)
+    [path] = plots.plot_critical_difference(board, primary, tmp_path)
+    assert path.name == "critical-difference.png" and path.stat().st_size > 1000
