@@ -242,7 +242,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                         params = method.params(overrides)
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
-                    verdict = (Status.SKIPPED, f"data not available: {missing}") if missing else method.check(space, model, params)
+                    verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing
+                               else method.check(space, model, params))
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,

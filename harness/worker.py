@@ -55,9 +55,9 @@ class RunResult:
 
 
 def versions() -> dict[str, str]:
-    import torch
-
     from importlib import metadata
+
+    import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     try:
@@ -102,7 +102,8 @@ def _check_finite(name: str, x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; first at row {i}, column {j})")
+        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; "
+                         f"first at row {i}, column {j})")
 
 
 def is_worse(value: float, threshold: float, direction: str) -> bool:
@@ -118,7 +119,7 @@ class _Evaluator:
     def __init__(self, kind: str, space, x, labels: np.ndarray, y, seed: int):
         self.kind, self.space, self.x, self.labels, self.y, self.seed = kind, space, x, labels, y, seed
 
-    def head(self, n: int) -> "_Evaluator":
+    def head(self, n: int) -> _Evaluator:
         return _Evaluator(self.kind, self.space, self.x[:n], self.labels[:n], self.y[:n], self.seed)
 
     def prediction(self, fitted) -> dict[str, float]:
@@ -285,13 +286,12 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         prior = spec.data.get("prior", "uniform") if run.kind == "multilabel" else "uniform"
         record.prior = prior
         space = make_space(run.kind, run.k, spec.model, prior=prior, y_train=y_train_raw)
-        fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), as_x(data.x_val),
-                           space.from_labels(labels(data.y_val)))
+        x_val, y_val = as_x(data.x_val), space.from_labels(labels(data.y_val))
+        fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), x_val, y_val)
         budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
                         eval_every=spec.budget["eval_every"], max_seconds=max_seconds)
         seed = spec.torch_seed
-        val = _Evaluator(run.kind, space, fit_data.x_val.to(device), labels(data.y_val),
-                         fit_data.y_val.to(device), seed + 1)
+        val = _Evaluator(run.kind, space, x_val.to(device), labels(data.y_val), y_val.to(device), seed + 1)
         monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
         t0 = time.perf_counter()
         fitted = method.fit(space, spec.model, fit_data, dict(spec.params), budget, seed=seed,
