@@ -109,7 +109,7 @@ def primary_metrics(runs: pd.DataFrame | None, tasks: list[str]) -> dict[str, st
                 from tasks.registry import get_task
 
                 found[task] = get_task(task).primary_metric
-            except (KeyError, ValueError, ImportError):
+            except (KeyError, ValueError):
                 pass  # a user task no longer registered: no primary metric, left out of the mean rank
     return found
 

@@ -134,18 +134,10 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def resolve_method(name: str):
-    """The Method called ``name``: the registry first, then the test fixtures
-    (``baselines.testing``; not listed by ``ebm-bench methods``)."""
+    """The Method called ``name`` (the registry; unknown names raise with did-you-mean)."""
     from baselines.registry import get_method
 
-    try:
-        return get_method(name)
-    except ValueError:
-        from baselines.testing import FIXTURES
-
-        if name in FIXTURES:
-            return FIXTURES[name]
-        raise
+    return get_method(name)
 
 
 def _all_models() -> dict[str, tuple[str, ...]]:

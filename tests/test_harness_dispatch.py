@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from harness_fixtures import write_suite
+
 from harness.dispatch import Dispatcher, SuiteRuns
 from harness.executors import SerialExecutor
 from harness.plan import plan_runs
 from harness.records import Status
 from harness.suites import load_suite
-from harness_fixtures import write_suite
 
 
 class _Rows:
