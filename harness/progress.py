@@ -42,7 +42,7 @@ class RunProgress:
 
     def _detail(self) -> str:
         failed = sum(v for k, v in self.counts.items() if k not in OK_STATUSES)
-        parts = [f"ok {self.counts.get('ok', 0)}", f"failed {failed}", f"running {self.running}"]
+        parts = [f"ok {self.counts.get(Status.OK, 0)}", f"failed {failed}", f"running {self.running}"]
         return " · ".join(parts)
 
     def started_one(self) -> None:
