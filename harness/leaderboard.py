@@ -414,7 +414,8 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
         footer += LEGEND + "\n"
     if rank_lines and fmt != "latex":
         cells = int(ranks["n_ok"].iloc[0])
-        footer += f"mean rank across tasks (primary metric, over the {cells} task × model cell(s) every ranked config shares): {rank_lines}\n"
+        footer += (f"mean rank across tasks (primary metric, over the {cells} task × model cell(s) "
+                   f"every ranked config shares): {rank_lines}\n")
     return "\n".join(blocks) + ("\n" + footer if footer else "")
 
 
