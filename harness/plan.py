@@ -49,7 +49,7 @@ class RunSpec:
     seed: int
     fold: int
     params: dict[str, Any]
-    budget: dict[str, int]
+    budget: dict[str, Any]
     data: dict[str, Any]
     suite: str = ""      # label only
     tuned: bool = False  # label only (params came from an Optuna study)
