@@ -88,3 +88,9 @@ def test_tunable_detects_empty_search_spaces():
     empty = type("Empty", (type(FIXTURES["test-constant"]),), {"search_space": lambda self, trial: {},
                                                                  "name": "test-empty"})()
     assert not tuning.tunable(empty)
+
+
+def test_best_intermediate_follows_the_metric_direction():
+    assert tuning.best_intermediate([(1, 0.2), (2, 0.5), (3, 0.4)], "max") == 0.5
+    assert tuning.best_intermediate([(1, 2.0), (2, float("nan")), (3, 1.5)], "min") == 1.5
+    assert tuning.best_intermediate([(1, float("nan"))], "max") is None
