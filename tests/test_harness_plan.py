@@ -118,10 +118,22 @@ def test_malformed_toml_names_the_line(tmp_path):
     ('[suite]\nname = "x"\n', "at least one \\[\\[grid\\]\\]"),
     ('[[grid]]\ntasks = ["syn-ising-k8"]\n', "missing 'methods'"),
     ('[budget]\nmax_steps = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "positive integer"),
+    ('[budget]\nselection = "best"\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "selection must be"),
+    ('[budget]\npatience = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "patience must be a positive integer"),
 ])
 def test_suite_validation_messages(text, message):
     with pytest.raises(SuiteError, match=message):
         parse_suite(text)
+
+
+def test_selection_and_patience_flow_into_the_run_budget():
+    """best_val by default; a suite or a grid block may ask for "last" and a patience (run identity)."""
+    text = ('[budget]\npatience = 4\n[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\n'
+            '[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\nbudget={selection="last"}\n')
+    runs = plan_runs(parse_suite(text))
+    assert [(r.spec.budget["selection"], r.spec.budget["patience"]) for r in runs if r.spec.seed == 0] == [
+        ("best_val", 4), ("last", 4)]
+    assert len({r.run_id for r in runs}) == len(runs)
 
 
 def test_unknown_suite_name():
@@ -141,3 +153,20 @@ def test_builtin_suites_plan(tmp_path):
         assert plan, name
         assert len({p.run_id for p in plan}) == len(plan)
     assert Path(load_suite("quick").source).name == "quick.toml"
+
+
+def test_builtin_suites_run_the_constant_floor_and_every_label_ranking_fold(tmp_path):
+    from tasks.registry import get_task
+
+    for name in ("quick", "paper", "full", "paper-convergence"):
+        plan = plan_runs(load_suite(name), data_dir=tmp_path)
+        cells = {(p.spec.task, p.spec.model) for p in plan}
+        floors = {(p.spec.task, p.spec.model) for p in plan if p.spec.method == "constant"}
+        assert floors == cells, (name, cells - floors)
+    for name in ("paper", "full"):
+        plan = plan_runs(load_suite(name), data_dir=tmp_path)
+        lr_tasks = {p.spec.task for p in plan if p.spec.task.startswith("lr-")}
+        assert lr_tasks
+        for task in lr_tasks:
+            folds = {p.spec.fold for p in plan if p.spec.task == task}
+            assert folds == set(range(get_task(task).n_folds)) and len(folds) == 10, (name, task)
