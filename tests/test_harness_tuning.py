@@ -8,16 +8,13 @@ import statistics
 import pytest
 
 from harness import store, tuning
-from harness.commands.run import RunOptions, run_suite
+from harness.commands.run import run_suite
 from harness.plan import plan_runs
 from harness.suites import load_suite
+from harness_fixtures import serial_options as _options
 from harness_fixtures import write_suite
 
 optuna = pytest.importorskip("optuna")
-
-
-def _options(results_dir, **kw) -> RunOptions:
-    return RunOptions(results_dir=results_dir, executor="serial", progress=False, **kw)
 
 
 def _study(results_dir, suite):
