@@ -427,7 +427,7 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
         tasks = board[(board["task"] != ALL) & board["mean"].notna()]
         unranked = sorted(set(tasks["config"]) - set(ranks["config"]))
         if unranked:
-            footer += f"not in the mean rank (they share too few cells with the others): {', '.join(unranked)}\n"
+            footer += f"not in the mean rank (too few shared cells, or no primary-metric result): {', '.join(unranked)}\n"
     return "\n".join(blocks) + ("\n" + footer if footer else "")
 
 
