@@ -10,8 +10,9 @@ checked against statsmodels in the tests; see :func:`holm`).
 * **Per task: each config against the best** (:func:`versus_best`). The best is the config with
   the best mean; every other config is tested against it with a two-sided paired test on the
   shared units, and the p-values of one task × model × metric are Holm-corrected together
-  (:func:`holm`, a step-down Bonferroni that controls the family-wise error rate). A config whose corrected p ≥ ``ALPHA`` is *not
-  significantly different from the best* (the best itself is, trivially).
+  (:func:`holm`, a step-down Bonferroni that controls the family-wise error rate). A config
+  whose corrected p ≥ ``ALPHA`` is *not significantly different from the best* (the best
+  itself is, trivially).
   The default test is the paired t-test (``scipy.stats.ttest_rel``): with the 2–5 seeds of a
   typical suite the exact Wilcoxon signed-rank test cannot reject at 5 % at all (its smallest
   two-sided p is 2/2^n: 0.0625 for n = 5), so it would call every difference "not significant".
