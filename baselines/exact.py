@@ -26,9 +26,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ebm.energies import Energy, UnaryEnergy
-from ebm.method import FitContext, FitData, Fitted, Method
+from ebm.method import FitData, Fitted
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
 EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8), "chunk_size": 4096}
 
@@ -107,7 +107,7 @@ def exact_sparsemax_loss(energy: Energy, space: OutputSpace, x: Tensor, y: Tenso
     return sparsemax_conjugate(g_all, enumeration.log_prior)[0] - g_data
 
 
-class _ExactMethod(Method):
+class _ExactMethod(StepMethod):
     """Shared fit loop: a per-example loss over the enumerated space, |Y| energy evaluations per example."""
 
     defaults: ClassVar[dict[str, Any]] = EXACT_DEFAULTS
@@ -123,7 +123,6 @@ class _ExactMethod(Method):
         return self.closed_form_unary and model == "unary" and isinstance(space, Multilabel)
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        params = self.params(params)
         if self._uses_closed_form(space, model):
             return None
         key = "max_subsets" if isinstance(space, Multilabel) else "max_permutations"

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ebm.method import FitContext, Fitted, Method
+from ebm.method import Fitted
 from ebm.samplers import gibbs_sweep, mh_transpositions
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
 class PersistentChains:
@@ -95,7 +95,7 @@ def contrastive_surrogate(g_data: Tensor, g_chains: Tensor) -> Tensor:
     return g_chains.mean(-1) - g_data
 
 
-class PersistentContrastiveDivergence(Method):
+class PersistentContrastiveDivergence(StepMethod):
     name = "mcmc-pcd"
     description = "persistent contrastive divergence: per-example persistent chains (Gibbs sweeps / MH transpositions)"
     defaults = {**COMMON_DEFAULTS, "sweeps": 1, "chains": 4, "init": "prior"}

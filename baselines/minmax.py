@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebm.energies import mlp
-from ebm.method import FitContext, Fitted, Method
+from ebm.method import Fitted
 from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
 class BernoulliSampler(nn.Module):
@@ -107,7 +107,7 @@ def reinforce_surrogate(reward: Tensor, log_prob: Tensor) -> Tensor:
     return -((reward - leave_one_out_baseline(reward)) * log_prob).mean(-1)
 
 
-class MinMaxReinforce(Method):
+class MinMaxReinforce(StepMethod):
     name = "minmax-reinforce"
     description = "min-max over g and a sampler p_φ (Bernoulli / Plackett–Luce), REINFORCE with a leave-one-out baseline"
     defaults = {**COMMON_DEFAULTS, "n_samples": 16, "sampler_lr": 3e-2, "sampler_hidden": 64, "sampler_steps": 2, "energy_l2": 0.1}

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 from ebm import inference
 from ebm.energies import LinearEnergy
-from ebm.method import FitContext, Fitted, Method
+from ebm.method import Fitted
 from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 #: ebm.inference.mode's default number of random restarts (for the evaluation count only)
 _MODE_RESTARTS = 4
@@ -133,7 +133,7 @@ def loss_augmented_mode(energy: nn.Module, space: OutputSpace, x: Tensor, y: Ten
     return inference.mode(wrapped, space, wrapped.pack(x, shift))
 
 
-class Perceptron(Method):
+class Perceptron(StepMethod):
     name = "perceptron"
     description = "structured perceptron / margin-rescaled hinge: max_y' [g + log q + μΔ](y') − [g + log q](y) via the mode oracle"
     defaults = {**COMMON_DEFAULTS, "margin": 0.0}

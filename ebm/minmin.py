@@ -11,7 +11,7 @@ computing a partition function. ``sparsemax``/``entmax15`` give sparse p = q·(f
 
 Importance-weighted min-min (``proposal = "model"``): y′_j ~ r(·|x), a proposal rebuilt every
 step from the current energy (detached) and mixed defensively with q, (1 − α) r + α q
-(:func:`ebm.importance.training_proposal`), with weights w_j = q(y′_j)/r(y′_j) ≤ 1/α:
+(:func:`ebm.inference.training_proposal`), with weights w_j = q(y′_j)/r(y′_j) ≤ 1/α:
 
     L = τ(x) + (1/n′) Σ_j w_j f*(g(x, y′_j) − τ(x)) − g(x, y).
 
@@ -35,12 +35,13 @@ import torch
 from torch import Tensor
 
 from ebm.divergences import get_divergence
-from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction, training_proposal
-from ebm.method import FitContext, FitData, Fitted, Method
+from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction
+from ebm.inference import training_proposal
+from ebm.method import FitData, Fitted
 from ebm.objective import minmin_loss
 from ebm.spaces import Multilabel, OutputSpace
 from ebm.tau import TAUS, build_tau
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 #: prior names: "space" keeps the prior of the space the caller built (the harness sets it
 #: per suite, so every method of a suite shares q); "uniform" is Bernoulli(½)^k; "frequency"
@@ -63,15 +64,15 @@ def prior_space(space: OutputSpace, prior: str, y_train: Tensor) -> OutputSpace:
     raise ValueError(f"unknown prior {prior!r}; known: {', '.join(PRIOR_NAMES)}")
 
 
-class MinMinMethod(Method):
+class MinMinMethod(StepMethod):
     """The joint EBM; ``divergence`` and ``tau`` pick the variant (see the module docstring).
 
     ``tau_lr_mult`` scales τ's learning rate: a finite τ_i only moves when example i is
     in the batch, so it needs a larger rate to track Ω*(g)(x_i) as g changes.
 
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
-    ``proposal_prior_weight`` α; ``max_grad_norm`` clips the global gradient norm before each
-    step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
+    ``proposal_prior_weight`` α; ``max_grad_norm`` (common to every method, applied by the
+    shared loop) clips the global gradient norm before each step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
     in a 0.999 average for thousands of steps and shrinks every later update).
     """
 
@@ -87,12 +88,10 @@ class MinMinMethod(Method):
         "prior": "space",
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
-        "max_grad_norm": None,
         "adam_beta2": 0.999,
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        params = self.params(params)
         get_divergence(params["divergence"])  # raises with "did you mean" on a bad name
         if params["tau"] not in TAUS:
             raise ValueError(f"unknown tau {params['tau']!r}; known: {', '.join(TAUS)}")
@@ -115,7 +114,7 @@ class MinMinMethod(Method):
         return suggest_common(trial)
 
     def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
-        return prior_space(space, self.params(params)["prior"], data.y_train)
+        return prior_space(space, params["prior"], data.y_train)
 
     def train_model(self, ctx: FitContext) -> Fitted:
         space, params, setup = ctx.space, ctx.params, ctx.setup
@@ -138,8 +137,6 @@ class MinMinMethod(Method):
         # τ gets its own group (its own rate, no decay: τ is a free log-partition estimate)
         ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
-        if params["max_grad_norm"] is not None:
-            clip_before_step(ctx.optimizer, float(params["max_grad_norm"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
         ess = EssLog()
 

@@ -151,13 +151,13 @@ def test_exact_sparsemax_loss_on_a_ranking_space_matches_the_reference():
 
 
 def test_exact_methods_report_skipped_and_bce_unsupported():
-    assert ExactMLE().check(Multilabel(17), "pairwise", {})[0] == "skipped"
-    assert ExactMLE().check(Multilabel(200), "unary", {}) is None  # closed form at any k
-    assert ExactMLE().check(Permutations(9), "permutahedron", {})[0] == "skipped"
-    assert ExactMLE().check(Permutations(9), "permutahedron", {"max_permutations": 10**6}) is None
-    assert ExactSparsemax().check(Multilabel(200), "unary", {})[0] == "skipped"
-    assert BCE().check(Permutations(4), "permutahedron", {})[0] == "unsupported"
-    assert BCE().check(Multilabel(4), "pairwise", {}) is None
+    assert ExactMLE().check(Multilabel(17), "pairwise", ExactMLE().params({}))[0] == "skipped"
+    assert ExactMLE().check(Multilabel(200), "unary", ExactMLE().params({})) is None  # closed form at any k
+    assert ExactMLE().check(Permutations(9), "permutahedron", ExactMLE().params({}))[0] == "skipped"
+    assert ExactMLE().check(Permutations(9), "permutahedron", ExactMLE().params({"max_permutations": 10**6})) is None
+    assert ExactSparsemax().check(Multilabel(200), "unary", ExactSparsemax().params({}))[0] == "skipped"
+    assert BCE().check(Permutations(4), "permutahedron", BCE().params({}))[0] == "unsupported"
+    assert BCE().check(Multilabel(4), "pairwise", BCE().params({})) is None
 
 
 def test_bce_on_pairwise_trains_the_unary_model_and_says_so():

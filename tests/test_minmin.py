@@ -109,7 +109,7 @@ def test_frequency_prior_rebuilds_the_space_and_rankings_refuse_it():
     for prior in ("frequency", "bernoulli"):
         fitted = VARIANTS["minmin-logistic"].fit(Multilabel(5), "unary", FitData(x, y), {"hidden": 8, "prior": prior}, Budget(max_steps=3, batch_size=32), seed=0, device=CPU)
         torch.testing.assert_close(fitted.space.prior_probs, y.mean(0).clamp(0.01, 0.99))
-    status = VARIANTS["minmin-logistic"].check(Permutations(4), "permutahedron", {"prior": "frequency"})
+    status = VARIANTS["minmin-logistic"].check(Permutations(4), "permutahedron", VARIANTS["minmin-logistic"].params({"prior": "frequency"}))
     assert status is not None and status[0] == "unsupported"
     # "space" (the default) keeps the caller's prior; "uniform" replaces it by Bernoulli(1/2)^k
     frequency_space = Multilabel.with_label_frequencies(5, y)
@@ -147,12 +147,12 @@ def test_non_finite_loss_raises_diverged():
 
 
 def test_variants_are_named_and_configured_as_registered():
-    expected = {"minmin-logistic": ("kl", "neural"), "minmin-sparsemax": ("sparsemax", "neural"), "minmin-entmax15": ("entmax15", "neural"),
+    expected = {"minmin-logistic": ("kl", "neural"), "minmin-logistic-is": ("kl", "neural"), "minmin-sparsemax": ("sparsemax", "neural"), "minmin-entmax15": ("entmax15", "neural"),
                 "minmin-finite": ("kl", "finite"), "minmin-scalar": ("kl", "scalar")}
     assert {name: (m.defaults["divergence"], m.defaults["tau"]) for name, m in VARIANTS.items()} == expected
     assert all(isinstance(m, MinMinMethod) and m.name == name for name, m in VARIANTS.items())
     with pytest.raises(ValueError, match="did you mean"):
-        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", {"divergence": "sparsemx"})
+        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", VARIANTS["minmin-logistic"].params({"divergence": "sparsemx"}))
 
 
 @pytest.mark.parametrize("space, model", [(Multilabel(5), "unary"), (Multilabel(5), "pairwise"), (Multilabel(5), "mlp"),
@@ -187,7 +187,8 @@ def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
     weighted gradient equals the exact gradient of τ + E_q f*(g − τ) − g(x, y) computed by
     enumeration (relative error < 5% over 64,000 draws), while unweighted draws from r are biased."""
     from ebm.energies import build_energy
-    from ebm.importance import draw_training_samples, training_proposal
+    from ebm.importance import draw_training_samples
+    from ebm.inference import training_proposal
     from ebm.objective import expected_dual, minmin_loss
     from ebm.tau import NeuralTau
 
@@ -237,7 +238,7 @@ def test_importance_weighted_variant_is_registered_logs_ess_and_clips():
     assert fitted.info["proposal"] == "model" and VARIANTS["minmin-logistic"].defaults["proposal"] == "prior"
     for bad in ({"proposal": "modle"}, {"proposal_prior_weight": 0.0}, {"max_grad_norm": -1.0}, {"adam_beta2": 1.0}):
         with pytest.raises(ValueError):
-            method.check(Multilabel(3), "unary", bad)
+            method.check(Multilabel(3), "unary", method.params(bad))
 
 
 def test_clipping_hook_bounds_the_update_and_beta2_is_set_on_every_group():
