@@ -35,12 +35,12 @@ class BCE(StepMethod):
     defaults = dict(COMMON_DEFAULTS)
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        if not isinstance(space, Multilabel):
+        if not space.kind.binary:
             return ("unsupported", f"bce is per-label binary cross-entropy; it has no meaning on {space!r}")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
-        return suggest_common(trial)
+        return suggest_common(trial, self.required_prior)
 
     def energy_model(self, model: str) -> str:
         return "unary"

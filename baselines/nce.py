@@ -59,7 +59,7 @@ class RankingNCE(StepMethod):
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         # n_samples is fixed to min-min's n' (same sample budget), so it is not tuned.
-        return suggest_common(trial)
+        return suggest_common(trial, self.required_prior)
 
     def train_model(self, ctx: FitContext) -> Fitted:
         space, setup = ctx.space, ctx.setup

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-from ebm.energies import Energy, UnaryEnergy
+from ebm.energies import Energy, Pairwise, UnaryEnergy
 from ebm.importance import (
     PartitionEstimate,
     PriorProposal,
@@ -28,8 +28,8 @@ from ebm.importance import (
     pairwise_mean_field,
     sequential_mean_field,
 )
-from ebm.samplers import gibbs_sweep, mh_transpositions
-from ebm.spaces import Multilabel, OutputSpace, Permutations
+from ebm.samplers import mcmc_steps
+from ebm.spaces import Multilabel, OutputSpace
 
 MAX_PAIRS = 2**18
 MAX_SCORES = 2**22
@@ -77,7 +77,7 @@ def enumerate_scores(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: 
 
 
 def _unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
-    return isinstance(energy, UnaryEnergy) and isinstance(space, Multilabel)
+    return isinstance(energy, UnaryEnergy) and space.kind.binary
 
 
 def unary_log_partition(theta: Tensor, space: Multilabel) -> Tensor:
@@ -174,16 +174,16 @@ def make_proposal(
     prior = PriorProposal(space, x.shape[0], device=x.device)
     theta = energy.linear_scores(x)
     if name == "auto":
-        if isinstance(space, Multilabel):
-            name = "sequential-mean-field" if hasattr(energy, "pairwise_terms") else "local-field"
+        if space.kind.binary:
+            name = "sequential-mean-field" if isinstance(energy, Pairwise) else "local-field"
         else:
-            name = "assignment" if theta is not None else "prior"
+            name = space.kind.proposal if theta is not None else "prior"
     if name == "prior":
         return prior
-    if name in ("mean-field", "local-field") and not isinstance(space, Multilabel):
+    if name in ("mean-field", "local-field") and not space.kind.binary:
         raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for rankings")
     if name in ("mean-field", "sequential-mean-field"):
-        if not hasattr(energy, "pairwise_terms"):
+        if not isinstance(energy, Pairwise):
             raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
         u, coupling = energy.pairwise_terms(x)
         fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
@@ -199,11 +199,9 @@ def make_proposal(
         logits = _local_fields(energy, space, x, _distinct_best(energy, space, x, optima, PROPOSAL_MODES))
         logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
-    if isinstance(space, Multilabel) or theta is None:
+    if space.kind.proposal != "assignment" or theta is None:
         raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
-    if isinstance(space, Permutations):
-        theta = theta.unsqueeze(-1) * torch.arange(space.k - 1, -1, -1, device=x.device, dtype=theta.dtype)
-    return defensive(assignment_proposal(theta, space._from_positions, space._to_positions), prior, prior_weight)
+    return defensive(assignment_proposal(space.assignment_scores(theta), space._from_positions, space._to_positions), prior, prior_weight)
 
 
 def _distinct_best(energy, space: Multilabel, x, candidates: Tensor, count: int) -> Tensor:
@@ -343,9 +341,9 @@ def mode(
         return space.mode_linear(theta)
     if space.size <= enumeration_limit:
         return _mode_enumerate(energy, space, x)
-    if not isinstance(space, Multilabel):
+    if not space.kind.binary:
         raise ValueError(f"no mode oracle for a nonlinear energy on {space!r} with {space.size} elements")
-    if hasattr(energy, "pairwise_terms"):
+    if isinstance(energy, Pairwise):
         return _pairwise_icm_mode(energy, space, x, restarts, generator)
     return _greedy_mode(energy, space, x, restarts, generator)
 
@@ -370,11 +368,7 @@ def sample(
     if space.size <= limit:
         return _sample_exact(energy, space, x, n, generator)
     start = space.sample_prior((x.shape[0], n), generator=generator, device=x.device).to(x.dtype)
-    if isinstance(space, Multilabel):
-        for _ in range(n_sweeps):
-            start, _ = gibbs_sweep(energy, space, x, start, generator=generator)
-        return start
-    return mh_transpositions(energy, space, x, start, n_sweeps * space.k, generator=generator)[0]
+    return mcmc_steps(energy, space, x, start, n_sweeps, generator=generator)[0]
 
 
 def _sample_exact(energy, space, x, n, generator) -> Tensor:
@@ -413,11 +407,11 @@ def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, 
     if prior_weight == 1:
         return PriorProposal(space, x.shape[0], device=x.device)
     theta = energy.linear_scores(x)
-    if isinstance(space, Multilabel):
+    if space.kind.binary:
         prior_logits = space.prior_logits(x.device)
         if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
             return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
-        if hasattr(energy, "pairwise_terms"):
+        if isinstance(energy, Pairwise):
             means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
             return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight, "mean-field")
         else:

@@ -171,6 +171,10 @@ class Method(ABC):
     description: ClassVar[str] = ""
     #: default hyperparameters; ``fit`` receives ``{**defaults, **overrides}``
     defaults: ClassVar[dict[str, Any]] = {}
+    #: the prior q this method's model needs (e.g. ``"uniform"`` for sparsemax-type models, whose
+    #: mode is argmax g only under a uniform q); None: the run's hyperparameter ``prior`` decides.
+    #: The harness decides a run's q once, at plan time, and builds the space from it.
+    required_prior: ClassVar[str | None] = None
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         """None when the run can go ahead, else ``(status, reason)`` with status

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted, Method, Monitor, Progress
-from ebm.spaces import OutputSpace
+from ebm.spaces import PRIORS, OutputSpace
 
 #: hyperparameters every method shares (optimiser and energy architecture)
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -35,6 +35,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "depth": 1,
     "dropout": 0.0,
     "rank": 4,
+    #: the prior q of the model (ebm.spaces.PRIORS): the harness builds the space from it
+    #: (harness.fitdata); ``fit`` takes the space it is given as the model's space
+    "prior": "uniform",
     #: clip the global gradient norm of every step at this value (None: no clipping)
     "max_grad_norm": None,
 }
@@ -109,9 +112,12 @@ def make_optimizer(
         return optimizer_class(params, lr=lr, weight_decay=weight_decay)
 
 
-def suggest_common(trial: Any) -> dict[str, Any]:
-    """Optuna suggestions for :data:`COMMON_DEFAULTS` (learning rate and decay log-uniform)."""
+def suggest_common(trial: Any, required_prior: str | None = None) -> dict[str, Any]:
+    """Optuna suggestions for :data:`COMMON_DEFAULTS` (learning rate and decay log-uniform; the
+    prior q a categorical unless the method requires one; no gradient clipping: a variance
+    control, set per suite)."""
     return {
+        "prior": required_prior or trial.suggest_categorical("prior", list(PRIORS)),
         "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-2, log=True),
         "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
@@ -331,7 +337,7 @@ def setup_fit(
 @dataclass(frozen=True)
 class FitContext:
     """Everything :meth:`StepMethod.train_model` needs, built by :meth:`StepMethod.fit`: the
-    model's space (after :meth:`StepMethod.model_space`), the requested model name, the full
+    model's space (with its prior q), the requested model name, the full
     hyperparameters (defaults + overrides), the :class:`Setup` (data on the device, energy,
     sampling generator, batch stream) and Adam(W) over the energy."""
 
@@ -378,15 +384,10 @@ class StepMethod(Method):
     To implement one, set ``name``, ``description`` and ``defaults``, implement
     ``search_space`` and :meth:`train_model` (read the prepared :class:`FitContext`, write
     the per-batch objective, return ``ctx.train(...)``), and override ``check`` when the
-    method does not support every space/model. Optional hooks: :meth:`model_space` (the
-    space, with its prior q, the model lives on; default the given one) and
-    :meth:`energy_model` (the energy actually built; default the requested model).
+    method does not support every space/model; set ``required_prior`` when the model needs a
+    particular q. Optional hook: :meth:`energy_model` (the energy actually built; default the
+    requested model).
     """
-
-    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
-        """The space (with its prior q) the model is defined on, i.e. the returned
-        ``Fitted.space``; ``params`` are the full hyperparameters. Default: ``space`` itself."""
-        return space
 
     def energy_model(self, model: str) -> str:
         """The energy model actually built and trained for a requested ``model`` (default: it)."""
@@ -404,11 +405,15 @@ class StepMethod(Method):
         device: torch.device,
         monitor: Monitor | None = None,
     ) -> Fitted:
-        """The template: hyperparameters (defaults + overrides, once), :meth:`model_space`,
-        ``check`` (once; a refusal is a clear ``ValueError``), :func:`setup_fit`, Adam(W)
-        over the energy, then :meth:`train_model` on the :class:`FitContext`."""
+        """The template: hyperparameters (defaults + overrides, once), ``check`` (once; a
+        refusal is a clear ``ValueError``), :func:`setup_fit`, Adam(W) over the energy, then
+        :meth:`train_model` on the :class:`FitContext`. ``space`` is the model's space, prior
+        q included (built by the caller from the ``prior`` hyperparameter)."""
         params = self.params(params)
-        space = self.model_space(space, params, data)
+        if params.get("prior", "uniform") not in PRIORS:
+            raise ValueError(f"{self.name}: unknown prior {params['prior']!r}; known: {', '.join(PRIORS)}")
+        if self.required_prior == "uniform" and not space.uniform_prior:
+            raise ValueError(f"{self.name} models a uniform prior q; {space!r} has another (build the space with prior='uniform')")
         verdict = self.check(space, model, params)
         if verdict is not None:
             raise ValueError(f"{self.name} on {space!r} with model {model!r}: {verdict[0]}: {verdict[1]}")

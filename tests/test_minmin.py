@@ -103,23 +103,23 @@ def test_every_variant_beats_the_best_constant_ranking(name):
     assert model_rho > constant_rho + 0.2
 
 
-def test_frequency_prior_rebuilds_the_space_and_rankings_refuse_it():
+def test_the_model_lives_on_the_given_space_and_sparsemax_refuses_a_non_uniform_q():
+    """The prior q is decided by the caller (the harness, from the run's ``prior``): fit keeps
+    the space it is given; the sparsemax-type variants require a uniform q and say so."""
     y = (torch.rand(200, 5, generator=torch.Generator().manual_seed(0)) < torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])).float()
     x = torch.randn(200, 3)
-    for prior in ("frequency", "bernoulli"):
-        fitted = VARIANTS["minmin-logistic"].fit(Multilabel(5), "unary", FitData(x, y), {"hidden": 8, "prior": prior}, Budget(max_steps=3, batch_size=32), seed=0, device=CPU)
-        torch.testing.assert_close(fitted.space.prior_probs, y.mean(0).clamp(0.01, 0.99))
-    status = VARIANTS["minmin-logistic"].check(Permutations(4), "permutahedron", VARIANTS["minmin-logistic"].params({"prior": "frequency"}))
-    assert status is not None and status[0] == "unsupported"
-    # "space" (the default) keeps the caller's prior; "uniform" replaces it by Bernoulli(1/2)^k
     frequency_space = Multilabel.with_label_frequencies(5, y)
-    kept = VARIANTS["minmin-logistic"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
+    kept = VARIANTS["minmin-logistic"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8, "prior": "frequency"},
                                            Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
-    assert kept.space is frequency_space
-    uniform = VARIANTS["minmin-sparsemax"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
-                                               Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
-    torch.testing.assert_close(uniform.space.log_prior(torch.ones(1, 5)), torch.tensor([-5 * math.log(2.0)]))
-    assert uniform.divergence == "sparsemax" and kept.divergence == "kl"
+    assert kept.space is frequency_space and kept.divergence == "kl"
+    assert VARIANTS["minmin-sparsemax"].required_prior == VARIANTS["minmin-entmax15"].required_prior == "uniform"
+    assert VARIANTS["minmin-logistic"].required_prior is None
+    with pytest.raises(ValueError, match="uniform prior"):
+        VARIANTS["minmin-sparsemax"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
+                                         Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
+    with pytest.raises(ValueError, match="unknown prior"):
+        VARIANTS["minmin-logistic"].fit(Multilabel(5), "unary", FitData(x, y), {"hidden": 8, "prior": "bernoulli"},
+                                        Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
 
 
 def test_shared_trunk_tau_uses_the_energy_trunk_and_monitor_can_stop():
