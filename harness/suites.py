@@ -199,7 +199,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         path = SUITES_DIR / f"{text_name}.toml"
     elif not (text_name.endswith(".toml") or path.exists()):
         hint = did_you_mean(text_name, BUILTIN_SUITES)
-        raise SuiteError(f"unknown suite {text_name!r}{hint} (built-in: {', '.join(BUILTIN_SUITES)}, or a path to a .toml file)")
+        raise SuiteError(f"unknown suite {text_name!r}{hint} "
+                         f"(built-in: {', '.join(BUILTIN_SUITES)}, or a path to a .toml file)")
     if not path.is_file():
         raise SuiteError(f"suite file {path} not found")
     return parse_suite(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.parent)

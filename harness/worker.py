@@ -55,9 +55,9 @@ class RunResult:
 
 
 def versions() -> dict[str, str]:
-    import torch
-
     from importlib import metadata
+
+    import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     try:
@@ -75,7 +75,8 @@ def base_record(run) -> RunRecord:
         model=spec.model, method=spec.method, seed=spec.seed, torch_seed=spec.torch_seed,
         fold=spec.fold, params_json=json.dumps(spec.params, sort_keys=True),
         budget_json=json.dumps(spec.budget, sort_keys=True), tuned=spec.tuned,
-        primary_metric=run.primary_metric, config_hash=spec.config_hash, host=socket.gethostname(),
+        primary_metric=run.primary_metric, config_hash=spec.config_hash, config=run.config,
+        host=socket.gethostname(),
     )
 
 
@@ -102,7 +103,8 @@ def _check_finite(name: str, x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; first at row {i}, column {j})")
+        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; "
+                         f"first at row {i}, column {j})")
 
 
 def is_worse(value: float, threshold: float, direction: str) -> bool:
@@ -118,7 +120,7 @@ class _Evaluator:
     def __init__(self, kind: str, space, x, labels: np.ndarray, y, seed: int):
         self.kind, self.space, self.x, self.labels, self.y, self.seed = kind, space, x, labels, y, seed
 
-    def head(self, n: int) -> "_Evaluator":
+    def head(self, n: int) -> _Evaluator:
         return _Evaluator(self.kind, self.space, self.x[:n], self.labels[:n], self.y[:n], self.seed)
 
     def prediction(self, fitted) -> dict[str, float]:
@@ -286,12 +288,12 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         labels = lambda a: np.array(a)  # noqa: E731
         # the prior q was decided at plan time, into the run's params (harness.fitdata.resolve_prior)
         space, fit_data = prepare_fit(data, run.kind, spec.model, spec.params.get("prior"))
+        x_val, y_val = fit_data.x_val, fit_data.y_val
         budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
                         eval_every=spec.budget["eval_every"], max_seconds=max_seconds,
                         selection=spec.budget.get("selection", "best_val"), patience=spec.budget.get("patience"))
         seed = spec.torch_seed
-        val = _Evaluator(run.kind, space, fit_data.x_val.to(device), labels(data.y_val),
-                         fit_data.y_val.to(device), seed + 1)
+        val = _Evaluator(run.kind, space, x_val.to(device), labels(data.y_val), y_val.to(device), seed + 1)
         monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
         t0 = time.perf_counter()
         fitted = method.fit(space, spec.model, fit_data, dict(spec.params), budget, seed=seed,
