@@ -80,7 +80,8 @@ RUNS_SCHEMA = _schema("runs", [
     pa.field("device", pa.string()),
     pa.field("host", pa.string()),
     pa.field("threads", pa.int64()),
-    pa.field("attempts", pa.int64()),
+    pa.field("attempts", pa.int64()),      # how many times this run was executed and stored (= attempt)
+    pa.field("attempt", pa.int64()),       # 1 for the first execution of a run_id, +1 for each re-run
     pa.field("started_at", _TS),
     pa.field("finished_at", _TS),
     pa.field("versions_json", pa.string()),
@@ -93,6 +94,7 @@ RUNS_SCHEMA = _schema("runs", [
 
 CURVES_SCHEMA = _schema("curves", [
     pa.field("run_id", pa.string(), nullable=False),
+    pa.field("attempt", pa.int64()),       # the run's attempt these points belong to (see runs.attempt)
     pa.field("step", pa.int64()),
     pa.field("seconds", pa.float64()),
     pa.field("energy_evals", pa.int64()),
@@ -174,7 +176,10 @@ def _part_paths(results_dir: str | os.PathLike, table: str) -> list[Path]:
 
 
 def _corrupt(path: Path, exc: BaseException, on_corrupt: str) -> None:
-    message = f"corrupt or truncated results file {path} ({type(exc).__name__}: {exc}); skipped"
+    if isinstance(exc, SchemaConflict):
+        message = f"results file {path} does not fit the table's schema: {exc}; skipped"
+    else:
+        message = f"corrupt or truncated results file {path} ({type(exc).__name__}: {exc}); skipped"
     if on_corrupt == "raise":
         raise CorruptFileError(message.replace("; skipped", "")) from exc
     if on_corrupt != "warn":
@@ -338,16 +343,46 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema.with_metadata(None))
 
 
+def _conflicts(data: pa.Table, base: pa.Schema) -> str | None:
+    """Why ``data`` (one part file) cannot be read in ``base``'s types, or None."""
+    for field in base:
+        if field.name in data.column_names:
+            column = data.column(field.name)
+            if column.type == field.type:
+                continue
+            try:
+                column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                return f"column {field.name!r} is {column.type}, the schema says {field.type} ({exc})"
+    return None
+
+
 def read_arrow(results_dir: str | os.PathLike, table: str, *, columns: list[str] | None = None,
                on_corrupt: str = "warn") -> pa.Table:
-    """All part files of ``table`` as one Arrow table in the unified schema (not deduped)."""
+    """All part files of ``table`` as one Arrow table in the unified schema (not deduped).
+
+    A file that cannot be read, or whose columns conflict with the schema's types (``seed``
+    stored as a string), is skipped with a warning naming it, or raises :class:`CorruptFileError`."""
     base = _schema_for(table)
     parts: list[pa.Table] = []
     for path in _part_paths(results_dir, table):
         try:
-            parts.append(pq.read_table(path))
+            part = pq.read_table(path)
         except Exception as exc:  # noqa: BLE001
             _corrupt(path, exc, on_corrupt)
+            continue
+        conflict = _conflicts(part, base)
+        if conflict is None:
+            try:  # extra columns (new metrics) must unify with the other files' too
+                pa.unify_schemas([pa.schema([f.with_nullable(True) for f in base])] +
+                                 [p.schema.with_metadata(None) for p in parts] + [part.schema.with_metadata(None)],
+                                 promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                conflict = f"its columns conflict with other files ({exc})"
+        if conflict is not None:
+            _corrupt(path, SchemaConflict(conflict), on_corrupt)
+            continue
+        parts.append(part)
     nullable_base = pa.schema([f.with_nullable(True) for f in base])
     unified = pa.unify_schemas([nullable_base] + [p.schema.with_metadata(None) for p in parts],
                                promote_options="permissive")
@@ -355,6 +390,23 @@ def read_arrow(results_dir: str | os.PathLike, table: str, *, columns: list[str]
     if columns is not None:
         data = data.select([c for c in columns if c in data.column_names])
     return data
+
+
+class SchemaConflict(ValueError):
+    """A part file's column types disagree with the table's schema."""
+
+
+def latest_attempt_curves(curves: pa.Table) -> pa.Table:
+    """Curve points of the latest ``attempt`` of each run only (a null attempt counts as 0),
+    without exact duplicate points (a compaction or merge interrupted between writing the new
+    file and removing the old ones leaves such duplicates)."""
+    if curves.num_rows == 0:
+        return curves
+    frame = curves.to_pandas()
+    attempt = frame["attempt"].fillna(0)
+    latest = attempt.groupby(frame["run_id"]).transform("max")
+    frame = frame[attempt == latest].drop_duplicates()
+    return pa.Table.from_pandas(frame, schema=curves.schema, preserve_index=False)
 
 
 def dedupe_runs(frame):
