@@ -46,7 +46,7 @@ def test_failures_become_rows_and_suite_completes(tmp_path):
     assert set(curves["run_id"]) == set(ok["run_id"])
     assert set(curves["step"]) == {10, 20} and set(curves["split"]) == {"train", "val"}
     manifest = (tmp_path / "results" / "manifest.json").read_text()
-    assert '"git_sha"' in manifest and '"command_line"' in manifest and '"done"' in manifest
+    assert '"git_sha"' in manifest and '"command_line"' in manifest and '"finished"' in manifest
 
 
 def test_constant_fixture_predicts_the_most_frequent_label_set(tmp_path):

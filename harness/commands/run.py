@@ -5,12 +5,20 @@ Resume: a run whose id already has a row in ``DIR/runs`` is not run again, whate
 status, unless ``--force`` (everything again) or ``--retry-failed`` (rows ``failed`` /
 ``timeout`` again). Rows ``skipped`` / ``unsupported`` decided at plan time are re-decided
 every time (e.g. a task whose data has appeared since is run).
-Only this driver writes results, in small batches as runs finish; Ctrl-C keeps what finished.
+Durability: a finished run's row (and its curves) is written and fsynced before the driver
+counts it (one small part per run, compacted when the next run starts or by
+``ebm-bench compact``); Ctrl-C, SIGTERM and SIGHUP stop the driver cleanly, and even after a
+SIGKILL the next start re-runs only the runs that have no row. Each run is claimed
+(``DIR/claims``, :mod:`harness.claims`) while it runs, so a second driver on the same results
+dir skips it; a dead driver's claims are taken over. The manifest records how each invocation
+ended: ``finished``, ``interrupted``, or ``killed`` (found stale by a later start).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
 import uuid
@@ -40,7 +48,7 @@ class RunOptions:
     max_retries: int = 1
     progress: bool = True
     tune_only: bool = False
-    flush_every: int = 8             # runs per results file (smaller: less lost on a crash)
+    claim_ttl: float | None = None   # seconds before an unrenewed claim is stale (None: claims.DEFAULT_TTL)
 
 
 @dataclass
@@ -91,6 +99,7 @@ def _loader(data_dir):
 
 def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSummary:
     """Plan, (tune,) execute and store ``suite``; see the module docstring."""
+    from harness import claims as claims_module
     from harness import manifest, store
     from harness.executors import Job, SharedData, drive, make_executor
     from harness.plan import Filters, plan_runs, with_params
@@ -104,11 +113,16 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     results_dir = store.check_writable(options.results_dir)
     plan = plan_runs(suite, filters or Filters(), data_dir=options.data_dir)
     summary = RunSummary(planned=len(plan), notes=list(plan.notes))
-    stored = store.run_statuses(results_dir)
     invocation = uuid.uuid4().hex[:12]
+    ttl = claims_module.DEFAULT_TTL if options.claim_ttl is None else options.claim_ttl
+    _recover(results_dir, invocation, ttl, summary)
+    index = store.RunIndex(results_dir)
+    stored = index.status
+    claims = claims_module.Claims(results_dir, invocation, ttl=ttl)
     manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
                                planned=len(plan), status="running")
-    writer = store.BatchWriter(results_dir, batch=options.flush_every)
+    writer = store.ResultWriter(results_dir)
+    restore_signals = _stop_on_signals()
 
     # plan-time outcomes (unsupported / skipped): written once, re-written when they change
     plan_rows = [failure_row(p, p.status, p.reason) for p in plan
@@ -129,6 +143,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
             executor = make_executor(options.executor, **({} if options.executor == "serial" else dict(
                 address=options.address, num_cpus=options.num_cpus, cpus_per_run=options.cpus_per_run,
                 gpus_per_run=options.gpus_per_run, max_retries=options.max_retries)))
+            _stop_on_signals()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
         return executor
 
     load = _loader(options.data_dir)
@@ -157,7 +172,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
             progress = make_progress(len(todo), f"{suite.name}")
 
             def next_job():
-                run = next(queue, None)
+                run = _next_claimed(queue, claims, index, options)
                 if run is None:
                     return None
                 try:
@@ -175,26 +190,108 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
                 else:
                     status = "timeout" if outcome.timed_out else "failed"
                     row, curves = failure_row(run, status, outcome.failure), []
-                writer.add("curves", curves)
-                writer.add("runs", [row])
+                attempt = index.next_attempt(run.run_id)
+                row = {**row, "attempt": attempt, "attempts": attempt}
+                writer.add("curves", [{**point, "attempt": attempt} for point in curves])
+                writer.add("runs", [row])  # on disk (fsynced) before it is counted
+                index.attempts[run.run_id] = attempt
+                claims.release(run.run_id)
                 summary.counts[row["status"]] += 1
                 progress.finished_one(row)
 
             try:
-                drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=1.0)
+                drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=1.0,
+                      on_idle=claims.renew)
             finally:
                 progress.close()
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        writer.flush()
-        if executor is not None:
-            executor.close()
-        summary.seconds = time.monotonic() - started
-        manifest.record_invocation(results_dir, invocation, status="interrupted" if summary.interrupted else "done",
-                                   finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
-                                   to_run=summary.to_run, counts=dict(summary.counts))
+        # a second signal while cleaning up must not leave the manifest saying `running`
+        with _signals_ignored():
+            writer.flush()
+            if executor is not None:
+                executor.close()
+            claims.close()
+            if claims.skipped:
+                summary.notes.append(f"{claims.skipped} run(s) skipped: claimed by another live driver on "
+                                     f"{results_dir}")
+            summary.seconds = time.monotonic() - started
+            manifest.record_invocation(results_dir, invocation,
+                                       status="interrupted" if summary.interrupted else "finished",
+                                       finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
+                                       to_run=summary.to_run, counts=dict(summary.counts),
+                                       claims_skipped=claims.skipped, claims_taken_over=claims.taken_over)
+            restore_signals()
     return summary
+
+
+#: signals that stop a driver the way Ctrl-C does (finished runs are already on disk)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _stop_on_signals():
+    """Handle SIGTERM and SIGHUP as SIGINT (KeyboardInterrupt); returns a function that puts the
+    previous handlers back. Does nothing outside the main thread (signals go to it only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
+
+    def restore():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    return restore
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _recover(results_dir, invocation: str, ttl: float, summary: RunSummary) -> None:
+    """What a start does after any earlier end: remove dead writers' temp files, record earlier
+    invocations found dead as ``killed``, compact tables grown to many small parts."""
+    from harness import claims, manifest, store
+
+    store.clean_stale_temp(results_dir)
+    killed = manifest.settle_stale_invocations(results_dir, ttl=ttl, found_by=invocation)
+    claims.clean_stale(results_dir, ttl=ttl)
+    if killed:
+        summary.notes.append(f"earlier invocation(s) {', '.join(killed)} ended without a word (killed); "
+                             "their unfinished runs are run again")
+    if any(n > store.COMPACT_AT for n in store.part_counts(results_dir).values()):
+        store.compact(results_dir)
+
+
+def _next_claimed(queue, claims, index, options: RunOptions):
+    """The next run of ``queue`` this driver may start: claimed by it, and (re-checked after the
+    claim, which another driver releases only once the run's row is on disk) still needing a run."""
+    for run in queue:
+        if not claims.try_claim(run.run_id):
+            continue
+        index.refresh()
+        if not options.force and not needs_run(run, index.status, options):
+            claims.release(run.run_id)
+            continue
+        return run
+    return None
 
 
 class _LazyExecutor:
@@ -235,9 +332,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-run runs the results dir already holds")
     parser.add_argument("--retry-failed", action="store_true", help="re-run runs stored as failed or timeout")
     parser.add_argument("--max-retries", type=int, default=1,
-                        help="Ray retries of a run whose worker process died (default 1); exceptions are never retried")
-    parser.add_argument("--flush-every", type=int, default=8,
-                        help="write results every N finished runs (and at least every 10 s; default 8)")
+                        help="Ray retries of a run whose worker process died (>= 0, default 1); "
+                             "exceptions are never retried")
+    # runs are written as they finish (durability); the old batching flag is accepted and ignored
+    parser.add_argument("--flush-every", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
@@ -261,8 +359,9 @@ def options_from_args(args, *, tune_only: bool = False):
         raise ValueError("--seeds must be at least 1")
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError("--max-steps must be at least 1")
-    if args.flush_every < 1:
-        raise ValueError("--flush-every must be at least 1")
+    if args.max_retries < 0:
+        raise ValueError(f"--max-retries must be >= 0, got {args.max_retries} (Ray would read a negative "
+                         "value as retrying forever)")
     if args.tune_trials is not None and args.tune_trials < 0:
         raise ValueError("--tune-trials must be >= 0")
     filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
@@ -272,8 +371,7 @@ def options_from_args(args, *, tune_only: bool = False):
                          cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                          timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
                          tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
-                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only,
-                         flush_every=args.flush_every)
+                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only)
     return filters, options
 
 
