@@ -5,7 +5,8 @@ columns):
 
 * ``runs`` — ``DIR/runs/part-*.parquet``, deduped by ``run_id`` (the latest ``finished_at``
   wins, as in :func:`harness.store.read_table`);
-* ``curves`` — the curve points of the kept attempt of each run (the latest ``attempt``);
+* ``curves`` — the curve points of the attempt each kept ``runs`` row is (joined on
+  ``(run_id, attempt)``: one attempt per run, orphan and duplicate points left out);
 * ``trials``, ``perf`` — their part files, as stored;
 * ``leaderboard`` — ``DIR/leaderboard.parquet`` if present, else computed from the runs.
 
@@ -69,9 +70,11 @@ def _register_table(con: Any, results_dir: Path, table: str, on_corrupt: str) ->
                     "qualify row_number() over (partition by run_id "
                     "order by finished_at desc nulls last, _order desc) = 1")
     elif table == "curves":
-        data = store.latest_attempt_curves(data)
+        # the points of the attempt each kept run row is (store.kept_attempt_curves); orphan
+        # points of an attempt that has no row, and exact duplicates, are left out
         con.register("_curves_table", data)
-        con.execute("create view curves as select * from _curves_table")
+        con.execute("create view curves as select distinct c.* from _curves_table c semi join runs r "
+                    "on c.run_id = r.run_id and c.attempt is not distinct from r.attempt")
     else:
         con.register(f"_{table}_table", data)
         con.execute(f"create view {table} as select * from _{table}_table")

@@ -193,7 +193,18 @@ def _part_paths(results_dir: str | os.PathLike, table: str) -> list[Path]:
     return sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
 
 
+#: set by the CLI's ``--strict``: every read stops at the first damaged file, whatever its caller asked
+STRICT = False
+
+
+def set_strict(strict: bool = True) -> None:
+    global STRICT
+    STRICT = bool(strict)
+
+
 def _corrupt(path: Path, exc: BaseException, on_corrupt: str) -> None:
+    if STRICT:
+        on_corrupt = "raise"
     if isinstance(exc, SchemaConflict):
         message = f"results file {path} does not fit the table's schema: {exc}; skipped"
     else:
@@ -489,17 +500,21 @@ class SchemaConflict(ValueError):
     """A part file's column types disagree with the table's schema."""
 
 
-def latest_attempt_curves(curves: pa.Table) -> pa.Table:
-    """Curve points of the latest ``attempt`` of each run only (a null attempt counts as 0),
-    without exact duplicate points (a compaction or merge interrupted between writing the new
-    file and removing the old ones leaves such duplicates)."""
-    if curves.num_rows == 0:
+def kept_attempt_curves(curves, runs):
+    """The curve points of the attempt each kept run row is (``runs`` deduped: one row per
+    run_id): joined on (run_id, attempt), a null attempt (files from before v2) matching a null
+    one. Orphan points (of an attempt whose row was never written: a driver killed between the
+    two writes) and exact duplicates (a compaction or merge interrupted between writing the new
+    file and removing the old ones) are dropped. pandas in, pandas out."""
+    if curves.empty:
         return curves
-    frame = curves.to_pandas()
-    attempt = frame["attempt"].fillna(0)
-    latest = attempt.groupby(frame["run_id"]).transform("max")
-    frame = frame[attempt == latest].drop_duplicates()
-    return pa.Table.from_pandas(frame, schema=curves.schema, preserve_index=False)
+    if "attempt" not in curves:
+        curves = curves.assign(attempt=None)
+    key = runs[["run_id", "attempt"]] if "attempt" in runs else runs[["run_id"]].assign(attempt=None)
+    key = key.assign(_attempt=key["attempt"].astype("Float64").fillna(-1)).drop(columns="attempt")
+    out = curves.assign(_attempt=curves["attempt"].astype("Float64").fillna(-1))
+    out = out.merge(key.drop_duplicates(), on=["run_id", "_attempt"], how="inner").drop(columns="_attempt")
+    return out.drop_duplicates().reset_index(drop=True)
 
 
 def dedupe_runs(frame):
@@ -515,11 +530,17 @@ def dedupe_runs(frame):
 def read_table(results_dir: str | os.PathLike, table: str, *, columns: list[str] | None = None,
                on_corrupt: str = "warn"):
     """``table`` as a pandas DataFrame (empty with the schema's columns when nothing is stored).
-    Runs are deduped by run_id, keeping the latest ``finished_at``."""
+    Runs are deduped by run_id, keeping the latest ``finished_at``; curves are those of each
+    kept run row's attempt."""
     if table == "runs" and columns is not None:
         columns = list(dict.fromkeys([*columns, "run_id", "finished_at"]))
     frame = read_arrow(results_dir, table, columns=columns, on_corrupt=on_corrupt).to_pandas()
-    return dedupe_runs(frame) if table == "runs" else frame
+    if table == "runs":
+        return dedupe_runs(frame)
+    if table == "curves":  # the points of each kept run row's attempt (see kept_attempt_curves)
+        runs = read_table(results_dir, "runs", columns=["run_id", "attempt"], on_corrupt=on_corrupt)
+        return kept_attempt_curves(frame, runs)
+    return frame
 
 
 def run_statuses(results_dir: str | os.PathLike, *, on_corrupt: str = "warn") -> dict[str, str]:
@@ -578,9 +599,27 @@ class RunIndex:
         self.status: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self._finished: dict[str, Any] = {}
+        self.seen_curves: set[str] = set()
         self.refresh()
 
     def refresh(self) -> None:
+        self._refresh_runs()
+        # curve points carry their attempt too: a driver killed between writing a run's curves
+        # and its row leaves points of an attempt that has no row; the next attempt is numbered
+        # past them, so they never mix with the points of the attempt that does get a row
+        for path in _part_paths(self.results_dir, "curves"):
+            if path.name in self.seen_curves:
+                continue
+            self.seen_curves.add(path.name)
+            try:
+                part = pq.read_table(path, columns=["run_id", "attempt"])
+            except Exception:  # noqa: BLE001 - missing column (old file), vanished or damaged: no attempts
+                continue
+            for run_id, attempt in zip(part.column("run_id").to_pylist(), part.column("attempt").to_pylist()):
+                if attempt is not None and attempt > self.attempts.get(run_id, 0):
+                    self.attempts[run_id] = attempt
+
+    def _refresh_runs(self) -> None:
         for path in _part_paths(self.results_dir, "runs"):
             if path.name in self.seen:
                 continue

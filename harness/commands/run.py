@@ -344,6 +344,8 @@ def register(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at a damaged results file instead of skipping it with a warning")
     parser.set_defaults(func=main)
 
 
@@ -395,6 +397,7 @@ def show_leaderboard(results_dir: Path) -> None:
 
 
 def main(args) -> int:
+    _stop_on_signals()  # from the start: a SIGTERM while planning or starting Ray is a Ctrl-C too
     filters, options = options_from_args(args)
     summary = run_suite(args.suite, filters, options)
     print_summary(summary, options.results_dir)
