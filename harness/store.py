@@ -632,8 +632,7 @@ class RunIndex:
                 _corrupt(path, exc, self.on_corrupt)
                 continue
             self.seen.add(path.name)
-            conflict = _conflicts(part.select([c for c in ("run_id", "status", "attempt", "finished_at")
-                                               if c in part.column_names]), RUNS_SCHEMA)
+            conflict = _conflicts(part, RUNS_SCHEMA)  # skipped as every reader skips it
             if conflict is not None:
                 _corrupt(path, SchemaConflict(conflict), self.on_corrupt)
                 continue
