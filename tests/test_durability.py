@@ -185,3 +185,24 @@ def test_stale_claims_are_taken_over_and_live_ones_skipped(tmp_path):
     live.close()
     assert run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False)).to_run == 1
     assert set(store.read_table(results, "runs")["run_id"]) == {r.run_id for r in plan}
+
+
+def test_compact_merges_parts_and_keeps_every_row(tmp_path):
+    """Per-run part files merged into one per table; the rows (runs deduped, curves of the kept
+    attempts) are the same before and after; a second driver start adds parts again."""
+    from harness.cli import main
+    from harness.commands.run import RunOptions, run_suite
+
+    suite = write_suite(tmp_path, methods=("test-constant",), seeds=5)
+    results = tmp_path / "results"
+    run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False))
+    assert store.part_counts(results)["runs"] == 5
+    runs_before = store.read_table(results, "runs").sort_values("run_id").reset_index(drop=True)
+    curves_before = store.read_table(results, "curves").sort_values(["run_id", "step", "split", "metric"])
+    assert main(["compact", "--results-dir", str(results)]) == 0
+    assert store.part_counts(results)["runs"] == 1 and store.part_counts(results)["curves"] == 1
+    runs_after = store.read_table(results, "runs").sort_values("run_id").reset_index(drop=True)
+    curves_after = store.read_table(results, "curves").sort_values(["run_id", "step", "split", "metric"])
+    assert runs_after.equals(runs_before)
+    assert curves_after.reset_index(drop=True).equals(curves_before.reset_index(drop=True))
+    assert not list(results.rglob(".tmp-*"))
