@@ -7,7 +7,9 @@ import sys
 import time
 from collections import Counter
 
-OK_STATUSES = ("ok",)
+from harness.records import Status
+
+OK_STATUSES = (Status.OK,)
 
 
 class RunProgress:

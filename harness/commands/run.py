@@ -25,10 +25,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-RETRY_STATUSES = ("failed", "timeout")
-PLAN_STATUSES = ("skipped", "unsupported")
 
 
 @dataclass
@@ -78,10 +74,15 @@ def _hard_timeout(options: RunOptions) -> float | None:
 
 
 def needs_run(run, stored: dict[str, str], options: RunOptions) -> bool:
+    from harness.records import Status
+
     if options.force or run.run_id not in stored:
         return True
-    status = stored[run.run_id]
-    return status in PLAN_STATUSES or (options.retry_failed and status in RETRY_STATUSES)
+    try:
+        status = Status(stored[run.run_id])
+    except ValueError:  # a status this version does not know (a newer writer): the run is done
+        return False
+    return status.decided_at_plan or (options.retry_failed and status.retryable)
 
 
 def _loader(data_dir):
@@ -101,11 +102,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     """Plan, (tune,) execute and store ``suite``; see the module docstring."""
     from harness import claims as claims_module
     from harness import manifest, store
-    from harness.executors import Job, SharedData, drive, make_executor
-    from harness.plan import Filters, plan_runs, with_params
-    from harness.progress import RunProgress
+    from harness.plan import Filters, plan_runs
     from harness.suites import load_suite
-    from harness.worker import execute_run, failure_row
 
     options = options or RunOptions()
     suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
@@ -123,95 +121,21 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
                                planned=len(plan), status="running")
     writer = store.ResultWriter(results_dir)
     restore_signals = _stop_on_signals()
-
-    # plan-time outcomes (unsupported / skipped): written once, re-written when they change
-    plan_rows = [failure_row(p, p.status, p.reason) for p in plan
-                 if p.status and (options.force or stored.get(p.run_id) != p.status)]
-    writer.add("runs", plan_rows)
-    summary.counts.update(p.status for p in plan if p.status)
-
-    runnable = plan.runnable()
-    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
-    threads = max(1, round(options.cpus_per_run))
-    worker_kwargs = {"threads": threads, "gpus": options.gpus_per_run, "max_seconds": options.timeout_per_run}
-    executor = None
-    make_progress = (lambda total, title: RunProgress(total, title=title, enabled=options.progress))
-
-    def get_executor():
-        nonlocal executor
-        if executor is None:
-            executor = make_executor(options.executor, **({} if options.executor == "serial" else dict(
-                address=options.address, num_cpus=options.num_cpus, cpus_per_run=options.cpus_per_run,
-                gpus_per_run=options.gpus_per_run, max_retries=options.max_retries)))
-            _stop_on_signals()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
-        return executor
-
-    load = _loader(options.data_dir)
+    dispatcher = _dispatcher(options, writer, heartbeat=claims.renew)
     try:
-        if trials > 0 and runnable:
-            from harness import tuning
-
-            lazy = _LazyExecutor(get_executor)
-            best, notes = tuning.tune(runnable, executor=lazy, shared=SharedData(lazy, load, []),
-                                      results_dir=results_dir, n_trials=trials,
-                                      worker_kwargs=worker_kwargs, hard_timeout=_hard_timeout(options),
-                                      writer=writer, progress_factory=make_progress)
-            summary.notes += notes
-            runnable = [with_params(r, best[tuning.study_name(r)], tuned=True) if tuning.study_name(r) in best else r
-                        for r in runnable]
-        if options.tune_only:
-            return summary
-
-        todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
-        summary.to_run = len(todo)
-        summary.already_done = len(runnable) - len(todo)
-        if todo:
-            executor = get_executor()
-            shared = SharedData(executor, load, [r.spec.data_key for r in todo])
-            queue = iter(todo)
-            progress = make_progress(len(todo), f"{suite.name}")
-
-            def next_job():
-                run = _next_claimed(queue, claims, index, options)
-                if run is None:
-                    return None
-                try:
-                    data = shared.get(run.spec.data_key)
-                except Exception as exc:  # noqa: BLE001 - the worker turns it into a failed row
-                    data = exc
-                return Job(key=run.run_id, fn=execute_run, args=(run, run.method, data), kwargs=worker_kwargs,
-                           timeout=_hard_timeout(options), payload=run)
-
-            def on_done(outcome):
-                run = outcome.job.payload
-                shared.release(run.spec.data_key)
-                if outcome.ok:
-                    row, curves = outcome.value.row, outcome.value.curves
-                else:
-                    status = "timeout" if outcome.timed_out else "failed"
-                    row, curves = failure_row(run, status, outcome.failure), []
-                attempt = index.next_attempt(run.run_id)
-                row = {**row, "attempt": attempt, "attempts": attempt}
-                writer.add("curves", [{**point, "attempt": attempt} for point in curves])
-                writer.add("runs", [row])  # on disk (fsynced) before it is counted
-                index.attempts[run.run_id] = attempt
-                claims.release(run.run_id)
-                summary.counts[row["status"]] += 1
-                progress.finished_one(row)
-
-            try:
-                drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=1.0,
-                      on_idle=claims.renew)
-            finally:
-                progress.close()
+        _record_plan_outcomes(plan, stored, options, writer, summary)
+        runnable = _tuned(plan.runnable(), suite, options, dispatcher, results_dir, summary)
+        if not options.tune_only:
+            todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
+            summary.to_run, summary.already_done = len(todo), len(runnable) - len(todo)
+            summary.counts.update(dispatcher.run(_ClaimedRuns(todo, suite.name, claims, index, options), len(todo)))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         # a second signal while cleaning up must not leave the manifest saying `running`
         with _signals_ignored():
             writer.flush()
-            if executor is not None:
-                executor.close()
+            dispatcher.close()
             claims.close()
             if claims.skipped:
                 summary.notes.append(f"{claims.skipped} run(s) skipped: claimed by another live driver on "
@@ -224,6 +148,51 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
                                        claims_skipped=claims.skipped, claims_taken_over=claims.taken_over)
             restore_signals()
     return summary
+
+
+class _ClaimedRuns:
+    """The suite's runs (:class:`harness.dispatch.SuiteRuns`), each claimed before it is
+    submitted and re-checked against the store after the claim (another driver releases a
+    claim only once the run's row is on disk), numbered with its attempt, and released once
+    its rows are written (:meth:`recorded`, called by the dispatcher after the write)."""
+
+    def __init__(self, runs: list, title: str, claims, index, options: RunOptions) -> None:
+        from harness.dispatch import SuiteRuns
+
+        self.inner = SuiteRuns(runs, title)
+        self.title, self.claims, self.index, self.options = title, claims, index, options
+
+    def data_keys(self) -> list:
+        return self.inner.data_keys()
+
+    def next(self):
+        while True:
+            submission = self.inner.next()
+            if submission is None:
+                return None
+            run_id = submission.run.run_id
+            if not self.claims.try_claim(run_id):
+                continue
+            self.index.refresh()
+            if not self.options.force and not needs_run(submission.run, self.index.status, self.options):
+                self.claims.release(run_id)
+                continue
+            return submission
+
+    def finish(self, submission, outcome):
+        from harness.dispatch import Finished
+
+        finished = self.inner.finish(submission, outcome)
+        attempt = self.index.next_attempt(submission.run.run_id)
+        rows = {table: [{**row, "attempt": attempt, **({"attempts": attempt} if table == "runs" else {})}
+                        for row in table_rows] for table, table_rows in finished.rows.items()}
+        runs_row = rows.get("runs", [finished.display])[0]
+        return Finished(rows=rows, status=finished.status, display=runs_row)
+
+    def recorded(self, submission) -> None:
+        run_id = submission.run.run_id
+        self.index.attempts[run_id] = self.index.next_attempt(run_id)
+        self.claims.release(run_id)
 
 
 #: signals that stop a driver the way Ctrl-C does (finished runs are already on disk)
@@ -267,7 +236,8 @@ def _signals_ignored():
 
 def _recover(results_dir, invocation: str, ttl: float, summary: RunSummary) -> None:
     """What a start does after any earlier end: remove dead writers' temp files, record earlier
-    invocations found dead as ``killed``, compact tables grown to many small parts."""
+    invocations found dead as ``killed`` (and drop their stale claims), compact tables grown to
+    many small parts."""
     from harness import claims, manifest, store
 
     store.clean_stale_temp(results_dir)
@@ -280,28 +250,49 @@ def _recover(results_dir, invocation: str, ttl: float, summary: RunSummary) -> N
         store.compact(results_dir)
 
 
-def _next_claimed(queue, claims, index, options: RunOptions):
-    """The next run of ``queue`` this driver may start: claimed by it, and (re-checked after the
-    claim, which another driver releases only once the run's row is on disk) still needing a run."""
-    for run in queue:
-        if not claims.try_claim(run.run_id):
-            continue
-        index.refresh()
-        if not options.force and not needs_run(run, index.status, options):
-            claims.release(run.run_id)
-            continue
-        return run
-    return None
+def _record_plan_outcomes(plan, stored: dict[str, str], options: RunOptions, writer, summary: RunSummary) -> None:
+    """Plan-time outcomes (unsupported / skipped): written once, re-written when they change."""
+    from harness.worker import failure_record
+
+    writer.add("runs", [failure_record(p, p.status, p.reason).to_row() for p in plan
+                        if p.status and (options.force or stored.get(p.run_id) != p.status)])
+    summary.counts.update(p.status for p in plan if p.status)
 
 
-class _LazyExecutor:
-    """Starts the real executor only when the tuner first needs it."""
+def _dispatcher(options: RunOptions, writer, *, heartbeat=None):
+    """The executor loop of this invocation; its executor starts when the first job is submitted."""
+    from harness.dispatch import Dispatcher
+    from harness.executors import make_executor
+    from harness.progress import RunProgress
 
-    def __init__(self, factory) -> None:
-        self._factory = factory
+    def start_executor():
+        if options.executor == "serial":
+            return make_executor("serial")
+        executor = make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
+                                 cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
+                                 max_retries=options.max_retries)
+        _stop_on_signals()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
+        return executor
 
-    def __getattr__(self, name):
-        return getattr(self._factory(), name)
+    worker_kwargs = {"threads": max(1, round(options.cpus_per_run)), "gpus": options.gpus_per_run,
+                     "max_seconds": options.timeout_per_run}
+    return Dispatcher(start_executor, _loader(options.data_dir), writer, worker_kwargs=worker_kwargs,
+                      hard_timeout=_hard_timeout(options), heartbeat=heartbeat,
+                      progress=lambda total, title: RunProgress(total, title=title, enabled=options.progress))
+
+
+def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, summary: RunSummary) -> list:
+    """``runnable`` with each run's hyperparameters replaced by its study's best (when tuning)."""
+    from harness import tuning
+    from harness.plan import with_params
+
+    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
+    if trials <= 0 or not runnable:
+        return runnable
+    best, notes = tuning.tune(runnable, dispatcher, results_dir=results_dir, n_trials=trials)
+    summary.notes += notes
+    return [with_params(r, best[tuning.study_name(r)], tuned=True) if tuning.study_name(r) in best else r
+            for r in runnable]
 
 
 # ----------------------------------------------------------------------------- CLI
