@@ -433,7 +433,7 @@ def _read_arrow_once(results_dir, table: str, columns: list[str] | None, on_corr
             part = pq.read_table(path)
         except FileNotFoundError as exc:
             raise _Vanished(str(path)) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not path.exists():
                 raise _Vanished(str(path)) from exc
             _corrupt(path, exc, on_corrupt)
@@ -576,7 +576,7 @@ class RunIndex:
             self.seen_curves.add(path.name)
             try:
                 part = pq.read_table(path, columns=["run_id", "attempt"])
-            except Exception:  # noqa: BLE001 - missing column (old file), vanished or damaged: no attempts
+            except Exception:  # noqa: BLE001, S112 - missing column (old file), vanished or damaged: no attempts
                 continue
             for run_id, attempt in zip(part.column("run_id").to_pylist(), part.column("attempt").to_pylist()):
                 if attempt is not None and attempt > self.attempts.get(run_id, 0):
