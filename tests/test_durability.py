@@ -206,3 +206,16 @@ def test_compact_merges_parts_and_keeps_every_row(tmp_path):
     assert runs_after.equals(runs_before)
     assert curves_after.reset_index(drop=True).equals(curves_before.reset_index(drop=True))
     assert not list(results.rglob(".tmp-*"))
+
+
+def test_sighup_stops_the_driver_like_ctrl_c(tmp_path):
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.3 } }")
+    results, log = tmp_path / "results", tmp_path / "log.txt"
+    driver = _start(suite, results, log, "serial")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None and not FINISHED.search(log.read_text()):
+        time.sleep(0.02)
+    os.kill(driver.pid, signal.SIGHUP)
+    assert driver.wait(timeout=120) == 130, log.read_text()
+    assert _manifest_statuses(results)[-1] == "interrupted"
+    assert _temp_files(results) == [] and not list((results / "claims").glob("*"))
