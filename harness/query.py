@@ -135,7 +135,7 @@ def check_read_only(con: Any, sql: str) -> None:
     for statement in statements:
         kind = statement.type.name
         if kind not in ALLOWED_STATEMENTS:
-            raise _refused(f"a {kind} statement")
+            raise _refused(f"{kind} (a statement that is not a SELECT)")
 
 
 def run_query(results_dir: str | os.PathLike, sql: str, *, on_corrupt: str = "warn") -> pd.DataFrame:
