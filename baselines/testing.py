@@ -1,8 +1,9 @@
 """Fixture methods for the harness's tests (not listed by ``ebm-bench methods``).
 
-The harness resolves these names when the registry does not know them
-(:func:`harness.plan.resolve_method`), so a suite file or ``--methods test-raises`` can use
-them, in-process and in Ray workers alike (instances pickle by reference to this module).
+Tests register them with :func:`register_fixtures` (tests/conftest.py; tests/fixture_cli.py for
+a CLI in a real process), so a suite file or ``--methods test-raises`` can use them, in-process
+and in Ray workers alike (instances pickle by reference to this module). The production
+registry never knows them.
 
 * ``test-constant``: trains nothing. Its energy is linear, g(x, y) = ⟨θ, y⟩ with the same θ
   for every x: multilabel θ = SCALE·(2ŷ − 1) for the most frequent training label set ŷ (so
@@ -111,3 +112,11 @@ class SleepingMethod(ConstantMethod):
 
 FIXTURES: dict[str, Method] = {m.name: m for m in (ConstantMethod(), RaisingMethod(), DivergingMethod(),
                                                       ExitingMethod(), SleepingMethod())}
+
+
+def register_fixtures() -> None:
+    """Add the fixture methods to the method registry (idempotent)."""
+    from baselines.registry import register_method
+
+    for method in FIXTURES.values():
+        register_method(method, replace=True)

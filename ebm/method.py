@@ -13,7 +13,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol
 
 import torch
 from torch import Tensor
@@ -42,14 +42,32 @@ class FitData:
         return FitData(move(self.x_train), move(self.y_train), move(self.x_val), move(self.y_val))
 
 
+#: model-selection rules: ``best_val`` returns the parameters of the best validation
+#: evaluation, ``last`` those of the last step (for convergence studies)
+SELECTIONS: tuple[str, ...] = ("best_val", "last")
+
+
 @dataclass(frozen=True)
 class Budget:
-    """What every method may spend. ``max_steps`` optimiser steps of ``batch_size`` examples."""
+    """What every method may spend, and which of its models it returns.
+
+    ``max_steps`` optimiser steps of ``batch_size`` examples; the monitor is called every
+    ``eval_every`` steps and after the last. ``selection`` picks the returned parameters
+    (see :data:`SELECTIONS`); ``patience`` stops training after that many evaluations in a
+    row without a better validation value (None: never)."""
 
     max_steps: int = 2000
     batch_size: int = 64
     eval_every: int = 200
     max_seconds: float | None = None
+    selection: str = "best_val"
+    patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"Budget: selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.patience is not None and (isinstance(self.patience, bool) or int(self.patience) < 1):
+            raise ValueError(f"Budget: patience must be a positive number of evaluations or None, got {self.patience!r}")
 
 
 @dataclass(frozen=True)
@@ -62,13 +80,30 @@ class Progress:
     train_objective: float
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What a monitor says about the model at one evaluation point: its validation
+    ``value`` (None when it has none; higher is better when ``maximize``) and whether
+    training must ``stop`` now (pruned by the tuner, or out of time)."""
+
+    value: float | None
+    maximize: bool
+    stop: bool = False
+
+    def improves_on(self, best: float | None) -> bool:
+        """True when ``value`` is finite and strictly better than ``best`` (None: nothing yet)."""
+        if self.value is None or not math.isfinite(self.value):
+            return False
+        return best is None or (self.value > best if self.maximize else self.value < best)
+
+
 class Monitor(Protocol):
     """Called by ``Method.fit`` at each evaluation point with the model as it is now.
 
-    Returns True to stop training early (pruned by the tuner, or out of time).
+    Returns an :class:`Evaluation`; a plain bool is read as ``Evaluation(None, True, stop)``.
     """
 
-    def __call__(self, progress: Progress, model: "Fitted") -> bool: ...
+    def __call__(self, progress: Progress, model: "Fitted") -> "Evaluation | bool": ...
 
 
 @dataclass
@@ -158,10 +193,13 @@ class FitContext:
         modules: list[torch.nn.Module],
         **extra_info: Any,
     ) -> "Fitted":
-        """:func:`ebm.training.train` with this run's budget, monitor, optimiser and batches."""
+        """:func:`ebm.training.train` with this run's budget, monitor, optimiser, batches and
+        gradient clipping (the common hyperparameter ``max_grad_norm``)."""
         from ebm.training import train
 
-        return train(self.budget, self.monitor, snapshot, self.optimizer, self.setup.batches, batch_objective, modules, **extra_info)
+        clip = self.params.get("max_grad_norm")
+        return train(self.budget, self.monitor, snapshot, self.optimizer, self.setup.batches, batch_objective, modules,
+                     max_grad_norm=None if clip is None else float(clip), **extra_info)
 
 
 class Method(ABC):
@@ -243,19 +281,38 @@ class TrainLoop:
     """Shared bookkeeping for a step-based training loop: clock, energy-evaluation
     counter, divergence check, and calls to the monitor. Methods write only their step.
 
+    Model selection: at every evaluation with a validation value better than all before,
+    the state of ``modules`` (every trained module: energy, τ, a learned sampler) is copied
+    in memory; :meth:`restore_selected` puts it back when ``budget.selection`` is
+    ``best_val``. ``budget.patience`` evaluations in a row without improvement stop the loop
+    (``stopped_early``).
+
     Usage::
 
-        loop = TrainLoop(budget, monitor, make_fitted)
+        loop = TrainLoop(budget, monitor, make_fitted, [energy, tau])
         while loop.running():
             loss = ...; loss.backward(); opt.step()
             loop.step(loss.item(), energy_evals=batch * (1 + n_samples))
+        loop.restore_selected()
         return make_fitted()
     """
 
-    def __init__(self, budget: Budget, monitor: Monitor | None, snapshot: Callable[[], Fitted]) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        monitor: Monitor | None,
+        snapshot: Callable[[], Fitted],
+        modules: Iterable[torch.nn.Module] = (),
+    ) -> None:
         self.budget = budget
         self.monitor = monitor
         self.snapshot = snapshot
+        self.modules = list(modules)
+        self.best_step: int | None = None
+        self.best_value: float | None = None
+        self.stopped_early = False
+        self._best_state: list[dict[str, Tensor]] | None = None
+        self._evaluations_since_best = 0
         self.steps = 0
         self.energy_evals = 0
         self.started = time.perf_counter()
@@ -289,5 +346,37 @@ class TrainLoop:
         self._running_objective, self._n_since_eval = 0.0, 0
         if self.monitor is not None:
             progress = Progress(self.steps, self.seconds, self.energy_evals, mean_objective)
-            if self.monitor(progress, self.snapshot()):
+            verdict = self.monitor(progress, self.snapshot())
+            evaluation = verdict if isinstance(verdict, Evaluation) else Evaluation(None, True, bool(verdict))
+            self._select(evaluation)
+            if evaluation.stop:
                 self._stopped = True
+
+    def _select(self, evaluation: Evaluation) -> None:
+        if evaluation.value is None:
+            return
+        if evaluation.improves_on(self.best_value):
+            self.best_step, self.best_value = self.steps, float(evaluation.value)  # type: ignore[arg-type]
+            self._evaluations_since_best = 0
+            if self.budget.selection == "best_val":
+                self._best_state = [{name: t.detach().clone() for name, t in m.state_dict().items()} for m in self.modules]
+            return
+        self._evaluations_since_best += 1
+        if self.budget.patience is not None and self._evaluations_since_best >= self.budget.patience:
+            self.stopped_early = self._stopped = True
+
+    def restore_selected(self) -> None:
+        """Under ``best_val``, load the modules' state of the best evaluation (if any)."""
+        if self.budget.selection == "best_val" and self._best_state is not None and self.best_step != self.steps:
+            for module, state in zip(self.modules, self._best_state):
+                module.load_state_dict(state)
+
+    def selection_info(self) -> dict[str, Any]:
+        """``Fitted.info`` entries: ``best_step`` (step of the best validation value; the last
+        step when there was none), ``selection``, ``best_value`` and ``stopped_early``."""
+        return {
+            "best_step": self.steps if self.best_step is None else self.best_step,
+            "selection": self.budget.selection,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+        }

@@ -27,6 +27,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "depth": 1,
     "dropout": 0.0,
     "rank": 4,
+    #: clip the global gradient norm of every step at this value (None: no clipping)
+    "max_grad_norm": None,
 }
 
 #: what a method's per-batch objective returns: (scalar objective, energy evaluations spent)
@@ -179,7 +181,8 @@ def run_steps(
 
 def loop_info(loop: TrainLoop, **extra: Any) -> dict[str, Any]:
     """What every ``Fitted.info`` records about the run's spending."""
-    return {"steps": loop.steps, "energy_evals": loop.energy_evals, "train_seconds": loop.seconds, **extra}
+    return {"steps": loop.steps, "energy_evals": loop.energy_evals, "train_seconds": loop.seconds,
+            **loop.selection_info(), **extra}
 
 
 @dataclass
@@ -244,12 +247,18 @@ def train(
     batches: Iterator[Tensor],
     batch_objective: BatchObjective,
     modules: Iterable[nn.Module],
+    *,
+    max_grad_norm: float | None = None,
     **extra_info: Any,
 ) -> Fitted:
-    """Train to the budget and return the final snapshot, its ``info`` completed with
-    :func:`loop_info` (steps, energy evaluations, seconds) and ``extra_info``."""
-    loop = TrainLoop(budget, monitor, snapshot)
-    run_steps(loop, optimizer, batches, batch_objective, modules)
+    """Train to the budget and return the selected model (``budget.selection``: the best
+    validation evaluation's parameters, or the last step's), its ``info`` completed with
+    :func:`loop_info` (steps, energy evaluations, seconds, selection) and ``extra_info``.
+    ``max_grad_norm`` clips every step's gradient norm (:func:`run_steps`)."""
+    modules = list(modules)
+    loop = TrainLoop(budget, monitor, snapshot, modules)
+    run_steps(loop, optimizer, batches, batch_objective, modules, max_grad_norm=max_grad_norm)
+    loop.restore_selected()
     fitted = snapshot()
     fitted.info.update(loop_info(loop, **extra_info))
     return fitted

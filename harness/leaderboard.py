@@ -109,7 +109,7 @@ def primary_metrics(runs: pd.DataFrame | None, tasks: list[str]) -> dict[str, st
                 from tasks.registry import get_task
 
                 found[task] = get_task(task).primary_metric
-            except (KeyError, ValueError, ImportError):
+            except (KeyError, ValueError):
                 pass  # a user task no longer registered: no primary metric, left out of the mean rank
     return found
 
@@ -248,7 +248,8 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
     if metric is not None:
         known = sorted(set(board["metric"]) - {MEAN_RANK})
         if metric not in known:
-            raise ValueError(f"no leaderboard rows for metric {metric!r}; metrics with results: {', '.join(known) or 'none'}")
+            raise ValueError(f"no leaderboard rows for metric {metric!r}; "
+                             f"metrics with results: {', '.join(known) or 'none'}")
         selected = selected[selected["metric"] == metric]
     if fmt == "csv":
         return board.loc[selected.index].to_csv(index=False) if len(selected) else ",".join(COLUMNS) + "\n"

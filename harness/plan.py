@@ -49,7 +49,7 @@ class RunSpec:
     seed: int
     fold: int
     params: dict[str, Any]
-    budget: dict[str, int]
+    budget: dict[str, Any]
     data: dict[str, Any]
     suite: str = ""      # label only
     tuned: bool = False  # label only (params came from an Optuna study)
@@ -134,18 +134,10 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def resolve_method(name: str):
-    """The Method called ``name``: the registry first, then the test fixtures
-    (``baselines.testing``; not listed by ``ebm-bench methods``)."""
+    """The Method called ``name`` (the registry; unknown names raise with did-you-mean)."""
     from baselines.registry import get_method
 
-    try:
-        return get_method(name)
-    except ValueError:
-        from baselines.testing import FIXTURES
-
-        if name in FIXTURES:
-            return FIXTURES[name]
-        raise
+    return get_method(name)
 
 
 def _all_models() -> dict[str, tuple[str, ...]]:
@@ -243,7 +235,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                         params = method.params(overrides)
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
-                    verdict = (Status.SKIPPED, f"data not available: {missing}") if missing else method.check(space, model, params)
+                    verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing
+                               else method.check(space, model, params))
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,

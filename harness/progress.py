@@ -24,8 +24,14 @@ class RunProgress:
         self._task = None
         if enabled and total and self.stream.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
@@ -36,7 +42,7 @@ class RunProgress:
 
     def _detail(self) -> str:
         failed = sum(v for k, v in self.counts.items() if k not in OK_STATUSES)
-        parts = [f"ok {self.counts.get('ok', 0)}", f"failed {failed}", f"running {self.running}"]
+        parts = [f"ok {self.counts.get(Status.OK, 0)}", f"failed {failed}", f"running {self.running}"]
         return " · ".join(parts)
 
     def started_one(self) -> None:
@@ -48,7 +54,7 @@ class RunProgress:
         self.done += 1
         status = row.get("status", "?")
         self.counts[status] += 1
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1)
             if status not in OK_STATUSES:
                 self._progress.console.print(f"  {status}: {_label(row)}: {(row.get('error') or '')[:160]}")
@@ -61,7 +67,7 @@ class RunProgress:
         self._refresh()
 
     def _refresh(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, detail=self._detail())
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +62,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     statuses = runs["status"].value_counts().rename_axis("status").reset_index(name="runs") if len(runs) else \
         pd.DataFrame(columns=["status", "runs"])
     failures = _failures(runs)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     relative = [os.path.relpath(p, out_dir) for p in figures]
 
     md = [f"# ebm-bench report\n\nResults: `{results_dir}` — {len(runs)} runs — generated {stamp}.\n",

@@ -49,9 +49,10 @@ import socket
 import time
 import uuid
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -114,7 +115,8 @@ PERF_SCHEMA = _schema("perf", [
     pa.field("started_at", _TS),
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "curves": CURVES_SCHEMA, "trials": TRIALS_SCHEMA, "perf": PERF_SCHEMA}
+SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "curves": CURVES_SCHEMA, "trials": TRIALS_SCHEMA,
+                                 "perf": PERF_SCHEMA}
 #: columns of the runs table a caller may add beyond the schema (new metrics), typed float64
 EXTRA_RUN_PREFIXES = ("val_", "test_")
 
@@ -128,7 +130,7 @@ class CorruptFileError(StoreError):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _schema_for(table: str) -> pa.Schema:
@@ -218,9 +220,9 @@ def _normalise_value(value: Any, field: pa.Field) -> Any:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         if isinstance(value, (int, float)):
-            value = datetime.fromtimestamp(value, timezone.utc)
+            value = datetime.fromtimestamp(value, UTC)
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
     if pa.types.is_floating(field.type):
         return float(value)

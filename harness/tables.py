@@ -7,8 +7,8 @@ natural width instead, so a row always stays on one line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from io import StringIO
-from typing import Iterable, Sequence
 
 
 def render_table(
@@ -38,11 +38,11 @@ def render_table(
     for row in cells:
         table.add_row(*map(escape, row))
 
-    def width(i: int, column: str) -> int:
+    def column_width(i: int, column: str) -> int:
         longest = max([len(str(column))] + [len(r[i]) for r in cells])
         return min(longest, wrap_width) if column in wrap else longest
 
-    natural = sum(width(i, c) + 3 for i, c in enumerate(columns)) + 1
+    natural = sum(column_width(i, c) + 3 for i, c in enumerate(columns)) + 1
     width = max(natural, len(title or ""), len(caption or ""), 40)
     buffer = StringIO()
     Console(file=buffer, width=width, color_system=None, soft_wrap=False).print(table)

@@ -174,7 +174,8 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
     return trial_row(state, trial, params, value, "FAIL", record, error or f"no validation {state.run.primary_metric}")
 
 
-def tune(runs: list[PlannedRun], dispatcher: Dispatcher, *, results_dir, n_trials: int) -> tuple[dict[str, dict], list[str]]:
+def tune(runs: list[PlannedRun], dispatcher: Dispatcher, *, results_dir,
+         n_trials: int) -> tuple[dict[str, dict], list[str]]:
     """Run the studies of ``runs`` to ``n_trials`` finished trials each, on ``dispatcher``.
     Returns (study name → best params, notes)."""
     states, notes = prepare_studies(runs, results_dir, n_trials)

@@ -13,10 +13,13 @@ from pathlib import Path
 from harness_fixtures import write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the CLI with the test fixture methods registered (tests/fixture_cli.py), in a real process
+CLI = [sys.executable, str(ROOT / "tests" / "fixture_cli.py")]
 
 
 def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=timeout)
 
 
 def test_address_with_nothing_listening_fails_at_once_naming_it(tmp_path):
@@ -24,7 +27,7 @@ def test_address_with_nothing_listening_fails_at_once_naming_it(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--suite", str(write_suite(tmp_path)),
+    out = subprocess.run([*CLI, "run", "--suite", str(write_suite(tmp_path)),
                           "--address", f"127.0.0.1:{port}", "--results-dir", str(tmp_path / "r"),
                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 2 and time.monotonic() - started < 60
@@ -77,7 +80,7 @@ executor.close()
 
 
 def test_negative_max_retries_is_refused(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--suite", str(write_suite(tmp_path)),
+    out = subprocess.run([*CLI, "run", "--suite", str(write_suite(tmp_path)),
                           "--max-retries", "-1", "--results-dir", str(tmp_path / "r")],
                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 2 and "--max-retries must be >= 0" in out.stderr and "Traceback" not in out.stderr

@@ -22,6 +22,8 @@ from harness.plan import plan_runs
 from harness.suites import SuiteError, load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the CLI with the test fixture methods registered (tests/fixture_cli.py), in a real process
+CLI = [sys.executable, str(ROOT / "tests" / "fixture_cli.py")]
 
 
 def _serial(results: Path) -> RunOptions:
@@ -29,7 +31,7 @@ def _serial(results: Path) -> RunOptions:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, capture_output=True, text=True, check=False,
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=180)
 
 
@@ -124,7 +126,8 @@ def test_non_utf8_suite_names_the_file(tmp_path):
     assert out.returncode == 2 and len(_one_line(out.stderr)) == 1 and str(path) in out.stderr
 
 
-ARFF_HEADER = "@relation r\n@attribute f1 numeric\n@attribute f2 numeric\n@attribute a {0,1}\n@attribute b {0,1}\n@data\n"
+ARFF_HEADER = ("@relation r\n@attribute f1 numeric\n@attribute f2 numeric\n@attribute a {0,1}\n"
+               "@attribute b {0,1}\n@data\n")
 
 
 @pytest.mark.parametrize("content, message", [("", "empty file"), (ARFF_HEADER, "no data rows")])

@@ -1,4 +1,4 @@
-"""No finished run lost: real drivers (``python -m harness.cli run``) stopped by real signals at
+"""No finished run lost: real drivers (``ebm-bench run`` through tests/fixture_cli.py) stopped by real signals at
 random moments, then resumed.
 
 Each trial starts a driver on a results dir, waits a random number of reported runs (0-3) plus
@@ -32,13 +32,15 @@ from harness.plan import plan_runs
 from harness.suites import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the CLI with the test fixture methods registered (tests/fixture_cli.py), in a real process
+CLI = [sys.executable, str(ROOT / "tests" / "fixture_cli.py")]
 #: "[3/30] ok       syn-ising-k8/unary/test-sleep seed 4 fold 0  (...)" (harness.progress)
 FINISHED = re.compile(r"^\[\d+/\d+\] (\w+)\s+(\S+)/(\S+)/(\S+) seed (\d+) fold (\d+)", re.MULTILINE)
 SEEDS = 24
 
 
 def _start(suite: Path, results: Path, log: Path, executor: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "harness.cli", "run", "--suite", str(suite), "--executor", executor,
+    args = [*CLI, "run", "--suite", str(suite), "--executor", executor,
             "--results-dir", str(results), "--no-leaderboard"]
     if executor == "ray":
         args += ["--num-cpus", "2"]
@@ -117,7 +119,7 @@ def test_no_finished_run_lost_when_the_driver_is_stopped(tmp_path, sig):
 
     # the next start finishes the suite: it runs exactly the runs without a row
     stored_before = set(store.read_arrow(results, "runs", on_corrupt="raise")["run_id"].to_pylist())
-    final = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--suite", str(suite), "--executor", "serial",
+    final = subprocess.run([*CLI, "run", "--suite", str(suite), "--executor", "serial",
                             "--results-dir", str(results), "--no-leaderboard", "--no-progress"],
                            cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
     assert final.returncode == 0, final.stderr

@@ -118,10 +118,22 @@ def test_malformed_toml_names_the_line(tmp_path):
     ('[suite]\nname = "x"\n', "at least one \\[\\[grid\\]\\]"),
     ('[[grid]]\ntasks = ["syn-ising-k8"]\n', "missing 'methods'"),
     ('[budget]\nmax_steps = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "positive integer"),
+    ('[budget]\nselection = "best"\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "selection must be"),
+    ('[budget]\npatience = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "patience must be a positive integer"),
 ])
 def test_suite_validation_messages(text, message):
     with pytest.raises(SuiteError, match=message):
         parse_suite(text)
+
+
+def test_selection_and_patience_flow_into_the_run_budget():
+    """best_val by default; a suite or a grid block may ask for "last" and a patience (run identity)."""
+    text = ('[budget]\npatience = 4\n[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\n'
+            '[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\nbudget={selection="last"}\n')
+    runs = plan_runs(parse_suite(text))
+    assert [(r.spec.budget["selection"], r.spec.budget["patience"]) for r in runs if r.spec.seed == 0] == [
+        ("best_val", 4), ("last", 4)]
+    assert len({r.run_id for r in runs}) == len(runs)
 
 
 def test_unknown_suite_name():

@@ -147,7 +147,7 @@ def test_non_finite_loss_raises_diverged():
 
 
 def test_variants_are_named_and_configured_as_registered():
-    expected = {"minmin-logistic": ("kl", "neural"), "minmin-sparsemax": ("sparsemax", "neural"), "minmin-entmax15": ("entmax15", "neural"),
+    expected = {"minmin-logistic": ("kl", "neural"), "minmin-logistic-is": ("kl", "neural"), "minmin-sparsemax": ("sparsemax", "neural"), "minmin-entmax15": ("entmax15", "neural"),
                 "minmin-finite": ("kl", "finite"), "minmin-scalar": ("kl", "scalar")}
     assert {name: (m.defaults["divergence"], m.defaults["tau"]) for name, m in VARIANTS.items()} == expected
     assert all(isinstance(m, MinMinMethod) and m.name == name for name, m in VARIANTS.items())

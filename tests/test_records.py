@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ def test_runs_schema_is_derived_from_the_record():
 def test_record_round_trips_through_the_store(tmp_path):
     record = RunRecord(run_id="a", task="t", status=Status.TIMEOUT, n_steps=3, best_step=2, stopped_early=True,
                        selection="best_val", prior="frequency", config="m[x=1]", attempt=1,
-                       finished_at=datetime(2025, 1, 1, tzinfo=timezone.utc))
+                       finished_at=datetime(2025, 1, 1, tzinfo=UTC))
     record.set_metrics("val", {"f1_example": 0.25, "nll": 1.5})
     record.set_metrics("test", {"f1_example": 0.5, "tau_mae": 0.125, "new_metric": 2.0})
     row = record.to_row()
