@@ -21,9 +21,9 @@ Durability (the choice): **one small part per finished run**, not a buffer and n
 file, fsynced (file and directory), *before* the driver counts the run as done; so whatever
 kills the driver (SIGKILL, a lost node, a full disk), a run it reported finished is on disk,
 and the next start re-runs only what has no row. The many small files are merged by
-:func:`compact` (``ebm-bench compact``, and automatically when a ``run`` starts with more than
-``COMPACT_AT`` parts in a table): it writes the merged part first and only then removes the
-parts it merged, under a lock, so a crash in between leaves duplicates that readers drop,
+:func:`compact` (``ebm-bench compact``, and automatically when a ``run`` starts or ends with
+more than ``COMPACT_AT`` parts in a table): it writes the merged part first and only then
+removes the parts it merged, under a lock, so a crash in between leaves duplicates that readers drop,
 never a lost row. A journal was not chosen because every reader (DuckDB, pyarrow, merge) would
 need to replay it; part files are what they already read.
 

@@ -227,3 +227,14 @@ def test_sighup_stops_the_driver_like_ctrl_c(tmp_path):
     assert driver.wait(timeout=120) == 130, log.read_text()
     assert _manifest_statuses(results)[-1] == "interrupted"
     assert _temp_files(results) == [] and not list((results / "claims").glob("*"))
+
+
+def test_a_run_compacts_when_it_ends_with_many_parts(tmp_path, monkeypatch):
+    from harness.commands.run import RunOptions, run_suite
+
+    monkeypatch.setattr(store, "COMPACT_AT", 3)
+    suite = write_suite(tmp_path, methods=("test-constant",), seeds=5)
+    results = tmp_path / "results"
+    run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False))
+    assert store.part_counts(results)["runs"] == 1
+    assert sorted(store.read_table(results, "runs")["run_id"]) == sorted(r.run_id for r in plan_runs(load_suite(suite)))

@@ -6,8 +6,8 @@ status, unless ``--force`` (everything again) or ``--retry-failed`` (rows ``fail
 ``timeout`` again). Rows ``skipped`` / ``unsupported`` decided at plan time are re-decided
 every time (e.g. a task whose data has appeared since is run).
 Durability: a finished run's row (and its curves) is written and fsynced before the driver
-counts it (one small part per run, compacted when the next run starts or by
-``ebm-bench compact``); Ctrl-C, SIGTERM and SIGHUP stop the driver cleanly, and even after a
+counts it (one small part per run, compacted at the end of an invocation and at the next start
+when a table has more than ``store.COMPACT_AT`` parts, or by ``ebm-bench compact``); Ctrl-C, SIGTERM and SIGHUP stop the driver cleanly, and even after a
 SIGKILL the next start re-runs only the runs that have no row. Each run is claimed
 (``DIR/claims``, :mod:`harness.claims`) while it runs, so a second driver on the same results
 dir skips it; a dead driver's claims are taken over. The manifest records how each invocation
@@ -137,6 +137,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
             writer.flush()
             dispatcher.close()
             claims.close()
+            _compact_if_needed(results_dir)  # many per-run parts make every later read slow
             if claims.skipped:
                 summary.notes.append(f"{claims.skipped} run(s) skipped: claimed by another live driver on "
                                      f"{results_dir}")
@@ -246,6 +247,12 @@ def _recover(results_dir, invocation: str, ttl: float, summary: RunSummary) -> N
     if killed:
         summary.notes.append(f"earlier invocation(s) {', '.join(killed)} ended without a word (killed); "
                              "their unfinished runs are run again")
+    _compact_if_needed(results_dir)
+
+
+def _compact_if_needed(results_dir) -> None:
+    from harness import store
+
     if any(n > store.COMPACT_AT for n in store.part_counts(results_dir).values()):
         store.compact(results_dir)
 
