@@ -9,8 +9,8 @@ Another driver that finds the claim skips the run. The claim is removed once the
 on disk (see :class:`harness.store.ResultWriter`), or when the driver stops.
 
 A claim is **stale** — and taken over — when its holder is a process of this host that no
-longer runs (a SIGKILLed driver), or when it has not been renewed for ``ttl`` seconds (a
-driver on another host that died or lost the filesystem). A live driver renews its claims'
+longer runs (a SIGKILLed driver), or, for a holder on another host, when it has not been
+renewed for ``ttl`` seconds (a driver that died or lost the filesystem). A live driver renews its claims'
 modification time every ``ttl / 4`` seconds (:meth:`Claims.renew`, called while it waits for
 runs). Takeover happens under an exclusive lock (``DIR/claims/.lock``), so two drivers cannot
 both take over one stale claim.
@@ -46,11 +46,14 @@ class Holder:
     renewed: float  # the file's mtime
 
     def stale(self, ttl: float, *, now: float | None = None) -> bool:
+        """On this host: its process is gone (exact, whatever the run's length; a reused pid
+        keeps a dead holder's claim until that process ends too). Elsewhere: not renewed for
+        ``ttl`` seconds (the only sign another host gives)."""
         from harness.store import HOST, pid_alive
 
+        if self.host == HOST:
+            return not pid_alive(self.pid)
         now = time.time() if now is None else now
-        if self.host == HOST and not pid_alive(self.pid):
-            return True
         return now - self.renewed > ttl
 
 
