@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ebm.method import FitContext, Fitted, Method
-from ebm.samplers import gibbs_sweep, mh_transpositions
-from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.method import Fitted
+from ebm.samplers import mcmc_steps
+from ebm.spaces import OutputSpace
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
 class PersistentChains:
@@ -44,7 +44,8 @@ class PersistentChains:
         self.states = states
 
     @classmethod
-    def start(cls, space: OutputSpace, y_train: Tensor, chains: int, init: str, generator: torch.Generator) -> "PersistentChains":
+    def start(cls, space: OutputSpace, y_train: Tensor, chains: int, init: str,
+              generator: torch.Generator) -> PersistentChains:
         n = y_train.shape[0]
         if init == "prior":
             states = space.sample_prior((n, chains), generator=generator, device=y_train.device)
@@ -54,7 +55,8 @@ class PersistentChains:
             raise ValueError(f"unknown chain init {init!r}; use 'prior' or 'data'")
         return cls(states)
 
-    def advance(self, kernel: "Kernel", energy: nn.Module, space: OutputSpace, x: Tensor, index: Tensor) -> tuple[Tensor, int]:
+    def advance(self, kernel: Kernel, energy: nn.Module, space: OutputSpace, x: Tensor, index: Tensor) -> tuple[Tensor,
+                                                                                                                int]:
         """Run ``kernel`` on the chains of examples ``index`` (inputs x), store and return the
         new states (len(index), chains, *event) and the energy evaluations spent."""
         was_training = energy.training
@@ -81,13 +83,7 @@ class SweepKernel(Kernel):
         self.sweeps, self.generator = int(sweeps), generator
 
     def __call__(self, energy, space, x, y):
-        if isinstance(space, Multilabel):
-            total = 0
-            for _ in range(self.sweeps):
-                y, evals = gibbs_sweep(energy, space, x, y, generator=self.generator)
-                total += evals
-            return y, total
-        return mh_transpositions(energy, space, x, y, self.sweeps * space.k, generator=self.generator)
+        return mcmc_steps(energy, space, x, y, self.sweeps, generator=self.generator)
 
 
 def contrastive_surrogate(g_data: Tensor, g_chains: Tensor) -> Tensor:
@@ -95,14 +91,14 @@ def contrastive_surrogate(g_data: Tensor, g_chains: Tensor) -> Tensor:
     return g_chains.mean(-1) - g_data
 
 
-class PersistentContrastiveDivergence(Method):
+class PersistentContrastiveDivergence(StepMethod):
     name = "mcmc-pcd"
     description = "persistent contrastive divergence: per-example persistent chains (Gibbs sweeps / MH transpositions)"
     defaults = {**COMMON_DEFAULTS, "sweeps": 1, "chains": 4, "init": "prior"}
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {
-            **suggest_common(trial),
+            **suggest_common(trial, self.required_prior),
             "sweeps": trial.suggest_int("sweeps", 1, 5),
             "init": trial.suggest_categorical("init", ["prior", "data"]),
         }
@@ -130,4 +126,5 @@ class PersistentContrastiveDivergence(Method):
             return contrastive_surrogate(g_data, g_chains).mean(), kernel_evals + g_data.numel() + g_chains.numel()
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return ctx.train(snapshot, batch_objective, [energy], chains_per_example=int(params["chains"]), sweeps=int(params["sweeps"]))
+        return ctx.train(snapshot, batch_objective, [energy], chains_per_example=int(params["chains"]),
+                         sweeps=int(params["sweeps"]))

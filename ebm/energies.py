@@ -8,14 +8,17 @@ The prior q is not part of g: the model is p(y|x) ∝ q(y)·exp(g(x, y)).
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch import Tensor, nn
 
 from ebm import unknown_name_error
-from ebm.spaces import MODELS, Multilabel, OutputSpace, PermutationMatrices, Permutations
+from ebm.spaces import OutputSpace
 
 
-def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0, out_features: int | None = None) -> nn.Sequential:
+def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0,
+        out_features: int | None = None) -> nn.Sequential:
     """``depth`` blocks Linear → ReLU → Dropout of width ``hidden``, then an optional
     Linear head to ``out_features``. depth 0 without a head is the identity."""
     if depth < 0 or hidden < 1:
@@ -32,10 +35,33 @@ def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0, out_fea
     return nn.Sequential(*layers)
 
 
+@runtime_checkable
+class LinearInY(Protocol):
+    """An energy linear in y, g(x, y) = ⟨θ(x), y⟩: its modes are the space's ``mode_linear``
+    and, multilabel, its log Z has a closed form. (Every :class:`Energy` has ``linear_scores``;
+    it returns None unless the energy is linear, so test the value, or ``is_linear_in_y``.)"""
+
+    def linear_scores(self, x: Tensor) -> Tensor | None: ...
+
+
+@runtime_checkable
+class Pairwise(Protocol):
+    """A multilabel energy g = ⟨u(x), y⟩ + ½ yᵀU(x)y that exposes its terms (Gibbs conditionals
+    in closed form, mean-field proposals)."""
+
+    def pairwise_terms(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def is_linear_in_y(energy: object) -> bool:
+    """True for the energies whose ``linear_scores`` is θ(x) (not None)."""
+    return isinstance(energy, LinearEnergy)
+
+
 class Energy(nn.Module):
     """Base class: a feature trunk h(x) (``features``) and a head Φ(h, y) (``score``)."""
 
-    def __init__(self, space: OutputSpace, in_features: int, hidden: int = 128, depth: int = 1, dropout: float = 0.0) -> None:
+    def __init__(self, space: OutputSpace, in_features: int, hidden: int = 128, depth: int = 1,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.k = space.k
         self.event_shape = tuple(space.event_shape)
@@ -53,7 +79,8 @@ class Energy(nn.Module):
         """g(x, y): y (n, m, *event) per example or (m, *event) shared → (n, m)."""
         d = len(self.event_shape)
         if tuple(y.shape[y.dim() - d :]) != self.event_shape or y.dim() not in (d + 1, d + 2):
-            raise ValueError(f"y has shape {tuple(y.shape)}; expected (n, m, *{self.event_shape}) or (m, *{self.event_shape})")
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected (n, m, *{self.event_shape}) or (m, "
+                             f"*{self.event_shape})")
         shared = y.dim() == d + 1
         if not shared and y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
@@ -172,7 +199,8 @@ class MLPEnergy(Energy):
     """Nonlinear coupling g = MLP([h(x), y]) (beyond the paper). The first layer is split,
     W [h; y] = W_h h + W_y y, so shared candidates cost one GEMM (m, k) @ (k, hidden)."""
 
-    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0, head_hidden: int | None = None, head_depth: int = 1) -> None:
+    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0, head_hidden: int | None = None,
+                 head_depth: int = 1) -> None:
         if head_depth < 1:
             raise ValueError(f"MLPEnergy needs head_depth ≥ 1, got {head_depth}")
         super().__init__(space, in_features, hidden, depth, dropout)
@@ -195,7 +223,6 @@ ENERGIES: dict[str, type[Energy]] = {
     "permutahedron": PermutahedronEnergy,
     "birkhoff": BirkhoffEnergy,
 }
-_SPACE_OF_MODEL = {"unary": Multilabel, "pairwise": Multilabel, "mlp": Multilabel, "permutahedron": Permutations, "birkhoff": PermutationMatrices}
 
 
 def build_energy(
@@ -217,9 +244,8 @@ def build_energy(
     """
     if model not in ENERGIES:
         raise unknown_name_error("model", model, tuple(ENERGIES))
-    if not isinstance(space, _SPACE_OF_MODEL[model]):
-        allowed = [m for models in MODELS.values() for m in models if isinstance(space, _SPACE_OF_MODEL[m])]
-        raise ValueError(f"model {model!r} does not apply to {space!r}; models for this space: {allowed}")
+    if model not in space.models:
+        raise ValueError(f"model {model!r} does not apply to {space!r}; models for this space: {list(space.models)}")
     common = dict(hidden=hidden, depth=depth, dropout=dropout)
     if model == "pairwise":
         return PairwiseEnergy(space, in_features, rank=rank, **common)

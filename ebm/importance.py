@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ebm.energies import Energy
-from ebm.spaces import Multilabel, OutputSpace, uniform_noise
+from ebm.spaces import OutputSpace, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -64,7 +64,7 @@ class Proposal(ABC):
         """log r(y|x) for y (n, m, *event) → (n, m), float64."""
 
     @abstractmethod
-    def restrict(self, rows: slice) -> "Proposal":
+    def restrict(self, rows: slice) -> Proposal:
         """The same proposal for the inputs ``rows`` only."""
 
 
@@ -97,12 +97,15 @@ class BernoulliMixture(Proposal):
     A draw picks its component, then its labels one at a time (all at once when factorised);
     log r uses one batched GEMM y Lᵀ for all labels (the labels are known: teacher forcing)."""
 
-    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli", *, coupling: Tensor | None = None, coupling_scale: list[float] | None = None, order: Tensor | None = None) -> None:
+    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli", *, coupling: Tensor | None = None,
+                 coupling_scale: list[float] | None = None, order: Tensor | None = None) -> None:
         if logits.dim() != 3 or weights.shape != logits.shape[:2]:
-            raise ValueError(f"BernoulliMixture needs logits (n, C, k) and weights (n, C), got {tuple(logits.shape)} and {tuple(weights.shape)}")
+            raise ValueError(f"BernoulliMixture needs logits (n, C, k) and weights (n, C), got {tuple(logits.shape)} "
+                             f"and {tuple(weights.shape)}")
         self.logits, self.weights, self.name = logits.double(), weights.double(), name
         self.coupling = None if coupling is None else coupling.tril(-1)
-        self.coupling_scale = [0.0] * logits.shape[1] if coupling is None else [float(v) for v in (coupling_scale or [1.0] * logits.shape[1])]
+        self.coupling_scale = ([0.0] * logits.shape[1] if coupling is None
+                               else [float(v) for v in (coupling_scale or [1.0] * logits.shape[1])])
         self.order = order
 
     def _permute(self, y: Tensor) -> Tensor:
@@ -127,8 +130,10 @@ class BernoulliMixture(Proposal):
         # (n, m, k) work in y's precision, the (n, m, C) log-probabilities in float64
         y = self._permute(y)
         logits = self.logits.to(y.dtype)
-        factorised = torch.bmm(y, logits.transpose(1, 2)).double() - torch.nn.functional.softplus(self.logits).sum(-1).unsqueeze(1)
-        earlier = None if self.coupling is None else torch.bmm(y, self.coupling.to(y.dtype).transpose(1, 2))  # Σ_{t'<t} L_tt' y_t'
+        factorised = torch.bmm(y, logits.transpose(1,
+                2)).double() - torch.nn.functional.softplus(self.logits).sum(-1).unsqueeze(1)
+        earlier = None if self.coupling is None else torch.bmm(y, self.coupling.to(y.dtype).transpose(1,
+                2))  # Σ_{t'<t} L_tt' y_t'
         per_component = []
         for c, scale in enumerate(self.coupling_scale):
             if scale == 0:
@@ -140,7 +145,8 @@ class BernoulliMixture(Proposal):
 
     def restrict(self, rows):
         return BernoulliMixture(
-            self.logits[rows], self.weights[rows], self.name, coupling=None if self.coupling is None else self.coupling[rows],
+            self.logits[rows], self.weights[rows], self.name,
+            coupling=None if self.coupling is None else self.coupling[rows],
             coupling_scale=self.coupling_scale, order=None if self.order is None else self.order[rows],
         )
 
@@ -161,7 +167,8 @@ def _sample_autoregressive(base: Tensor, coupling: Tensor, scale: Tensor, noise:
         for t in range(start, stop):
             y[:, t] = (noise[:, t] < torch.sigmoid(field[:, t])).to(y.dtype)
             scaled[:, t] = y[:, t] * scale[:, 0]
-            field[:, t + 1 : stop].addcmul_(coupling[:, t + 1 : stop, t, None], scaled[:, t, None])  # (not `+= a * b`: 50x slower here)
+            field[:, t + 1 : stop].addcmul_(coupling[:, t + 1 : stop, t, None], scaled[:, t,
+                    None])  # (not `+= a * b`: 50x slower here)
         if stop < k:
             field[:, stop:] += torch.bmm(coupling[:, stop:, start:stop], scaled[:, start:stop])
     return y.transpose(1, 2)
@@ -180,7 +187,8 @@ class MixtureProposal(Proposal):
 
     def __init__(self, components: list[Proposal], weights: list[float], name: str | None = None) -> None:
         if len(components) != len(weights) or not components:
-            raise ValueError(f"a mixture needs one weight per component, got {len(components)} components and {len(weights)} weights")
+            raise ValueError(f"a mixture needs one weight per component, got {len(components)} components and "
+                             f"{len(weights)} weights")
         if min(weights) <= 0 or not math.isclose(sum(weights), 1.0, rel_tol=1e-9):
             raise ValueError(f"mixture weights must be positive and sum to 1, got {weights}")
         self.components, self.weights = components, [float(a) for a in weights]
@@ -223,7 +231,8 @@ class AssignmentProposal(Proposal):
 
     name = "assignment"
 
-    def __init__(self, log_potentials: Tensor, order: Tensor, to_event: Callable[[Tensor], Tensor], from_event: Callable[[Tensor], Tensor]) -> None:
+    def __init__(self, log_potentials: Tensor, order: Tensor, to_event: Callable[[Tensor], Tensor],
+                 from_event: Callable[[Tensor], Tensor]) -> None:
         self.log_potentials, self.order = log_potentials.double(), order
         self.to_event, self.from_event = to_event, from_event
 
@@ -240,7 +249,8 @@ class AssignmentProposal(Proposal):
             logits = self.log_potentials[rows, label].unsqueeze(1).masked_fill(taken, -math.inf)  # (n, m, k)
             log_softmax = torch.log_softmax(logits, dim=-1)
             if positions is None:
-                column = (log_softmax + gumbel_noise((n, m, k), generator, device)).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
+                column = (log_softmax + gumbel_noise((n, m, k), generator,
+                                                     device)).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
                 sampled.scatter_(2, label[:, None, None].expand(n, m, 1), column.unsqueeze(-1))
             else:
                 column = positions.gather(2, label[:, None, None].expand(n, m, 1)).squeeze(-1)
@@ -285,7 +295,8 @@ def assignment_proposal(log_potentials: Tensor, to_event, from_event) -> Assignm
     return AssignmentProposal(logits, order, to_event, from_event)
 
 
-def mean_field_logits(fields: Tensor, coupling: Tensor, init_means: Tensor, iterations: int = 30, damping: float = 0.5) -> Tensor:
+def mean_field_logits(fields: Tensor, coupling: Tensor, init_means: Tensor, iterations: int = 30,
+                      damping: float = 0.5) -> Tensor:
     """Damped mean-field fixed point for p(y) ∝ exp(⟨a, y⟩ + ½ yᵀUy) on {0,1}^k (a = u + logit π):
     φ ← (1 − η) φ + η (a + U σ(φ)), started from φ = a + U μ₀ for each initial mean μ₀.
     fields a (n, k), coupling U (n, k, k), init_means (n, C, k) → logits φ (n, C, k)."""
@@ -315,10 +326,12 @@ def _with_prior(logits: Tensor, prior_logits: Tensor, prior_weight: float) -> tu
     if prior_weight <= 0:
         return logits, weights
     logits = torch.cat([logits, prior_logits.to(logits).expand(n, k).unsqueeze(1)], dim=1)
-    return logits, torch.cat([weights, torch.full((n, 1), prior_weight, dtype=logits.dtype, device=logits.device)], dim=1)
+    return logits, torch.cat([weights, torch.full((n, 1), prior_weight, dtype=logits.dtype, device=logits.device)],
+                             dim=1)
 
 
-def sequential_mean_field(fields: Tensor, coupling: Tensor, means: Tensor, prior_logits: Tensor, prior_weight: float) -> BernoulliMixture:
+def sequential_mean_field(fields: Tensor, coupling: Tensor, means: Tensor, prior_logits: Tensor,
+                          prior_weight: float) -> BernoulliMixture:
     """Autoregressive proposals from mean-field means μ_c (n, C, k) of p ∝ exp(⟨a, y⟩ + ½ yᵀUy):
     label o_t is drawn from its exact conditional given the labels already drawn, with the
     labels still to come replaced by their means,
@@ -389,54 +402,13 @@ def _log_weights(energy, space, x, proposal: Proposal, n_samples, generator) -> 
     return energy(x, y).double() + space.log_prior(y).double() - proposal.log_prob(y)
 
 
-#: what a training step's proposal is built from (``training_proposal``): "prior" is q itself
+#: what a training step's proposal is built from (``ebm.inference.training_proposal``): "prior" is q itself
 #: (the paper's estimator, unit weights); "model" is r(·|x) from the current energy (detached),
 #: mixed defensively with q
 TRAINING_PROPOSALS = ("prior", "model")
 #: damped mean-field iterations of the pairwise training proposal (the NLL's sampler uses 30
 #: and ICM restarts: ~1 s a step at k = 174, batch 64; this one is rebuilt every step)
 TRAINING_MEAN_FIELD_ITERATIONS = 10
-
-
-@torch.no_grad()
-def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, prior_weight: float,
-                      generator: torch.Generator | None = None) -> Proposal:
-    """r(·|x) for the sample term of one min-min step, rebuilt from the current (detached)
-    energy every step at a cost bounded per input, and mixed defensively, (1 − α) r + α q
-    with α = ``prior_weight`` ∈ (0, 1], so that the weights q/r ≤ 1/α stay bounded:
-
-    * unary multilabel: the model's own distribution, exactly factorised:
-      r_i = σ(u_i(x) + logit π_i) (with α = 0 the weights q e^g / r would all equal Z(x));
-    * pairwise multilabel: factorised Bernoullis at two damped mean-field fixed points, started
-      from μ = ½ and from the observed y (``pairwise_mean_field``: low-rank fields, never the
-      (n, k, k) coupling; the NLL's sampler, ``ebm.inference.make_proposal``, adds ICM optima and
-      sequential sampling, ~1 s a step at k = 174, batch 64: too slow to rebuild every step);
-    * other multilabel energies (mlp): factorised Bernoullis with the local fields
-      φ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i at the observed labels y, and the same at
-      temperature 2: one energy call of k neighbours per input. A proposal may depend on the
-      observed y: the target E_q[f*(g(x, ·) − τ(x))] does not, so the weighted estimate stays unbiased;
-    * rankings with a linear energy: sequential assignment with Sinkhorn logits; other ranking
-      energies: the prior.
-    """
-    from ebm import inference  # it imports this module
-
-    if not 0 < prior_weight <= 1:
-        raise ValueError(f"the defensive prior weight must lie in (0, 1], got {prior_weight}")
-    if prior_weight == 1:
-        return PriorProposal(space, x.shape[0], device=x.device)
-    theta = energy.linear_scores(x)
-    if isinstance(space, Multilabel):
-        prior_logits = space.prior_logits(x.device)
-        if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
-            return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
-        if hasattr(energy, "pairwise_terms"):
-            means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
-            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight, "mean-field")
-        else:
-            logits = inference._local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
-            logits = torch.cat([logits, logits / inference.LOCAL_FIELD_TEMPERATURE], dim=1)
-            return defensive_bernoulli(logits, prior_logits, prior_weight, "local-field")
-    return inference.make_proposal(energy, space, x, "auto", generator=generator, prior_weight=prior_weight)
 
 
 def draw_training_samples(proposal: Proposal, space: OutputSpace, m: int, generator: torch.Generator | None,
@@ -458,7 +430,8 @@ def effective_sample_fraction(log_terms: Tensor) -> Tensor:
     shift = log_terms.amax(dim=1, keepdim=True).clamp(min=-1e300)
     weights = torch.nan_to_num((log_terms - shift).exp())
     total, squares = weights.sum(1), (weights**2).sum(1)
-    return torch.where(squares > 0, total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300)), torch.zeros_like(total))
+    return torch.where(squares > 0, total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300)),
+                       torch.zeros_like(total))
 
 
 def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: Tensor,
@@ -476,7 +449,8 @@ def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: 
         out = fields.unsqueeze(1) + mu @ static  # sym(U₀) is symmetric
         if factors is not None:
             a, b = factors  # (n, k, r)
-            out = out + 0.5 * (torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a), b.transpose(1, 2)))
+            out = out + 0.5 * (torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a),
+                                                                                          b.transpose(1, 2)))
             out = out - (a * b).sum(-1).unsqueeze(1) * mu
         return out
 

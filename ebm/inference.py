@@ -9,13 +9,13 @@ at most ``MAX_SCORES`` = 2**22 scores (16 MiB) at a time.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-from ebm.energies import Energy, UnaryEnergy
+from ebm.energies import Energy, Pairwise, UnaryEnergy
 from ebm.importance import (
     PartitionEstimate,
     PriorProposal,
@@ -25,10 +25,11 @@ from ebm.importance import (
     defensive_bernoulli,
     importance_log_partition,
     mean_field_logits,
+    pairwise_mean_field,
     sequential_mean_field,
 )
-from ebm.samplers import gibbs_sweep, mh_transpositions
-from ebm.spaces import Multilabel, OutputSpace, Permutations
+from ebm.samplers import mcmc_steps
+from ebm.spaces import Multilabel, OutputSpace
 
 MAX_PAIRS = 2**18
 MAX_SCORES = 2**22
@@ -72,17 +73,19 @@ def _scored_chunks(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: in
 @torch.no_grad()
 def enumerate_scores(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: int = 4096) -> Tensor:
     """g(x, y) for every y ∈ Y in ``space.enumerate`` order: (n, |Y|). Holds n·|Y| floats."""
-    return torch.cat([_shared_scores(energy, x, candidates) for candidates in space.enumerate(chunk_size, device=x.device)], dim=1)
+    return torch.cat([_shared_scores(energy, x, candidates) for candidates in space.enumerate(chunk_size,
+                                                                                              device=x.device)], dim=1)
 
 
 def _unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
-    return isinstance(energy, UnaryEnergy) and isinstance(space, Multilabel)
+    return space.kind.binary and isinstance(energy, UnaryEnergy)
 
 
 def unary_log_partition(theta: Tensor, space: Multilabel) -> Tensor:
     """log Σ_y q(y) e^{⟨θ, y⟩} = Σ_i softplus(θ_i + logit π_i) + Σ_i log(1 − π_i), (n,); differentiable.
     (The sum factorises over labels; uniform prior: Σ_i softplus(θ_i) − k log 2.)"""
-    return torch.nn.functional.softplus(theta + space.prior_logits(theta.device)).sum(-1) + space.log_prior_all_zero(theta.device)
+    softplus = torch.nn.functional.softplus(theta + space.prior_logits(theta.device)).sum(-1)
+    return softplus + space.log_prior_all_zero(theta.device)
 
 
 @torch.no_grad()
@@ -99,7 +102,8 @@ def log_partition(
 ) -> tuple[Tensor, Tensor]:
     """A(x) = log Σ_y q(y) e^{g(x,y)} and its standard error, both (n,); see
     ``partition_estimate`` (which also reports the effective sample size)."""
-    result = partition_estimate(energy, space, x, limit=limit, n_samples=n_samples, generator=generator, chunk_size=chunk_size, proposal=proposal)
+    result = partition_estimate(energy, space, x, limit=limit, n_samples=n_samples, generator=generator,
+                                chunk_size=chunk_size, proposal=proposal)
     return result.estimate, result.stderr
 
 
@@ -129,12 +133,14 @@ def partition_estimate(
     """
     if _unary_closed_form(energy, space):
         estimate = unary_log_partition(energy.linear_scores(x), space)
-        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf), "closed-form")
+        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf),
+                                 "closed-form")
     if space.size <= limit:
         estimate = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
         for _, log_target in _scored_chunks(energy, space, x, chunk_size):
             estimate = torch.logaddexp(estimate, torch.logsumexp(log_target, dim=1))
-        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf), "enumeration")
+        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf),
+                                 "enumeration")
     if proposal not in PROPOSALS:
         raise unknown_name_error("importance-sampling proposal", proposal, PROPOSALS)
     build = lambda block: make_proposal(energy, space, block, proposal, generator=generator)  # noqa: E731
@@ -173,22 +179,25 @@ def make_proposal(
     prior = PriorProposal(space, x.shape[0], device=x.device)
     theta = energy.linear_scores(x)
     if name == "auto":
-        if isinstance(space, Multilabel):
-            name = "sequential-mean-field" if hasattr(energy, "pairwise_terms") else "local-field"
+        if space.kind.binary:
+            name = "sequential-mean-field" if isinstance(energy, Pairwise) else "local-field"
         else:
-            name = "assignment" if theta is not None else "prior"
+            name = space.kind.proposal if theta is not None else "prior"
     if name == "prior":
         return prior
-    if name in ("mean-field", "local-field") and not isinstance(space, Multilabel):
-        raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for rankings")
+    if name in ("mean-field", "local-field") and not space.kind.binary:
+        raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for "
+                         f"rankings")
     if name in ("mean-field", "sequential-mean-field"):
-        if not hasattr(energy, "pairwise_terms"):
-            raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
+        if not isinstance(energy, Pairwise):
+            raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got "
+                             f"{type(energy).__name__}")
         u, coupling = energy.pairwise_terms(x)
         fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
         restarts = space.sample_prior((x.shape[0], PROPOSAL_RESTARTS), generator=generator, device=x.device).to(x.dtype)
         optima = icm(fields, coupling, torch.cat([(fields > 0).to(x.dtype).unsqueeze(1), restarts], dim=1))
-        starts = torch.cat([torch.sigmoid(fields).unsqueeze(1), _distinct_best(energy, space, x, optima, PROPOSAL_MODES)], dim=1)
+        starts = torch.cat([torch.sigmoid(fields).unsqueeze(1), _distinct_best(energy, space, x, optima,
+                                                                               PROPOSAL_MODES)], dim=1)
         logits = mean_field_logits(fields, coupling, starts)
         if name == "mean-field":
             return defensive_bernoulli(logits, prior_logits, prior_weight, name)
@@ -198,11 +207,11 @@ def make_proposal(
         logits = _local_fields(energy, space, x, _distinct_best(energy, space, x, optima, PROPOSAL_MODES))
         logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
-    if isinstance(space, Multilabel) or theta is None:
-        raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
-    if isinstance(space, Permutations):
-        theta = theta.unsqueeze(-1) * torch.arange(space.k - 1, -1, -1, device=x.device, dtype=theta.dtype)
-    return defensive(assignment_proposal(theta, space._from_positions, space._to_positions), prior, prior_weight)
+    if space.kind.proposal != "assignment" or theta is None:
+        raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got "
+                         f"{type(energy).__name__} on {space!r}")
+    return defensive(assignment_proposal(space.assignment_scores(theta), space._from_positions, space._to_positions),
+                     prior, prior_weight)
 
 
 def _distinct_best(energy, space: Multilabel, x, candidates: Tensor, count: int) -> Tensor:
@@ -243,7 +252,8 @@ def nll(
     if y.shape[0] != x.shape[0] or y.dim() != 1 + len(space.event_shape):
         raise ValueError(f"nll needs one label per input: x {tuple(x.shape)}, y {tuple(y.shape)}")
     y = y.to(x.dtype)
-    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator, proposal=proposal)
+    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator,
+                                     proposal=proposal)
     return estimate - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y), stderr
 
 
@@ -290,7 +300,8 @@ def _pairwise_icm_mode(energy, space: Multilabel, x, restarts, generator) -> Ten
     return _best_of(energy, space, x, icm(u, coupling, torch.cat(starts, dim=1)))
 
 
-def _greedy_local_optima(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
+def _greedy_local_optima(energy, space: Multilabel, x, restarts, generator,
+                         max_iterations: int | None = None) -> Tensor:
     """Steepest-ascent local search over single-label flips, from the prior mode and ``restarts``
     prior draws: each step scores all k flips of every chain in one call and takes the best
     improving one; a chain stops at a local optimum. Returns every chain's end, (n, 1 + restarts, k)."""
@@ -342,9 +353,9 @@ def mode(
         return space.mode_linear(theta)
     if space.size <= enumeration_limit:
         return _mode_enumerate(energy, space, x)
-    if not isinstance(space, Multilabel):
+    if not space.kind.binary:
         raise ValueError(f"no mode oracle for a nonlinear energy on {space!r} with {space.size} elements")
-    if hasattr(energy, "pairwise_terms"):
+    if isinstance(energy, Pairwise):
         return _pairwise_icm_mode(energy, space, x, restarts, generator)
     return _greedy_mode(energy, space, x, restarts, generator)
 
@@ -369,11 +380,7 @@ def sample(
     if space.size <= limit:
         return _sample_exact(energy, space, x, n, generator)
     start = space.sample_prior((x.shape[0], n), generator=generator, device=x.device).to(x.dtype)
-    if isinstance(space, Multilabel):
-        for _ in range(n_sweeps):
-            start, _ = gibbs_sweep(energy, space, x, start, generator=generator)
-        return start
-    return mh_transpositions(energy, space, x, start, n_sweeps * space.k, generator=generator)[0]
+    return mcmc_steps(energy, space, x, start, n_sweeps, generator=generator)[0]
 
 
 def _sample_exact(energy, space, x, n, generator) -> Tensor:
@@ -385,3 +392,43 @@ def _sample_exact(energy, space, x, n, generator) -> Tensor:
         device = generator.device if generator is not None else probs.device
         draws.append(torch.multinomial(probs.to(device), n, replacement=True, generator=generator).to(x.device))
     return candidates[torch.cat(draws)].to(x.dtype)
+
+
+@torch.no_grad()
+def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, prior_weight: float,
+                      generator: torch.Generator | None = None) -> Proposal:
+    """r(·|x) for the sample term of one min-min step, rebuilt from the current (detached)
+    energy every step at a cost bounded per input, and mixed defensively, (1 − α) r + α q
+    with α = ``prior_weight`` ∈ (0, 1], so that the weights q/r ≤ 1/α stay bounded:
+
+    * unary multilabel: the model's own distribution, exactly factorised:
+      r_i = σ(u_i(x) + logit π_i) (with α = 0 the weights q e^g / r would all equal Z(x));
+    * pairwise multilabel: factorised Bernoullis at two damped mean-field fixed points, started
+      from μ = ½ and from the observed y (``pairwise_mean_field``: low-rank fields, never the
+      (n, k, k) coupling; the NLL's sampler, :func:`make_proposal`, adds ICM optima and
+      sequential sampling, ~1 s a step at k = 174, batch 64: too slow to rebuild every step);
+    * other multilabel energies (mlp): factorised Bernoullis with the local fields
+      φ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i at the observed labels y, and the same at
+      temperature 2: one energy call of k neighbours per input. A proposal may depend on the
+      observed y: the target E_q[f*(g(x, ·) − τ(x))] does not, so the weighted estimate stays unbiased;
+    * rankings with a linear energy: sequential assignment with Sinkhorn logits; other ranking
+      energies: the prior.
+    """
+    if not 0 < prior_weight <= 1:
+        raise ValueError(f"the defensive prior weight must lie in (0, 1], got {prior_weight}")
+    if prior_weight == 1:
+        return PriorProposal(space, x.shape[0], device=x.device)
+    theta = energy.linear_scores(x)
+    if space.kind.binary:
+        prior_logits = space.prior_logits(x.device)
+        if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
+            return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
+        if isinstance(energy, Pairwise):
+            means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
+            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight,
+                                       "mean-field")
+        else:
+            logits = _local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
+            logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
+            return defensive_bernoulli(logits, prior_logits, prior_weight, "local-field")
+    return make_proposal(energy, space, x, "auto", generator=generator, prior_weight=prior_weight)
