@@ -22,7 +22,8 @@ def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
 
 
 @torch.no_grad()
-def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *,
+                generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """One systematic-scan Gibbs sweep over the k labels of a multilabel state.
 
     Site i is resampled from p(y_i = 1 | rest) = σ(Δ_i), Δ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i.
@@ -36,7 +37,7 @@ def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *, gene
     n, c, k = states.shape
     prior_logits = space.prior_logits(x.device).to(x.dtype)
     closed_form = isinstance(energy, Pairwise)
-    if closed_form:
+    if isinstance(energy, Pairwise):
         u, coupling = energy.pairwise_terms(x)
     for i in range(k):
         if closed_form:
