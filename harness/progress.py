@@ -69,3 +69,64 @@ class RunProgress:
 
 def _label(row: dict) -> str:
     return f"{row.get('task')}/{row.get('model')}/{row.get('method')} seed {row.get('seed')} fold {row.get('fold')}"
+
+
+class Phases:
+    """What the driver is doing before the first run starts (planning → starting Ray → warming
+    workers → loading data): a live status line on a terminal, one plain line per phase
+    otherwise. Call it with each new phase; :meth:`done` clears it (the run bar takes over)."""
+
+    def __init__(self, *, enabled: bool = True, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._status = None
+
+    def __call__(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.stream.isatty():
+            if self._status is None:
+                from rich.console import Console
+
+                self._status = Console(file=self.stream).status(text)
+                self._status.start()
+            else:
+                self._status.update(text)
+        else:
+            print(f"ebm-bench: {text} ({time.monotonic() - self.started:.0f} s)", file=self.stream, flush=True)
+
+    def done(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+# ----------------------------------------------------------------------------- end-of-run summary
+
+#: how many (status, method, task, reason) groups the summary lists before "… and N more"
+MAX_PROBLEM_LINES = 20
+
+
+def problem_lines(problems, *, limit: int = MAX_PROBLEM_LINES) -> list[str]:
+    """Group non-ok outcomes ``(status, method, task, model, reason)`` by status, method, task and
+    reason (first line): ``"skipped 5: exact-mle on cal500 (pairwise) — |Y| = … exceeds …"``.
+    Most frequent first within a status; statuses in a fixed order (failures before skips)."""
+    order = ("failed", "timeout", "diverged", "pruned", "skipped", "unsupported")
+    groups: dict[tuple, list] = {}
+    for status, method, task, model, reason in problems:
+        first = (str(reason or "").strip().splitlines() or ["(no reason recorded)"])[0]
+        first = first if len(first) <= 160 else first[:157] + "…"
+        key = (str(status), method, task, first)
+        entry = groups.setdefault(key, [0, []])
+        entry[0] += 1
+        if model not in entry[1]:
+            entry[1].append(model)
+    ranked = sorted(groups.items(), key=lambda item: (
+        order.index(item[0][0]) if item[0][0] in order else len(order), -item[1][0], item[0]))
+    lines = [f"{status} {count}: {method} on {task} ({', '.join(map(str, models))}) — {reason}"
+             for (status, method, task, reason), (count, models) in ranked[:limit]]
+    if len(ranked) > limit:
+        lines.append(f"… and {len(ranked) - limit} more groups "
+                     "(ebm-bench query \"select task, model, method, status, error from runs where status != 'ok'\")")
+    return lines

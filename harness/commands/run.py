@@ -52,6 +52,15 @@ class RunSummary:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: runs of the plan whose stored row is ok and that were not run again
+    already_ok: int = 0
+    #: non-ok outcomes (status, method, task, model, reason), for the closing summary
+    problems: list[tuple] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        """False when runs were planned but none ended ok (now or stored from before)."""
+        return not self.planned or self.counts.get("ok", 0) + self.already_ok > 0
 
 
 #: seconds a fresh Ray worker may take to start and import torch and the project before a run
@@ -89,21 +98,25 @@ def _loader(data_dir):
     return load
 
 
-def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSummary:
-    """Plan, (tune,) execute and store ``suite``; see the module docstring."""
+def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=None) -> RunSummary:
+    """Plan, (tune,) execute and store ``suite`` (a name, a path, a Suite, or None: the grid the
+    filters name, else quick); see the module docstring. ``phases`` (a progress.Phases) is told
+    what the driver is doing until the first run starts."""
     from harness import manifest, store
     from harness.executors import Job, SharedData, drive, make_executor
-    from harness.plan import Filters, plan_runs, with_params
-    from harness.progress import RunProgress
-    from harness.suites import load_suite
+    from harness.plan import Filters, plan_runs, resolve_suite, with_params
+    from harness.progress import Phases, RunProgress
     from harness.worker import execute_run, failure_row
 
     options = options or RunOptions()
-    suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
+    phases = phases or Phases(enabled=options.progress)
     started = time.monotonic()
+    phases("planning")
+    suite, filters = resolve_suite(suite, filters or Filters())
     results_dir = store.check_writable(options.results_dir)
-    plan = plan_runs(suite, filters or Filters(), data_dir=options.data_dir)
+    plan = plan_runs(suite, filters, data_dir=options.data_dir)
     summary = RunSummary(planned=len(plan), notes=list(plan.notes))
+    summary.problems += [(p.status, p.spec.method, p.spec.task, p.spec.model, p.reason) for p in plan if p.status]
     stored = store.run_statuses(results_dir)
     invocation = uuid.uuid4().hex[:12]
     manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
@@ -121,14 +134,18 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     threads = max(1, round(options.cpus_per_run))
     worker_kwargs = {"threads": threads, "gpus": options.gpus_per_run, "max_seconds": options.timeout_per_run}
     executor = None
-    make_progress = (lambda total, title: RunProgress(total, title=title, enabled=options.progress))
+
+    def make_progress(total, title):
+        phases.done()  # the bar takes over the status line
+        return RunProgress(total, title=title, enabled=options.progress)
 
     def get_executor():
         nonlocal executor
         if executor is None:
+            phases("starting Ray" if options.executor == "ray" else f"starting the {options.executor} executor")
             executor = make_executor(options.executor, **({} if options.executor == "serial" else dict(
                 address=options.address, num_cpus=options.num_cpus, cpus_per_run=options.cpus_per_run,
-                gpus_per_run=options.gpus_per_run, max_retries=options.max_retries)))
+                gpus_per_run=options.gpus_per_run, max_retries=options.max_retries, on_phase=phases)))
         return executor
 
     load = _loader(options.data_dir)
@@ -150,8 +167,11 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
         todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
         summary.to_run = len(todo)
         summary.already_done = len(runnable) - len(todo)
+        todo_ids = {r.run_id for r in todo}
+        summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
         if todo:
             executor = get_executor()
+            phases(f"loading data for {len({r.spec.data_key for r in todo})} task split(s)")
             shared = SharedData(executor, load, [r.spec.data_key for r in todo])
             queue = iter(todo)
             progress = make_progress(len(todo), f"{suite.name}")
@@ -178,6 +198,9 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
                 writer.add("curves", curves)
                 writer.add("runs", [row])
                 summary.counts[row["status"]] += 1
+                if row["status"] != "ok":
+                    summary.problems.append((row["status"], run.spec.method, run.spec.task, run.spec.model,
+                                             row.get("error")))
                 progress.finished_one(row)
 
             try:
@@ -187,6 +210,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        phases.done()
         writer.flush()
         if executor is not None:
             executor.close()
@@ -211,10 +235,15 @@ class _LazyExecutor:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``tune``."""
-    parser.add_argument("--suite", default="quick", help="quick | paper | full | PATH.toml (default: quick)")
-    parser.add_argument("--tasks", help="comma list of task names or globs (e.g. 'syn-*,emotions')")
-    parser.add_argument("--methods", help="comma list of method names or globs")
-    parser.add_argument("--models", help="comma list of model names or globs")
+    parser.add_argument("--suite", default=None,
+                        help="quick | paper | full | PATH.toml; with it, --tasks/--methods/--models narrow the "
+                             "suite (default: the grid those flags name, or quick without them)")
+    parser.add_argument("--tasks", help="comma list of task names or globs (e.g. 'syn-*,emotions'); without "
+                                        "--suite: the grid's tasks (default: the quick suite's)")
+    parser.add_argument("--methods", help="comma list of method names or globs (e.g. 'minmin-*,exact-mle'); "
+                                          "without --suite: default every method")
+    parser.add_argument("--models", help="comma list of model names or globs (default: every model of each "
+                                         "task's kind)")
     parser.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
     parser.add_argument("--max-steps", type=int, help="optimiser steps per run (overrides the suite's budget)")
     parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
@@ -241,10 +270,35 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
+DESCRIPTION = """\
+Plan a suite, skip what the results dir holds, tune (optional), run the rest on Ray (or
+serially), store every outcome, print the leaderboard.
+
+The grid: without --suite, --tasks / --methods / --models name it (tasks and methods are
+names or globs over everything registered; every model of each task's kind unless --models),
+with the quick suite's budget and seeds unless --max-steps / --seeds say otherwise. With
+--suite they narrow that suite's grid. No flags at all: the quick suite.
+
+  ebm-bench run --tasks 'syn-*' --methods 'minmin-*,exact-mle' --models pairwise --dry-run
+  ebm-bench run --suite paper --tasks yeast
+
+Resume: a run whose id already has a row in DIR/runs is not run again, whatever its status,
+unless --force (everything again) or --retry-failed (rows failed / timeout again). Rows
+skipped / unsupported decided at plan time are re-decided every time. Only this driver writes
+results, in small batches as runs finish; Ctrl-C keeps what finished.
+
+Exit status: 0 when at least one planned run is ok (now or from before), 1 when none is,
+2 for bad input, 130 when interrupted.
+"""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run a benchmark suite (resumable) and print the leaderboard",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the planned runs (grouped, with what is already stored and what is skipped "
+                             "and why) and their count, then exit")
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     parser.set_defaults(func=main)
 
@@ -277,14 +331,26 @@ def options_from_args(args, *, tune_only: bool = False):
     return filters, options
 
 
-def print_summary(summary: RunSummary, results_dir: Path, *, stream=sys.stderr) -> None:
+def print_summary(summary: RunSummary, results_dir: Path, *, stream=None) -> None:
+    """The closing lines: notes, counts, then every non-ok outcome grouped by status and reason."""
+    from harness.progress import problem_lines
+
+    stream = stream or sys.stderr
+
     for note in summary.notes:
         print(f"note: {note}", file=stream)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "nothing new"
     print(f"{summary.planned} planned, {summary.already_done} already in {results_dir}, {summary.to_run} run: "
           f"{counts} ({summary.seconds:.1f} s)", file=stream)
+    lines = problem_lines(summary.problems)
+    if lines:
+        print("not ok:", file=stream)
+        for line in lines:
+            print(f"  {line}", file=stream)
     if summary.interrupted:
         print("interrupted: finished runs are saved; run the same command again to resume", file=stream)
+    elif not summary.succeeded:
+        print("no planned run succeeded (exit status 1)", file=stream)
 
 
 def show_leaderboard(results_dir: Path) -> None:
@@ -297,11 +363,81 @@ def show_leaderboard(results_dir: Path) -> None:
 
 
 def main(args) -> int:
+    from harness.progress import Phases
+
+    phases = Phases(enabled=not args.no_progress and not args.dry_run)
+    phases("planning")
     filters, options = options_from_args(args)
-    summary = run_suite(args.suite, filters, options)
+    if args.dry_run:
+        sys.stdout.write(dry_run(args.suite, filters, options))
+        return 0
+    summary = run_suite(args.suite, filters, options, phases=phases)
     print_summary(summary, options.results_dir)
     if summary.interrupted:
         return 130
-    if not args.no_leaderboard:
+    if not args.no_leaderboard and summary.counts.get("ok", 0) + summary.already_ok:
         show_leaderboard(options.results_dir)
-    return 0
+    return 0 if summary.succeeded else 1
+
+
+def dry_run(suite, filters, options: RunOptions) -> str:
+    """The plan, grouped by task × model × configuration: seeds, folds, how many runs, how many
+    already stored (and their statuses), plan-time skips with the reason; then the totals.
+    Nothing is written."""
+    from harness import store
+    from harness.plan import resolve_suite, plan_runs
+    from harness.tables import render_table
+
+    suite, filters = resolve_suite(suite, filters)
+    plan = plan_runs(suite, filters, data_dir=options.data_dir)
+    stored = store.run_statuses(options.results_dir) if Path(options.results_dir, "runs").is_dir() else {}
+    groups: dict[tuple, list] = {}
+    for run in plan:
+        groups.setdefault((run.spec.task, run.spec.model, config_label(run)), []).append(run)
+    rows, to_run, done, at_plan = [], 0, 0, 0
+    reasons: dict[str, int] = {}  # plan-time reasons, numbered once (footnotes under the table)
+    for (task, model, config), runs in groups.items():
+        statuses = Counter(stored[r.run_id] for r in runs if r.run_id in stored and not r.status)
+        pending = [r for r in runs if not r.status and needs_run(r, stored, options)]
+        skipped = [r for r in runs if r.status]
+        to_run, at_plan = to_run + len(pending), at_plan + len(skipped)
+        done += len(runs) - len(pending) - len(skipped)
+        if skipped:
+            number = reasons.setdefault(str(skipped[0].reason), len(reasons) + 1)
+            state = f"{skipped[0].status} [{number}]"
+        elif not pending:
+            state = "stored (" + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + ")"
+        else:
+            state = "to run" + (f" ({len(runs) - len(pending)} stored)" if len(pending) < len(runs) else "")
+        rows.append([task, model, config, _span(r.spec.seed for r in runs), _span(r.spec.fold for r in runs),
+                     len(runs), state])
+    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
+    lines = [render_table(["task", "model", "config", "seeds", "folds", "runs", "state"], rows,
+                          title=f"ebm-bench run --dry-run: suite {suite.name!r} → {options.results_dir}",
+                          right=["runs"])]
+    lines += [f"[{number}] {reason}\n" for reason, number in reasons.items()]
+    lines += [f"note: {note}\n" for note in plan.notes]
+    if trials > 0:
+        lines.append(f"tuning first: {trials} Optuna trials per task × model × method (tuned runs get new ids)\n")
+    budget = plan[0].spec.budget if plan else {}
+    lines.append(f"{len(plan)} planned runs: {to_run} to run, {done} already stored, {at_plan} skipped or "
+                 f"unsupported at plan time (budget {', '.join(f'{k}={v}' for k, v in budget.items())})\n")
+    return "".join(lines)
+
+
+def config_label(run) -> str:
+    """``method`` or ``method[param=value,...]`` for the suite's fixed hyperparameters
+    (benchopt style); the plan's own label when it has one."""
+    label = getattr(run, "config", None) or getattr(run.spec, "config", None)
+    if isinstance(label, str) and label:
+        return label
+    params = ",".join(f"{k}={v}" for k, v in sorted(run.overrides.items()))
+    return f"{run.spec.method}[{params}]" if params else run.spec.method
+
+
+def _span(values) -> str:
+    """0..4 for a contiguous set of ints, else a comma list."""
+    values = sorted(set(values))
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ",".join(map(str, values))
