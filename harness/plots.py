@@ -1,16 +1,26 @@
 """PNG figures of a results directory (matplotlib, Agg backend: no display needed).
 
-* ``convergence-<task>-<model>.png`` — a 2 × 2 grid: the training objective (curves rows with
-  ``split = "train", metric = "objective"``) and the validation primary metric
-  (``split = "val"``) against optimiser steps and against wall seconds; one line per method,
-  the mean over its ok runs (seeds, folds) at each evaluation step (seconds are averaged too).
+* ``convergence-<task>-<model>.png`` — top: the validation primary metric (curves rows with
+  ``split = "val"``) against optimiser steps and against wall seconds, one line per method
+  (the mean over its ok runs — seeds, folds — at each evaluation step; seconds are averaged
+  too), on a *robust* y range: the limits cover every method's curve from its first tenth on
+  (Tukey fences, 3 × IQR), so one method's divergence or a first evaluation far off does not
+  flatten the others; points outside are drawn as triangles on the edge and counted in the
+  title. Bottom: the training objective (``split = "train", metric = "objective"``), one
+  small panel per method — methods minimise different losses, so they get their own y axes
+  (robust range again: a single 1.8e6 spike is an off-scale triangle, not the scale).
 * ``tau-<task>-<model>.png`` — the learned τ(x) against the exact log Z(x) on unseen (test)
   inputs, one colour per method, with the identity line. Source: curves rows with
   ``split = "tau"``: for test example ``i`` of a run, ``step = i`` and two rows,
   ``metric = "tau"`` (the method's τ(x_i)) and ``metric = "logz"`` (exact log Z(x_i)); ``seconds``
   and ``energy_evals`` are null. Methods without a τ write no such rows and are not drawn.
-* ``leaderboard-<task>.png`` — bars of each method's test mean ± std on the task's primary
-  metric, one group per model; methods with failed runs are annotated ``n failed``.
+* ``leaderboard-<task>.png`` — a dot plot of each method's test mean ± std on the task's
+  primary metric, one row per model × method that has a result (no empty slots), on an axis
+  zoomed to the values (3.40 vs 3.48 is visible); the best of each model is a star; a method
+  with failed runs says ``n failed`` beside its dot (or instead of it when none was ok).
+
+A method keeps its colour in every figure of a results directory (colours follow the sorted
+method names).
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 TAU_SPLIT = "tau"
+#: Tukey fences for the robust y range: quartiles ± FENCE × IQR
+FENCE = 3.0
 
 
 def _pyplot():
@@ -45,6 +57,41 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def method_colours(methods) -> dict[str, str]:
+    """A fixed colour per method (sorted names over matplotlib's 10-colour cycle, then tab20)."""
+    import matplotlib
+
+    names = sorted(set(methods))
+    palette = list(matplotlib.colormaps["tab10"].colors) + list(matplotlib.colormaps["tab20"].colors[1::2])
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+def robust_range(values, *, fence: float = FENCE) -> tuple[float, float] | None:
+    """(low, high) covering the values within the Tukey fences (quartiles ± ``fence`` × IQR),
+    with 5% padding; None without a finite value. A flat series gets a small symmetric range."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return None
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = q3 - q1
+    inside = v[(v >= q1 - fence * iqr) & (v <= q3 + fence * iqr)]
+    low, high = float(inside.min()), float(inside.max())
+    pad = 0.05 * (high - low) if high > low else max(abs(high) * 0.05, 1e-3)
+    return low - pad, high + pad
+
+
+def _clip_marks(ax, x, y, limits, colour) -> int:
+    """Draw points outside ``limits`` as triangles on the panel's edge; return how many."""
+    low, high = limits
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    above, below = y > high, y < low
+    if above.any():
+        ax.scatter(x[above], np.full(above.sum(), high), marker="^", color=colour, s=28, clip_on=False, zorder=3)
+    if below.any():
+        ax.scatter(x[below], np.full(below.sum(), low), marker="v", color=colour, s=28, clip_on=False, zorder=3)
+    return int(above.sum() + below.sum())
+
+
 def _ok_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Curve rows of ok runs, joined with the run's task, model, method and primary metric."""
     keep = ["run_id", "task", "model", "method"] + (["primary_metric"] if "primary_metric" in runs else [])
@@ -57,10 +104,40 @@ def mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["method", "step"], as_index=False)[["value", "seconds"]].mean().sort_values(["method", "step"])
 
 
+def _robust_curve_range(lines: pd.DataFrame) -> tuple[float, float] | None:
+    """The y range of a panel: robust over each method's curve after its first tenth of steps
+    (where every method is still far from anything), but always including every final value."""
+    kept, finals = [], []
+    for _, line in lines.groupby("method"):
+        line = line.sort_values("step")
+        start = line["step"].min() + 0.1 * (line["step"].max() - line["step"].min())
+        kept += list(line.loc[line["step"] >= start, "value"])
+        finals.append(float(line["value"].iloc[-1]))
+    limits = robust_range(kept)
+    if limits is None:
+        return None
+    finals = [f for f in finals if np.isfinite(f)]
+    low, high = min([limits[0]] + finals), max([limits[1]] + finals)
+    return (low, high) if (low, high) == limits else robust_range([low, high], fence=np.inf)
+
+
+def _draw_curves(ax, lines: pd.DataFrame, x: str, colours: dict, limits) -> int:
+    off = 0
+    for method, line in lines.groupby("method"):
+        ax.plot(line[x], line["value"], marker=".", markersize=4, color=colours[method], label=method)
+        if limits is not None:
+            off += _clip_marks(ax, line[x], line["value"], limits, colours[method])
+    if limits is not None:
+        ax.set_ylim(*limits)
+    ax.grid(alpha=0.3)
+    return off
+
+
 def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """One convergence figure per task × model (see the module doc)."""
     plt = _pyplot()
     joined = _ok_curves(curves[curves["split"].isin(["train", "val"])], runs)
+    colours = method_colours(runs["method"].dropna()) if len(runs) else {}
     paths = []
     for (task, model), rows in joined.groupby(["task", "model"]):
         primary = rows["primary_metric"].dropna().iloc[0] if "primary_metric" in rows and rows[
@@ -70,25 +147,42 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
             val = val[val["metric"] == primary]
         else:  # no primary reported: the first validation metric present
             val = val[val["metric"] == val["metric"].iloc[0]] if len(val) else val
-        panels = [("train objective", rows[(rows["split"] == "train") & (rows["metric"] == "objective")]),
-                  (f"validation {val['metric'].iloc[0] if len(val) else ''}", val)]
-        fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
-        for row_index, (label, panel) in enumerate(panels):
-            for col_index, x in enumerate(("step", "seconds")):
-                ax = axes[row_index][col_index]
-                for method, line in mean_curve(panel).groupby("method"):
-                    ax.plot(line[x], line["value"], marker=".", label=method)
-                ax.set_xlabel("optimiser steps" if x == "step" else "wall seconds")
-                ax.set_ylabel(label)
-                ax.grid(alpha=0.3)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        if not handles:  # no train curve: take the legend from the validation panel
-            handles, labels = axes[1][0].get_legend_handles_labels()
+        metric = val["metric"].iloc[0] if len(val) else "metric"
+        objective = mean_curve(rows[(rows["split"] == "train") & (rows["metric"] == "objective")])
+        methods = sorted(objective["method"].unique())
+        columns = min(4, max(1, len(methods)))
+        panel_rows = -(-len(methods) // columns) if methods else 0
+        fig = plt.figure(figsize=(12, 4.2 + 2.4 * panel_rows))
+        grid = fig.add_gridspec(1 + panel_rows, 2 * columns, height_ratios=[1.7] + [1.0] * panel_rows,
+                                hspace=0.55, wspace=0.9)
+        lines = mean_curve(val)
+        limits = _robust_curve_range(lines)
+        off = 0
+        for index, x in enumerate(("step", "seconds")):
+            ax = fig.add_subplot(grid[0, index * columns:(index + 1) * columns])
+            off += _draw_curves(ax, lines, x, colours, limits)
+            ax.set_xlabel("optimiser steps" if x == "step" else "wall seconds (training + evaluation)")
+            ax.set_ylabel(f"validation {metric}")
+        clipped = f"; {off // 2} point(s) off-scale (▲▼)" if off else ""
+        fig.text(0.5, 1.0 - 0.35 / (4.2 + 2.4 * panel_rows),
+                 f"validation {metric}, mean over seeds{clipped}", ha="center", fontsize=10)
+        for i, method in enumerate(methods):
+            ax = fig.add_subplot(grid[1 + i // columns, 2 * (i % columns):2 * (i % columns) + 2])
+            line = objective[objective["method"] == method]
+            limits_m = robust_range(line["value"])
+            n_off = _draw_curves(ax, line, "step", colours, limits_m)
+            ax.set_title(method + (f" ({n_off} off-scale)" if n_off else ""), fontsize=9, color=colours[method])
+            ax.tick_params(labelsize=7)
+            ax.yaxis.get_offset_text().set_fontsize(7)
+            if i // columns == panel_rows - 1:
+                ax.set_xlabel("steps", fontsize=8)
+            if i % columns == 0:
+                ax.set_ylabel("train objective", fontsize=8)
+        handles = [plt.Line2D([], [], color=colours[m], marker=".", label=m) for m in sorted(lines["method"].unique())]
         if handles:
-            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                       ncol=min(len(labels), 6), frameon=False)
-        fig.suptitle(f"{task} / {model}: convergence (mean over seeds)")
-        fig.tight_layout()
+            fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
+                       frameon=False)
+        fig.suptitle(f"{task} / {model}: convergence (each method's own objective below)", fontsize=12)
         paths.append(_save(fig, Path(out_dir) / f"convergence-{_slug(task)}-{_slug(model)}.png"))
     return paths
 
@@ -110,12 +204,14 @@ def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
     plt = _pyplot()
     points = tau_points(curves).merge(runs.loc[runs["status"] == "ok", ["run_id", "task", "model", "method"]],
                                       on="run_id")
+    colours = method_colours(runs["method"].dropna()) if len(runs) else {}
     paths = []
     for (task, model), rows in points.groupby(["task", "model"]):
         fig, ax = plt.subplots(figsize=(5.5, 5))
         for method, group in rows.groupby("method"):
             mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
-            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, label=f"{method} (MAE {mae:.3g})")
+            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, color=colours.get(method),
+                       label=f"{method} (MAE {mae:.3g})")
         low = float(min(rows["logz"].min(), rows["tau"].min()))
         high = float(max(rows["logz"].max(), rows["tau"].max()))
         ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
@@ -129,33 +225,55 @@ def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
 
 
 def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir: str | os.PathLike) -> list[Path]:
-    """One bar chart per task of the primary metric's mean ± std, grouped by model."""
+    """One dot plot per task of the primary metric's mean ± std (see the module doc)."""
     plt = _pyplot()
+    from tasks.metrics import METRICS
+
+    colours = method_colours(board["method"]) if len(board) else {}
     paths = []
     for task, rows in board[board["task"].isin(primary)].groupby("task"):
-        rows = rows[rows["metric"] == primary[task]]
+        metric = primary[task]
+        rows = rows[(rows["metric"] == metric) & ((rows["n_ok"] > 0) | (rows["n_failed"] > 0))]
         if rows.empty:
             continue
-        models, methods = sorted(rows["model"].unique()), sorted(rows["method"].unique())
-        width = 0.8 / len(methods)
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(models) * len(methods) ** 0.5 + 3), 4))
-        for index, method in enumerate(methods):
-            cells = rows[rows["method"] == method].set_index("model").reindex(models)
-            x = np.arange(len(models)) + (index - (len(methods) - 1) / 2) * width
-            drawn = cells["mean"].notna().to_numpy()  # an all-failed cell has no bar, only its label
-            ax.bar(x[drawn], cells["mean"][drawn], width, yerr=cells["std"].fillna(0.0)[drawn], capsize=3,
-                   color=f"C{index}")
-            for xi, failed in zip(x, cells["n_failed"].fillna(0).astype(int)):
-                if failed:
-                    ax.annotate(f"{failed} failed", (xi, 0), rotation=90, fontsize=7, ha="center", va="bottom")
-        ax.set_xticks(np.arange(len(models)), models)
-        ax.set_ylabel(f"test {primary[task]}")
-        ax.set_title(f"{task}: test {primary[task]} (mean ± std over seeds)")
-        from matplotlib.patches import Patch  # explicit handles: a method with no bar still gets its colour
-
-        ax.legend(handles=[Patch(color=f"C{i}", label=m) for i, m in enumerate(methods)], fontsize=8,
-                  loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        ax.grid(axis="y", alpha=0.3)
+        maximize = METRICS.get(metric, "max") == "max"
+        rows = rows.sort_values(["model", "mean"], ascending=[True, not maximize], na_position="last")
+        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(rows) + 0.25 * rows["model"].nunique()))
+        y, labels, ticks, gap = 0.0, [], [], 0.8
+        values = np.concatenate([(rows["mean"] - rows["std"].fillna(0)).to_numpy(),
+                                 (rows["mean"] + rows["std"].fillna(0)).to_numpy()])
+        values = values[np.isfinite(values)]
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        span = (high - low) or max(abs(high), 1.0) * 0.1
+        failed_x = low - 0.02 * span
+        for model, group in rows.groupby("model", sort=True):
+            ax.text(0.0, y - 0.1, model, transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                    fontsize=9, fontweight="bold")
+            best = group["rank"].min()
+            for _, row in group.iterrows():
+                y -= 1
+                colour = colours[row["method"]]
+                if np.isfinite(row["mean"]):
+                    ax.errorbar(row["mean"], y, xerr=0.0 if pd.isna(row["std"]) else row["std"], fmt="o",
+                                color=colour, capsize=3, markersize=6)
+                    if row["rank"] == best:
+                        ax.plot(row["mean"], y, marker="*", color="black", markersize=11, linestyle="none")
+                    ax.annotate(f"{row['mean']:.3f}", (row["mean"], y), xytext=(0, 6), textcoords="offset points",
+                                ha="center", fontsize=7)
+                if row["n_failed"]:
+                    where = row["mean"] if np.isfinite(row["mean"]) else failed_x
+                    ax.annotate(f"{int(row['n_failed'])} failed", (where, y), xytext=(8, -3),
+                                textcoords="offset points", fontsize=7, color="firebrick")
+                ticks.append(y)
+                labels.append(f"{row['method']} (n={int(row['n_ok'])})")
+            y -= gap
+        ax.set_yticks(ticks, labels, fontsize=8)
+        ax.set_ylim(y + gap - 0.6, 0.4)
+        ax.set_xlim(low - 0.08 * span, high + 0.12 * span)
+        ax.set_xlabel(f"test {metric} ({'higher' if maximize else 'lower'} is better); dot = mean, bar = ± std "
+                      f"over seeds; ★ best of its model")
+        ax.set_title(f"{task}: test {metric} (axis zoomed to the values)")
+        ax.grid(axis="x", alpha=0.3)
         paths.append(_save(fig, Path(out_dir) / f"leaderboard-{_slug(task)}.png"))
     return paths
 

@@ -68,7 +68,10 @@ class RunProgress:
 
 
 def _label(row: dict) -> str:
-    return f"{row.get('task')}/{row.get('model')}/{row.get('method')} seed {row.get('seed')} fold {row.get('fold')}"
+    where = f"{row.get('task')}/{row.get('model')}/{row.get('method')}"
+    if row.get("trial") is not None:  # a tuning trial (seed 0, fold 0 by construction)
+        return f"{where} tuning trial {row['trial']}"
+    return f"{where} seed {row.get('seed')} fold {row.get('fold')}"
 
 
 class Phases:

@@ -223,8 +223,7 @@ def _run_trials(order: list[StudyState], executor, shared, worker_kwargs, hard_t
         if progress is not None:
             progress.finished_one({"status": "ok" if row["state"] in ("COMPLETE", "PRUNED") else "failed",
                                    "task": state.run.spec.task, "model": state.run.spec.model,
-                                   "method": state.run.spec.method, "seed": f"trial {trial.number}",
-                                   "fold": state.run.spec.fold, "error": row["error"]})
+                                   "method": state.run.spec.method, "trial": trial.number, "error": row["error"]})
 
     try:
         drive(executor, next_job, on_done, on_submit=(lambda job: progress.started_one()) if progress else None,
