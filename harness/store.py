@@ -127,6 +127,9 @@ PERF_SCHEMA = _schema("perf", [
     pa.field("unit", pa.string()),
     pa.field("reference_method", pa.string()),
     pa.field("ratio", pa.float64()),
+    pa.field("spread", pa.float64()),        # max / min of the repetitions (null: one measurement)
+    pa.field("ratio_spread", pa.float64()),  # max / min of the per-repetition ratios
+    pa.field("n_repeats", pa.int64()),
     pa.field("host", pa.string()),
     pa.field("started_at", _TS),
 ])

@@ -1,6 +1,9 @@
 """``ebm-bench perf``: measure step cost vs |Y|, time to quality, harness overhead and scaling,
 FLOP/s and peak memory, side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
-view of ``ebm-bench query``) and print a table with the issue's targets (reported, not enforced).
+view of ``ebm-bench query``) and print a table: each figure with the spread of its repetitions,
+its ratio to the reference measured beside it, and the goal ebm-bench holds itself to
+(reported, not enforced). A ratio whose repetitions disagree by more than 2x is flagged
+"unstable": the machine was busy; run it again when it is idle.
 """
 
 from __future__ import annotations
