@@ -335,5 +335,5 @@ def _render_block(wide: pd.DataFrame, best: pd.DataFrame, fmt: str, *, width: in
         return _latex(wide, best)
     if primary_only:
         return _rich_table(wide, best, title="leaderboard: test, mean ± std over seeds", width=width,
-                           caption="* best in its task × model · --metrics all: every metric")
+                           caption="* best in its task × model · every metric: leaderboard --metrics all")
     return _rich_table(wide, best, title="ebm-bench leaderboard (test split; mean ± std over seeds)", width=width)

@@ -35,6 +35,8 @@ import pandas as pd
 TAU_SPLIT = "tau"
 #: Tukey fences for the robust y range: quartiles ± FENCE × IQR
 FENCE = 3.0
+#: the objective panels clip only what is far out (a spike), not a curve's steep start
+OBJECTIVE_FENCE = 10.0
 
 
 def _pyplot():
@@ -105,20 +107,15 @@ def mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _robust_curve_range(lines: pd.DataFrame) -> tuple[float, float] | None:
-    """The y range of a panel: robust over each method's curve after its first tenth of steps
-    (where every method is still far from anything), but always including every final value."""
-    kept, finals = [], []
+    """The y range of the validation panels: robust (Tukey fences) over every method's curve
+    after its first tenth of steps (where every method is still far from anything): a method
+    whose values run away is drawn off-scale rather than flattening the others."""
+    kept = []
     for _, line in lines.groupby("method"):
         line = line.sort_values("step")
         start = line["step"].min() + 0.1 * (line["step"].max() - line["step"].min())
         kept += list(line.loc[line["step"] >= start, "value"])
-        finals.append(float(line["value"].iloc[-1]))
-    limits = robust_range(kept)
-    if limits is None:
-        return None
-    finals = [f for f in finals if np.isfinite(f)]
-    low, high = min([limits[0]] + finals), max([limits[1]] + finals)
-    return (low, high) if (low, high) == limits else robust_range([low, high], fence=np.inf)
+    return robust_range(kept)
 
 
 def _draw_curves(ax, lines: pd.DataFrame, x: str, colours: dict, limits) -> int:
@@ -162,14 +159,16 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
             ax = fig.add_subplot(grid[0, index * columns:(index + 1) * columns])
             off += _draw_curves(ax, lines, x, colours, limits)
             ax.set_xlabel("optimiser steps" if x == "step" else "wall seconds (training + evaluation)")
-            ax.set_ylabel(f"validation {metric}")
-        clipped = f"; {off // 2} point(s) off-scale (▲▼)" if off else ""
-        fig.text(0.5, 1.0 - 0.35 / (4.2 + 2.4 * panel_rows),
-                 f"validation {metric}, mean over seeds{clipped}", ha="center", fontsize=10)
+            if index == 0:  # the right panel shares the quantity (and the range)
+                ax.set_ylabel(f"validation {metric} (mean over seeds)")
+        if off:
+            away = sorted(m for m, line in lines.groupby("method") if limits is not None and (
+                (line["value"] > limits[1]) | (line["value"] < limits[0])).any())
+            fig.axes[0].set_title(f"▲▼ off-scale (robust range): {', '.join(away)}", fontsize=9)
         for i, method in enumerate(methods):
             ax = fig.add_subplot(grid[1 + i // columns, 2 * (i % columns):2 * (i % columns) + 2])
             line = objective[objective["method"] == method]
-            limits_m = robust_range(line["value"])
+            limits_m = robust_range(line["value"], fence=OBJECTIVE_FENCE)
             n_off = _draw_curves(ax, line, "step", colours, limits_m)
             ax.set_title(method + (f" ({n_off} off-scale)" if n_off else ""), fontsize=9, color=colours[method])
             ax.tick_params(labelsize=7)
@@ -182,7 +181,8 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
         if handles:
             fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
                        frameon=False)
-        fig.suptitle(f"{task} / {model}: convergence (each method's own objective below)", fontsize=12)
+        fig.suptitle(f"{task} / {model}: validation {metric} (top) and each method's own training objective "
+                     "(bottom; methods minimise different losses)", fontsize=11)
         paths.append(_save(fig, Path(out_dir) / f"convergence-{_slug(task)}-{_slug(model)}.png"))
     return paths
 
@@ -234,6 +234,9 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
     for task, rows in board[board["task"].isin(primary)].groupby("task"):
         metric = primary[task]
         rows = rows[(rows["metric"] == metric) & ((rows["n_ok"] > 0) | (rows["n_failed"] > 0))]
+        # ok runs that do not report the metric (e.g. no NLL for sparsemax models): a note, not an empty row
+        silent = sorted(set(rows.loc[rows["mean"].isna() & (rows["n_failed"] == 0), "method"]))
+        rows = rows[rows["mean"].notna() | (rows["n_failed"] > 0)]
         if rows.empty:
             continue
         maximize = METRICS.get(metric, "max") == "max"
@@ -247,8 +250,10 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
         span = (high - low) or max(abs(high), 1.0) * 0.1
         failed_x = low - 0.02 * span
         for model, group in rows.groupby("model", sort=True):
-            ax.text(0.0, y - 0.1, model, transform=ax.get_yaxis_transform(), ha="right", va="bottom",
-                    fontsize=9, fontweight="bold")
+            ax.text(0.01, y - 0.35, f"model: {model}", transform=ax.get_yaxis_transform(), ha="left",
+                    va="center", fontsize=9, fontstyle="italic", color="dimgray")
+            ax.axhline(y - 0.1, color="lightgray", linewidth=0.8)
+            y -= 0.3
             best = group["rank"].min()
             for _, row in group.iterrows():
                 y -= 1
@@ -272,7 +277,8 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
         ax.set_xlim(low - 0.08 * span, high + 0.12 * span)
         ax.set_xlabel(f"test {metric} ({'higher' if maximize else 'lower'} is better); dot = mean, bar = ± std "
                       f"over seeds; ★ best of its model")
-        ax.set_title(f"{task}: test {metric} (axis zoomed to the values)")
+        ax.set_title(f"{task}: test {metric} (axis zoomed to the values)"
+                     + (f"\nno test {metric} reported by: {', '.join(silent)}" if silent else ""), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         paths.append(_save(fig, Path(out_dir) / f"leaderboard-{_slug(task)}.png"))
     return paths
