@@ -21,6 +21,7 @@ from ebm.method import Method
 #: name → "module:attribute", in the order methods are listed.
 _BUILTIN: dict[str, str] = {
     "minmin-logistic": "ebm.minmin:MINMIN_LOGISTIC",
+    "minmin-logistic-is": "ebm.minmin:MINMIN_LOGISTIC_IS",
     "minmin-sparsemax": "ebm.minmin:MINMIN_SPARSEMAX",
     "minmin-entmax15": "ebm.minmin:MINMIN_ENTMAX15",
     "minmin-finite": "ebm.minmin:MINMIN_FINITE",
@@ -33,6 +34,7 @@ _BUILTIN: dict[str, str] = {
     "perceptron": "baselines.perceptron:Perceptron",
     "minmax-reinforce": "baselines.minmax:MinMaxReinforce",
     "nce": "baselines.nce:RankingNCE",
+    "constant": "baselines.constant:Constant",
 }
 
 _loaded: dict[str, Method] = {}

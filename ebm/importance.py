@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ebm.energies import Energy
-from ebm.spaces import OutputSpace, uniform_noise
+from ebm.spaces import Multilabel, OutputSpace, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -387,3 +387,100 @@ def _log_weights(energy, space, x, proposal: Proposal, n_samples, generator) -> 
     """log w = g(x, y) + log q(y) − log r(y) for y ~ r, (n, n_samples) float64."""
     y = proposal.sample(n_samples, generator).to(x.dtype)
     return energy(x, y).double() + space.log_prior(y).double() - proposal.log_prob(y)
+
+
+#: what a training step's proposal is built from (``training_proposal``): "prior" is q itself
+#: (the paper's estimator, unit weights); "model" is r(·|x) from the current energy (detached),
+#: mixed defensively with q
+TRAINING_PROPOSALS = ("prior", "model")
+#: damped mean-field iterations of the pairwise training proposal (the NLL's sampler uses 30
+#: and ICM restarts: ~1 s a step at k = 174, batch 64; this one is rebuilt every step)
+TRAINING_MEAN_FIELD_ITERATIONS = 10
+
+
+@torch.no_grad()
+def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, prior_weight: float,
+                      generator: torch.Generator | None = None) -> Proposal:
+    """r(·|x) for the sample term of one min-min step, rebuilt from the current (detached)
+    energy every step at a cost bounded per input, and mixed defensively, (1 − α) r + α q
+    with α = ``prior_weight`` ∈ (0, 1], so that the weights q/r ≤ 1/α stay bounded:
+
+    * unary multilabel: the model's own distribution, exactly factorised:
+      r_i = σ(u_i(x) + logit π_i) (with α = 0 the weights q e^g / r would all equal Z(x));
+    * pairwise multilabel: factorised Bernoullis at two damped mean-field fixed points, started
+      from μ = ½ and from the observed y (``pairwise_mean_field``: low-rank fields, never the
+      (n, k, k) coupling; the NLL's sampler, ``ebm.inference.make_proposal``, adds ICM optima and
+      sequential sampling, ~1 s a step at k = 174, batch 64: too slow to rebuild every step);
+    * other multilabel energies (mlp): factorised Bernoullis with the local fields
+      φ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i at the observed labels y, and the same at
+      temperature 2: one energy call of k neighbours per input. A proposal may depend on the
+      observed y: the target E_q[f*(g(x, ·) − τ(x))] does not, so the weighted estimate stays unbiased;
+    * rankings with a linear energy: sequential assignment with Sinkhorn logits; other ranking
+      energies: the prior.
+    """
+    from ebm import inference  # it imports this module
+
+    if not 0 < prior_weight <= 1:
+        raise ValueError(f"the defensive prior weight must lie in (0, 1], got {prior_weight}")
+    if prior_weight == 1:
+        return PriorProposal(space, x.shape[0], device=x.device)
+    theta = energy.linear_scores(x)
+    if isinstance(space, Multilabel):
+        prior_logits = space.prior_logits(x.device)
+        if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
+            return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
+        if hasattr(energy, "pairwise_terms"):
+            means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
+            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight, "mean-field")
+        else:
+            logits = inference._local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
+            logits = torch.cat([logits, logits / inference.LOCAL_FIELD_TEMPERATURE], dim=1)
+            return defensive_bernoulli(logits, prior_logits, prior_weight, "local-field")
+    return inference.make_proposal(energy, space, x, "auto", generator=generator, prior_weight=prior_weight)
+
+
+def draw_training_samples(proposal: Proposal, space: OutputSpace, m: int, generator: torch.Generator | None,
+                          dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """m draws per input from ``proposal`` and their log-weights log q − log r ((n, m), ``dtype``);
+    the weights are None when the proposal is the prior itself (all 1)."""
+    samples = proposal.sample(m, generator)
+    if isinstance(proposal, PriorProposal):
+        return samples, None
+    samples = samples.to(dtype) if samples.is_floating_point() else samples
+    log_weights = space.log_prior(samples).double() - proposal.log_prob(samples)
+    return samples, log_weights.to(dtype)
+
+
+def effective_sample_fraction(log_terms: Tensor) -> Tensor:
+    """ESS/m = (Σ_j ω_j)² / (m Σ_j ω_j²) per row of log ω (n, m): 1 when every draw counts the same,
+    1/m when one draw carries all the weight (rows with no positive weight give 0)."""
+    log_terms = log_terms.double()
+    shift = log_terms.amax(dim=1, keepdim=True).clamp(min=-1e300)
+    weights = torch.nan_to_num((log_terms - shift).exp())
+    total, squares = weights.sum(1), (weights**2).sum(1)
+    return torch.where(squares > 0, total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300)), torch.zeros_like(total))
+
+
+def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: Tensor,
+                        iterations: int = TRAINING_MEAN_FIELD_ITERATIONS, damping: float = 0.5) -> Tensor:
+    """Damped mean-field logits φ ← (1 − η) φ + η (u + logit π + U σ(φ)) of a pairwise energy from
+    initial means μ₀ (n, C, k) → (n, C, k), as ``mean_field_logits`` but with U μ computed from
+    the energy's factors, U μ = sym(U₀) μ + ½ (A Bᵀ + B Aᵀ) μ − diag(A Bᵀ) μ: O(k² + k·rank)
+    per input for the shared U₀, no (n, k, k) tensor."""
+    h = energy.features(x)
+    fields = energy.unary(h) + prior_logits
+    static = energy.static_coupling()
+    factors = energy._factors(h)
+
+    def local_fields(mu: Tensor) -> Tensor:
+        out = fields.unsqueeze(1) + mu @ static  # sym(U₀) is symmetric
+        if factors is not None:
+            a, b = factors  # (n, k, r)
+            out = out + 0.5 * (torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a), b.transpose(1, 2)))
+            out = out - (a * b).sum(-1).unsqueeze(1) * mu
+        return out
+
+    logits = local_fields(means.to(fields.dtype))
+    for _ in range(iterations):
+        logits = (1 - damping) * logits + damping * local_fields(torch.sigmoid(logits))
+    return logits

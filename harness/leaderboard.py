@@ -28,8 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.records import Status
+
 COLUMNS = ["task", "model", "method", "metric", "mean", "std", "n_ok", "n_failed", "rank"]
-FAILED_STATUSES = ("failed", "timeout", "diverged")
+#: statuses counted in ``n_failed`` (:attr:`harness.records.Status.is_failure`)
+FAILED_STATUSES = Status.failures()
 ALL = "ALL"
 MEAN_RANK = "mean_rank"
 FORMATS = ("table", "markdown", "csv", "latex")
@@ -37,15 +40,19 @@ RANK_DECIMALS = 10
 
 
 def metric_directions() -> dict[str, str]:
-    """Metric name → "max" | "min" (from :mod:`tasks.metrics`)."""
+    """Ranked metric name → "max" | "min" (from :mod:`tasks.metrics`)."""
     from tasks.metrics import METRICS
 
     return dict(METRICS)
 
 
 def metric_column(metric: str) -> str:
-    """The runs column that holds a leaderboard metric on the test split."""
-    return metric if metric in ("tau_mae", "kl_to_truth") else f"test_{metric}"
+    """The runs column that holds a leaderboard metric on the test split (``Metric.column``;
+    ``test_<name>`` for a metric :mod:`tasks.metrics` does not know)."""
+    from tasks.metrics import METRIC_BY_NAME
+
+    known = METRIC_BY_NAME.get(metric)
+    return known.column if known else f"test_{metric}"
 
 
 def _empty() -> pd.DataFrame:
@@ -62,7 +69,7 @@ def build_leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return _empty()
     keys = ["task", "model", "method"]
-    runs = runs.assign(_ok=runs["status"].eq("ok"), _failed=runs["status"].isin(FAILED_STATUSES))
+    runs = runs.assign(_ok=runs["status"].eq(Status.OK.value), _failed=runs["status"].isin(FAILED_STATUSES))
     counts = runs.groupby(keys, dropna=False)[["_ok", "_failed"]].sum().rename(
         columns={"_ok": "n_ok", "_failed": "n_failed"})
     counts = counts[(counts["n_ok"] > 0) | (counts["n_failed"] > 0)].reset_index()

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.records import Status
+
 #: dataset -> (figure × 100, the paper's best method)
 PAPER_MULTILABEL = {
     "yeast": (65.04, "min-min logistic"), "scene": (75.83, "min-min sparsemax"),
@@ -44,7 +46,7 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _ok(runs: pd.DataFrame, task: str, model: str, method: str) -> pd.DataFrame:
-    return runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] == method) & (runs["status"] == "ok")]
+    return runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] == method) & (runs["status"] == Status.OK)]
 
 
 def comparison_table(runs: pd.DataFrame, references: pd.DataFrame, *, kind: str) -> pd.DataFrame:
@@ -80,7 +82,7 @@ def tau_table(runs: pd.DataFrame) -> pd.DataFrame:
     learn τ with the KL divergence. log Z is exact for the unary model (closed form) and for
     |Y| ≤ 2^16; otherwise an importance-sampling estimate (see ``ebm.inference``)."""
     kl = runs["params_json"].fillna("{}").map(lambda p: json.loads(p).get("divergence", "kl") in ("kl", "logistic"))
-    learned = runs[runs["tau_mae"].notna() & (runs["status"] == "ok") & runs["task"].isin(list(PAPER_MULTILABEL)) & kl]
+    learned = runs[runs["tau_mae"].notna() & (runs["status"] == Status.OK) & runs["task"].isin(list(PAPER_MULTILABEL)) & kl]
     rows = []
     for (task, model, method), group in learned.groupby(["task", "model", "method"]):
         k = int(group["k"].iloc[0])

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.records import Status
 from harness.suites import Suite, SuiteError, has_glob
 
 RUN_ID_LENGTH = 16
@@ -90,8 +91,8 @@ class PlannedRun:
     k: int
     space: str
     primary_metric: str
-    #: None = to run; else "unsupported" | "skipped" decided at plan time
-    status: str | None = None
+    #: None = to run; else Status.UNSUPPORTED | Status.SKIPPED, decided at plan time
+    status: Status | None = None
     reason: str | None = None
     method: Any = field(default=None, repr=False, compare=False)
     #: the suite's hyperparameters for this run (grid ``params``); they stay fixed when tuning
@@ -250,7 +251,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                         params = method.params(overrides)
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
-                    verdict = ("skipped", f"data not available: {missing}") if missing else method.check(space, model, params)
+                    verdict = (Status.SKIPPED, f"data not available: {missing}") if missing else method.check(space, model, params)
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,
@@ -260,7 +261,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                             seen.add(spec.run_id)
                             plan.append(PlannedRun(spec=spec, kind=task.kind, k=task.k, space=space.name,
                                                    primary_metric=task.primary_metric,
-                                                   status=verdict[0] if verdict else None,
+                                                   status=Status(verdict[0]) if verdict else None,
                                                    reason=verdict[1] if verdict else None, method=method,
                                                    overrides=overrides))
     plan.notes = notes

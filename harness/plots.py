@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.records import Status
+
 TAU_SPLIT = "tau"
 #: Tukey fences for the robust y range: quartiles ± FENCE × IQR
 FENCE = 3.0
@@ -97,7 +99,7 @@ def _clip_marks(ax, x, y, limits, colour) -> int:
 def _ok_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Curve rows of ok runs, joined with the run's task, model, method and primary metric."""
     keep = ["run_id", "task", "model", "method"] + (["primary_metric"] if "primary_metric" in runs else [])
-    ok = runs.loc[runs["status"] == "ok", keep]
+    ok = runs.loc[runs["status"] == Status.OK, keep]
     return curves.merge(ok, on="run_id", how="inner")
 
 
@@ -202,7 +204,7 @@ def tau_points(curves: pd.DataFrame) -> pd.DataFrame:
 def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """One scatter of τ(x) vs exact log Z(x) on test inputs per task × model that has such points."""
     plt = _pyplot()
-    points = tau_points(curves).merge(runs.loc[runs["status"] == "ok", ["run_id", "task", "model", "method"]],
+    points = tau_points(curves).merge(runs.loc[runs["status"] == Status.OK, ["run_id", "task", "model", "method"]],
                                       on="run_id")
     colours = method_colours(runs["method"].dropna()) if len(runs) else {}
     paths = []

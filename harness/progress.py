@@ -7,12 +7,17 @@ import sys
 import time
 from collections import Counter
 
-OK_STATUSES = ("ok",)
+from harness.records import Status
+
+OK_STATUSES = (Status.OK,)
 
 
 class RunProgress:
-    def __init__(self, total: int, *, title: str = "runs", enabled: bool = True, stream=None) -> None:
+    def __init__(self, total: int, *, title: str = "runs", enabled: bool = True, stream=None,
+                 problems: list | None = None) -> None:
         self.total, self.title, self.enabled = total, title, enabled
+        #: non-ok runs (status, method, task, model, error) are appended here (tuning trials are not)
+        self.problems = problems
         self.stream = stream or sys.stderr
         self.counts: Counter[str] = Counter()
         self.running = 0
@@ -46,6 +51,8 @@ class RunProgress:
         self.done += 1
         status = row.get("status", "?")
         self.counts[status] += 1
+        if self.problems is not None and status not in OK_STATUSES and row.get("trial") is None:
+            self.problems.append((status, row.get("method"), row.get("task"), row.get("model"), row.get("error")))
         if self._progress is not None:
             self._progress.update(self._task, advance=1)
             if status not in OK_STATUSES:

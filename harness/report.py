@@ -24,9 +24,9 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:
 
 
 def _failures(runs: pd.DataFrame) -> pd.DataFrame:
-    from harness.leaderboard import FAILED_STATUSES
+    from harness.records import Status
 
-    failed = runs[runs["status"].isin(FAILED_STATUSES)]
+    failed = runs[runs["status"].isin(Status.failures())]
     columns = [c for c in ("task", "model", "method", "seed", "status", "error") if c in failed.columns]
     failed = failed[columns].copy()
     if "error" in failed:

@@ -38,15 +38,10 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+from harness.records import runs_fields
 
-#: every run ends in exactly one of these
-STATUSES = ("ok", "failed", "timeout", "diverged", "skipped", "unsupported")
-#: metric columns; each appears as ``val_<m>`` and ``test_<m>`` in the runs table
-METRIC_NAMES = (
-    "f1_example", "f1_micro", "f1_macro", "hamming", "subset_acc",
-    "kendall", "spearman", "exact_match", "nll", "nll_stderr",
-)
+#: 2: the runs table gained config, selection, best_step, stopped_early, attempt, prior
+SCHEMA_VERSION = 2
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -55,41 +50,9 @@ def _schema(table: str, fields: list[pa.Field]) -> pa.Schema:
     return pa.schema(fields, metadata={"ebm_bench_table": table, "ebm_bench_schema_version": str(SCHEMA_VERSION)})
 
 
-RUNS_SCHEMA = _schema("runs", [
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("suite", pa.string()),
-    pa.field("task", pa.string()),
-    pa.field("space", pa.string()),
-    pa.field("k", pa.int64()),
-    pa.field("model", pa.string()),
-    pa.field("method", pa.string()),
-    pa.field("seed", pa.int64()),           # seed index 0..n-1 of the suite
-    pa.field("torch_seed", pa.int64()),     # derived from run_id (never from run order)
-    pa.field("fold", pa.int64()),
-    pa.field("params_json", pa.string()),
-    pa.field("budget_json", pa.string()),
-    pa.field("tuned", pa.bool_()),          # params came from an Optuna study
-    pa.field("status", pa.string()),
-    pa.field("error", pa.string()),
-    pa.field("traceback", pa.string()),
-    pa.field("primary_metric", pa.string()),
-    pa.field("train_seconds", pa.float64()),
-    pa.field("eval_seconds", pa.float64()),
-    pa.field("n_steps", pa.int64()),
-    pa.field("energy_evals", pa.int64()),
-    pa.field("device", pa.string()),
-    pa.field("host", pa.string()),
-    pa.field("threads", pa.int64()),
-    pa.field("attempts", pa.int64()),
-    pa.field("started_at", _TS),
-    pa.field("finished_at", _TS),
-    pa.field("versions_json", pa.string()),
-    pa.field("config_hash", pa.string()),
-    *[pa.field(f"val_{m}", pa.float64()) for m in METRIC_NAMES],
-    *[pa.field(f"test_{m}", pa.float64()) for m in METRIC_NAMES],
-    pa.field("tau_mae", pa.float64()),
-    pa.field("kl_to_truth", pa.float64()),
-])
+#: one row per run, any status: the columns of :class:`harness.records.RunRecord`, metric
+#: columns from :mod:`tasks.metrics`
+RUNS_SCHEMA = _schema("runs", runs_fields())
 
 CURVES_SCHEMA = _schema("curves", [
     pa.field("run_id", pa.string(), nullable=False),

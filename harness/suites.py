@@ -34,12 +34,13 @@ Errors name the file and, for malformed TOML, the line (from :mod:`tomllib`).
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ebm import did_you_mean
 
 BUILTIN_SUITES = ("quick", "paper", "paper-convergence", "full")
 SUITES_DIR = Path(__file__).with_name("suites")
@@ -87,8 +88,7 @@ class Suite:
 def _unknown_keys(where: str, table: dict, allowed: set[str]) -> None:
     for key in table:
         if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, sorted(allowed))
             raise SuiteError(f"{where}: unknown key {key!r}{hint} (allowed: {', '.join(sorted(allowed))})")
 
 
@@ -190,8 +190,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if text_name in BUILTIN_SUITES:
         path = SUITES_DIR / f"{text_name}.toml"
     elif not (text_name.endswith(".toml") or path.exists()):
-        close = difflib.get_close_matches(text_name, BUILTIN_SUITES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(text_name, BUILTIN_SUITES)
         raise SuiteError(f"unknown suite {text_name!r}{hint} (built-in: {', '.join(BUILTIN_SUITES)}, or a path to a .toml file)")
     if not path.is_file():
         raise SuiteError(f"suite file {path} not found")

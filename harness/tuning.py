@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.dispatch import Dispatcher, Finished, Submission
 from harness.plan import PlannedRun, derive_seed, short_hash, with_params
+from harness.records import RunRecord, Status
 
 N_STARTUP_TRIALS = 3
 
@@ -115,7 +117,7 @@ def best_params(study) -> dict[str, Any] | None:
 
 def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple[dict[str, StudyState], list[str]]:
     """One StudyState per distinct study among ``runs`` (runnable runs only)."""
-    from tasks.metrics import METRICS
+    from tasks.metrics import direction
 
     states: dict[str, StudyState] = {}
     notes: list[str] = []
@@ -126,53 +128,62 @@ def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple
         if not tunable(run.method):
             notes.append(f"{run.spec.method}: empty search space, default hyperparameters used")
             continue
-        study = open_study(results_dir, name, METRICS.get(run.primary_metric, "max"))
+        study = open_study(results_dir, name, direction(run.primary_metric))
         remaining = max(0, n_trials - _finished_count(study))
         states[name] = StudyState(name, run, run.method, run.overrides, study, remaining)
     return states, notes
 
 
-def trial_row(state: StudyState, trial, params: dict, value, status: str, row: dict | None, error: str | None) -> dict:
+def trial_row(state: StudyState, trial, params: dict, value, status: str, record: RunRecord | None,
+              error: str | None) -> dict:
     from harness.store import utc_now
 
     spec = state.run.spec
     return {"study": state.name, "trial_number": trial.number, "task": spec.task, "model": spec.model,
             "method": spec.method, "params_json": json.dumps(params, sort_keys=True), "value": value,
-            "state": status, "n_steps": (row or {}).get("n_steps"), "error": error,
-            "started_at": (row or {}).get("started_at") or trial.datetime_start, "finished_at": utc_now()}
+            "state": status, "n_steps": record.n_steps if record else None, "error": error,
+            "started_at": (record.started_at if record else None) or trial.datetime_start, "finished_at": utc_now()}
 
 
 def tell(state: StudyState, trial, params: dict, outcome) -> dict:
     """Tell the study how a trial went; return its trials-table row."""
     from optuna.trial import TrialState
 
+    from tasks.metrics import get_metric
+
     result = outcome.value if outcome.ok else None
-    row = result.row if result is not None else None
+    record: RunRecord | None = result.record if result is not None else None
     if result is not None:
         for step, value in result.intermediate:
             if value is not None and math.isfinite(value):
                 trial.report(value, step)
-    status = row["status"] if row else ("timeout" if outcome.timed_out else "failed")
-    error = (row or {}).get("error") or outcome.failure
-    value = row.get(f"val_{state.run.primary_metric}") if row else None
-    if status == "pruned":
+    if record is not None:
+        status = record.status
+        error = record.error or outcome.failure
+        value = record.metric(get_metric(state.run.primary_metric).column_for("val"))
+    else:
+        status, error, value = Status.TIMEOUT if outcome.timed_out else Status.FAILED, outcome.failure, None
+    if status is Status.PRUNED:
         state.study.tell(trial, state=TrialState.PRUNED)
-        return trial_row(state, trial, params, value, "PRUNED", row, error)
-    if status in ("ok", "timeout") and value is not None and math.isfinite(value):
+        return trial_row(state, trial, params, value, "PRUNED", record, error)
+    # a soft timeout still measured the model as it was: a usable trial
+    if status in (Status.OK, Status.TIMEOUT) and value is not None and math.isfinite(value):
         state.study.tell(trial, value)
-        return trial_row(state, trial, params, value, "COMPLETE", row, error)
+        return trial_row(state, trial, params, value, "COMPLETE", record, error)
     state.study.tell(trial, state=TrialState.FAIL)
-    return trial_row(state, trial, params, value, "FAIL", row, error or f"no validation {state.run.primary_metric}")
+    return trial_row(state, trial, params, value, "FAIL", record, error or f"no validation {state.run.primary_metric}")
 
 
-def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int,
-         worker_kwargs: dict[str, Any], hard_timeout: float | None, writer, progress_factory=None) -> tuple[dict[str, dict], list[str]]:
-    """Run the studies of ``runs`` to ``n_trials`` finished trials each.
-    Returns (study name → best params, notes). ``shared`` is an executors.SharedData."""
+def tune(runs: list[PlannedRun], dispatcher: Dispatcher, *, results_dir, n_trials: int) -> tuple[dict[str, dict], list[str]]:
+    """Run the studies of ``runs`` to ``n_trials`` finished trials each, on ``dispatcher``.
+    Returns (study name → best params, notes)."""
     states, notes = prepare_studies(runs, results_dir, n_trials)
     order = [s for s in states.values() if s.remaining > 0]
     if order:
-        _run_trials(order, executor, shared, worker_kwargs, hard_timeout, writer, progress_factory)
+        try:
+            dispatcher.run(Trials(order, dispatcher.executor.capacity), sum(s.remaining for s in order))
+        finally:
+            dispatcher.writer.flush()
     best = {}
     for name, state in states.items():
         params = best_params(state.study)
@@ -183,53 +194,45 @@ def tune(runs: list[PlannedRun], *, executor, shared, results_dir, n_trials: int
     return best, notes
 
 
-def _run_trials(order: list[StudyState], executor, shared, worker_kwargs, hard_timeout, writer, progress_factory) -> None:
-    from harness.executors import Job, drive
-    from harness.worker import execute_run
+class Trials:
+    """The tuner's :class:`~harness.dispatch.Work`: trials asked of the studies in turn, each
+    study keeping at most its share of the executor's slots; a finished trial is told to its
+    study and becomes one ``trials`` row (never a ``runs`` row: trials never see the test split)."""
 
-    per_study = max(1, executor.capacity // len(order))
-    total = sum(s.remaining for s in order)
-    progress = progress_factory(total, "tuning") if progress_factory else None
-    cursor = [0]
+    title = "tuning"
 
-    def next_job() -> Job | None:
-        for _ in range(len(order)):
-            state = order[cursor[0] % len(order)]
-            cursor[0] += 1
-            if state.done + state.in_flight >= state.remaining or state.in_flight >= per_study:
+    def __init__(self, order: list[StudyState], capacity: int) -> None:
+        self.order = order
+        self.per_study = max(1, capacity // len(order))
+        self.cursor = 0
+
+    def data_keys(self) -> list[Any]:
+        return [s.run.spec.data_key for s in self.order for _ in range(s.remaining)]
+
+    def next(self) -> Submission | None:
+        for _ in range(len(self.order)):
+            state = self.order[self.cursor % len(self.order)]
+            self.cursor += 1
+            if state.done + state.in_flight >= state.remaining or state.in_flight >= self.per_study:
                 continue
             trial = state.study.ask()
             # the suite's grid params stay fixed: they override what the search space suggests
             params = state.method.params({**state.method.search_space(trial), **state.overrides})
             trial.set_user_attr("params", json.dumps(params, sort_keys=True))
-            trial_run = with_params(state.run, params, tuned=False)
             state.in_flight += 1
             thresholds = median_thresholds(state.study, state.run.spec.budget["max_steps"])
-            try:
-                data = shared.get(state.run.spec.data_key)
-            except Exception as exc:  # noqa: BLE001
-                data = exc
-            return Job(key=(state.name, trial.number), fn=execute_run, args=(trial_run, state.method, data),
-                       kwargs={**worker_kwargs, "prune_thresholds": thresholds, "evaluate_test": False},
-                       timeout=hard_timeout, payload=(state, trial, params))
+            return Submission(key=(state.name, trial.number), run=with_params(state.run, params, tuned=False),
+                              method=state.method, kwargs={"prune_thresholds": thresholds, "evaluate_test": False},
+                              payload=(state, trial, params))
         return None
 
-    def on_done(outcome) -> None:
-        state, trial, params = outcome.job.payload
+    def finish(self, submission: Submission, outcome) -> Finished:
+        state, trial, params = submission.payload
         state.in_flight -= 1
         state.done += 1
         row = tell(state, trial, params, outcome)
-        writer.add("trials", [row])
-        if progress is not None:
-            progress.finished_one({"status": "ok" if row["state"] in ("COMPLETE", "PRUNED") else "failed",
-                                   "task": state.run.spec.task, "model": state.run.spec.model,
-                                   "method": state.run.spec.method, "trial": trial.number, "error": row["error"]})
-
-    try:
-        drive(executor, next_job, on_done, on_submit=(lambda job: progress.started_one()) if progress else None,
-              poll=1.0)
-    finally:
-        writer.flush()
-        if progress is not None:
-            progress.close()
-
+        status = Status.OK if row["state"] in ("COMPLETE", "PRUNED") else Status.FAILED
+        spec = state.run.spec
+        display = {"status": status, "task": spec.task, "model": spec.model, "method": spec.method,
+                   "trial": trial.number, "error": row["error"]}
+        return Finished(rows={"trials": [row]}, status=status, display=display)

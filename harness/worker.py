@@ -25,9 +25,13 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
+
+from harness.records import RunRecord, Status
+from tasks.metrics import direction, get_metric
 
 TAU_INPUTS = 256
 KL_INPUTS = 256
@@ -39,10 +43,15 @@ TRACEBACK_CHARS = 2000
 
 @dataclass
 class RunResult:
-    row: dict[str, Any]
+    record: RunRecord
     curves: list[dict[str, Any]] = field(default_factory=list)
     #: (step, validation primary metric) at each evaluation point, for the tuner
     intermediate: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The record as the store's row dict."""
+        return self.record.to_row()
 
 
 def versions() -> dict[str, str]:
@@ -58,25 +67,28 @@ def versions() -> dict[str, str]:
     return out
 
 
-def base_row(run) -> dict[str, Any]:
+def base_record(run) -> RunRecord:
     """The identity columns every row of a planned run carries, whatever its outcome."""
     spec = run.spec
-    return {
-        "run_id": run.run_id, "suite": spec.suite, "task": spec.task, "space": run.space, "k": run.k,
-        "model": spec.model, "method": spec.method, "seed": spec.seed, "torch_seed": spec.torch_seed,
-        "fold": spec.fold, "params_json": json.dumps(spec.params, sort_keys=True),
-        "budget_json": json.dumps(spec.budget, sort_keys=True), "tuned": spec.tuned,
-        "primary_metric": run.primary_metric, "config_hash": spec.config_hash, "host": socket.gethostname(),
-    }
+    return RunRecord(
+        run_id=run.run_id, suite=spec.suite, task=spec.task, space=run.space, k=run.k,
+        model=spec.model, method=spec.method, seed=spec.seed, torch_seed=spec.torch_seed,
+        fold=spec.fold, params_json=json.dumps(spec.params, sort_keys=True),
+        budget_json=json.dumps(spec.budget, sort_keys=True), tuned=spec.tuned,
+        primary_metric=run.primary_metric, config_hash=spec.config_hash, host=socket.gethostname(),
+    )
 
 
-def failure_row(run, status: str, message: str, *, started_at=None, attempts: int | None = None) -> dict[str, Any]:
-    """A row for a run that produced no result of its own (plan-time skip, timeout, dead worker)."""
+def failure_record(run, status: Status | str, message: str | None, *, started_at: datetime | None = None,
+                   attempts: int | None = None) -> RunRecord:
+    """The record of a run that produced no result of its own (plan-time skip, timeout, dead worker)."""
     from harness.store import utc_now
 
     now = utc_now()
-    return {**base_row(run), "status": status, "error": message, "started_at": started_at or now,
-            "finished_at": now, "attempts": attempts}
+    record = base_record(run)
+    record.status, record.error = Status(status), message
+    record.started_at, record.finished_at, record.attempts = started_at or now, now, attempts
+    return record
 
 
 def pick_device(gpus: float) -> str:
@@ -91,12 +103,6 @@ def _check_finite(name: str, x: np.ndarray) -> None:
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; first at row {i}, column {j})")
-
-
-def _direction(metric: str) -> str:
-    from tasks.metrics import METRICS
-
-    return METRICS.get(metric, "max")
 
 
 def is_worse(value: float, threshold: float, direction: str) -> bool:
@@ -131,8 +137,13 @@ class _Evaluator:
         return {"nll": float(values.mean()), "nll_stderr": float(torch.sqrt((stderr.double() ** 2).sum()) / n)}
 
     def primary(self, fitted, metric: str) -> float:
-        values = self.nll(fitted) if metric in ("nll", "nll_stderr") else self.prediction(fitted)
-        return values[metric]
+        return self.family(fitted, metric)[metric]
+
+    def family(self, fitted, metric: str) -> dict[str, float]:
+        """The values of ``metric``'s family (prediction or nll) on this split."""
+        from tasks.metrics import get_metric
+
+        return self.nll(fitted) if get_metric(metric).family == "nll" else self.prediction(fitted)
 
 
 class CurveMonitor:
@@ -142,7 +153,7 @@ class CurveMonitor:
     def __init__(self, run_id: str, metric: str, val: _Evaluator | None, thresholds: dict[int, float] | None):
         self.run_id, self.metric, self.val = run_id, metric, val
         self.thresholds = thresholds or {}
-        self.direction = _direction(metric)
+        self.direction = direction(metric)
         self.curves: list[dict[str, Any]] = []
         self.intermediate: list[tuple[int, float]] = []
         self.pruned_at: int | None = None
@@ -215,14 +226,41 @@ def kl_to_truth(fitted, space, truth, x_np: np.ndarray, x, seed: int) -> float:
     return float(np.mean(log_true + model_nll.cpu().double().numpy()))
 
 
+def _test_metrics(fitted, test: _Evaluator, x_np: np.ndarray, truth, run_id: str,
+                  seed: int) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """Every test-split metric family of ``fitted`` (metric name → value: prediction, NLL, τ
+    audit, KL to the truth) and the τ curve rows. ``x_np``: the test inputs as the task gave them."""
+    x_test = test.x
+    values: dict[str, float | None] = dict(test.prediction(fitted))
+    kl = fitted.divergence == "kl"  # a Fenchel–Young model is not q·exp(g): no Gibbs NLL, no KL
+    if kl:
+        values.update(test.nll(fitted))
+    values["tau_mae"], pairs = tau_error(fitted, x_test[:TAU_INPUTS])
+    if truth is not None and kl:
+        values["kl_to_truth"] = kl_to_truth(fitted, test.space, truth, np.asarray(x_np[:KL_INPUTS]),
+                                            x_test[:KL_INPUTS], seed)
+    return values, tau_curve_rows(run_id, pairs)
+
+
+def _ending(monitor: CurveMonitor, n_steps: int, max_steps: int, train_seconds: float,
+            max_seconds: float | None) -> tuple[Status, str | None]:
+    """How a fit that returned ended: pruned by the tuner, stopped by the soft timeout, or ok."""
+    if monitor.pruned_at is not None:
+        return Status.PRUNED, f"pruned at step {monitor.pruned_at}"
+    if max_seconds is not None and n_steps < max_steps and train_seconds >= max_seconds:
+        return Status.TIMEOUT, (f"training stopped by --timeout-per-run ({max_seconds:g} s) "
+                                f"after {n_steps} of {max_steps} steps")
+    return Status.OK, None
+
+
 def execute_run(run, method, task_data, *, device: str | None = None, threads: int = 1, gpus: float = 0.0,
                 max_seconds: float | None = None, prune_thresholds: dict[int, float] | None = None,
                 evaluate_test: bool = True) -> RunResult:
     """Train ``method`` on ``task_data`` as ``run`` says and evaluate it. Never raises."""
     from harness.store import utc_now
 
-    started = utc_now()
-    row = {**base_row(run), "started_at": started, "threads": threads}
+    record = base_record(run)
+    record.started_at, record.threads = utc_now(), threads
     monitor = None
     try:
         import torch
@@ -232,8 +270,8 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
 
         torch.set_num_threads(max(1, int(threads)))  # Ray sets OMP_NUM_THREADS=1 otherwise
         device = device or pick_device(gpus)
-        row["device"] = device
-        row["versions_json"] = json.dumps(versions(), sort_keys=True)
+        record.device = device
+        record.versions_json = json.dumps(versions(), sort_keys=True)
         if isinstance(task_data, BaseException):
             raise RuntimeError(f"loading task data failed: {type(task_data).__name__}: {task_data}")
         spec, data = run.spec, task_data
@@ -245,6 +283,7 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         y_train_raw = torch.tensor(np.asarray(data.y_train), dtype=torch.float32)
         # the suite's prior q is a multilabel setting; rankings always use the uniform prior
         prior = spec.data.get("prior", "uniform") if run.kind == "multilabel" else "uniform"
+        record.prior = prior
         space = make_space(run.kind, run.k, spec.model, prior=prior, y_train=y_train_raw)
         fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), as_x(data.x_val),
                            space.from_labels(labels(data.y_val)))
@@ -259,44 +298,35 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
                             device=torch.device(device), monitor=monitor)
         train_seconds = time.perf_counter() - t0
         info = fitted.info or {}
-        n_steps = int(info.get("steps", monitor.last_step))
-        row.update(train_seconds=float(info.get("train_seconds", train_seconds)), n_steps=n_steps,
-                   energy_evals=info.get("energy_evals"))
+        record.n_steps = int(info.get("steps", monitor.last_step))
+        record.train_seconds = float(info.get("train_seconds", train_seconds))
+        record.energy_evals = info.get("energy_evals")
+        record.best_step, record.selection = info.get("best_step"), info.get("selection")
+        record.stopped_early = info.get("stopped_early")
         t1 = time.perf_counter()
-        row.update({f"val_{k}": v for k, v in val.prediction(fitted).items()})
-        if run.primary_metric in ("nll", "nll_stderr") and fitted.divergence == "kl":
-            row.update({f"val_{k}": v for k, v in val.nll(fitted).items()})
-        if monitor.pruned_at is not None:
-            row.update(status="pruned", error=f"pruned at step {monitor.pruned_at}")
-        elif max_seconds is not None and n_steps < budget.max_steps and row["train_seconds"] >= max_seconds:
-            row.update(status="timeout", error=f"training stopped by --timeout-per-run ({max_seconds:g} s) "
-                                                 f"after {n_steps} of {budget.max_steps} steps")
-        else:
-            row["status"] = "ok"
-        if evaluate_test and row["status"] != "pruned":
-            x_test = as_x(data.x_test).to(device)
-            test = _Evaluator(run.kind, space, x_test, labels(data.y_test),
+        record.set_metrics("val", val.prediction(fitted))
+        if get_metric(run.primary_metric).family == "nll" and fitted.divergence == "kl":
+            record.set_metrics("val", val.nll(fitted))
+        record.status, record.error = _ending(monitor, record.n_steps, budget.max_steps, record.train_seconds,
+                                              max_seconds)
+        if evaluate_test and record.status is not Status.PRUNED:
+            test = _Evaluator(run.kind, space, as_x(data.x_test).to(device), labels(data.y_test),
                               space.from_labels(labels(data.y_test)).to(device), seed + 2)
-            row.update({f"test_{k}": v for k, v in test.prediction(fitted).items()})
-            if fitted.divergence == "kl":  # a Fenchel–Young model is not q·exp(g): no Gibbs NLL
-                row.update({f"test_{k}": v for k, v in test.nll(fitted).items()})
-            row["tau_mae"], pairs = tau_error(fitted, x_test[:TAU_INPUTS])
-            monitor.curves += tau_curve_rows(run.run_id, pairs)
-            if getattr(data, "truth", None) is not None and fitted.divergence == "kl":
-                row["kl_to_truth"] = kl_to_truth(fitted, space, data.truth, np.asarray(data.x_test[:KL_INPUTS]),
-                                                 x_test[:KL_INPUTS], seed + 3)
-        row["eval_seconds"] = time.perf_counter() - t1
+            values, tau_rows = _test_metrics(fitted, test, data.x_test, getattr(data, "truth", None), run.run_id,
+                                             seed + 3)
+            record.set_metrics("test", values)
+            monitor.curves += tau_rows
+        record.eval_seconds = time.perf_counter() - t1
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
-        row.update(status="diverged" if _is_diverged(exc) else "failed", error=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc()[-TRACEBACK_CHARS:])
-    row["finished_at"] = utc_now()
-    return RunResult(row=row, curves=monitor.curves if monitor else [],
+        record.status = Status.DIVERGED if _is_diverged(exc) else Status.FAILED
+        record.error = f"{type(exc).__name__}: {exc}"
+        record.traceback = traceback.format_exc()[-TRACEBACK_CHARS:]
+    record.finished_at = utc_now()
+    return RunResult(record=record, curves=monitor.curves if monitor else [],
                      intermediate=monitor.intermediate if monitor else [])
 
 
 def _is_diverged(exc: BaseException) -> bool:
-    try:
-        from ebm.method import Diverged
-    except Exception:  # noqa: BLE001
-        return False
+    from ebm.method import Diverged
+
     return isinstance(exc, Diverged)

@@ -9,24 +9,99 @@ other case is well defined and unaffected).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from tasks.base import check_labels
+from tasks.names import unknown_name_error
 
-#: metric name -> "max" (higher is better) or "min" (lower is better).
-METRICS: dict[str, str] = {
-    "f1_example": "max",
-    "f1_micro": "max",
-    "f1_macro": "max",
-    "hamming": "min",
-    "subset_acc": "max",
-    "kendall": "max",
-    "spearman": "max",
-    "exact_match": "max",
-    "nll": "min",
-    "tau_mae": "min",
-    "kl_to_truth": "min",
-}
+@dataclass(frozen=True)
+class Metric:
+    """One quality measure of a fitted model: the single source of its name, direction and
+    runs-table columns (the store's schema, the leaderboard and the tuner all read it from here).
+
+    ``kind``: the task kind it applies to ("multilabel", "ranking", or "any"). ``family``: how
+    the worker computes it — ``prediction`` (of the mode, per split), ``nll`` (per split),
+    ``tau`` (audit of the learned log-partition) or ``truth`` (KL to a synthetic task's truth).
+    ``column`` holds its test value; ``val_column`` its validation value (None: test only).
+    ``ranked``: listed on the leaderboard (False for companions such as a Monte-Carlo error).
+    """
+
+    name: str
+    direction: Literal["max", "min"]
+    kind: Literal["multilabel", "ranking", "any"]
+    column: str
+    family: Literal["prediction", "nll", "tau", "truth"] = "prediction"
+    val_column: str | None = None
+    ranked: bool = True
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "max"
+
+    def column_for(self, split: str) -> str:
+        """The runs column of this metric on ``split`` ("val" or "test")."""
+        column = self.val_column if split == "val" else self.column if split == "test" else None
+        if column is None:
+            raise ValueError(f"metric {self.name!r} has no {split!r} column")
+        return column
+
+
+def _per_split(name: str, direction: Literal["max", "min"], kind: Literal["multilabel", "ranking", "any"],
+               family: Literal["prediction", "nll"] = "prediction", ranked: bool = True) -> Metric:
+    return Metric(name, direction, kind, f"test_{name}", family, f"val_{name}", ranked)
+
+
+#: every metric, in runs-table order (``val_*`` and ``test_*`` columns follow this order)
+ALL_METRICS: tuple[Metric, ...] = (
+    _per_split("f1_example", "max", "multilabel"),
+    _per_split("f1_micro", "max", "multilabel"),
+    _per_split("f1_macro", "max", "multilabel"),
+    _per_split("hamming", "min", "multilabel"),
+    _per_split("subset_acc", "max", "multilabel"),
+    _per_split("kendall", "max", "ranking"),
+    _per_split("spearman", "max", "ranking"),
+    _per_split("exact_match", "max", "ranking"),
+    _per_split("nll", "min", "any", "nll"),
+    # the Monte-Carlo standard error of the mean NLL: reported next to it, never ranked
+    _per_split("nll_stderr", "min", "any", "nll", ranked=False),
+    Metric("tau_mae", "min", "any", "tau_mae", "tau"),
+    Metric("kl_to_truth", "min", "any", "kl_to_truth", "truth"),
+)
+METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in ALL_METRICS}
+
+#: ranked metric name -> "max" (higher is better) or "min" (lower is better); kept for old callers
+METRICS: dict[str, str] = {m.name: m.direction for m in ALL_METRICS if m.ranked}
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called ``name``; unknown names raise ValueError with a did-you-mean."""
+    try:
+        return METRIC_BY_NAME[name]
+    except KeyError:
+        raise unknown_name_error("metric", name, list(METRIC_BY_NAME)) from None
+
+
+def direction(name: str, default: Literal["max", "min"] = "max") -> str:
+    """"max" or "min" for a metric name (``default`` for a name this module does not know)."""
+    metric = METRIC_BY_NAME.get(name)
+    return metric.direction if metric else default
+
+
+def split_columns(split: str) -> list[str]:
+    """The runs columns of every metric measured on ``split`` ("val" or "test"), in order."""
+    if split == "val":
+        return [m.val_column for m in ALL_METRICS if m.val_column]
+    return [m.column for m in ALL_METRICS if m.column.startswith(f"{split}_")]
+
+
+def run_columns() -> list[str]:
+    """Every metric column of the runs table, in schema order: val_*, test_*, then the rest."""
+    test = split_columns("test")
+    return split_columns("val") + test + [m.column for m in ALL_METRICS if m.column not in test]
+
 
 ZERO_DIVISION = 1.0
 

@@ -9,7 +9,6 @@ value 0, or the first declared nominal value); label values are the strings '0'/
 
 from __future__ import annotations
 
-import difflib
 import functools
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.features import Attribute, encode_features, nominal_codes, unescape_name
+from tasks.names import closest
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ def _label_columns(attributes: tuple[Attribute, ...], label_names: list[str], pa
     by_name = {attribute.name: col for col, attribute in enumerate(attributes)}
     missing = [name for name in label_names if name not in by_name]
     if missing:
-        hints = [f"{name!r} (did you mean {difflib.get_close_matches(name, list(by_name), n=1)[0]!r}?)"
-                 if difflib.get_close_matches(name, list(by_name), n=1) else repr(name) for name in missing[:5]]
+        hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := closest(name, by_name)) else repr(name)
+                 for name in missing[:5]]
         raise ValueError(f"{path}: {len(missing)} of {len(label_names)} labels not found among its "
                          f"attributes: {', '.join(hints)}")
     return [by_name[name] for name in label_names]

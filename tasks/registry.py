@@ -6,10 +6,10 @@ registered on first use; user tasks declared in a suite TOML come from ``tasks_f
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from tasks.base import Task, resolve_data_dir
+from tasks.names import did_you_mean
 
 __all__ = ["get_task", "list_tasks", "register_task", "resolve_data_dir", "tasks_from_toml"]
 
@@ -51,8 +51,7 @@ def get_task(name: str) -> Task:
     try:
         return _TASKS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_TASKS), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, _TASKS, n=3, cutoff=0.5)
         raise ValueError(f"unknown task {name!r}{hint} (`ebm-bench tasks` lists them)") from None
 
 

@@ -22,12 +22,12 @@ unknown keys, labels not found, k mismatch, values that cannot be encoded, NaN/i
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.base import KINDS, PRIMARY_METRIC, Task, TaskData
 from tasks.mulan import read_label_names, read_multilabel
+from tasks.names import did_you_mean
 from tasks.prepare import assemble, assemble_cv
 from tasks.xarff import read_xarff
 
@@ -124,8 +124,7 @@ def user_task_from_spec(name: str, spec: object, base_dir: Path) -> UserTask:
         raise ValueError(f"[tasks.{name}] kind must be one of {KINDS}, got {kind!r}")
     for key in spec:
         if key not in _KEYS[kind]:
-            close = difflib.get_close_matches(key, sorted(_KEYS[kind]), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {sorted(_KEYS[kind])}"
+            hint = did_you_mean(key, sorted(_KEYS[kind])) or f"; allowed: {sorted(_KEYS[kind])}"
             raise ValueError(f"[tasks.{name}] unknown key {key!r} for a {kind} task{hint}")
     required = ("train",) if kind == "multilabel" else ("file",)
     for key in required:

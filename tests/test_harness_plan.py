@@ -141,3 +141,20 @@ def test_builtin_suites_plan(tmp_path):
         assert plan, name
         assert len({p.run_id for p in plan}) == len(plan)
     assert Path(load_suite("quick").source).name == "quick.toml"
+
+
+def test_builtin_suites_run_the_constant_floor_and_every_label_ranking_fold(tmp_path):
+    from tasks.registry import get_task
+
+    for name in ("quick", "paper", "full", "paper-convergence"):
+        plan = plan_runs(load_suite(name), data_dir=tmp_path)
+        cells = {(p.spec.task, p.spec.model) for p in plan}
+        floors = {(p.spec.task, p.spec.model) for p in plan if p.spec.method == "constant"}
+        assert floors == cells, (name, cells - floors)
+    for name in ("paper", "full"):
+        plan = plan_runs(load_suite(name), data_dir=tmp_path)
+        lr_tasks = {p.spec.task for p in plan if p.spec.task.startswith("lr-")}
+        assert lr_tasks
+        for task in lr_tasks:
+            folds = {p.spec.fold for p in plan if p.spec.task == task}
+            assert folds == set(range(get_task(task).n_folds)) and len(folds) == 10, (name, task)

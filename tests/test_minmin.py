@@ -176,3 +176,81 @@ def test_minibatches_reshuffle_every_epoch_and_optimizer_dedupes_shared_paramete
     optimizer = make_optimizer([shared, torch.nn.Sequential(shared)], lr=1e-3, weight_decay=0.0)
     assert sum(len(group["params"]) for group in optimizer.param_groups) == 2
     assert isinstance(make_optimizer(shared, 1e-3, 1e-4), torch.optim.AdamW)
+
+
+@pytest.mark.parametrize("space, model, divergence", [(Multilabel(6), "unary", "kl"), (Multilabel(6), "pairwise", "kl"),
+                                                      (Multilabel(6, torch.linspace(0.2, 0.8, 6)), "pairwise", "sparsemax"),
+                                                      (Multilabel(6), "mlp", "kl"), (Permutations(4), "permutahedron", "kl")],
+                         ids=lambda c: c if isinstance(c, str) else repr(c))
+def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
+    """The expectation over y′ ~ r (the model-informed training proposal, 10% prior) of the
+    weighted gradient equals the exact gradient of τ + E_q f*(g − τ) − g(x, y) computed by
+    enumeration (relative error < 5% over 64,000 draws), while unweighted draws from r are biased."""
+    from ebm.energies import build_energy
+    from ebm.importance import draw_training_samples, training_proposal
+    from ebm.objective import expected_dual, minmin_loss
+    from ebm.tau import NeuralTau
+
+    torch.manual_seed(0)
+    energy = build_energy(space, model, 5, hidden=8, rank=2)
+    tau = NeuralTau(5, hidden=8, init=0.5)
+    with torch.no_grad():  # a peaked model, far from q: the proposal differs from q
+        for p in energy.parameters():
+            p.mul_(3.0)
+        if model == "pairwise":
+            energy.coupling.normal_(std=1.0)
+    parameters = [*energy.parameters(), *tau.parameters()]
+    x, y = torch.randn(4, 5), space.sample_prior(4, generator=torch.Generator().manual_seed(3))
+    everything, log_q = space.enumerate_all(), space.log_prior(space.enumerate_all())
+
+    def gradient(loss):
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, parameters, allow_unused=True, retain_graph=True) if g is not None])
+
+    g_data = energy(x, y.unsqueeze(1)).squeeze(1)
+    exact = (expected_dual(tau(x), energy(x, everything), log_q, divergence) - g_data).mean()
+    generator = torch.Generator().manual_seed(1)
+    proposal = training_proposal(energy, space, x, y, 0.1, generator)
+    assert proposal.name != "prior"
+    samples, log_weights = draw_training_samples(proposal, space, 64_000, generator, x.dtype)
+    assert float(log_weights.max()) <= math.log(10.0) + 1e-4  # q / ((1 − α) r + α q) ≤ 1/α
+    g_samples = energy(x, samples)
+    weighted = minmin_loss(g_data, g_samples, tau(x), divergence, log_weights).mean()
+    unweighted = minmin_loss(g_data, g_samples, tau(x), divergence).mean()
+    exact_grad = gradient(exact)
+    error = lambda loss: float((gradient(loss) - exact_grad).norm() / exact_grad.norm())  # noqa: E731
+    print(f"\n{space!r} {model} {divergence}: relative gradient error weighted {error(weighted):.4f}, unweighted {error(unweighted):.4f}")
+    assert error(weighted) < 0.05
+    assert error(unweighted) > 0.1
+
+
+def test_importance_weighted_variant_is_registered_logs_ess_and_clips():
+    from baselines.registry import get_method
+
+    method = get_method("minmin-logistic-is")
+    assert method is VARIANTS["minmin-logistic-is"] and method.defaults["proposal"] == "model"
+    x, y = torch.randn(128, 4), (torch.rand(128, 12) < 0.3).float()
+    seen = []
+    fitted = method.fit(Multilabel(12), "pairwise", FitData(x, y), {"hidden": 8, "max_grad_norm": 1e-3, "adam_beta2": 0.9},
+                        Budget(max_steps=200, batch_size=32, eval_every=100), seed=0, device=CPU,
+                        monitor=lambda progress, model: seen.append(model.info["ess"]) or False)
+    assert 0 < fitted.info["ess"] <= 1 and len(fitted.info["ess_curve"]) == 2 and len(seen) == 2
+    assert fitted.info["proposal"] == "model" and VARIANTS["minmin-logistic"].defaults["proposal"] == "prior"
+    for bad in ({"proposal": "modle"}, {"proposal_prior_weight": 0.0}, {"max_grad_norm": -1.0}, {"adam_beta2": 1.0}):
+        with pytest.raises(ValueError):
+            method.check(Multilabel(3), "unary", bad)
+
+
+def test_clipping_hook_bounds_the_update_and_beta2_is_set_on_every_group():
+    from ebm.minmin import clip_before_step, set_adam_beta2
+
+    weight, bias = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    optimizer.add_param_group({"params": [bias]})
+    clip_before_step(optimizer, 0.5)
+    weight.grad, bias.grad = torch.tensor([30.0, 0.0, 40.0]), torch.tensor([0.0, 0.0])
+    optimizer.step()
+    torch.testing.assert_close(weight.detach(), torch.tensor([-0.3, 0.0, -0.4]))  # the step is the gradient scaled to norm 0.5
+    adam = make_optimizer([weight, bias], lr=1e-3, weight_decay=0.0)
+    adam.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))]})
+    set_adam_beta2(adam, 0.9)
+    assert [group["betas"] for group in adam.param_groups] == [(0.9, 0.9), (0.9, 0.9)]

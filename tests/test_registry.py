@@ -9,7 +9,7 @@ from ebm.method import Method
 
 EXPECTED = [
     "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-finite", "minmin-scalar",
-    "exact-mle", "exact-sparsemax", "bce", "mcmc-pcd", "mcmc-gwg", "perceptron", "minmax-reinforce", "nce",
+    "exact-mle", "exact-sparsemax", "bce", "mcmc-pcd", "mcmc-gwg", "perceptron", "minmax-reinforce", "nce", "constant",
 ]
 MINE = ["mcmc-pcd", "mcmc-gwg", "perceptron", "minmax-reinforce", "nce"]
 

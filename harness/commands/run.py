@@ -17,10 +17,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-RETRY_STATUSES = ("failed", "timeout")
-PLAN_STATUSES = ("skipped", "unsupported")
 
 
 @dataclass
@@ -79,10 +75,15 @@ def _hard_timeout(options: RunOptions) -> float | None:
 
 
 def needs_run(run, stored: dict[str, str], options: RunOptions) -> bool:
+    from harness.records import Status
+
     if options.force or run.run_id not in stored:
         return True
-    status = stored[run.run_id]
-    return status in PLAN_STATUSES or (options.retry_failed and status in RETRY_STATUSES)
+    try:
+        status = Status(stored[run.run_id])
+    except ValueError:  # a status this version does not know (a newer writer): the run is done
+        return False
+    return status.decided_at_plan or (options.retry_failed and status.retryable)
 
 
 def _loader(data_dir):
@@ -103,10 +104,9 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
     filters name, else quick); see the module docstring. ``phases`` (a progress.Phases) is told
     what the driver is doing until the first run starts."""
     from harness import manifest, store
-    from harness.executors import Job, SharedData, drive, make_executor
-    from harness.plan import Filters, plan_runs, resolve_suite, with_params
-    from harness.progress import Phases, RunProgress
-    from harness.worker import execute_run, failure_row
+    from harness.dispatch import SuiteRuns
+    from harness.plan import Filters, plan_runs, resolve_suite
+    from harness.progress import Phases
 
     options = options or RunOptions()
     phases = phases or Phases(enabled=options.progress)
@@ -122,98 +122,22 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
     manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
                                planned=len(plan), status="running")
     writer = store.BatchWriter(results_dir, batch=options.flush_every)
-
-    # plan-time outcomes (unsupported / skipped): written once, re-written when they change
-    plan_rows = [failure_row(p, p.status, p.reason) for p in plan
-                 if p.status and (options.force or stored.get(p.run_id) != p.status)]
-    writer.add("runs", plan_rows)
-    summary.counts.update(p.status for p in plan if p.status)
-
-    runnable = plan.runnable()
-    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
-    threads = max(1, round(options.cpus_per_run))
-    worker_kwargs = {"threads": threads, "gpus": options.gpus_per_run, "max_seconds": options.timeout_per_run}
-    executor = None
-
-    def make_progress(total, title):
-        phases.done()  # the bar takes over the status line
-        return RunProgress(total, title=title, enabled=options.progress)
-
-    def get_executor():
-        nonlocal executor
-        if executor is None:
-            phases("starting Ray" if options.executor == "ray" else f"starting the {options.executor} executor")
-            executor = make_executor(options.executor, **({} if options.executor == "serial" else dict(
-                address=options.address, num_cpus=options.num_cpus, cpus_per_run=options.cpus_per_run,
-                gpus_per_run=options.gpus_per_run, max_retries=options.max_retries, on_phase=phases)))
-        return executor
-
-    load = _loader(options.data_dir)
+    _record_plan_outcomes(plan, stored, options, writer, summary)
+    dispatcher = _dispatcher(options, writer, phases=phases, problems=summary.problems)
     try:
-        if trials > 0 and runnable:
-            from harness import tuning
-
-            lazy = _LazyExecutor(get_executor)
-            best, notes = tuning.tune(runnable, executor=lazy, shared=SharedData(lazy, load, []),
-                                      results_dir=results_dir, n_trials=trials,
-                                      worker_kwargs=worker_kwargs, hard_timeout=_hard_timeout(options),
-                                      writer=writer, progress_factory=make_progress)
-            summary.notes += notes
-            runnable = [with_params(r, best[tuning.study_name(r)], tuned=True) if tuning.study_name(r) in best else r
-                        for r in runnable]
-        if options.tune_only:
-            return summary
-
-        todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
-        summary.to_run = len(todo)
-        summary.already_done = len(runnable) - len(todo)
-        todo_ids = {r.run_id for r in todo}
-        summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
-        if todo:
-            executor = get_executor()
-            phases(f"loading data for {len({r.spec.data_key for r in todo})} task split(s)")
-            shared = SharedData(executor, load, [r.spec.data_key for r in todo])
-            queue = iter(todo)
-            progress = make_progress(len(todo), f"{suite.name}")
-
-            def next_job():
-                run = next(queue, None)
-                if run is None:
-                    return None
-                try:
-                    data = shared.get(run.spec.data_key)
-                except Exception as exc:  # noqa: BLE001 - the worker turns it into a failed row
-                    data = exc
-                return Job(key=run.run_id, fn=execute_run, args=(run, run.method, data), kwargs=worker_kwargs,
-                           timeout=_hard_timeout(options), payload=run)
-
-            def on_done(outcome):
-                run = outcome.job.payload
-                shared.release(run.spec.data_key)
-                if outcome.ok:
-                    row, curves = outcome.value.row, outcome.value.curves
-                else:
-                    status = "timeout" if outcome.timed_out else "failed"
-                    row, curves = failure_row(run, status, outcome.failure), []
-                writer.add("curves", curves)
-                writer.add("runs", [row])
-                summary.counts[row["status"]] += 1
-                if row["status"] != "ok":
-                    summary.problems.append((row["status"], run.spec.method, run.spec.task, run.spec.model,
-                                             row.get("error")))
-                progress.finished_one(row)
-
-            try:
-                drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=1.0)
-            finally:
-                progress.close()
+        runnable = _tuned(plan.runnable(), suite, options, dispatcher, results_dir, summary)
+        if not options.tune_only:
+            todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
+            summary.to_run, summary.already_done = len(todo), len(runnable) - len(todo)
+            todo_ids = {r.run_id for r in todo}
+            summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
+            summary.counts.update(dispatcher.run(SuiteRuns(todo, suite.name), len(todo)))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         phases.done()
         writer.flush()
-        if executor is not None:
-            executor.close()
+        dispatcher.close()
         summary.seconds = time.monotonic() - started
         manifest.record_invocation(results_dir, invocation, status="interrupted" if summary.interrupted else "done",
                                    finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
@@ -221,14 +145,54 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
     return summary
 
 
-class _LazyExecutor:
-    """Starts the real executor only when the tuner first needs it."""
+def _record_plan_outcomes(plan, stored: dict[str, str], options: RunOptions, writer, summary: RunSummary) -> None:
+    """Plan-time outcomes (unsupported / skipped): written once, re-written when they change."""
+    from harness.worker import failure_record
 
-    def __init__(self, factory) -> None:
-        self._factory = factory
+    writer.add("runs", [failure_record(p, p.status, p.reason).to_row() for p in plan
+                        if p.status and (options.force or stored.get(p.run_id) != p.status)])
+    summary.counts.update(p.status for p in plan if p.status)
 
-    def __getattr__(self, name):
-        return getattr(self._factory(), name)
+
+def _dispatcher(options: RunOptions, writer, *, phases=None, problems: list | None = None):
+    """The executor loop of this invocation; its executor starts when the first job is submitted.
+    ``phases`` hears of the executor's start; ``problems`` collects each non-ok run (for the summary)."""
+    from harness.dispatch import Dispatcher
+    from harness.executors import make_executor
+    from harness.progress import Phases, RunProgress
+
+    phases = phases or Phases(enabled=False)
+
+    def start_executor():
+        if options.executor == "serial":
+            return make_executor("serial")
+        phases("starting Ray")
+        return make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
+                             cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
+                             max_retries=options.max_retries, on_phase=phases)
+
+    def progress(total, title):
+        phases.done()  # the progress bar takes over the status line
+        return RunProgress(total, title=title, enabled=options.progress, problems=problems)
+
+    worker_kwargs = {"threads": max(1, round(options.cpus_per_run)), "gpus": options.gpus_per_run,
+                     "max_seconds": options.timeout_per_run}
+    return Dispatcher(start_executor, _loader(options.data_dir), writer, worker_kwargs=worker_kwargs,
+                      hard_timeout=_hard_timeout(options), progress=progress)
+
+
+def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, summary: RunSummary) -> list:
+    """``runnable`` with each run's hyperparameters replaced by its study's best (when tuning)."""
+    from harness import tuning
+    from harness.plan import with_params
+
+    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
+    if trials <= 0 or not runnable:
+        return runnable
+    best, notes = tuning.tune(runnable, dispatcher, results_dir=results_dir, n_trials=trials)
+    summary.notes += notes
+    return [with_params(r, best[tuning.study_name(r)], tuned=True) if tuning.study_name(r) in best else r
+            for r in runnable]
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -20,14 +20,14 @@ def register(subparsers) -> None:
 
 def best_trials(trials):
     """The best COMPLETE trial of each study (direction from the task's primary metric)."""
-    from tasks.metrics import METRICS
+    from tasks.metrics import get_metric
     from tasks.registry import get_task
 
     complete = trials[trials["state"] == "COMPLETE"]
     best = []
     for _, rows in complete.groupby("study"):
-        direction = METRICS.get(get_task(rows["task"].iloc[0]).primary_metric, "max")
-        best.append(rows.loc[rows["value"].idxmax() if direction == "max" else rows["value"].idxmin()])
+        maximize = get_metric(get_task(rows["task"].iloc[0]).primary_metric).maximize
+        best.append(rows.loc[rows["value"].idxmax() if maximize else rows["value"].idxmin()])
     return best
 
 

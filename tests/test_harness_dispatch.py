@@ -1,0 +1,76 @@
+"""The one executor loop (harness.dispatch): data shared once per key and dropped after its last
+run, every finished job's rows written, statuses counted, on the serial executor."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.dispatch import Dispatcher, SuiteRuns
+from harness.executors import SerialExecutor
+from harness.plan import plan_runs
+from harness.records import Status
+from harness.suites import load_suite
+from harness_fixtures import write_suite
+
+
+class _Rows:
+    """A writer that keeps the rows it is given (the dispatcher's side of the store boundary)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[dict]] = {}
+
+    def add(self, table, rows):
+        self.tables.setdefault(table, []).extend(rows)
+
+    def flush(self):
+        pass
+
+
+class _Progress:
+    def __init__(self, total, title):
+        self.total, self.title, self.started, self.finished = total, title, 0, []
+
+    def started_one(self):
+        self.started += 1
+
+    def finished_one(self, row):
+        self.finished.append(row)
+
+    def close(self):
+        pass
+
+
+def test_suite_runs_share_data_once_per_key_and_are_counted(tmp_path):
+    from tasks.registry import get_task
+
+    suite = load_suite(write_suite(tmp_path, methods=("test-constant", "test-raises", "test-diverge"), seeds=2,
+                                   steps=4, eval_every=2))
+    runs = sorted(plan_runs(suite).runnable(), key=lambda r: r.spec.data_key)
+    loads: list = []
+
+    def load(key):
+        loads.append(key)
+        task, seed, fold, _ = key
+        return get_task(task).load(None, seed=seed, fold=fold, val_fraction=0.2)
+
+    progresses: list[_Progress] = []
+    writer = _Rows()
+    dispatcher = Dispatcher(SerialExecutor, load, writer, worker_kwargs={}, hard_timeout=None,
+                            progress=lambda total, title: progresses.append(_Progress(total, title)) or progresses[-1])
+    counts = dispatcher.run(SuiteRuns(runs, "fixture"), len(runs))
+    dispatcher.close()
+    assert counts == Counter({Status.OK: 2, Status.FAILED: 2, Status.DIVERGED: 2})
+    assert sorted(loads) == sorted({r.spec.data_key for r in runs})  # each data key loaded once (2 seeds)
+    assert [row["run_id"] for row in writer.tables["runs"]] == [r.run_id for r in runs]
+    assert {row["run_id"] for row in writer.tables["curves"]} == {r.run_id for r in runs
+                                                                  if r.spec.method == "test-constant"}
+    (progress,) = progresses
+    assert (progress.total, progress.title, progress.started, len(progress.finished)) == (6, "fixture", 6, 6)
+
+
+def test_nothing_to_do_starts_no_executor():
+    started = []
+    dispatcher = Dispatcher(lambda: started.append(1), lambda key: None, _Rows(), worker_kwargs={},
+                            hard_timeout=None, progress=_Progress)
+    assert dispatcher.run(SuiteRuns([], "empty"), 0) == Counter()
+    assert started == []
