@@ -8,7 +8,7 @@ Layout of a results directory ``DIR``::
     DIR/perf/part-...parquet                     perf measurements; mirrored to DIR/perf.parquet
     DIR/leaderboard.parquet                      written by harness.leaderboard
     DIR/manifest.json                            git sha, versions, hardware, command line
-    DIR/studies/<study>.journal                  Optuna journals (harness.tuning)
+    DIR/studies/optuna.journal                   every Optuna study of the dir (harness.tuning)
 
 Why part files: every append creates a *new* file (unique name, written to a hidden temp
 file in the same directory, fsynced, then ``os.replace``d), so two drivers writing into one
