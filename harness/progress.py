@@ -119,24 +119,28 @@ MAX_PROBLEM_LINES = 20
 
 
 def problem_lines(problems, *, limit: int = MAX_PROBLEM_LINES) -> list[str]:
-    """Group non-ok outcomes ``(status, method, task, model, reason)`` by status, method, task and
-    reason (first line): ``"skipped 5: exact-mle on cal500 (pairwise) — |Y| = … exceeds …"``.
+    """Group non-ok outcomes ``(status, method, task, model, reason)`` by status, method and
+    reason (first line): ``"skipped 5: exact-mle on cal500, delicious (pairwise) — |Y| … exceeds …"``.
     Most frequent first within a status; statuses in a fixed order (failures before skips)."""
     order = ("failed", "timeout", "diverged", "pruned", "skipped", "unsupported")
     groups: dict[tuple, list] = {}
     for status, method, task, model, reason in problems:
         first = (str(reason or "").strip().splitlines() or ["(no reason recorded)"])[0]
         first = first if len(first) <= 160 else first[:157] + "…"
-        key = (str(status), method, task, first)
-        entry = groups.setdefault(key, [0, []])
+        entry = groups.setdefault((str(status), method, first), [0, {}, {}])
         entry[0] += 1
-        if model not in entry[1]:
-            entry[1].append(model)
+        entry[1][task] = None
+        entry[2][model] = None
     ranked = sorted(groups.items(), key=lambda item: (
         order.index(item[0][0]) if item[0][0] in order else len(order), -item[1][0], item[0]))
-    lines = [f"{status} {count}: {method} on {task} ({', '.join(map(str, models))}) — {reason}"
-             for (status, method, task, reason), (count, models) in ranked[:limit]]
+    lines = [f"{status} {count}: {method} on {_names(tasks)} ({_names(models)}) — {reason}"
+             for (status, method, reason), (count, tasks, models) in ranked[:limit]]
     if len(ranked) > limit:
         lines.append(f"… and {len(ranked) - limit} more groups "
                      "(ebm-bench query \"select task, model, method, status, error from runs where status != 'ok'\")")
     return lines
+
+
+def _names(names, shown: int = 4) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
