@@ -235,10 +235,11 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                 continue
             budget = suite.block_budget(block)
             if filters.max_steps is not None:
-                # as many evaluations as the suite's budget has (a curve keeps its points)
+                # as many evaluations as the suite's budget has (a curve keeps its points); a budget
+                # smaller than that (a smoke test) is evaluated once, at its end
                 evals = max(1, budget["max_steps"] // budget["eval_every"])
-                budget = {**budget, "max_steps": filters.max_steps,
-                          "eval_every": max(1, filters.max_steps // evals)}
+                every = filters.max_steps // evals if filters.max_steps >= evals else filters.max_steps
+                budget = {**budget, "max_steps": filters.max_steps, "eval_every": max(1, every)}
             models = [m for m in block_models if _matches(m, filters.models)]
             for model in models:
                 space = make_space(task.kind, task.k, model)
