@@ -1,10 +1,8 @@
 """The registry of training methods: the joint EBM variants (:mod:`ebm.minmin`) and every baseline.
 
 Method names are part of the CLI. Each name maps to ``"module:attribute"`` and the module is
-imported only when the method is first asked for, so importing the registry is cheap and a
-module that is still missing (during development) does not break the others:
-:func:`list_methods` leaves out methods whose *own* module is absent, while an error raised
-inside an existing module propagates (a broken module must not be hidden).
+imported only when the method is first asked for, so importing the registry is cheap. An error
+raised while importing a method's module propagates (a broken module must not be hidden).
 
 The attribute may be a :class:`~ebm.method.Method` instance, a ``Method`` subclass
 (instantiated without arguments) or a zero-argument factory returning a ``Method``.
@@ -97,23 +95,9 @@ def get_method(name: str) -> Method:
     return _loaded[name]
 
 
-def _module_missing(error: ModuleNotFoundError, spec: str) -> bool:
-    """True when the missing module is the method's own module (not one it imports)."""
-    module_name = spec.partition(":")[0]
-    return error.name is not None and (module_name == error.name or module_name.startswith(error.name + "."))
-
-
 def list_methods() -> list[Method]:
-    """Every available method, in registry order (methods whose module is absent are left out)."""
-    methods = []
-    for name in _names():
-        try:
-            methods.append(get_method(name))
-        except ModuleNotFoundError as error:
-            if name in _BUILTIN and _module_missing(error, _BUILTIN[name]):
-                continue
-            raise
-    return methods
+    """Every registered method, in registry order."""
+    return [get_method(name) for name in _names()]
 
 
 def method_names() -> list[str]:

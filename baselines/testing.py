@@ -1,15 +1,16 @@
 """Fixture methods for the harness's tests (not listed by ``ebm-bench methods``).
 
-The harness resolves these names when the registry does not know them
-(:func:`harness.plan.resolve_method`), so a suite file or ``--methods test-raises`` can use
-them, in-process and in Ray workers alike (instances pickle by reference to this module).
+Tests register them with :func:`register_fixtures` (tests/conftest.py; tests/fixture_cli.py for
+a CLI in a real process), so a suite file or ``--methods test-raises`` can use them, in-process
+and in Ray workers alike (instances pickle by reference to this module). The production
+registry never knows them.
 
 * ``test-constant``: trains nothing. Its energy is linear, g(x, y) = ⟨θ, y⟩ with the same θ
   for every x: multilabel θ = SCALE·(2ŷ − 1) for the most frequent training label set ŷ (so
   the mode is ŷ); rankings θ = mean training encoding (Borda scores / marginal position
   frequencies, so the mode is the mean ranking). ``noise`` adds SCALE·noise·N(0, 1) to θ
   (a knob the tuner can learn to turn down); it walks ``max_steps`` no-op steps through
-  :class:`~ebm.method.TrainLoop`, so curves, monitors and pruning behave as in real methods.
+  :class:`~ebm.training.TrainLoop`, so curves, monitors and pruning behave as in real methods.
 * ``test-raises``: raises ``ValueError("fixture failure")``.
 * ``test-diverge``: raises :class:`~ebm.method.Diverged`.
 * ``test-exit``: ends its process with ``os._exit(1)`` (a dying worker).
@@ -25,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor, TrainLoop
+from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor
+from ebm.training import TrainLoop
 from ebm.spaces import OutputSpace
 
 SCALE = 5.0
@@ -111,3 +113,11 @@ class SleepingMethod(ConstantMethod):
 
 FIXTURES: dict[str, Method] = {m.name: m for m in (ConstantMethod(), RaisingMethod(), DivergingMethod(),
                                                       ExitingMethod(), SleepingMethod())}
+
+
+def register_fixtures() -> None:
+    """Add the fixture methods to the method registry (idempotent)."""
+    from baselines.registry import register_method
+
+    for method in FIXTURES.values():
+        register_method(method, replace=True)

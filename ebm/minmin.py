@@ -11,7 +11,7 @@ computing a partition function. ``sparsemax``/``entmax15`` give sparse p = q·(f
 
 Importance-weighted min-min (``proposal = "model"``): y′_j ~ r(·|x), a proposal rebuilt every
 step from the current energy (detached) and mixed defensively with q, (1 − α) r + α q
-(:func:`ebm.importance.training_proposal`), with weights w_j = q(y′_j)/r(y′_j) ≤ 1/α:
+(:func:`ebm.inference.training_proposal`), with weights w_j = q(y′_j)/r(y′_j) ≤ 1/α:
 
     L = τ(x) + (1/n′) Σ_j w_j f*(g(x, y′_j) − τ(x)) − g(x, y).
 
@@ -31,48 +31,34 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import math
+
 import torch
 from torch import Tensor
 
 from ebm.divergences import get_divergence
-from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction, training_proposal
-from ebm.method import FitContext, FitData, Fitted, Method
+from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction
+from ebm.inference import training_proposal
+from ebm.method import Fitted
 from ebm.objective import minmin_loss
-from ebm.spaces import Multilabel, OutputSpace
+from ebm.spaces import OutputSpace
 from ebm.tau import TAUS, build_tau
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
-#: prior names: "space" keeps the prior of the space the caller built (the harness sets it
-#: per suite, so every method of a suite shares q); "uniform" is Bernoulli(½)^k; "frequency"
-#: (alias "bernoulli") the factorised Bernoulli prior with π = training label frequencies
-PRIOR_NAMES = ("space", "uniform", "frequency", "bernoulli")
-
-
-def prior_space(space: OutputSpace, prior: str, y_train: Tensor) -> OutputSpace:
-    """The space with the requested prior q: unchanged for ``space``; Bernoulli(½)^k for
-    ``uniform``; for ``frequency`` (alias ``bernoulli``) a Multilabel space with
-    π_i = label frequency clipped to [0.01, 0.99]."""
-    if prior == "space" or (prior == "uniform" and not isinstance(space, Multilabel)):
-        return space
-    if prior == "uniform":
-        return Multilabel(space.k)
-    if prior in ("frequency", "bernoulli"):
-        if not isinstance(space, Multilabel):
-            raise ValueError(f"prior {prior!r} exists only for multilabel spaces, not {space!r}")
-        return Multilabel.with_label_frequencies(space.k, y_train)
-    raise ValueError(f"unknown prior {prior!r}; known: {', '.join(PRIOR_NAMES)}")
-
-
-class MinMinMethod(Method):
+class MinMinMethod(StepMethod):
     """The joint EBM; ``divergence`` and ``tau`` pick the variant (see the module docstring).
 
     ``tau_lr_mult`` scales τ's learning rate: a finite τ_i only moves when example i is
     in the batch, so it needs a larger rate to track Ω*(g)(x_i) as g changes.
 
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
-    ``proposal_prior_weight`` α; ``max_grad_norm`` clips the global gradient norm before each
-    step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
-    in a 0.999 average for thousands of steps and shrinks every later update).
+    ``proposal_prior_weight`` α; ``max_grad_norm`` (common to every method, applied by the
+    shared loop) clips the global gradient norm before each step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
+    in a 0.999 average for thousands of steps and shrinks every later update); ``tau_recentre``
+    (kl with the model proposal only) shifts τ before each step by the batch mean of
+    log Ẑ(x) − τ(x), with Ẑ the proposal's importance-sampling estimate of Z(x) from the step's
+    own draws (:func:`recentre_tau`): τ then never lags log Z by tens of nats, where the sample
+    term e^{g − τ} would scale the gradient's negative phase by e^{lag}.
     """
 
     name: ClassVar[str] = "minmin"
@@ -84,20 +70,16 @@ class MinMinMethod(Method):
         "tau_shares_trunk": False,
         "tau_lr_mult": 1.0,
         "n_samples": 16,
-        "prior": "space",
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
-        "max_grad_norm": None,
         "adam_beta2": 0.999,
+        "tau_recentre": False,
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        params = self.params(params)
         get_divergence(params["divergence"])  # raises with "did you mean" on a bad name
         if params["tau"] not in TAUS:
             raise ValueError(f"unknown tau {params['tau']!r}; known: {', '.join(TAUS)}")
-        if params["prior"] not in PRIOR_NAMES:
-            raise ValueError(f"unknown prior {params['prior']!r}; known: {', '.join(PRIOR_NAMES)}")
         if params["proposal"] not in TRAINING_PROPOSALS:
             raise ValueError(f"unknown proposal {params['proposal']!r}; known: {', '.join(TRAINING_PROPOSALS)}")
         if not 0 < float(params["proposal_prior_weight"]) <= 1:
@@ -106,16 +88,13 @@ class MinMinMethod(Method):
             raise ValueError(f"max_grad_norm must be positive (or None: no clipping), got {params['max_grad_norm']}")
         if not 0 <= float(params["adam_beta2"]) < 1:
             raise ValueError(f"adam_beta2 must lie in [0, 1), got {params['adam_beta2']}")
-        if params["prior"] in ("frequency", "bernoulli") and not isinstance(space, Multilabel):
-            return ("unsupported", f"prior {params['prior']!r} is a multilabel prior; rankings use the uniform prior")
+        if params["tau_recentre"] and (params["proposal"] != "model" or get_divergence(params["divergence"]).name != "kl"):
+            raise ValueError("tau_recentre needs proposal='model' and divergence='kl' (it moves τ to the proposal's estimate of log Z)")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         # n′ is a budget choice (shared with nce), not tuned
-        return suggest_common(trial)
-
-    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
-        return prior_space(space, self.params(params)["prior"], data.y_train)
+        return suggest_common(trial, self.required_prior)
 
     def train_model(self, ctx: FitContext) -> Fitted:
         space, params, setup = ctx.space, ctx.params, ctx.setup
@@ -138,9 +117,8 @@ class MinMinMethod(Method):
         # τ gets its own group (its own rate, no decay: τ is a free log-partition estimate)
         ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
-        if params["max_grad_norm"] is not None:
-            clip_before_step(ctx.optimizer, float(params["max_grad_norm"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
+        recentre = bool(params["tau_recentre"])
         ess = EssLog()
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
@@ -152,6 +130,8 @@ class MinMinMethod(Method):
             else:
                 samples = space.sample_prior((len(index), n_samples), generator=setup.sampler, device=x.device)
             g_data, g_samples = score_data_and_samples(energy, x, y, samples)
+            if recentre:
+                recentre_tau(tau, x, index, g_samples.detach(), log_weights)
             tau_x = tau(x, index=index)
             loss = minmin_loss(g_data, g_samples, tau_x, divergence, log_weights)
             ess.add(g_samples.detach(), tau_x.detach(), log_weights, divergence)
@@ -190,6 +170,29 @@ class EssLog:
         return {"ess": self.total / max(self.steps, 1), "ess_curve": list(self.curve)}
 
 
+@torch.no_grad()
+def recentre_tau(tau: torch.nn.Module, x: Tensor, index: Tensor, g_samples: Tensor, log_weights: Tensor | None) -> Tensor:
+    """Shift τ by the batch mean of log Ẑ(x_i) − τ(x_i), log Ẑ = log mean_j w_j e^{g_j} (the
+    importance-sampling estimate from the step's draws), in place: the output bias of a neural τ,
+    the value of a scalar τ, each batch example's own value for a finite τ. Returns the shifts
+    log Ẑ − τ (before the move). The shift uses the draws that the step's gradient also uses;
+    pooled over the batch, each draw's influence on it is O(1/(n·n′))."""
+    from ebm.tau import FiniteTau, NeuralTau, ScalarTau
+
+    log_w = g_samples.double() + (0.0 if log_weights is None else log_weights.double())
+    log_z = torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1])
+    lag = log_z - tau(x, index=index).double()
+    if isinstance(tau, FiniteTau):
+        tau.values.index_add_(0, index, lag.to(tau.values.dtype))
+    elif isinstance(tau, NeuralTau):
+        tau.net[-1].bias.add_(lag.mean().to(tau.net[-1].bias.dtype))
+    elif isinstance(tau, ScalarTau):
+        tau.value.add_(lag.mean().to(tau.value.dtype))
+    else:
+        raise TypeError(f"recentre_tau does not know how to move {type(tau).__name__}")
+    return lag
+
+
 def set_adam_beta2(optimizer: torch.optim.Optimizer, beta2: float) -> None:
     """Adam's second-moment decay β2 for every parameter group (β1 unchanged)."""
     for group in optimizer.param_groups:
@@ -224,13 +227,15 @@ class MinMinSparsemax(MinMinMethod):
     description = "joint EBM, sparsemax Fenchel–Young loss (p = q·[1 + g − τ]₊) with a neural τ(x)"
     # uniform q: the mode of p = q·[1 + g − τ]₊ is then argmax g, which the mode oracles
     # compute exactly; with a non-uniform q it is argmax q·(1 + g − τ), which they do not
-    defaults = {**MinMinMethod.defaults, "divergence": "sparsemax", "tau": "neural", "prior": "uniform"}
+    defaults = {**MinMinMethod.defaults, "divergence": "sparsemax", "tau": "neural"}
+    required_prior = "uniform"
 
 
 class MinMinEntmax15(MinMinMethod):
     name = "minmin-entmax15"
     description = "joint EBM, 1.5-entmax Fenchel–Young loss with a neural τ(x)"
-    defaults = {**MinMinMethod.defaults, "divergence": "entmax15", "tau": "neural", "prior": "uniform"}  # as sparsemax
+    defaults = {**MinMinMethod.defaults, "divergence": "entmax15", "tau": "neural"}
+    required_prior = "uniform"  # as sparsemax
 
 
 class MinMinFinite(MinMinMethod):

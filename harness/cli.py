@@ -26,9 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = load_command(name)
-        if module is not None:
-            module.register(subparsers)
+        load_command(name).register(subparsers)
     for command in subparsers.choices.values():  # module docstrings are reStructuredText: show plain text
         command.description = plain_text(command.description)
         command.formatter_class = argparse.RawDescriptionHelpFormatter

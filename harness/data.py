@@ -63,13 +63,15 @@ def load_manifest(manifest: str | os.PathLike | dict | None = None) -> list[Mani
     if manifest is None or isinstance(manifest, (str, os.PathLike)):
         path = Path(manifest) if manifest is not None else MANIFEST_PATH
         try:
-            manifest = json.loads(path.read_text())
+            parsed = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise DataError(f"data manifest not found: {path}") from exc
         except json.JSONDecodeError as exc:
             raise DataError(f"data manifest {path} is not valid JSON: {exc}") from exc
+    else:
+        parsed = manifest
     try:
-        return [ManifestFile(f["path"], f["sha256"].lower(), int(f["bytes"]), f["url"]) for f in manifest["files"]]
+        return [ManifestFile(f["path"], f["sha256"].lower(), int(f["bytes"]), f["url"]) for f in parsed["files"]]
     except (KeyError, TypeError) as exc:
         raise DataError(f"malformed data manifest: every file needs path, sha256, bytes and url ({exc!r})") from exc
 
@@ -102,7 +104,8 @@ def _status_on_disk(entry: ManifestFile, root: Path) -> FileStatus:
     return FileStatus(entry.path, "ok", entry.sha256, actual)
 
 
-def check(data_dir: str | os.PathLike | None = None, manifest: str | os.PathLike | dict | None = None) -> list[FileStatus]:
+def check(data_dir: str | os.PathLike | None = None,
+          manifest: str | os.PathLike | dict | None = None) -> list[FileStatus]:
     """One :class:`FileStatus` per manifest file: present and verified (``ok``), ``missing`` or ``mismatch``."""
     root = resolve_data_dir(data_dir)
     return [_status_on_disk(entry, root) for entry in load_manifest(manifest)]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_MAX_RETRIES = 1
 
@@ -92,9 +93,10 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def warm_worker() -> int:
     """Import what every run needs (torch, the metrics, the methods' modules)."""
+    import torch._dynamo  # noqa: F401  (the first optimiser step imports it: ~1.3 s, profiled by `perf`)
+
     import harness.worker  # noqa: F401
     import tasks.metrics  # noqa: F401
-    import torch._dynamo  # noqa: F401  (the first optimiser step imports it: ~1.3 s, profiled by `perf`)
     from baselines.registry import list_methods
     from ebm import inference  # noqa: F401
 

@@ -83,7 +83,7 @@ def merge_results(sources: list[str | os.PathLike], into: str | os.PathLike, *,
 
     for table in TABLES:
         store.append_rows(into, table, _records(merged[table]))
-    for table, paths in previous.items():
+    for paths in previous.values():
         for path in paths:
             path.unlink(missing_ok=True)
     if previous["perf"] or len(merged["perf"]):

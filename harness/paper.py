@@ -46,7 +46,8 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _ok(runs: pd.DataFrame, task: str, model: str, method: str) -> pd.DataFrame:
-    return runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] == method) & (runs["status"] == Status.OK)]
+    return runs[(runs["task"] == task) & (runs["model"] == model) & (runs["method"] == method)
+                & (runs["status"] == Status.OK)]
 
 
 def comparison_table(runs: pd.DataFrame, references: pd.DataFrame, *, kind: str) -> pd.DataFrame:
@@ -65,7 +66,8 @@ def comparison_table(runs: pd.DataFrame, references: pd.DataFrame, *, kind: str)
                 row[f"{method} {metric}"] = _fmt(mean, std) + (f" (n={n})" if n and n != 5 else "")
                 if metric == metrics[0] and not np.isnan(mean) and (np.isnan(best[0]) or mean > best[0]):
                     best = (mean, std, method)
-        row["ours (best min-min)"] = _fmt(best[0], best[1]) + (f" [{best[2].removeprefix('minmin-')}]" if best[2] else "")
+        label = f" [{best[2].removeprefix('minmin-')}]" if best[2] else ""
+        row["ours (best min-min)"] = _fmt(best[0], best[1]) + label
         row["paper"] = f"{figure:.2f} [{paper_best}]"
         ref = references[references["task"] == task] if len(references) else references
         if len(ref):
@@ -82,7 +84,8 @@ def tau_table(runs: pd.DataFrame) -> pd.DataFrame:
     learn τ with the KL divergence. log Z is exact for the unary model (closed form) and for
     |Y| ≤ 2^16; otherwise an importance-sampling estimate (see ``ebm.inference``)."""
     kl = runs["params_json"].fillna("{}").map(lambda p: json.loads(p).get("divergence", "kl") in ("kl", "logistic"))
-    learned = runs[runs["tau_mae"].notna() & (runs["status"] == Status.OK) & runs["task"].isin(list(PAPER_MULTILABEL)) & kl]
+    learned = runs[runs["tau_mae"].notna() & (runs["status"] == Status.OK)
+                   & runs["task"].isin(list(PAPER_MULTILABEL)) & kl]
     rows = []
     for (task, model, method), group in learned.groupby(["task", "model", "method"]):
         k = int(group["k"].iloc[0])
@@ -133,11 +136,11 @@ def _markdown(frame: pd.DataFrame) -> str:
 def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                        data_dir: str | os.PathLike | None = None, seeds: int = 5, notes: str = "") -> Path:
     """Write ``REPORT.md`` (+ PNGs, ``runs.parquet``, ``leaderboard.parquet``) into ``out_dir``."""
+    import pyarrow as pa
+
     from harness.leaderboard import build_leaderboard, format_leaderboard
     from harness.plots import plot_tau_vs_logz
     from harness.store import read_table, write_parquet_atomic
-
-    import pyarrow as pa
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +161,8 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
     parts = [
         "# ebm-bench: reproducing Sander, Roulet, Liu & Blondel (ICML 2025)\n",
         f"Runs of the `paper` suite: {len(paper_runs)} ({', '.join(f'{v} {k}' for k, v in sorted(status.items()))}); "
-        f"{seeds_run} seeds; budget {budget}; hyperparameters {'tuned with Optuna' if tuned else 'at their defaults (no tuning)'}. "
+        f"{seeds_run} seeds; budget {budget}; "
+        f"hyperparameters {'tuned with Optuna' if tuned else 'at their defaults (no tuning)'}. "
         "Numbers are test-split means ± standard deviations over seeds, × 100.\n",
         notes,
         "\n## Multilabel classification (unary model; F1 × 100)\n",

@@ -49,7 +49,7 @@ class RunSpec:
     seed: int
     fold: int
     params: dict[str, Any]
-    budget: dict[str, int]
+    budget: dict[str, Any]
     data: dict[str, Any]
     suite: str = ""      # label only
     tuned: bool = False  # label only (params came from an Optuna study)
@@ -80,6 +80,29 @@ class RunSpec:
         return (self.task, self.seed, self.fold, canonical_json(self.data))
 
 
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, "g")
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def config_label(method: str, params: dict[str, Any], defaults: dict[str, Any], *, tuned: bool = False,
+                 fixed: dict[str, Any] | None = None) -> str:
+    """The run's configuration label, benchopt style: ``method`` plus its non-default
+    hyperparameters in sorted order, ``minmin-logistic[lr=0.01,n_samples=100]``, or just the name
+    when every hyperparameter is a default. A tuned run lists only the suite's ``fixed``
+    hyperparameters that are not defaults (the tuned ones vary by study) and ends with
+    ``tuned``: ``exact-mle[tuned]``, ``minmin-logistic[n_samples=10,tuned]``."""
+    shown = (fixed or {}) if tuned else params
+    parts = [f"{key}={_format_value(value)}" for key, value in sorted(shown.items())
+             if key not in defaults or defaults[key] != value]
+    if tuned:
+        parts.append("tuned")
+    return f"{method}[{','.join(parts)}]" if parts else method
+
+
 def derive_seed(*parts: Any) -> int:
     return int(hashlib.sha256(canonical_json([str(p) for p in parts]).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
@@ -101,6 +124,13 @@ class PlannedRun:
     @property
     def run_id(self) -> str:
         return self.spec.run_id
+
+    @property
+    def config(self) -> str:
+        """The configuration label (:func:`config_label`) that leaderboards group by."""
+        defaults = dict(getattr(self.method, "defaults", None) or {})
+        return config_label(self.spec.method, self.spec.params, defaults, tuned=self.spec.tuned,
+                            fixed=self.overrides)
 
 
 class Plan(list):
@@ -134,18 +164,10 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def resolve_method(name: str):
-    """The Method called ``name``: the registry first, then the test fixtures
-    (``baselines.testing``; not listed by ``ebm-bench methods``)."""
+    """The Method called ``name`` (the registry; unknown names raise with did-you-mean)."""
     from baselines.registry import get_method
 
-    try:
-        return get_method(name)
-    except ValueError:
-        from baselines.testing import FIXTURES
-
-        if name in FIXTURES:
-            return FIXTURES[name]
-        raise
+    return get_method(name)
 
 
 def _all_models() -> dict[str, tuple[str, ...]]:
@@ -193,6 +215,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     """Every run of ``suite`` that passes ``filters``, in grid order, deduplicated by run id."""
     from baselines.registry import list_methods
     from ebm.spaces import make_space
+    from harness.fitdata import resolve_prior
     from tasks.registry import get_task, list_tasks
 
     filters = filters or Filters()
@@ -203,7 +226,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     availability: dict[str, str | None] = {}
     plan, seen, notes = Plan(), set(), []
     seeds = filters.seeds if filters.seeds is not None else suite.seeds
-    data = {"val_fraction": suite.val_fraction, "prior": suite.prior}
+    data = {"val_fraction": suite.val_fraction}  # the prior q is a hyperparameter (harness.fitdata.resolve_prior)
     #: what each filter could have matched (for the message when one matches nothing)
     candidates: dict[str, dict[str, None]] = {"task": {}, "model": {}, "method": {}}
 
@@ -248,11 +271,14 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                         continue
                     method = resolve_method(method_name)
                     overrides = dict(block.params.get(method_name, {}))
-                    try:
-                        params = method.params(overrides)
+                    try:  # the prior q, decided once: block params > method's required q > suite (multilabel)
+                        prior = resolve_prior(method, task.kind, overrides, suite.prior)
+                        overrides.update({"prior": prior.prior} if prior.fixed else {})
+                        params = method.params({**overrides, **({"prior": prior.prior} if prior.prior else {})})
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
-                    verdict = (Status.SKIPPED, f"data not available: {missing}") if missing else method.check(space, model, params)
+                    verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing else
+                               (Status.UNSUPPORTED, prior.refusal) if prior.refusal else method.check(space, model, params))
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,

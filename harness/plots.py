@@ -14,13 +14,21 @@
   ``split = "tau"``: for test example ``i`` of a run, ``step = i`` and two rows,
   ``metric = "tau"`` (the method's τ(x_i)) and ``metric = "logz"`` (exact log Z(x_i)); ``seconds``
   and ``energy_evals`` are null. Methods without a τ write no such rows and are not drawn.
-* ``leaderboard-<task>.png`` — a dot plot of each method's test mean ± std on the task's
-  primary metric, one row per model × method that has a result (no empty slots), on an axis
-  zoomed to the values (3.40 vs 3.48 is visible); the best of each model is a star; a method
+* ``leaderboard-<task>.png`` — a dot plot of each configuration's test mean ± std on the task's
+  primary metric, one row per model × configuration that has a result (no empty slots), on an axis
+  zoomed to the values (3.40 vs 3.48 is visible); the best of each model is a star; a configuration
   with failed runs says ``n failed`` beside its dot (or instead of it when none was ok).
 
-A method keeps its colour in every figure of a results directory (colours follow the sorted
-method names).
+* ``critical-difference.png`` — the configs' mean ranks across tasks on each task's primary
+  metric, over the task × model cells they all share, with bars joining configs that the
+  Nemenyi post-hoc test does not separate, and the Friedman test in the title
+  (:mod:`harness.stats`; drawn when there are ≥ 3 configs and ≥ 2 shared cells).
+
+Lines, bars and points are per configuration label (``config``: method plus non-default
+hyperparameters, see :func:`harness.plan.config_label`), not per method.
+A configuration keeps its colour in every figure of a results directory (colours follow the
+sorted labels).
+
 """
 
 from __future__ import annotations
@@ -97,15 +105,17 @@ def _clip_marks(ax, x, y, limits, colour) -> int:
 
 
 def _ok_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Curve rows of ok runs, joined with the run's task, model, method and primary metric."""
-    keep = ["run_id", "task", "model", "method"] + (["primary_metric"] if "primary_metric" in runs else [])
-    ok = runs.loc[runs["status"] == Status.OK, keep]
+    """Curve rows of ok runs, joined with the run's task, model, config and primary metric."""
+    from harness.leaderboard import with_config
+
+    keep = ["run_id", "task", "model", "config"] + (["primary_metric"] if "primary_metric" in runs else [])
+    ok = with_config(runs).loc[runs["status"] == Status.OK, keep]
     return curves.merge(ok, on="run_id", how="inner")
 
 
 def mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean over runs of ``value`` and ``seconds`` at each step, for each method."""
-    return rows.groupby(["method", "step"], as_index=False)[["value", "seconds"]].mean().sort_values(["method", "step"])
+    """Mean over runs of ``value`` and ``seconds`` at each step, for each config."""
+    return rows.groupby(["config", "step"], as_index=False)[["value", "seconds"]].mean().sort_values(["config", "step"])
 
 
 def _robust_curve_range(lines: pd.DataFrame) -> tuple[float, float] | None:
@@ -113,7 +123,7 @@ def _robust_curve_range(lines: pd.DataFrame) -> tuple[float, float] | None:
     after its first tenth of steps (where every method is still far from anything): a method
     whose values run away is drawn off-scale rather than flattening the others."""
     kept = []
-    for _, line in lines.groupby("method"):
+    for _, line in lines.groupby("config"):
         line = line.sort_values("step")
         start = line["step"].min() + 0.1 * (line["step"].max() - line["step"].min())
         kept += list(line.loc[line["step"] >= start, "value"])
@@ -122,7 +132,7 @@ def _robust_curve_range(lines: pd.DataFrame) -> tuple[float, float] | None:
 
 def _draw_curves(ax, lines: pd.DataFrame, x: str, colours: dict, limits) -> int:
     off = 0
-    for method, line in lines.groupby("method"):
+    for method, line in lines.groupby("config"):
         ax.plot(line[x], line["value"], marker=".", markersize=4, color=colours[method], label=method)
         if limits is not None:
             off += _clip_marks(ax, line[x], line["value"], limits, colours[method])
@@ -136,7 +146,9 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
     """One convergence figure per task × model (see the module doc)."""
     plt = _pyplot()
     joined = _ok_curves(curves[curves["split"].isin(["train", "val"])], runs)
-    colours = method_colours(runs["method"].dropna()) if len(runs) else {}
+    from harness.leaderboard import with_config
+
+    colours = method_colours(with_config(runs)["config"].dropna()) if len(runs) else {}
     paths = []
     for (task, model), rows in joined.groupby(["task", "model"]):
         primary = rows["primary_metric"].dropna().iloc[0] if "primary_metric" in rows and rows[
@@ -148,7 +160,7 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
             val = val[val["metric"] == val["metric"].iloc[0]] if len(val) else val
         metric = val["metric"].iloc[0] if len(val) else "metric"
         objective = mean_curve(rows[(rows["split"] == "train") & (rows["metric"] == "objective")])
-        methods = sorted(objective["method"].unique())
+        methods = sorted(objective["config"].unique())
         columns = min(4, max(1, len(methods)))
         panel_rows = -(-len(methods) // columns) if methods else 0
         fig = plt.figure(figsize=(12, 4.2 + 2.4 * panel_rows))
@@ -164,12 +176,12 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
             if index == 0:  # the right panel shares the quantity (and the range)
                 ax.set_ylabel(f"validation {metric} (mean over seeds)")
         if off:
-            away = sorted(m for m, line in lines.groupby("method") if limits is not None and (
+            away = sorted(m for m, line in lines.groupby("config") if limits is not None and (
                 (line["value"] > limits[1]) | (line["value"] < limits[0])).any())
             fig.axes[0].set_title(f"▲▼ off-scale (robust range): {', '.join(away)}", fontsize=9)
         for i, method in enumerate(methods):
             ax = fig.add_subplot(grid[1 + i // columns, 2 * (i % columns):2 * (i % columns) + 2])
-            line = objective[objective["method"] == method]
+            line = objective[objective["config"] == method]
             limits_m = robust_range(line["value"], fence=OBJECTIVE_FENCE)
             n_off = _draw_curves(ax, line, "step", colours, limits_m)
             ax.set_title(method + (f" ({n_off} off-scale)" if n_off else ""), fontsize=9, color=colours[method])
@@ -179,7 +191,7 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
                 ax.set_xlabel("steps", fontsize=8)
             if i % columns == 0:
                 ax.set_ylabel("train objective", fontsize=8)
-        handles = [plt.Line2D([], [], color=colours[m], marker=".", label=m) for m in sorted(lines["method"].unique())]
+        handles = [plt.Line2D([], [], color=colours[m], marker=".", label=m) for m in sorted(lines["config"].unique())]
         if handles:
             fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
                        frameon=False)
@@ -204,16 +216,18 @@ def tau_points(curves: pd.DataFrame) -> pd.DataFrame:
 def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """One scatter of τ(x) vs exact log Z(x) on test inputs per task × model that has such points."""
     plt = _pyplot()
-    points = tau_points(curves).merge(runs.loc[runs["status"] == Status.OK, ["run_id", "task", "model", "method"]],
-                                      on="run_id")
-    colours = method_colours(runs["method"].dropna()) if len(runs) else {}
+    from harness.leaderboard import with_config
+
+    ok = with_config(runs).loc[runs["status"] == Status.OK, ["run_id", "task", "model", "config"]]
+    points = tau_points(curves).merge(ok, on="run_id")
+    colours = method_colours(ok["config"].dropna()) if len(ok) else {}
     paths = []
     for (task, model), rows in points.groupby(["task", "model"]):
         fig, ax = plt.subplots(figsize=(5.5, 5))
-        for method, group in rows.groupby("method"):
+        for config, group in rows.groupby("config"):
             mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
-            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, color=colours.get(method),
-                       label=f"{method} (MAE {mae:.3g})")
+            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, color=colours.get(config),
+                       label=f"{config} (MAE {mae:.3g})")
         low = float(min(rows["logz"].min(), rows["tau"].min()))
         high = float(max(rows["logz"].max(), rows["tau"].max()))
         ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
@@ -231,13 +245,13 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
     plt = _pyplot()
     from tasks.metrics import METRICS
 
-    colours = method_colours(board["method"]) if len(board) else {}
+    colours = method_colours(board["config"]) if len(board) else {}
     paths = []
     for task, rows in board[board["task"].isin(primary)].groupby("task"):
         metric = primary[task]
         rows = rows[(rows["metric"] == metric) & ((rows["n_ok"] > 0) | (rows["n_failed"] > 0))]
         # ok runs that do not report the metric (e.g. no NLL for sparsemax models): a note, not an empty row
-        silent = sorted(set(rows.loc[rows["mean"].isna() & (rows["n_failed"] == 0), "method"]))
+        silent = sorted(set(rows.loc[rows["mean"].isna() & (rows["n_failed"] == 0), "config"]))
         rows = rows[rows["mean"].notna() | (rows["n_failed"] > 0)]
         if rows.empty:
             continue
@@ -259,7 +273,7 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
             best = group["rank"].min()
             for _, row in group.iterrows():
                 y -= 1
-                colour = colours[row["method"]]
+                colour = colours[row["config"]]
                 if np.isfinite(row["mean"]):
                     ax.errorbar(row["mean"], y, xerr=0.0 if pd.isna(row["std"]) else row["std"], fmt="o",
                                 color=colour, capsize=3, markersize=6)
@@ -272,7 +286,7 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
                     ax.annotate(f"{int(row['n_failed'])} failed", (where, y), xytext=(8, -3),
                                 textcoords="offset points", fontsize=7, color="firebrick")
                 ticks.append(y)
-                labels.append(f"{row['method']} (n={int(row['n_ok'])})")
+                labels.append(f"{row['config']} (n={int(row['n_ok'])})")
             y -= gap
         ax.set_yticks(ticks, labels, fontsize=8)
         ax.set_ylim(y + gap - 0.6, 0.4)
@@ -286,6 +300,20 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
     return paths
 
 
+def plot_critical_difference(board: pd.DataFrame, primary: dict[str, str], out_dir: str | os.PathLike) -> list[Path]:
+    """``critical-difference.png`` (see the module doc); no figure when the test cannot be run."""
+    from harness import leaderboard, stats
+
+    matrix, directions, left_out = leaderboard.rank_matrix(board, primary=primary)
+    result = stats.friedman(matrix, directions)
+    if result is None:
+        return []
+    title = "Mean rank across tasks (primary metric; 1 = best)"
+    if left_out:
+        title += f"; left out (too few shared cells): {', '.join(left_out)}"
+    return [_save(stats.critical_difference_figure(result, title), Path(out_dir) / "critical-difference.png")]
+
+
 def plot_all(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *, on_corrupt: str = "warn") -> list[Path]:
     """Every figure of the module doc for ``results_dir``, written under ``out_dir``."""
     from harness import leaderboard, store
@@ -295,4 +323,4 @@ def plot_all(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *, on_c
     board = leaderboard.build_leaderboard(runs)
     primary = leaderboard.primary_metrics(runs, sorted(board["task"].unique()))
     return (plot_convergence(curves, runs, out_dir) + plot_tau_vs_logz(curves, runs, out_dir)
-            + plot_leaderboard_bars(board, primary, out_dir))
+            + plot_leaderboard_bars(board, primary, out_dir) + plot_critical_difference(board, primary, out_dir))

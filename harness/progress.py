@@ -27,8 +27,14 @@ class RunProgress:
         self._task = None
         if enabled and total and self.stream.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
@@ -39,7 +45,7 @@ class RunProgress:
 
     def _detail(self) -> str:
         failed = sum(v for k, v in self.counts.items() if k not in OK_STATUSES)
-        parts = [f"ok {self.counts.get('ok', 0)}", f"failed {failed}", f"running {self.running}"]
+        parts = [f"ok {self.counts.get(Status.OK, 0)}", f"failed {failed}", f"running {self.running}"]
         return " · ".join(parts)
 
     def started_one(self) -> None:
@@ -53,7 +59,7 @@ class RunProgress:
         self.counts[status] += 1
         if self.problems is not None and status not in OK_STATUSES and row.get("trial") is None:
             self.problems.append((status, row.get("method"), row.get("task"), row.get("model"), row.get("error")))
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1)
             if status not in OK_STATUSES:
                 self._progress.console.print(f"  {status}: {_label(row)}: {(row.get('error') or '')[:160]}")
@@ -66,7 +72,7 @@ class RunProgress:
         self._refresh()
 
     def _refresh(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, detail=self._detail())
 
     def close(self) -> None:

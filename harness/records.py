@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 
-class Status(str, Enum):
-    """How a run ended; every row of the runs table has exactly one. A ``str`` so that
-    ``Status.OK == "ok"`` and the value is what Parquet stores."""
+class Status(StrEnum):
+    """How a run ended; every row of the runs table has exactly one. A ``str`` (``StrEnum``) so
+    that ``Status.OK == "ok"``, ``f"{Status.OK}" == "ok"`` and the value is what Parquet stores."""
 
     OK = "ok"
     FAILED = "failed"            # an exception, or the worker process died
@@ -28,12 +29,6 @@ class Status(str, Enum):
     SKIPPED = "skipped"          # the method could, but not here (data missing, |Y| past a limit)
     UNSUPPORTED = "unsupported"  # the method cannot train this model on this space
     PRUNED = "pruned"            # a tuning trial stopped early by the pruner (never in the runs table)
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
     @property
     def is_failure(self) -> bool:
@@ -107,7 +102,7 @@ class RunRecord:
     attempt: int | None = None             # which attempt of this run the row records (reliability)
     prior: str | None = None               # the prior q the model used
 
-    def set_metrics(self, split: str, values: dict[str, float | None]) -> None:
+    def set_metrics(self, split: str, values: Mapping[str, float | None]) -> None:
         """Store metric name → value measured on ``split`` ("val" or "test") in their columns.
         A name :mod:`tasks.metrics` does not know gets ``<split>_<name>`` (stored as float64)."""
         from tasks.metrics import METRIC_BY_NAME

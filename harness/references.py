@@ -77,7 +77,8 @@ def fit_predict_ranking(name: str, x_train, ranks_train, x_test, seed: int) -> n
     return _positions_to_ranks(np.asarray(model.predict(x_test)))
 
 
-def reference_rows(task_name: str, data_dir: Path | None, seeds: range | list[int], *, fold: int = 0) -> list[dict[str, Any]]:
+def reference_rows(task_name: str, data_dir: Path | None, seeds: range | list[int], *,
+                   fold: int = 0) -> list[dict[str, Any]]:
     """One row per (reference, seed): ``task, method, seed, fold`` and every ``test_<metric>``."""
     from tasks.metrics import multilabel_metrics, ranking_metrics
     from tasks.registry import get_task

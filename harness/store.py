@@ -31,9 +31,10 @@ import json
 import os
 import uuid
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,7 +98,8 @@ PERF_SCHEMA = _schema("perf", [
     pa.field("started_at", _TS),
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "curves": CURVES_SCHEMA, "trials": TRIALS_SCHEMA, "perf": PERF_SCHEMA}
+SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "curves": CURVES_SCHEMA, "trials": TRIALS_SCHEMA,
+                                 "perf": PERF_SCHEMA}
 #: columns of the runs table a caller may add beyond the schema (new metrics), typed float64
 EXTRA_RUN_PREFIXES = ("val_", "test_")
 
@@ -111,7 +113,7 @@ class CorruptFileError(StoreError):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _schema_for(table: str) -> pa.Schema:
@@ -187,9 +189,9 @@ def _normalise_value(value: Any, field: pa.Field) -> Any:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         if isinstance(value, (int, float)):
-            value = datetime.fromtimestamp(value, timezone.utc)
+            value = datetime.fromtimestamp(value, UTC)
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
     if pa.types.is_floating(field.type):
         return float(value)

@@ -16,6 +16,8 @@ the same format)::
     max_steps = 500
     batch_size = 64
     eval_every = 100
+    selection = "best_val" # the returned model: best validation evaluation, or "last" step
+    patience = 5           # optional: stop after 5 evaluations without improvement
 
     [[grid]]               # one or more blocks; the suite is their union
     tasks = ["emotions", "syn-*"]        # names or globs ("*" = every task)
@@ -44,10 +46,13 @@ from ebm import did_you_mean
 
 BUILTIN_SUITES = ("quick", "paper", "paper-convergence", "full")
 SUITES_DIR = Path(__file__).with_name("suites")
-DEFAULT_BUDGET = {"max_steps": 500, "batch_size": 64, "eval_every": 100}
+DEFAULT_BUDGET: dict[str, Any] = {"max_steps": 500, "batch_size": 64, "eval_every": 100, "selection": "best_val"}
+#: ``selection``: which model a run returns (ebm.method.SELECTIONS); ``patience``: evaluations
+#: without a better validation value before training stops (absent: never)
+_SELECTIONS = ("best_val", "last")
 
 _SUITE_KEYS = {"name", "description", "seeds", "folds", "tune_trials", "val_fraction", "prior"}
-_BUDGET_KEYS = set(DEFAULT_BUDGET)
+_BUDGET_KEYS = set(DEFAULT_BUDGET) | {"patience"}
 _GRID_KEYS = {"tasks", "models", "methods", "optional", "max_k", "budget", "params"}
 _TOP_KEYS = {"suite", "budget", "grid", "tasks"}
 
@@ -63,7 +68,7 @@ class GridBlock:
     models: tuple[str, ...] = ("*",)
     optional: bool = False
     max_k: int | None = None
-    budget: dict[str, int] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -77,11 +82,11 @@ class Suite:
     tune_trials: int = 0
     val_fraction: float = 0.2
     prior: str = "uniform"
-    budget: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
+    budget: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
     source: str = ""
     user_tasks: tuple[str, ...] = ()
 
-    def block_budget(self, block: GridBlock) -> dict[str, int]:
+    def block_budget(self, block: GridBlock) -> dict[str, Any]:
         return {**self.budget, **block.budget}
 
 
@@ -100,12 +105,15 @@ def _string_list(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _budget(where: str, table: Any) -> dict[str, int]:
+def _budget(where: str, table: Any) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise SuiteError(f"{where}: expected a table, got {table!r}")
     _unknown_keys(where, table, _BUDGET_KEYS)
     for key, value in table.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if key == "selection":
+            if value not in _SELECTIONS:
+                raise SuiteError(f"{where}: selection must be \"best_val\" or \"last\", got {value!r}")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SuiteError(f"{where}: {key} must be a positive integer, got {value!r}")
     return dict(table)
 
@@ -191,7 +199,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         path = SUITES_DIR / f"{text_name}.toml"
     elif not (text_name.endswith(".toml") or path.exists()):
         hint = did_you_mean(text_name, BUILTIN_SUITES)
-        raise SuiteError(f"unknown suite {text_name!r}{hint} (built-in: {', '.join(BUILTIN_SUITES)}, or a path to a .toml file)")
+        raise SuiteError(f"unknown suite {text_name!r}{hint} "
+                         f"(built-in: {', '.join(BUILTIN_SUITES)}, or a path to a .toml file)")
     if not path.is_file():
         raise SuiteError(f"suite file {path} not found")
     return parse_suite(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.parent)

@@ -7,8 +7,8 @@ natural width instead, so a row always stays on one line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from io import StringIO
-from typing import Iterable, Sequence
 
 
 def render_table(
@@ -30,11 +30,10 @@ def render_table(
     ``max_width`` (a terminal's width): when the boxed table is wider, it is drawn without
     vertical rules (two spaces between columns); if that is still too wide, the left-aligned
     text columns are cut with an ellipsis, so that no row ever wraps."""
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from rich import box
 
     right, wrap = set(right), set(wrap)
     cells = [["" if v is None else str(v) for v in row] for row in rows]
@@ -68,9 +67,9 @@ def natural_width(columns: Sequence[str], cells: Sequence[Sequence[str]], *, wra
     columns and 2 at the edges) or ``compact`` (2 between columns, none at the edges)."""
     wrap = set(wrap)
 
-    def width(i: int, column: str) -> int:
+    def column_width(i: int, column: str) -> int:
         longest = max([len(str(column))] + [len(str(r[i])) for r in cells])
         return min(longest, wrap_width) if column in wrap else longest
 
-    content = sum(width(i, c) for i, c in enumerate(columns))
+    content = sum(column_width(i, c) for i, c in enumerate(columns))
     return content + 2 * (len(columns) - 1) if compact else content + 3 * len(columns) + 1

@@ -55,9 +55,9 @@ class RunResult:
 
 
 def versions() -> dict[str, str]:
-    import torch
-
     from importlib import metadata
+
+    import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     try:
@@ -75,7 +75,8 @@ def base_record(run) -> RunRecord:
         model=spec.model, method=spec.method, seed=spec.seed, torch_seed=spec.torch_seed,
         fold=spec.fold, params_json=json.dumps(spec.params, sort_keys=True),
         budget_json=json.dumps(spec.budget, sort_keys=True), tuned=spec.tuned,
-        primary_metric=run.primary_metric, config_hash=spec.config_hash, host=socket.gethostname(),
+        primary_metric=run.primary_metric, config_hash=spec.config_hash, config=run.config,
+        host=socket.gethostname(),
     )
 
 
@@ -102,7 +103,8 @@ def _check_finite(name: str, x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; first at row {i}, column {j})")
+        raise ValueError(f"task {name!r}: features contain NaN/inf ({int(bad.sum())} values; "
+                         f"first at row {i}, column {j})")
 
 
 def is_worse(value: float, threshold: float, direction: str) -> bool:
@@ -118,7 +120,7 @@ class _Evaluator:
     def __init__(self, kind: str, space, x, labels: np.ndarray, y, seed: int):
         self.kind, self.space, self.x, self.labels, self.y, self.seed = kind, space, x, labels, y, seed
 
-    def head(self, n: int) -> "_Evaluator":
+    def head(self, n: int) -> _Evaluator:
         return _Evaluator(self.kind, self.space, self.x[:n], self.labels[:n], self.y[:n], self.seed)
 
     def prediction(self, fitted) -> dict[str, float]:
@@ -147,8 +149,9 @@ class _Evaluator:
 
 
 class CurveMonitor:
-    """Records the training curve (train objective; validation primary metric) and stops
-    training when the validation value is worse than the tuner's pruning threshold."""
+    """Records the training curve (train objective; validation primary metric), returns the
+    validation value as an :class:`ebm.method.Evaluation` (the training loop keeps the best
+    model), and stops training when that value is worse than the tuner's pruning threshold."""
 
     def __init__(self, run_id: str, metric: str, val: _Evaluator | None, thresholds: dict[int, float] | None):
         self.run_id, self.metric, self.val = run_id, metric, val
@@ -163,19 +166,22 @@ class CurveMonitor:
         return {"run_id": self.run_id, "step": progress.step, "seconds": progress.seconds,
                 "energy_evals": progress.energy_evals, "split": split, "metric": metric, "value": value}
 
-    def __call__(self, progress, model) -> bool:
+    def __call__(self, progress, model):
+        from ebm.method import Evaluation
+
         self.last_step = progress.step
         self.curves.append(self._point(progress, "train", "objective", progress.train_objective))
+        maximize = self.direction == "max"
         if self.val is None:
-            return False
+            return Evaluation(None, maximize)
         value = self.val.primary(model, self.metric)
         self.curves.append(self._point(progress, "val", self.metric, value))
         self.intermediate.append((progress.step, value))
         threshold = self.thresholds.get(progress.step)
         if threshold is not None and is_worse(value, threshold, self.direction):
             self.pruned_at = progress.step
-            return True
-        return False
+            return Evaluation(value, maximize, stop=True)
+        return Evaluation(value, maximize)
 
 
 def tau_error(fitted, x) -> tuple[float | None, list[tuple[float, float]]]:
@@ -265,8 +271,8 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
     try:
         import torch
 
-        from ebm.method import Budget, FitData
-        from ebm.spaces import make_space
+        from ebm.method import Budget
+        from harness.fitdata import prepare_fit
 
         torch.set_num_threads(max(1, int(threads)))  # Ray sets OMP_NUM_THREADS=1 otherwise
         device = device or pick_device(gpus)
@@ -280,18 +286,14 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         # copies: arrays shared through Ray's object store are read-only
         as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         labels = lambda a: np.array(a)  # noqa: E731
-        y_train_raw = torch.tensor(np.asarray(data.y_train), dtype=torch.float32)
-        # the suite's prior q is a multilabel setting; rankings always use the uniform prior
-        prior = spec.data.get("prior", "uniform") if run.kind == "multilabel" else "uniform"
-        record.prior = prior
-        space = make_space(run.kind, run.k, spec.model, prior=prior, y_train=y_train_raw)
-        fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), as_x(data.x_val),
-                           space.from_labels(labels(data.y_val)))
+        # the prior q was decided at plan time, into the run's params (harness.fitdata.resolve_prior)
+        space, fit_data = prepare_fit(data, run.kind, spec.model, spec.params.get("prior"))
+        x_val, y_val = fit_data.x_val, fit_data.y_val
         budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
-                        eval_every=spec.budget["eval_every"], max_seconds=max_seconds)
+                        eval_every=spec.budget["eval_every"], max_seconds=max_seconds,
+                        selection=spec.budget.get("selection", "best_val"), patience=spec.budget.get("patience"))
         seed = spec.torch_seed
-        val = _Evaluator(run.kind, space, fit_data.x_val.to(device), labels(data.y_val),
-                         fit_data.y_val.to(device), seed + 1)
+        val = _Evaluator(run.kind, space, x_val.to(device), labels(data.y_val), y_val.to(device), seed + 1)
         monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
         t0 = time.perf_counter()
         fitted = method.fit(space, spec.model, fit_data, dict(spec.params), budget, seed=seed,
@@ -301,6 +303,8 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         record.n_steps = int(info.get("steps", monitor.last_step))
         record.train_seconds = float(info.get("train_seconds", train_seconds))
         record.energy_evals = info.get("energy_evals")
+        # the q the model used: the run's prior, or (a method without one) that of its space
+        record.prior = spec.params.get("prior") or ("uniform" if fitted.space.uniform_prior else "frequency")
         record.best_step, record.selection = info.get("best_step"), info.get("selection")
         record.stopped_early = info.get("stopped_early")
         t1 = time.perf_counter()

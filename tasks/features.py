@@ -32,6 +32,11 @@ class Attribute:
     values: tuple[str, ...] | None
 
     @property
+    def levels(self) -> tuple[str, ...]:
+        """The declared nominal values (empty for numeric and string attributes)."""
+        return self.values or ()
+
+    @property
     def is_nominal(self) -> bool:
         return self.values is not None and len(self.values) > 0
 
@@ -64,15 +69,15 @@ def encode_features(codes: np.ndarray, attributes: list[Attribute]) -> tuple[np.
         if not attribute.is_nominal:
             columns.append(values)
             names.append(attribute.name)
-        elif len(attribute.values) == 2:
+        elif len(attribute.levels) == 2:
             columns.append(values)
             names.append(attribute.name)
         else:
             missing = np.isnan(values)
-            onehot = (values[:, None] == np.arange(len(attribute.values))[None, :]).astype(np.float64)
+            onehot = (values[:, None] == np.arange(len(attribute.levels))[None, :]).astype(np.float64)
             onehot[missing] = np.nan
             columns.extend(onehot.T)
-            names.extend(f"{attribute.name}={value}" for value in attribute.values)
+            names.extend(f"{attribute.name}={value}" for value in attribute.levels)
     n = codes.shape[0]
     x = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
     return x, names
@@ -81,7 +86,7 @@ def encode_features(codes: np.ndarray, attributes: list[Attribute]) -> tuple[np.
 def nominal_codes(raw: list, attribute: Attribute, *, where: str) -> np.ndarray:
     """Map a column of raw cells (str / float / None) to codes; unknown nominal values raise ValueError."""
     if attribute.is_nominal:
-        index = {value: i for i, value in enumerate(attribute.values)}
+        index = {value: i for i, value in enumerate(attribute.levels)}
         out = np.empty(len(raw))
         for row, cell in enumerate(raw):
             if cell is None:
@@ -90,7 +95,7 @@ def nominal_codes(raw: list, attribute: Attribute, *, where: str) -> np.ndarray:
                 out[row] = index[cell]
             else:
                 raise ValueError(f"{where}: value {cell!r} of attribute {attribute.name!r} (row {row}) "
-                                 f"is not one of its declared values {list(attribute.values)[:10]}")
+                                 f"is not one of its declared values {list(attribute.levels)[:10]}")
         return out
     if attribute.is_string:
         return np.zeros(len(raw))

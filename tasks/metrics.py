@@ -17,6 +17,7 @@ import numpy as np
 from tasks.base import check_labels
 from tasks.names import unknown_name_error
 
+
 @dataclass(frozen=True)
 class Metric:
     """One quality measure of a fitted model: the single source of its name, direction and

@@ -38,7 +38,7 @@ def read_label_names(xml_path: Path) -> list[str]:
     names = [element.get("name") for element in root.iter() if element.tag.rsplit("}", 1)[-1] == "label"]
     if not names or any(name is None for name in names):
         raise ValueError(f"{xml_path}: expected <label name=...> elements")
-    return [unescape_name(name) for name in names]
+    return [unescape_name(name) for name in names if name is not None]
 
 
 def _is_sparse(path: Path) -> bool:
@@ -68,7 +68,8 @@ def _read_arff_codes(path_str: str, mtime: float) -> tuple[np.ndarray, tuple[Att
     except arff.ArffException as error:
         raise ValueError(f"{path}: cannot parse ARFF ({type(error).__name__}: {error})") from None
     attributes = tuple(
-        Attribute(unescape_name(name), tuple(kind) if isinstance(kind, list) else (() if kind.upper() == "STRING" else None))
+        Attribute(unescape_name(name),
+                  tuple(kind) if isinstance(kind, list) else (() if kind.upper() == "STRING" else None))
         for name, kind in parsed["attributes"]
     )
     if sparse:
@@ -113,11 +114,11 @@ def label_matrix(codes: np.ndarray, attributes: tuple[Attribute, ...], columns: 
     for j, col in enumerate(columns):
         attribute, cells = attributes[col], codes[:, col]
         if attribute.is_nominal:
-            if not set(attribute.values) <= {"0", "1"}:
-                raise ValueError(f"{path}: label {attribute.name!r} has values {list(attribute.values)}, "
+            if not set(attribute.levels) <= {"0", "1"}:
+                raise ValueError(f"{path}: label {attribute.name!r} has values {list(attribute.levels)}, "
                                  "which cannot be encoded as 0/1 (expected {0,1})")
-            lookup = np.array([int(value) for value in attribute.values] + [-1])
-            cells = lookup[np.where(np.isnan(cells), len(attribute.values), cells).astype(np.int64)]
+            lookup = np.array([int(value) for value in attribute.levels] + [-1])
+            cells = lookup[np.where(np.isnan(cells), len(attribute.levels), cells).astype(np.int64)]
         bad = ~np.isin(cells, (0, 1))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
@@ -127,7 +128,8 @@ def label_matrix(codes: np.ndarray, attributes: tuple[Attribute, ...], columns: 
     return y
 
 
-def read_multilabel(path: Path, *, label_names: list[str] | None = None, n_labels: int | None = None) -> MultilabelTable:
+def read_multilabel(path: Path, *, label_names: list[str] | None = None,
+                    n_labels: int | None = None) -> MultilabelTable:
     """Read one Mulan ARFF file; labels by name (``label_names``) or as the last ``n_labels`` columns."""
     path = Path(path)
     codes, attributes = read_arff_codes(path)

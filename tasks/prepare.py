@@ -137,5 +137,6 @@ def assemble(
 def assemble_cv(*, x: np.ndarray, y: np.ndarray, n_folds: int, fold: int, split_info: str, **kwargs) -> TaskData:
     """``assemble`` for data without an official split: fold ``fold`` of the fixed partition is the test set."""
     train, test = fold_indices(len(x), n_folds, fold)
-    info = f"{split_info}; {n_folds}-fold CV (KFold shuffle, random_state={CV_SEED}), fold {fold}: test {len(test)} rows"
+    info = (f"{split_info}; {n_folds}-fold CV (KFold shuffle, random_state={CV_SEED}), "
+            f"fold {fold}: test {len(test)} rows")
     return assemble(x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test], split_info=info, **kwargs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.base import PRIMARY_METRIC, Task, TaskData, resolve_data_dir
 from tasks.mulan import read_label_names, read_multilabel
@@ -39,7 +40,10 @@ def _data_dir_or_raise(task: Task, data_dir: Path | None, files: list[str]) -> P
     reason = missing_file_reason(data_dir, files)
     if reason is not None:
         raise FileNotFoundError(f"task {task.name!r}: {reason}")
-    return Path(data_dir if data_dir is not None else resolve_data_dir(None))
+    root = data_dir if data_dir is not None else resolve_data_dir(None)
+    if root is None:  # missing_file_reason reports an unset folder; kept for the type checker
+        raise FileNotFoundError(f"task {task.name!r}: no data folder (set EBM_BENCH_DATA or pass --data-dir)")
+    return Path(root)
 
 
 @dataclass(kw_only=True)
@@ -63,12 +67,14 @@ class MulanTask(Task):
         self.check_fold(fold)
         root = _data_dir_or_raise(self, data_dir, self._files()) / "multilabel" / self.folder
         labels = read_label_names(root / self.xml)
-        common = dict(name=self.name, kind="multilabel", seed=seed, val_fraction=val_fraction)
+        common: dict[str, Any] = dict(name=self.name, kind="multilabel", seed=seed, val_fraction=val_fraction)
         if self.full is not None:
             table = read_multilabel(root / self.full, label_names=labels)
             return assemble_cv(x=table.x, y=table.y, n_folds=self.n_folds, fold=fold,
                                label_names=table.label_names, feature_names=table.feature_names,
                                split_info=f"{self.full} (no official split)", **common)
+        if self.train is None or self.test is None:
+            raise ValueError(f"task {self.name!r} declares neither a full file nor train and test files")
         train = read_multilabel(root / self.train, label_names=labels)
         test = read_multilabel(root / self.test, label_names=labels)
         if train.feature_names != test.feature_names:
@@ -107,7 +113,8 @@ class LabelRankingTask(Task):
 
 # name: (folder, train, test, xml, n_features after encoding, n_train, n_test, k, what)
 _MULAN = {
-    "yeast": ("yeast", "yeast-train.arff", "yeast-test.arff", "yeast.xml", 103, 1500, 917, 14, "gene functional classes"),
+    "yeast": ("yeast", "yeast-train.arff", "yeast-test.arff", "yeast.xml", 103, 1500, 917, 14,
+              "gene functional classes"),
     "scene": ("scene", "scene-train.arff", "scene-test.arff", "scene.xml", 294, 1211, 1196, 6, "image scene types"),
     "emotions": ("emotions", "emotions-train.arff", "emotions-test.arff", "emotions.xml", 72, 391, 202, 6,
                  "music emotions"),

@@ -65,7 +65,7 @@ def tasks_from_toml(table: dict, base_dir: Path) -> list[Task]:
     _ensure_builtins()
     if not isinstance(table, dict):
         raise ValueError(f"[tasks] must be a table of task tables, got {type(table).__name__}")
-    tasks = [user_task_from_spec(name, spec, Path(base_dir)) for name, spec in table.items()]
+    tasks: list[Task] = [user_task_from_spec(name, spec, Path(base_dir)) for name, spec in table.items()]
     for task in tasks:
         existing = _TASKS.get(task.name)
         if existing is not None and not isinstance(existing, UserTask):

@@ -167,6 +167,8 @@ class SyntheticTask(Task):
 
     truth: IsingTruth | PlackettLuceTruth
     data_seed: int
+    n_train: int  # always known for a synthetic task
+    n_test: int
 
     def available(self, data_dir: Path | None) -> str | None:
         return None

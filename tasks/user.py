@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.base import KINDS, PRIMARY_METRIC, Task, TaskData
 from tasks.mulan import read_label_names, read_multilabel
@@ -70,7 +71,7 @@ class UserTask(Task):
     def load(self, data_dir: Path | None, *, seed: int, fold: int = 0, val_fraction: float = 0.2) -> TaskData:
         self.check_fold(fold)
         self._check_present()
-        common = dict(name=self.name, kind=self.kind, seed=seed, val_fraction=val_fraction)
+        common: dict[str, Any] = dict(name=self.name, kind=self.kind, seed=seed, val_fraction=val_fraction)
         if self.kind == "ranking":
             table = read_xarff(self.paths["file"])
             self._check_k(table.ranks.shape[1], str(self.paths["file"]))
@@ -104,7 +105,8 @@ def _positive_int(name: str, key: str, value: object) -> int:
 
 
 def _known_k(name: str, kind: str, paths: dict[str, Path], n_labels: int | None, declared_k: int | None) -> int:
-    """k for listing before loading: declared, n_labels, or read from the label XML / XARFF when present (0 if unknown)."""
+    """k for listing before loading: declared, n_labels, or read from the label XML / XARFF when
+    present (0 if unknown)."""
     if declared_k is not None:
         return declared_k
     if n_labels is not None:
@@ -143,7 +145,8 @@ def user_task_from_spec(name: str, spec: object, base_dir: Path) -> UserTask:
     if n_labels is not None and declared_k is not None and n_labels != declared_k:
         raise ValueError(f"[tasks.{name}] k mismatch: n_labels = {n_labels} but k = {declared_k}")
     has_test = "test" in paths
-    n_folds = _positive_int(name, "n_folds", spec.get("n_folds", 1 if has_test else (5 if kind == "multilabel" else 10)))
+    default_folds = 1 if has_test else (5 if kind == "multilabel" else 10)
+    n_folds = _positive_int(name, "n_folds", spec.get("n_folds", default_folds))
     if has_test and n_folds != 1:
         raise ValueError(f"[tasks.{name}] n_folds applies only without a test file")
     if not has_test and n_folds < 2:

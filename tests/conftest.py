@@ -21,6 +21,15 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fixture_methods():
+    """The fixture methods of baselines.testing (test-constant, test-raises, ...) in the method
+    registry, as a user's own methods would be: production code has no test-only path."""
+    from baselines.testing import register_fixtures
+
+    register_fixtures()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_task_registry():
     """User tasks declared by one test's suite TOML are registered globally (so that

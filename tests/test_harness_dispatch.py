@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from harness_fixtures import write_suite
+
 from harness.dispatch import Dispatcher, SuiteRuns
 from harness.executors import SerialExecutor
 from harness.plan import plan_runs
 from harness.records import Status
 from harness.suites import load_suite
-from harness_fixtures import write_suite
 
 
 class _Rows:
@@ -54,9 +55,13 @@ def test_suite_runs_share_data_once_per_key_and_are_counted(tmp_path):
         return get_task(task).load(None, seed=seed, fold=fold, val_fraction=0.2)
 
     progresses: list[_Progress] = []
+
+    def make_progress(total, title):
+        progresses.append(_Progress(total, title))
+        return progresses[-1]
+
     writer = _Rows()
-    dispatcher = Dispatcher(SerialExecutor, load, writer, worker_kwargs={}, hard_timeout=None,
-                            progress=lambda total, title: progresses.append(_Progress(total, title)) or progresses[-1])
+    dispatcher = Dispatcher(SerialExecutor, load, writer, worker_kwargs={}, hard_timeout=None, progress=make_progress)
     counts = dispatcher.run(SuiteRuns(runs, "fixture"), len(runs))
     dispatcher.close()
     assert counts == Counter({Status.OK: 2, Status.FAILED: 2, Status.DIVERGED: 2})

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.plan import Filters, RunSpec, plan_runs
@@ -118,10 +119,63 @@ def test_malformed_toml_names_the_line(tmp_path):
     ('[suite]\nname = "x"\n', "at least one \\[\\[grid\\]\\]"),
     ('[[grid]]\ntasks = ["syn-ising-k8"]\n', "missing 'methods'"),
     ('[budget]\nmax_steps = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "positive integer"),
+    ('[budget]\nselection = "best"\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "selection must be"),
+    ('[budget]\npatience = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "patience must be a positive integer"),
 ])
 def test_suite_validation_messages(text, message):
     with pytest.raises(SuiteError, match=message):
         parse_suite(text)
+
+
+def test_selection_and_patience_flow_into_the_run_budget():
+    """best_val by default; a suite or a grid block may ask for "last" and a patience (run identity)."""
+    text = ('[budget]\npatience = 4\n[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\n'
+            '[[grid]]\ntasks=["syn-ising-k8"]\nmodels=["unary"]\nmethods=["bce"]\nbudget={selection="last"}\n')
+    runs = plan_runs(parse_suite(text))
+    assert [(r.spec.budget["selection"], r.spec.budget["patience"]) for r in runs if r.spec.seed == 0] == [
+        ("best_val", 4), ("last", 4)]
+    assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_the_prior_is_decided_once_at_plan_time_into_the_run_params():
+    """Block params > the method's required q > the suite's prior (multilabel only)."""
+    text = ('[suite]\nprior = "frequency"\nseeds = 1\n'
+            '[[grid]]\ntasks=["syn-ising-k8", "syn-pl-k6"]\nmodels=["unary", "permutahedron"]\n'
+            'methods=["minmin-logistic", "minmin-sparsemax", "bce", "constant"]\n'
+            '[[grid]]\ntasks=["syn-ising-k8", "syn-pl-k6"]\nmodels=["unary", "permutahedron"]\n'
+            'methods=["minmin-logistic", "minmin-sparsemax"]\nparams={minmin-logistic={prior="uniform"}, '
+            'minmin-sparsemax={prior="frequency"}}\n')
+    got = {(r.spec.task, r.spec.method, r.spec.params.get("prior"), r.status, "prior" in r.overrides) for r in plan_runs(parse_suite(text))}
+    assert got == {
+        ("syn-ising-k8", "minmin-logistic", "frequency", None, False),  # the suite's default, tunable
+        ("syn-ising-k8", "minmin-sparsemax", "uniform", None, True),    # required by the method
+        ("syn-ising-k8", "bce", "frequency", None, False),
+        ("syn-ising-k8", "constant", None, None, False),                # no prior hyperparameter
+        ("syn-pl-k6", "minmin-logistic", "uniform", None, True),        # rankings: uniform only
+        ("syn-pl-k6", "minmin-sparsemax", "uniform", None, True),
+        ("syn-pl-k6", "bce", "uniform", "unsupported", True),
+        ("syn-pl-k6", "constant", None, None, False),
+        ("syn-ising-k8", "minmin-logistic", "uniform", None, True),     # asked for in the block
+        ("syn-ising-k8", "minmin-sparsemax", "frequency", "unsupported", True),
+        ("syn-pl-k6", "minmin-logistic", "uniform", None, True),
+        ("syn-pl-k6", "minmin-sparsemax", "frequency", "unsupported", True),
+    }
+    ranking = parse_suite('[[grid]]\ntasks=["syn-pl-k6"]\nmodels=["permutahedron"]\nmethods=["nce"]\n'
+                          'params={nce={prior="frequency"}}\n')
+    assert {(r.status, r.reason) for r in plan_runs(ranking)} == {
+        ("unsupported", "prior 'frequency' is a multilabel prior; rankings have only the uniform prior")}
+
+
+def test_prepare_fit_builds_the_space_from_the_run_prior():
+    from harness.fitdata import prepare_fit
+    from tasks.registry import get_task
+
+    data = get_task("syn-ising-k8").load(None, seed=0)
+    frequency_space, fit_data = prepare_fit(data, "multilabel", "unary", "frequency", val_limit=10)
+    expected = np.clip(np.asarray(data.y_train, dtype=np.float64).mean(0), 0.01, 0.99)
+    np.testing.assert_allclose(frequency_space.prior_probs.numpy(), expected, rtol=1e-6)
+    assert not frequency_space.uniform_prior and tuple(fit_data.y_val.shape) == (10, 8)
+    assert prepare_fit(data, "multilabel", "unary", None)[0].uniform_prior
 
 
 def test_unknown_suite_name():
@@ -158,3 +212,18 @@ def test_builtin_suites_run_the_constant_floor_and_every_label_ranking_fold(tmp_
         for task in lr_tasks:
             folds = {p.spec.fold for p in plan if p.spec.task == task}
             assert folds == set(range(get_task(task).n_folds)) and len(folds) == 10, (name, task)
+
+
+def test_config_labels_name_non_default_hyperparameters_in_sorted_order(tmp_path):
+    from harness.plan import config_label, with_params
+
+    defaults = {"lr": 0.001, "n_samples": 10, "hidden": 128}
+    assert config_label("m", dict(defaults), defaults) == "m"
+    assert config_label("m", {**defaults, "n_samples": 100, "lr": 0.01}, defaults) == "m[lr=0.01,n_samples=100]"
+    assert config_label("m", {**defaults, "lr": 0.5}, defaults, tuned=True) == "m[tuned]"
+    assert config_label("m", {**defaults, "lr": 0.5}, defaults, tuned=True, fixed={"n_samples": 1}) == "m[n_samples=1,tuned]"
+    suite = write_suite(tmp_path, methods=("test-constant",), params="{ test-constant = { noise = 0.25 } }")
+    run = plan_runs(load_suite(suite))[0]
+    assert run.config == "test-constant[noise=0.25]"
+    tuned = with_params(run, {"noise": 0.1}, tuned=True)
+    assert tuned.config == "test-constant[noise=0.25,tuned]"

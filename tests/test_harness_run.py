@@ -13,20 +13,19 @@ from pathlib import Path
 import pytest
 
 from harness import store
-from harness.commands.run import RunOptions, run_suite
+from harness.commands.run import run_suite
 from harness.plan import Filters, plan_runs
 from harness.suites import load_suite
+from harness_fixtures import serial_options as _serial
 from harness_fixtures import write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _serial(results_dir, **kw) -> RunOptions:
-    return RunOptions(results_dir=results_dir, executor="serial", progress=False, **kw)
+#: the CLI in a real process, with the fixture methods registered
+CLI = [sys.executable, str(ROOT / "tests" / "fixture_cli.py")]
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, **kw)
 
 
@@ -91,7 +90,7 @@ def test_resume_runs_only_the_missing_runs(tmp_path):
 def test_driver_killed_mid_suite_then_resumed(tmp_path):
     suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.4 } }")
     results = tmp_path / "r"
-    args = [sys.executable, "-m", "harness.cli", "run", "--suite", str(suite), "--executor", "serial",
+    args = [*CLI, "run", "--suite", str(suite), "--executor", "serial",
             "--results-dir", str(results), "--flush-every", "1", "--no-progress", "--no-leaderboard"]
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -113,7 +112,7 @@ def test_driver_killed_mid_suite_then_resumed(tmp_path):
 def test_two_drivers_on_one_results_dir(tmp_path):
     suite = write_suite(tmp_path, methods=("test-constant", "test-raises"), seeds=4)
     results = tmp_path / "r"
-    args = [sys.executable, "-m", "harness.cli", "run", "--suite", str(suite), "--executor", "serial",
+    args = [*CLI, "run", "--suite", str(suite), "--executor", "serial",
             "--results-dir", str(results), "--flush-every", "1", "--no-progress", "--no-leaderboard"]
     drivers = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     for driver in drivers:

@@ -13,12 +13,13 @@ def register(subparsers) -> None:
 def supported_models(method) -> str:
     """The models ``method.check`` accepts on a small space of each kind."""
     from ebm.spaces import MODELS, make_space
+    from harness.records import Status
 
     out = []
     for kind, models in MODELS.items():
         for model in models:
             verdict = method.check(make_space(kind, 4, model), model, method.params())
-            if verdict is None or verdict[0] != "unsupported":
+            if verdict is None or verdict[0] != Status.UNSUPPORTED:
                 out.append(model)
     return " ".join(out)
 

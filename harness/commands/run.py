@@ -318,10 +318,8 @@ def print_summary(summary: RunSummary, results_dir: Path, *, stream=None) -> Non
 
 
 def show_leaderboard(results_dir: Path) -> None:
-    try:
-        from harness import leaderboard
-    except ImportError:  # the outputs module is optional during development
-        return
+    from harness import leaderboard
+
     leaderboard.write_leaderboard(results_dir)
     sys.stdout.write(leaderboard.format_leaderboard(leaderboard.leaderboard_for(results_dir)))
 

@@ -3,7 +3,6 @@ data is available here (and if not, why and where to get it)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
@@ -42,7 +41,7 @@ def print_rows(rows: list[dict], fmt: str, title: str) -> None:
 
     columns = list(rows[0]) if rows else []
     numeric = [c for c in columns if rows and all(isinstance(r[c], (int, float)) or r[c] is None for r in rows)]
-    sys.stdout.write(render_table(columns, [r.values() for r in rows], title=title, right=numeric,
+    sys.stdout.write(render_table(columns, [list(r.values()) for r in rows], title=title, right=numeric,
                                   wrap=("description", "defaults", "reason")))
 
 

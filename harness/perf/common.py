@@ -13,10 +13,11 @@ from __future__ import annotations
 import socket
 import statistics
 import time
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 import torch
 
@@ -148,7 +149,7 @@ class Threads:
     def __init__(self, n: int) -> None:
         self.n, self.previous = max(1, int(n)), None
 
-    def __enter__(self) -> "Threads":
+    def __enter__(self) -> Threads:
         self.previous = torch.get_num_threads()
         torch.set_num_threads(self.n)
         return self

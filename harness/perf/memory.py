@@ -102,5 +102,6 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     increase = {name: (m["peak"] - m["before"]) / GIB for name, m in measured.items()}
     rows = perf_rows(config, "memory", "peak_memory", "GiB", peak, reference="minmin-logistic", **ids)
     rows += perf_rows(config, "memory", "fit_memory_increase", "GiB", increase, reference="minmin-logistic", **ids)
-    what = "torch.cuda.max_memory_allocated" if config.torch_device.type == "cuda" else "peak RSS (VmHWM) of a fresh process"
+    what = ("torch.cuda.max_memory_allocated" if config.torch_device.type == "cuda"
+            else "peak RSS (VmHWM) of a fresh process")
     return rows, [f"memory: {what}, {STEPS} steps of batch 64 at k={k} (|Y| = {2**k})"]
