@@ -62,6 +62,9 @@ MARK_FLOOR = "†"
 LEGEND = (f"{MARK_TIED} best, or not significantly different from the best (paired t-test over seeds/folds, "
           f"Holm-corrected, α = 0.05); {MARK_FLOOR} does not beat the constant floor; "
           f"{MARK_FAILED} has failed runs (see n_failed)")
+#: the legend under the terminal table that fits the terminal
+SHORT_LEGEND = (f"{MARK_TIED} best or not significantly different (Holm, α = 0.05) · {MARK_FLOOR} not above the "
+                f"constant floor · {MARK_FAILED} failed runs · all metrics: leaderboard --metrics all")
 
 
 def metric_directions() -> dict[str, str]:
@@ -512,5 +515,5 @@ def _render_block(wide: pd.DataFrame, best: pd.DataFrame, fmt: str, *, width: in
         return _latex(wide, best)
     if primary_only:
         return _rich_table(wide, best, title="leaderboard: test, mean ± std over seeds", width=width,
-                           caption=LEGEND + " · every metric: leaderboard --metrics all")
+                           caption=SHORT_LEGEND)
     return _rich_table(wide, best, title="ebm-bench leaderboard (test split; mean ± std over seeds)", width=width)

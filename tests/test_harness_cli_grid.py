@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, **kw)
+    """The CLI in a real process, with the test fixture methods registered (tests/fixture_cli.py)."""
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "fixture_cli.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False, **kw)
 
 
 def _grid(tmp_path, **filters):

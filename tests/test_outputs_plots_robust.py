@@ -36,11 +36,11 @@ def test_dot_plot_leaves_out_methods_without_the_metric(tmp_path):
     from harness.leaderboard import COLUMNS
 
     board = pd.DataFrame([
-        dict(task="t", model="unary", method="a", metric="nll", mean=3.40, std=0.01, n_ok=2, n_failed=0, rank=1.0),
-        dict(task="t", model="unary", method="b", metric="nll", mean=3.48, std=0.01, n_ok=2, n_failed=1, rank=2.0),
-        dict(task="t", model="unary", method="s", metric="nll", mean=np.nan, std=np.nan, n_ok=2, n_failed=0,
+        dict(task="t", model="unary", config="a", method="a", metric="nll", mean=3.40, std=0.01, n_ok=2, n_failed=0, rank=1.0),
+        dict(task="t", model="unary", config="b", method="b", metric="nll", mean=3.48, std=0.01, n_ok=2, n_failed=1, rank=2.0),
+        dict(task="t", model="unary", config="s", method="s", metric="nll", mean=np.nan, std=np.nan, n_ok=2, n_failed=0,
              rank=np.nan),
-        dict(task="t", model="pairwise", method="c", metric="nll", mean=np.nan, std=np.nan, n_ok=0, n_failed=2,
+        dict(task="t", model="pairwise", config="c", method="c", metric="nll", mean=np.nan, std=np.nan, n_ok=0, n_failed=2,
              rank=np.nan),
     ], columns=COLUMNS)
     paths = plots.plot_leaderboard_bars(board, {"t": "nll"}, tmp_path)

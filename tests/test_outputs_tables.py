@@ -15,7 +15,7 @@ LONG = [("sk-digits-ranking", "permutahedron", m, "kendall") for m in
 
 
 def _long_board() -> pd.DataFrame:
-    rows = [dict(task=t, model=mo, method=me, metric=mt, mean=0.123456 + i, std=0.0123, n_ok=5, n_failed=i % 3,
+    rows = [dict(task=t, model=mo, config=me, method=me, metric=mt, mean=0.123456 + i, std=0.0123, n_ok=5, n_failed=i % 3,
                  rank=1.0 + i % 4) for i, (t, mo, me, mt) in enumerate(LONG)]
     return pd.DataFrame(rows, columns=leaderboard.COLUMNS)
 
