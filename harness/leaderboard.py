@@ -495,7 +495,8 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
     if footer and width is not None:
         import textwrap
 
-        footer = "".join(textwrap.fill(line, width, subsequent_indent="  ") + "\n" for line in footer.splitlines())
+        footer = "".join(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False) + "\n"
+                         for line in footer.splitlines())
     return "\n".join(blocks) + ("\n" + footer if footer else "")
 
 

@@ -45,7 +45,9 @@ def render_table(
     table = Table(title=title, caption=caption,
                   **(dict(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False) if compact else {}))
     for i, column in enumerate(columns):
-        table.add_column(str(column), justify="right" if column in right else "left", no_wrap=column not in wrap,
+        # cut: the text columns may give way (ellipsis), so rich shrinks them rather than every column
+        table.add_column(str(column), justify="right" if column in right else "left",
+                         no_wrap=column not in wrap and not (cut and column not in right),
                          max_width=wrap_width if column in wrap else None,
                          overflow="ellipsis" if cut and column not in right else "fold",
                          # numbers are never cut: the names give way
@@ -54,8 +56,8 @@ def render_table(
     for row in cells:
         table.add_row(*map(escape, row))
     width = max(natural, len(title or ""), len(caption or ""), 40)
-    if max_width is not None:
-        width = min(width, max_width)
+    if max_width is not None:  # rich lays the table out within the terminal (at its natural width when it fits)
+        width = max_width
     buffer = StringIO()
     Console(file=buffer, width=width, color_system=None, soft_wrap=False).print(table)
     return buffer.getvalue()
