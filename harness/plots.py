@@ -43,6 +43,7 @@ import pandas as pd
 from harness.records import Status
 
 TAU_SPLIT = "tau"
+FLOOR = "constant"  # harness.leaderboard.FLOOR: the constant predictor every task is compared with
 #: Tukey fences for the robust y range: quartiles ± FENCE × IQR
 FENCE = 3.0
 #: the objective panels clip only what is far out (a spike), not a curve's steep start
@@ -193,7 +194,7 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
                 ax.set_ylabel("train objective", fontsize=8)
         handles = [plt.Line2D([], [], color=colours[m], marker=".", label=m) for m in sorted(lines["config"].unique())]
         if handles:
-            fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
+            fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4),
                        frameon=False)
         fig.suptitle(f"{task} / {model}: validation {metric} (top) and each method's own training objective "
                      "(bottom; methods minimise different losses)", fontsize=11)
@@ -253,6 +254,10 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
         # ok runs that do not report the metric (e.g. no NLL for sparsemax models): a note, not an empty row
         silent = sorted(set(rows.loc[rows["mean"].isna() & (rows["n_failed"] == 0), "config"]))
         rows = rows[rows["mean"].notna() | (rows["n_failed"] > 0)]
+        # the constant floor is a reference, not a contender: named in the title, kept off the axis
+        # (its distance would squeeze the contenders' differences into a few pixels)
+        floor = rows[rows["config"] == FLOOR].set_index("model")["mean"].dropna()
+        rows = rows[rows["config"] != FLOOR]
         if rows.empty:
             continue
         maximize = METRICS.get(metric, "max") == "max"
@@ -293,8 +298,11 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
         ax.set_xlim(low - 0.08 * span, high + 0.12 * span)
         ax.set_xlabel(f"test {metric} ({'higher' if maximize else 'lower'} is better); dot = mean, bar = ± std "
                       f"over seeds; ★ best of its model")
-        ax.set_title(f"{task}: test {metric} (axis zoomed to the values)"
-                     + (f"\nno test {metric} reported by: {', '.join(silent)}" if silent else ""), fontsize=10)
+        notes = [f"no test {metric} reported by: {', '.join(silent)}"] if silent else []
+        if len(floor):
+            notes.append(f"{FLOOR} floor (not drawn): " + ", ".join(f"{m} {v:.3f}" for m, v in floor.items()))
+        ax.set_title(f"{task}: test {metric} (axis zoomed to the values)" + "".join("\n" + n for n in notes),
+                     fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         paths.append(_save(fig, Path(out_dir) / f"leaderboard-{_slug(task)}.png"))
     return paths
