@@ -66,7 +66,6 @@ def shrink(args: list[str], data: bool) -> list[str] | str:
 WITH_DATA = ("tune", "data")
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_every_readme_command_runs(tmp_path):
     data_dir = os.environ.get("EBM_BENCH_DATA") or str(ROOT.parent / "shared" / "datasets")
