@@ -491,7 +491,8 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
         tasks = board[(board["task"] != ALL) & board["mean"].notna()]
         unranked = sorted(set(tasks["config"]) - set(ranks["config"]))
         if unranked:
-            footer += f"not in the mean rank (too few shared cells, or no primary-metric result): {', '.join(unranked)}\n"
+            footer += ("not in the mean rank (too few shared cells, or no primary-metric result): "
+                       f"{', '.join(unranked)}\n")
     if footer and width is not None:
         import textwrap
 

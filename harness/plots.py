@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,12 +71,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def method_colours(methods) -> dict[str, str]:
+def method_colours(methods) -> dict[str, Any]:
     """A fixed colour per method (sorted names over matplotlib's 10-colour cycle, then tab20)."""
     import matplotlib
 
     names = sorted(set(methods))
-    palette = list(matplotlib.colormaps["tab10"].colors) + list(matplotlib.colormaps["tab20"].colors[1::2])
+    palette = [matplotlib.colormaps["tab10"](i) for i in range(10)] + \
+        [matplotlib.colormaps["tab20"](i) for i in range(1, 20, 2)]
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 from harness.records import Status
 
@@ -96,7 +97,7 @@ class Phases:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.started = time.monotonic()
-        self._status = None
+        self._status: Any = None
 
     def __call__(self, text: str) -> None:
         if not self.enabled:

@@ -41,9 +41,12 @@ def render_table(
     compact = max_width is not None and natural > max_width
     if compact:  # no vertical rules: 2 characters between columns instead of 3, none at the edges
         natural = natural_width(columns, cells, wrap=wrap, wrap_width=wrap_width, compact=True)
-    cut = compact and natural > max_width
-    table = Table(title=title, caption=caption,
-                  **(dict(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False) if compact else {}))
+    cut = compact and max_width is not None and natural > max_width
+    if compact:
+        table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False,
+                      show_edge=False)
+    else:
+        table = Table(title=title, caption=caption)
     for i, column in enumerate(columns):
         # cut: the text columns may give way (ellipsis), so rich shrinks them rather than every column
         table.add_column(str(column), justify="right" if column in right else "left",

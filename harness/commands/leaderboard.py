@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 DESCRIPTION = """\
 Aggregate the runs of --results-dir into mean ± std per task × model × method × metric
 (test split), with failure counts and ranks; refresh DIR/leaderboard.parquet and print it.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 #: what ``perf --quick`` takes on an idle 2-core machine, at most (its help says so; measured)
 QUICK_MINUTES = 5
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 DESCRIPTION = """\
 Write PNG figures of a results directory (default: RESULTS_DIR/plots/):
 

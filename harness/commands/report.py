@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 DESCRIPTION = """\
 Write one page about a results directory: REPORT.md and report.html (in --out, default the
 results dir) with the run counts by status, the leaderboard of every task (test split,

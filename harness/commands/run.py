@@ -347,7 +347,7 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     already stored (and their statuses), plan-time skips with the reason; then the totals.
     Nothing is written."""
     from harness import store
-    from harness.plan import resolve_suite, plan_runs
+    from harness.plan import plan_runs, resolve_suite
     from harness.tables import render_table
 
     suite, filters = resolve_suite(suite, filters)

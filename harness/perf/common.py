@@ -27,7 +27,8 @@ class PerfConfig:
     """Settings of one ``ebm-bench perf`` invocation.
 
     ``threads``: torch threads while timing (1 = what a harness run gets per CPU by default,
-    and the least noisy). ``quick``: fewer repetitions and shorter runs (``harness.commands.perf.QUICK_MINUTES`` on an idle 2-core machine).
+    and the least noisy). ``quick``: fewer repetitions and shorter runs (at most
+    ``harness.commands.perf.QUICK_MINUTES`` on an idle 2-core machine).
     """
 
     quick: bool = False
