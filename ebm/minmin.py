@@ -29,9 +29,8 @@ training example), ``minmin-scalar`` (kl, one τ for all x).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -45,6 +44,7 @@ from ebm.spaces import OutputSpace
 from ebm.tau import TAUS, build_tau
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
+
 class MinMinMethod(StepMethod):
     """The joint EBM; ``divergence`` and ``tau`` pick the variant (see the module docstring).
 
@@ -53,8 +53,9 @@ class MinMinMethod(StepMethod):
 
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
     ``proposal_prior_weight`` α; ``max_grad_norm`` (common to every method, applied by the
-    shared loop) clips the global gradient norm before each step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
-    in a 0.999 average for thousands of steps and shrinks every later update); ``tau_recentre``
+    shared loop) clips the global gradient norm before each step (None: off); ``adam_beta2`` is
+    Adam's second-moment decay (a rare huge gradient stays in a 0.999 average for thousands of
+    steps and shrinks every later update); ``tau_recentre``
     (kl with the model proposal only) shifts τ before each step by the batch mean of
     log Ẑ(x) − τ(x), with Ẑ the proposal's importance-sampling estimate of Z(x) from the step's
     own draws (:func:`recentre_tau`): τ then never lags log Z by tens of nats, where the sample
@@ -88,8 +89,10 @@ class MinMinMethod(StepMethod):
             raise ValueError(f"max_grad_norm must be positive (or None: no clipping), got {params['max_grad_norm']}")
         if not 0 <= float(params["adam_beta2"]) < 1:
             raise ValueError(f"adam_beta2 must lie in [0, 1), got {params['adam_beta2']}")
-        if params["tau_recentre"] and (params["proposal"] != "model" or get_divergence(params["divergence"]).name != "kl"):
-            raise ValueError("tau_recentre needs proposal='model' and divergence='kl' (it moves τ to the proposal's estimate of log Z)")
+        kl = get_divergence(params["divergence"]).name == "kl"
+        if params["tau_recentre"] and (params["proposal"] != "model" or not kl):
+            raise ValueError("tau_recentre needs proposal='model' and divergence='kl' (it moves τ to the proposal's "
+                             "estimate of log Z)")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
@@ -115,7 +118,8 @@ class MinMinMethod(StepMethod):
         ).to(ctx.device)
         tau_own = [p for p in tau.parameters() if all(p is not q for q in energy.parameters())]
         # τ gets its own group (its own rate, no decay: τ is a free log-partition estimate)
-        ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
+        ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]),
+                                       "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
         recentre = bool(params["tau_recentre"])
@@ -139,7 +143,8 @@ class MinMinMethod(StepMethod):
 
         info = {"method": self.name, "divergence": divergence.name, "tau": params["tau"], "prior": params["prior"],
                 "proposal": params["proposal"]}
-        snapshot = lambda: Fitted(space, energy, tau, info={**info, **ess.info()}, divergence=divergence.name)  # noqa: E731
+        snapshot = lambda: Fitted(space, energy, tau, info={**info, **ess.info()},
+                                  divergence=divergence.name)  # noqa: E731
         fitted = ctx.train(snapshot, batch_objective, [energy, tau], n_samples=n_samples)
         fitted.info.update(ess.info())
         return fitted
@@ -171,7 +176,8 @@ class EssLog:
 
 
 @torch.no_grad()
-def recentre_tau(tau: torch.nn.Module, x: Tensor, index: Tensor, g_samples: Tensor, log_weights: Tensor | None) -> Tensor:
+def recentre_tau(tau: torch.nn.Module, x: Tensor, index: Tensor, g_samples: Tensor,
+                 log_weights: Tensor | None) -> Tensor:
     """Shift τ by the batch mean of log Ẑ(x_i) − τ(x_i), log Ẑ = log mean_j w_j e^{g_j} (the
     importance-sampling estimate from the step's draws), in place: the output bias of a neural τ,
     the value of a scalar τ, each batch example's own value for a finite τ. Returns the shifts
@@ -257,4 +263,5 @@ MINMIN_ENTMAX15 = MinMinEntmax15()
 MINMIN_FINITE = MinMinFinite()
 MINMIN_SCALAR = MinMinScalar()
 #: the registered variants by name (baselines/registry.py lists them)
-VARIANTS: dict[str, MinMinMethod] = {m.name: m for m in (MINMIN_LOGISTIC, MINMIN_LOGISTIC_IS, MINMIN_SPARSEMAX, MINMIN_ENTMAX15, MINMIN_FINITE, MINMIN_SCALAR)}
+VARIANTS: dict[str, MinMinMethod] = {m.name: m for m in (MINMIN_LOGISTIC, MINMIN_LOGISTIC_IS, MINMIN_SPARSEMAX,
+                                                         MINMIN_ENTMAX15, MINMIN_FINITE, MINMIN_SCALAR)}

@@ -164,9 +164,11 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
     counts = grouped.agg(n_ok=("_ok", "sum"), n_failed=("_failed", "sum"), _cell=("_cell", "any"),
                          method=("method", "first"))
     counts = counts[counts["_cell"]].drop(columns="_cell").reset_index()
-    ok = runs[runs["_ok"]]
+    task_metrics = _task_metrics(runs, directions)
+    columns = sorted({metric_column(m) for ms in task_metrics.values() for m in ms} & set(runs.columns))
+    ok = runs.loc[runs["_ok"], [*KEYS, "_unit", *columns]]  # only what is aggregated: far cheaper to slice
     parts = []
-    for task, metrics in _task_metrics(runs, directions).items():
+    for task, metrics in task_metrics.items():
         task_counts = counts[counts["task"] == task]
         for metric in metrics:
             direction, column = directions[metric], metric_column(metric)

@@ -261,7 +261,8 @@ def test_recentring_moves_tau_to_the_importance_estimate_of_log_z():
     """A finite τ is moved to log Ẑ per example, which is close to the closed-form log Z of a
     unary model (log Σ_y q e^{⟨θ,y⟩} = Σ_i log(½ + ½e^{θ_i})); a neural τ moves by the mean lag."""
     from ebm.energies import build_energy
-    from ebm.importance import draw_training_samples, training_proposal
+    from ebm.importance import draw_training_samples
+    from ebm.inference import training_proposal
     from ebm.minmin import recentre_tau
     from ebm.tau import FiniteTau, NeuralTau
 
@@ -286,4 +287,4 @@ def test_recentring_moves_tau_to_the_importance_estimate_of_log_z():
     torch.testing.assert_close(neural(x).detach().double(), before + lag.mean(), atol=1e-5, rtol=0)
     torch.testing.assert_close(lag, exact_log_z - before, atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="tau_recentre"):
-        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", {"tau_recentre": True})
+        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", VARIANTS["minmin-logistic"].params({"tau_recentre": True}))
