@@ -278,7 +278,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
                     verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing else
-                               (Status.UNSUPPORTED, prior.refusal) if prior.refusal else method.check(space, model, params))
+                               (Status.UNSUPPORTED, prior.refusal) if prior.refusal else
+                               method.check(space, model, params))
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,
