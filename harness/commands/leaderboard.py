@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "terminal table, every metric in markdown/csv/latex)")
     parser.add_argument("--format", default="table", choices=("table", "markdown", "csv", "latex"))
     parser.add_argument("--no-write", action="store_true", help="do not refresh DIR/leaderboard.parquet")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at a damaged results file instead of skipping it with a warning")
     parser.set_defaults(func=run)
 
 
