@@ -72,8 +72,8 @@ class MinMinMethod(Method):
     in the batch, so it needs a larger rate to track Ω*(g)(x_i) as g changes.
 
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
-    ``proposal_prior_weight`` α; ``max_grad_norm`` clips the global gradient norm before each
-    step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
+    ``proposal_prior_weight`` α; the common ``max_grad_norm`` clips the global gradient norm of
+    g and τ before each step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
     in a 0.999 average for thousands of steps and shrinks every later update); ``tau_recentre``
     (kl with the model proposal only) shifts τ before each step by the batch mean of
     log Ẑ(x) − τ(x), with Ẑ the proposal's importance-sampling estimate of Z(x) from the step's
@@ -93,7 +93,6 @@ class MinMinMethod(Method):
         "prior": "space",
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
-        "max_grad_norm": None,
         "adam_beta2": 0.999,
         "tau_recentre": False,
     }
@@ -147,8 +146,6 @@ class MinMinMethod(Method):
         # τ gets its own group (its own rate, no decay: τ is a free log-partition estimate)
         ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
-        if params["max_grad_norm"] is not None:
-            clip_before_step(ctx.optimizer, float(params["max_grad_norm"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
         recentre = bool(params["tau_recentre"])
         ess = EssLog()
@@ -229,17 +226,6 @@ def set_adam_beta2(optimizer: torch.optim.Optimizer, beta2: float) -> None:
     """Adam's second-moment decay β2 for every parameter group (β1 unchanged)."""
     for group in optimizer.param_groups:
         group["betas"] = (group["betas"][0], beta2)
-
-
-def clip_before_step(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
-    """Clip the global gradient norm of all the optimiser's parameters to ``max_norm`` before
-    every ``step`` (a step pre-hook, so the shared training loop needs no change)."""
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-
-    def clip(*_: object) -> None:  # a pre-hook must return None
-        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-
-    optimizer.register_step_pre_hook(clip)
 
 
 class MinMinLogistic(MinMinMethod):

@@ -240,16 +240,10 @@ def test_importance_weighted_variant_is_registered_logs_ess_and_clips():
             method.check(Multilabel(3), "unary", bad)
 
 
-def test_clipping_hook_bounds_the_update_and_beta2_is_set_on_every_group():
-    from ebm.minmin import clip_before_step, set_adam_beta2
+def test_beta2_is_set_on_every_group():
+    from ebm.minmin import set_adam_beta2
 
     weight, bias = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
-    optimizer = torch.optim.SGD([weight], lr=1.0)
-    optimizer.add_param_group({"params": [bias]})
-    clip_before_step(optimizer, 0.5)
-    weight.grad, bias.grad = torch.tensor([30.0, 0.0, 40.0]), torch.tensor([0.0, 0.0])
-    optimizer.step()
-    torch.testing.assert_close(weight.detach(), torch.tensor([-0.3, 0.0, -0.4]))  # the step is the gradient scaled to norm 0.5
     adam = make_optimizer([weight, bias], lr=1e-3, weight_decay=0.0)
     adam.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))]})
     set_adam_beta2(adam, 0.9)

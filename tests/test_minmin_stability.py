@@ -15,7 +15,7 @@ from ebm.spaces import make_space
 from tasks.metrics import multilabel_metrics
 from tasks.registry import get_task
 
-pytestmark = [pytest.mark.data, pytest.mark.slow]
+pytestmark = pytest.mark.data
 
 #: how far below its best the validation curve's last quarter may sit (median), in F1 points
 STABILITY_TOLERANCE = 0.02
