@@ -431,7 +431,8 @@ def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, 
             return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
         if hasattr(energy, "pairwise_terms"):
             means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
-            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight, "mean-field")
+            logits = pairwise_mean_field(energy, x, means, prior_logits)
+            return defensive_bernoulli(logits, prior_logits, prior_weight, "mean-field")
         else:
             logits = inference._local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
             logits = torch.cat([logits, logits / inference.LOCAL_FIELD_TEMPERATURE], dim=1)
@@ -458,7 +459,8 @@ def effective_sample_fraction(log_terms: Tensor) -> Tensor:
     shift = log_terms.amax(dim=1, keepdim=True).clamp(min=-1e300)
     weights = torch.nan_to_num((log_terms - shift).exp())
     total, squares = weights.sum(1), (weights**2).sum(1)
-    return torch.where(squares > 0, total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300)), torch.zeros_like(total))
+    fraction = total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300))
+    return torch.where(squares > 0, fraction, torch.zeros_like(total))
 
 
 def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: Tensor,
@@ -476,7 +478,8 @@ def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: 
         out = fields.unsqueeze(1) + mu @ static  # sym(U₀) is symmetric
         if factors is not None:
             a, b = factors  # (n, k, r)
-            out = out + 0.5 * (torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a), b.transpose(1, 2)))
+            low_rank = torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a), b.transpose(1, 2))
+            out = out + 0.5 * low_rank
             out = out - (a * b).sum(-1).unsqueeze(1) * mu
         return out
 

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -74,11 +72,7 @@ class MinMinMethod(Method):
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
     ``proposal_prior_weight`` α; the common ``max_grad_norm`` clips the global gradient norm of
     g and τ before each step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
-    in a 0.999 average for thousands of steps and shrinks every later update); ``tau_recentre``
-    (kl with the model proposal only) shifts τ before each step by the batch mean of
-    log Ẑ(x) − τ(x), with Ẑ the proposal's importance-sampling estimate of Z(x) from the step's
-    own draws (:func:`recentre_tau`): τ then never lags log Z by tens of nats, where the sample
-    term e^{g − τ} would scale the gradient's negative phase by e^{lag}.
+    in a 0.999 average for thousands of steps and shrinks every later update).
     """
 
     name: ClassVar[str] = "minmin"
@@ -94,7 +88,6 @@ class MinMinMethod(Method):
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
         "adam_beta2": 0.999,
-        "tau_recentre": False,
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
@@ -112,8 +105,6 @@ class MinMinMethod(Method):
             raise ValueError(f"max_grad_norm must be positive (or None: no clipping), got {params['max_grad_norm']}")
         if not 0 <= float(params["adam_beta2"]) < 1:
             raise ValueError(f"adam_beta2 must lie in [0, 1), got {params['adam_beta2']}")
-        if params["tau_recentre"] and (params["proposal"] != "model" or get_divergence(params["divergence"]).name != "kl"):
-            raise ValueError("tau_recentre needs proposal='model' and divergence='kl' (it moves τ to the proposal's estimate of log Z)")
         if params["prior"] in ("frequency", "bernoulli") and not isinstance(space, Multilabel):
             return ("unsupported", f"prior {params['prior']!r} is a multilabel prior; rankings use the uniform prior")
         return None
@@ -147,7 +138,6 @@ class MinMinMethod(Method):
         ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
-        recentre = bool(params["tau_recentre"])
         ess = EssLog()
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
@@ -159,8 +149,6 @@ class MinMinMethod(Method):
             else:
                 samples = space.sample_prior((len(index), n_samples), generator=setup.sampler, device=x.device)
             g_data, g_samples = score_data_and_samples(energy, x, y, samples)
-            if recentre:
-                recentre_tau(tau, x, index, g_samples.detach(), log_weights)
             tau_x = tau(x, index=index)
             loss = minmin_loss(g_data, g_samples, tau_x, divergence, log_weights)
             ess.add(g_samples.detach(), tau_x.detach(), log_weights, divergence)
@@ -197,29 +185,6 @@ class EssLog:
 
     def info(self) -> dict[str, object]:
         return {"ess": self.total / max(self.steps, 1), "ess_curve": list(self.curve)}
-
-
-@torch.no_grad()
-def recentre_tau(tau: torch.nn.Module, x: Tensor, index: Tensor, g_samples: Tensor, log_weights: Tensor | None) -> Tensor:
-    """Shift τ by the batch mean of log Ẑ(x_i) − τ(x_i), log Ẑ = log mean_j w_j e^{g_j} (the
-    importance-sampling estimate from the step's draws), in place: the output bias of a neural τ,
-    the value of a scalar τ, each batch example's own value for a finite τ. Returns the shifts
-    log Ẑ − τ (before the move). The shift uses the draws that the step's gradient also uses;
-    pooled over the batch, each draw's influence on it is O(1/(n·n′))."""
-    from ebm.tau import FiniteTau, NeuralTau, ScalarTau
-
-    log_w = g_samples.double() + (0.0 if log_weights is None else log_weights.double())
-    log_z = torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1])
-    lag = log_z - tau(x, index=index).double()
-    if isinstance(tau, FiniteTau):
-        tau.values.index_add_(0, index, lag.to(tau.values.dtype))
-    elif isinstance(tau, NeuralTau):
-        tau.net[-1].bias.add_(lag.mean().to(tau.net[-1].bias.dtype))
-    elif isinstance(tau, ScalarTau):
-        tau.value.add_(lag.mean().to(tau.value.dtype))
-    else:
-        raise TypeError(f"recentre_tau does not know how to move {type(tau).__name__}")
-    return lag
 
 
 def set_adam_beta2(optimizer: torch.optim.Optimizer, beta2: float) -> None:
@@ -273,4 +238,6 @@ MINMIN_ENTMAX15 = MinMinEntmax15()
 MINMIN_FINITE = MinMinFinite()
 MINMIN_SCALAR = MinMinScalar()
 #: the registered variants by name (baselines/registry.py lists them)
-VARIANTS: dict[str, MinMinMethod] = {m.name: m for m in (MINMIN_LOGISTIC, MINMIN_LOGISTIC_IS, MINMIN_SPARSEMAX, MINMIN_ENTMAX15, MINMIN_FINITE, MINMIN_SCALAR)}
+VARIANTS: dict[str, MinMinMethod] = {
+    m.name: m for m in (MINMIN_LOGISTIC, MINMIN_LOGISTIC_IS, MINMIN_SPARSEMAX, MINMIN_ENTMAX15, MINMIN_FINITE, MINMIN_SCALAR)
+}

@@ -248,35 +248,3 @@ def test_beta2_is_set_on_every_group():
     adam.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))]})
     set_adam_beta2(adam, 0.9)
     assert [group["betas"] for group in adam.param_groups] == [(0.9, 0.9), (0.9, 0.9)]
-
-
-def test_recentring_moves_tau_to_the_importance_estimate_of_log_z():
-    """A finite τ is moved to log Ẑ per example, which is close to the closed-form log Z of a
-    unary model (log Σ_y q e^{⟨θ,y⟩} = Σ_i log(½ + ½e^{θ_i})); a neural τ moves by the mean lag."""
-    from ebm.energies import build_energy
-    from ebm.importance import draw_training_samples, training_proposal
-    from ebm.minmin import recentre_tau
-    from ebm.tau import FiniteTau, NeuralTau
-
-    torch.manual_seed(0)
-    space = Multilabel(8)
-    energy = build_energy(space, "unary", 5, hidden=8)
-    x, y, index = torch.randn(6, 5), space.sample_prior(6), torch.arange(6)
-    with torch.no_grad():
-        theta = 3 * energy.linear_scores(x)
-        energy.head.weight.mul_(3.0)
-        energy.head.bias.mul_(3.0)
-        exact_log_z = (torch.log(0.5 + 0.5 * theta.double().exp())).sum(-1)
-    generator = torch.Generator().manual_seed(1)
-    samples, log_weights = draw_training_samples(training_proposal(energy, space, x, y, 0.1, generator), space, 4000, generator, x.dtype)
-    g_samples = energy(x, samples).detach()
-    finite = FiniteTau(x)
-    recentre_tau(finite, x, index, g_samples, log_weights)
-    torch.testing.assert_close(finite(x, index=index).double(), exact_log_z, atol=0.05, rtol=0)
-    neural = NeuralTau(5, hidden=8)
-    before = neural(x).detach().double()
-    lag = recentre_tau(neural, x, index, g_samples, log_weights)
-    torch.testing.assert_close(neural(x).detach().double(), before + lag.mean(), atol=1e-5, rtol=0)
-    torch.testing.assert_close(lag, exact_log_z - before, atol=0.05, rtol=0)
-    with pytest.raises(ValueError, match="tau_recentre"):
-        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", {"tau_recentre": True})
