@@ -1,26 +1,39 @@
-"""Leaderboards: test metrics aggregated over seeds and folds, ranked among methods.
+"""Leaderboards: test metrics aggregated over seeds and folds, ranked among configurations.
 
-One row per (task, model, method, metric) with ``mean, std, n_ok, n_failed, rank``:
+One row per (task, model, config, metric); ``config`` is the run's configuration label
+(:func:`harness.plan.config_label`: the method plus its non-default hyperparameters, or
+``[tuned]``), so two grid blocks of one method with different ``params`` are two rows. Columns:
 
-* ``mean``/``std`` are over the runs with status ``ok`` that report the metric (std is the
-  sample standard deviation, ddof = 1, so it is NaN for a single run);
+* ``mean``/``std`` over the runs with status ``ok`` that report the metric (std is the sample
+  standard deviation, ddof = 1, so it is NaN for a single run);
 * ``n_ok`` counts the ok runs of the group, ``n_failed`` its runs that ended ``failed``,
-  ``timeout`` or ``diverged``. A group whose runs all failed keeps its row, with NaN mean and
-  rank: failures are counted and shown, never averaged away. ``skipped``/``unsupported`` runs
-  are neither (a method that does not apply to a model is not a failure of it);
-* ``rank`` is 1 for the best mean among the methods of the same task × model × metric, in the
-  metric's direction (:data:`tasks.metrics.METRICS`); ties (means equal to 10 decimals) share the
-  best rank ("min" ranking).
+  ``timeout`` or ``diverged``. Every planned (task, model, config) is listed — one that has
+  rows of any status but ``unsupported`` — even when nothing succeeded (``n_ok = 0``, NaN mean
+  and rank; a task whose runs all failed is listed under its primary metric): failures are
+  counted and shown, never averaged away. A config that does not apply to a model
+  (``unsupported`` only) is not a cell;
+* ``rank`` is 1 for the best mean among the configs *with results* of the same task × model ×
+  metric, in the metric's direction (:data:`tasks.metrics.METRICS`); ties (means equal to 10
+  decimals) share the best rank ("min" ranking);
+* ``n_pairs``, ``p_holm``, ``tied_best``: each config against the cell's best config, paired
+  over (seed, fold) (:func:`harness.stats.versus_best`: paired t-test, Holm-corrected within the
+  cell). ``tied_best`` is True for the best and for every config not significantly different
+  from it (α = 0.05), the configs a reader cannot separate from the winner;
+* ``beats_floor``: whether the mean is strictly better than the ``constant`` floor's in the same
+  cell (NA where there is no floor or no mean, and for the floor itself).
 
 Metric ``m`` of the leaderboard is the runs column ``test_<m>`` (``tau_mae`` and
 ``kl_to_truth`` are their own columns). ``DIR/leaderboard.parquet`` also holds the mean rank
-of each method across tasks, as rows with ``task = model = "ALL"`` and
-``metric = "mean_rank"`` (``mean`` = the mean rank, ``n_ok`` = how many task × model cells it
-was ranked in, ``rank`` = its place by mean rank).
+of each config across tasks, as rows with ``task = model = "ALL"`` and
+``metric = "mean_rank"`` (``mean`` = the mean rank, ``n_ok`` = the number of task × model
+cells it is averaged over, ``rank`` = its place by mean rank). Mean ranks are taken only over
+the cells that every ranked config shares, with ranks recomputed among those configs, so
+every config is averaged over the same competitions (see :func:`mean_rank_across_tasks`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -30,13 +43,24 @@ import pandas as pd
 
 from harness.records import Status
 
-COLUMNS = ["task", "model", "method", "metric", "mean", "std", "n_ok", "n_failed", "rank"]
+COLUMNS = ["task", "model", "config", "method", "metric", "mean", "std", "n_ok", "n_failed", "rank",
+           "n_pairs", "p_holm", "tied_best", "beats_floor"]
+KEYS = ["task", "model", "config"]
 #: statuses counted in ``n_failed`` (:attr:`harness.records.Status.is_failure`)
 FAILED_STATUSES = Status.failures()
+NOT_A_CELL = (Status.UNSUPPORTED.value,)
+FLOOR = "constant"
 ALL = "ALL"
 MEAN_RANK = "mean_rank"
 FORMATS = ("table", "markdown", "csv", "latex")
 RANK_DECIMALS = 10
+#: markers used by every rendering
+MARK_TIED = "*"
+MARK_FAILED = "!"
+MARK_FLOOR = "†"
+LEGEND = (f"{MARK_TIED} best, or not significantly different from the best (paired t-test over seeds/folds, "
+          f"Holm-corrected, α = 0.05); {MARK_FLOOR} does not beat the constant floor; "
+          f"{MARK_FAILED} has failed runs (see n_failed)")
 
 
 def metric_directions() -> dict[str, str]:
@@ -56,45 +80,129 @@ def metric_column(metric: str) -> str:
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("mean", "std", "rank") else
-                                      "int64" if c.startswith("n_") else "object") for c in COLUMNS})
+    dtypes = {"mean": "float64", "std": "float64", "rank": "float64", "p_holm": "float64",
+              "n_ok": "int64", "n_failed": "int64", "n_pairs": "int64", "tied_best": "boolean",
+              "beats_floor": "boolean"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "object")) for c in COLUMNS})
 
 
-def build_leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate a (deduped) runs table into the long leaderboard described in the module doc.
+def _method_defaults(method: str) -> dict | None:
+    try:
+        from harness.plan import resolve_method
 
-    A metric is listed for a task when at least one run of that task reports it.
-    """
+        return dict(resolve_method(method).defaults)
+    except Exception:  # noqa: BLE001 - a method no longer registered: its name is the label
+        return None
+
+
+def with_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``config`` label on every row: the stored one, else (rows written before
+    the column existed) derived from ``method``, ``params_json`` and ``tuned`` as the planner
+    would (a tuned old row is ``method[tuned]``: its fixed overrides are not recorded)."""
+    from harness.plan import config_label
+
+    runs = runs.copy()
+    if "config" not in runs.columns:
+        runs["config"] = None
+    missing = runs["config"].isna()
+    if not missing.any():
+        return runs
+    defaults: dict[str, dict | None] = {}
+    labels = []
+    for _, row in runs.loc[missing].iterrows():
+        method = str(row["method"])
+        if method not in defaults:
+            defaults[method] = _method_defaults(method)
+        tuned = bool(row.get("tuned")) if pd.notna(row.get("tuned")) else False
+        text = row.get("params_json")
+        params = json.loads(text) if isinstance(text, str) and text else {}
+        known = defaults[method]
+        # an unregistered method's defaults are unknown: its name (and [tuned]) is the label
+        labels.append(config_label(method, params if known is not None else {}, known or {}, tuned=tuned))
+    runs.loc[missing, "config"] = labels
+    return runs
+
+
+def _units(frame: pd.DataFrame) -> pd.Series:
+    """The pairing unit of each run: its (seed, fold)."""
+    seed = frame["seed"] if "seed" in frame else pd.Series(0, index=frame.index)
+    fold = frame["fold"] if "fold" in frame else pd.Series(0, index=frame.index)
+    return seed.astype("Int64").astype(str) + "/" + fold.fillna(0).astype("Int64").astype(str)
+
+
+def _task_metrics(runs: pd.DataFrame, directions: dict[str, str]) -> dict[str, list[str]]:
+    """Task → the metrics at least one of its runs reports; a task none of whose runs reports
+    anything (all failed) gets its primary metric, so it still has rows."""
+    out: dict[str, list[str]] = {}
+    for metric in directions:
+        column = metric_column(metric)
+        if column in runs.columns:
+            for task in runs.loc[pd.to_numeric(runs[column], errors="coerce").notna(), "task"].unique():
+                out.setdefault(task, []).append(metric)
+    primary = primary_metrics(runs, sorted(set(runs["task"])))
+    for task in runs["task"].unique():
+        if task not in out and primary.get(task) in directions:
+            out[task] = [primary[task]]
+    return out
+
+
+def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
+    """Aggregate a (deduped) runs table into the long leaderboard described in the module doc."""
+    from harness.stats import versus_best
+
     directions = metric_directions()
     if runs.empty:
         return _empty()
-    keys = ["task", "model", "method"]
-    runs = runs.assign(_ok=runs["status"].eq(Status.OK.value), _failed=runs["status"].isin(FAILED_STATUSES))
-    counts = runs.groupby(keys, dropna=False)[["_ok", "_failed"]].sum().rename(
-        columns={"_ok": "n_ok", "_failed": "n_failed"})
-    counts = counts[(counts["n_ok"] > 0) | (counts["n_failed"] > 0)].reset_index()
+    runs = with_config(runs)
+    runs = runs.assign(_ok=runs["status"].eq(Status.OK.value), _failed=runs["status"].isin(FAILED_STATUSES),
+                       _cell=~runs["status"].isin(NOT_A_CELL), _unit=_units(runs))
+    grouped = runs.groupby(KEYS, dropna=False)
+    counts = grouped.agg(n_ok=("_ok", "sum"), n_failed=("_failed", "sum"), _cell=("_cell", "any"),
+                         method=("method", "first"))
+    counts = counts[counts["_cell"]].drop(columns="_cell").reset_index()
     ok = runs[runs["_ok"]]
     parts = []
-    for metric, direction in directions.items():
-        column = metric_column(metric)
-        if column not in runs.columns:
-            continue
-        values = pd.to_numeric(ok[column], errors="coerce")
-        reported_tasks = set(runs.loc[pd.to_numeric(runs[column], errors="coerce").notna(), "task"])
-        if not reported_tasks:
-            continue
-        stats = values.groupby([ok[k] for k in keys], dropna=False).agg(["mean", "std"]).reset_index()
-        part = counts[counts["task"].isin(reported_tasks)].merge(stats, on=keys, how="left")
-        part["metric"] = metric
-        # means equal up to float rounding (0.22 + 0.20 vs 0.21 + 0.21) are ties
-        part["rank"] = part["mean"].round(RANK_DECIMALS).groupby([part["task"], part["model"]], dropna=False).rank(
-            method="min", ascending=(direction == "min"))
-        parts.append(part)
+    for task, metrics in _task_metrics(runs, directions).items():
+        task_counts = counts[counts["task"] == task]
+        for metric in metrics:
+            direction, column = directions[metric], metric_column(metric)
+            values = ok.loc[ok["task"] == task].assign(
+                value=pd.to_numeric(ok[column], errors="coerce") if column in ok else np.nan)
+            values = values[values["value"].notna()]
+            stats = values.groupby(KEYS)["value"].agg(["mean", "std"]).reset_index()
+            part = task_counts.merge(stats, on=KEYS, how="left")
+            part["metric"] = metric
+            # means equal up to float rounding (0.22 + 0.20 vs 0.21 + 0.21) are ties
+            part["rank"] = part["mean"].round(RANK_DECIMALS).groupby(part["model"], dropna=False).rank(
+                method="min", ascending=(direction == "min"))
+            tests = [versus_best(rows.rename(columns={"_unit": "unit"})[["config", "unit", "value"]], direction,
+                                 test=test).assign(model=model)
+                     for model, rows in values.groupby("model")]
+            if tests:
+                part = part.merge(pd.concat(tests)[["model", "config", "n_pairs", "p_holm", "tied_best"]],
+                                  on=["model", "config"], how="left")
+            part["beats_floor"] = _beats_floor(part, direction)
+            parts.append(part)
     if not parts:
         return _empty()
-    board = pd.concat(parts, ignore_index=True)[COLUMNS]
+    board = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
     board[["n_ok", "n_failed"]] = board[["n_ok", "n_failed"]].astype("int64")
-    return board.sort_values(["task", "model", "metric", "rank", "method"], na_position="last").reset_index(drop=True)
+    board["n_pairs"] = board["n_pairs"].fillna(0).astype("int64")
+    board["p_holm"] = board["p_holm"].astype("float64")
+    board["tied_best"] = board["tied_best"].astype("boolean")
+    board.loc[board["mean"].isna(), "tied_best"] = pd.NA
+    board["beats_floor"] = board["beats_floor"].astype("boolean")
+    return board.sort_values(["task", "model", "metric", "rank", "config"], na_position="last").reset_index(drop=True)
+
+
+def _beats_floor(part: pd.DataFrame, direction: str) -> pd.Series:
+    """Per row: mean strictly better than the floor's mean of the same model (NA if either is missing)."""
+    floor = part[part["config"] == FLOOR].set_index("model")["mean"]
+    reference = part["model"].map(floor)
+    better = part["mean"] > reference if direction == "max" else part["mean"] < reference
+    out = better.astype("boolean")
+    out[reference.isna() | part["mean"].isna() | (part["config"] == FLOOR)] = pd.NA
+    return out
 
 
 def primary_metrics(runs: pd.DataFrame | None, tasks: list[str]) -> dict[str, str]:
@@ -114,25 +222,60 @@ def primary_metrics(runs: pd.DataFrame | None, tasks: list[str]) -> dict[str, st
     return found
 
 
-def mean_rank_across_tasks(board: pd.DataFrame, metric: str | None = None, *,
-                           primary: dict[str, str] | None = None) -> pd.DataFrame:
-    """Mean over task × model cells of each method's rank on ``metric`` (default: each task's
-    primary metric). Columns: ``method, mean_rank, n_cells, rank``; lower is better.
+def rank_matrix(board: pd.DataFrame, metric: str | None = None, *,
+                primary: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """The blocks × configs matrix of means behind the mean ranks and the Friedman test.
 
-    A method ranked in fewer cells is averaged over those it has (``n_cells`` says how many).
-    """
-    board = board[(board["task"] != ALL) & board["rank"].notna()]
+    Rows are the task × model cells (of ``metric``, default each task's primary metric), columns
+    the configs with a mean there. Only cells that every kept config has are rows: configs are
+    dropped, fewest cells first, until the configs left share at least one cell (they are
+    returned as the third value). Also returns each row's metric direction."""
+    board = board[(board["task"] != ALL) & board["mean"].notna()]
     if metric is None:
         primary = primary if primary is not None else primary_metrics(None, sorted(board["task"].unique()))
         board = board[board["metric"].eq(board["task"].map(primary))]
     else:
         board = board[board["metric"] == metric]
-    if board.empty:
-        return pd.DataFrame({"method": pd.Series(dtype=object), "mean_rank": pd.Series(dtype=float),
-                             "n_cells": pd.Series(dtype="int64"), "rank": pd.Series(dtype=float)})
-    table = board.groupby("method")["rank"].agg(mean_rank="mean", n_cells="count").reset_index()
-    table["rank"] = table["mean_rank"].rank(method="min")
-    return table.sort_values(["mean_rank", "method"]).reset_index(drop=True)
+    matrix = board.pivot_table(index=["task", "model"], columns="config", values="mean", aggfunc="first")
+    metrics = board.drop_duplicates(["task", "model"]).set_index(["task", "model"])["metric"]
+    left_out: list[str] = []
+    while matrix.shape[1] and matrix.dropna().empty:
+        fewest = matrix.notna().sum().sort_index(ascending=False).sort_values(kind="stable").index[0]
+        left_out.append(fewest)
+        matrix = matrix.drop(columns=fewest)
+    matrix = matrix.dropna()
+    directions = metrics.reindex(matrix.index).map(metric_directions())
+    return matrix, directions, left_out
+
+
+def mean_rank_across_tasks(board: pd.DataFrame, metric: str | None = None, *,
+                           primary: dict[str, str] | None = None) -> pd.DataFrame:
+    """Mean over task × model cells of each config's rank on ``metric`` (default: each task's
+    primary metric). Columns: ``config, method, mean_rank, n_cells, rank``; lower is better.
+
+    Averaged only over the cells every ranked config shares (:func:`rank_matrix`), with ranks
+    recomputed among those configs (ties share the best rank), so every config's mean is over
+    the same competitions; ``n_cells`` is that number. Configs dropped to find shared cells are
+    listed in ``.attrs["left_out"]``."""
+    from harness.stats import block_ranks
+
+    matrix, directions, left_out = rank_matrix(board, metric, primary=primary)
+    methods = board.drop_duplicates("config").set_index("config")["method"]
+    if matrix.empty:
+        table = pd.DataFrame({"config": pd.Series(dtype=object), "method": pd.Series(dtype=object),
+                              "mean_rank": pd.Series(dtype=float), "n_cells": pd.Series(dtype="int64"),
+                              "rank": pd.Series(dtype=float)})
+    else:
+        ranks = block_ranks(matrix.round(RANK_DECIMALS), directions)
+        ranks = ranks.rank(axis=1, method="min")  # ties share the best place, as in the task rows
+        table = pd.DataFrame({"config": ranks.columns, "mean_rank": ranks.mean().to_numpy(),
+                              "n_cells": len(ranks)})
+        table["method"] = table["config"].map(methods)
+        table["rank"] = table["mean_rank"].rank(method="min")
+        table = table.sort_values(["mean_rank", "config"]).reset_index(drop=True)[
+            ["config", "method", "mean_rank", "n_cells", "rank"]]
+    table.attrs["left_out"] = left_out
+    return table
 
 
 def with_mean_rank_rows(board: pd.DataFrame, mean_ranks: pd.DataFrame) -> pd.DataFrame:
@@ -140,11 +283,13 @@ def with_mean_rank_rows(board: pd.DataFrame, mean_ranks: pd.DataFrame) -> pd.Dat
     if mean_ranks.empty:
         return board
     extra = pd.DataFrame({
-        "task": ALL, "model": ALL, "method": mean_ranks["method"], "metric": MEAN_RANK,
-        "mean": mean_ranks["mean_rank"], "std": np.nan, "n_ok": mean_ranks["n_cells"].astype("int64"),
-        "n_failed": 0, "rank": mean_ranks["rank"],
+        "task": ALL, "model": ALL, "config": mean_ranks["config"], "method": mean_ranks["method"],
+        "metric": MEAN_RANK, "mean": mean_ranks["mean_rank"], "std": np.nan,
+        "n_ok": mean_ranks["n_cells"].astype("int64"), "n_failed": 0, "rank": mean_ranks["rank"],
+        "n_pairs": 0, "p_holm": np.nan, "tied_best": pd.NA, "beats_floor": pd.NA,
     })
-    return pd.concat([board, extra], ignore_index=True)[COLUMNS]
+    out = pd.concat([board, extra.astype({"tied_best": "boolean", "beats_floor": "boolean"})], ignore_index=True)
+    return out[COLUMNS]
 
 
 def leaderboard_for(results_dir: str | os.PathLike, *, on_corrupt: str = "warn") -> pd.DataFrame:
@@ -177,14 +322,19 @@ def _cell(mean: float, std: float) -> str:
 
 
 def pivot(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Wide view: one row per task/model/method, one ``mean ± std`` column per metric, then
-    n_ok / n_failed. Also returns a same-shaped boolean frame marking the best (rank 1) cells."""
+    """Wide view: one row per task/model/config, one ``mean ± std`` column per metric, then
+    n_ok / n_failed. Also returns a same-shaped boolean frame marking the cells that are best or
+    not significantly different from the best (``tied_best``). Markers: a config with failed
+    runs ends in ``!``; a value that does not beat the constant floor ends in ``†``."""
     board = board[board["task"] != ALL]
-    keys = ["task", "model", "method"]
+    keys = KEYS
     if board.empty:
         return pd.DataFrame(columns=keys + ["n_ok", "n_failed"]), pd.DataFrame()
-    cells = board.assign(cell=[_cell(m, s) for m, s in zip(board["mean"], board["std"])],
-                         best=board["rank"].eq(1))
+    beats = board["beats_floor"] if "beats_floor" in board else pd.Series(pd.NA, index=board.index)
+    tied = board["tied_best"] if "tied_best" in board else board["rank"].eq(1)
+    cells = board.assign(cell=[_cell(m, s) + (f" {MARK_FLOOR}" if b is False else "")
+                               for m, s, b in zip(board["mean"], board["std"], beats.astype(object))],
+                         best=tied.fillna(False).astype(bool))
     metrics = list(dict.fromkeys(cells["metric"]))
     wide = cells.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first", sort=True).reindex(
         columns=metrics).fillna("")
@@ -193,6 +343,7 @@ def pivot(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     counts = cells.groupby(keys)[["n_ok", "n_failed"]].max()
     wide = wide.join(counts).reset_index()
     wide.columns.name = None
+    wide["config"] = [f"{c} {MARK_FAILED}" if n else c for c, n in zip(wide["config"], wide["n_failed"])]
     return wide, best.reset_index(drop=True)
 
 
@@ -207,7 +358,7 @@ def _markdown(wide: pd.DataFrame, best: pd.DataFrame) -> str:
 def _latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
         text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$").replace("–", "--")
+    return text.replace("±", r"$\pm$").replace("–", "--").replace("†", r"$\dagger$")
 
 
 def _latex(wide: pd.DataFrame, best: pd.DataFrame) -> str:
@@ -219,7 +370,7 @@ def _latex(wide: pd.DataFrame, best: pd.DataFrame) -> str:
         body.append(" & ".join(cells) + r" \\")
     spec = "lll" + "r" * (len(wide.columns) - 3)
     return "\n".join([rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header, r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}"]) + "\n"
+                      r"\bottomrule", r"\end{tabular}", "% " + LEGEND.replace("%", r"\%")]) + "\n"
 
 
 def _rich_table(wide: pd.DataFrame, best: pd.DataFrame, title: str | None) -> str:
@@ -227,9 +378,8 @@ def _rich_table(wide: pd.DataFrame, best: pd.DataFrame, title: str | None) -> st
 
     rows = [[f"{v} *" if c in best.columns and best.at[i, c] else v for c, v in row.items()]
             for i, row in wide.iterrows()]
-    return render_table([str(c) for c in wide.columns], rows, title=title,
-                        caption="* best mean in its task × model (ties share it)",
-                        right=[c for c in wide.columns if c not in ("task", "model", "method")])
+    return render_table([str(c) for c in wide.columns], rows, title=title, caption=LEGEND,
+                        right=[c for c in wide.columns if c not in ("task", "model", "config")])
 
 
 def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None = None,
@@ -254,12 +404,17 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
     if fmt == "csv":
         return board.loc[selected.index].to_csv(index=False) if len(selected) else ",".join(COLUMNS) + "\n"
     ranks = board[(board["task"] == ALL) & (board["metric"] == MEAN_RANK)]
-    rank_lines = ", ".join(f"{m} {r:.2f}" for m, r in zip(ranks["method"], ranks["mean"])) \
+    rank_lines = ", ".join(f"{c} {r:.2f}" for c, r in zip(ranks["config"], ranks["mean"])) \
         if task is None and metric is None else ""
     blocks = [_render_block(*pivot(block), fmt) for block in _blocks_by_metric_set(selected)]
     if not blocks:
         return "(no results yet)\n"
-    footer = f"mean rank across tasks (primary metric): {rank_lines}\n" if rank_lines and fmt != "latex" else ""
+    footer = ""
+    if fmt == "markdown":
+        footer += LEGEND + "\n"
+    if rank_lines and fmt != "latex":
+        cells = int(ranks["n_ok"].iloc[0])
+        footer += f"mean rank across tasks (primary metric, over the {cells} task × model cell(s) every ranked config shares): {rank_lines}\n"
     return "\n".join(blocks) + ("\n" + footer if footer else "")
 
 

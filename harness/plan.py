@@ -80,6 +80,29 @@ class RunSpec:
         return (self.task, self.seed, self.fold, canonical_json(self.data))
 
 
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, "g")
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def config_label(method: str, params: dict[str, Any], defaults: dict[str, Any], *, tuned: bool = False,
+                 fixed: dict[str, Any] | None = None) -> str:
+    """The run's configuration label, benchopt style: ``method`` plus its non-default
+    hyperparameters in sorted order, ``minmin-logistic[lr=0.01,n_samples=100]``, or just the name
+    when every hyperparameter is a default. A tuned run lists only the suite's ``fixed``
+    hyperparameters that are not defaults (the tuned ones vary by study) and ends with
+    ``tuned``: ``exact-mle[tuned]``, ``minmin-logistic[n_samples=10,tuned]``."""
+    shown = (fixed or {}) if tuned else params
+    parts = [f"{key}={_format_value(value)}" for key, value in sorted(shown.items())
+             if key not in defaults or defaults[key] != value]
+    if tuned:
+        parts.append("tuned")
+    return f"{method}[{','.join(parts)}]" if parts else method
+
+
 def derive_seed(*parts: Any) -> int:
     return int(hashlib.sha256(canonical_json([str(p) for p in parts]).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
@@ -101,6 +124,13 @@ class PlannedRun:
     @property
     def run_id(self) -> str:
         return self.spec.run_id
+
+    @property
+    def config(self) -> str:
+        """The configuration label (:func:`config_label`) that leaderboards group by."""
+        defaults = dict(getattr(self.method, "defaults", None) or {})
+        return config_label(self.spec.method, self.spec.params, defaults, tuned=self.spec.tuned,
+                            fixed=self.overrides)
 
 
 class Plan(list):

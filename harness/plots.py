@@ -10,7 +10,14 @@
   ``metric = "tau"`` (the method's τ(x_i)) and ``metric = "logz"`` (exact log Z(x_i)); ``seconds``
   and ``energy_evals`` are null. Methods without a τ write no such rows and are not drawn.
 * ``leaderboard-<task>.png`` — bars of each method's test mean ± std on the task's primary
-  metric, one group per model; methods with failed runs are annotated ``n failed``.
+  metric, one group per model; configs with failed runs are annotated ``n failed``.
+* ``critical-difference.png`` — the configs' mean ranks across tasks on each task's primary
+  metric, over the task × model cells they all share, with bars joining configs that the
+  Nemenyi post-hoc test does not separate, and the Friedman test in the title
+  (:mod:`harness.stats`; drawn when there are ≥ 3 configs and ≥ 2 shared cells).
+
+Lines, bars and points are per configuration label (``config``: method plus non-default
+hyperparameters, see :func:`harness.plan.config_label`), not per method.
 """
 
 from __future__ import annotations
@@ -48,15 +55,17 @@ def _save(fig, path: Path) -> Path:
 
 
 def _ok_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Curve rows of ok runs, joined with the run's task, model, method and primary metric."""
-    keep = ["run_id", "task", "model", "method"] + (["primary_metric"] if "primary_metric" in runs else [])
-    ok = runs.loc[runs["status"] == Status.OK, keep]
+    """Curve rows of ok runs, joined with the run's task, model, config and primary metric."""
+    from harness.leaderboard import with_config
+
+    keep = ["run_id", "task", "model", "config"] + (["primary_metric"] if "primary_metric" in runs else [])
+    ok = with_config(runs).loc[runs["status"] == Status.OK, keep]
     return curves.merge(ok, on="run_id", how="inner")
 
 
 def mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean over runs of ``value`` and ``seconds`` at each step, for each method."""
-    return rows.groupby(["method", "step"], as_index=False)[["value", "seconds"]].mean().sort_values(["method", "step"])
+    """Mean over runs of ``value`` and ``seconds`` at each step, for each config."""
+    return rows.groupby(["config", "step"], as_index=False)[["value", "seconds"]].mean().sort_values(["config", "step"])
 
 
 def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
@@ -78,8 +87,8 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
         for row_index, (label, panel) in enumerate(panels):
             for col_index, x in enumerate(("step", "seconds")):
                 ax = axes[row_index][col_index]
-                for method, line in mean_curve(panel).groupby("method"):
-                    ax.plot(line[x], line["value"], marker=".", label=method)
+                for config, line in mean_curve(panel).groupby("config"):
+                    ax.plot(line[x], line["value"], marker=".", label=config)
                 ax.set_xlabel("optimiser steps" if x == "step" else "wall seconds")
                 ax.set_ylabel(label)
                 ax.grid(alpha=0.3)
@@ -110,14 +119,16 @@ def tau_points(curves: pd.DataFrame) -> pd.DataFrame:
 def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """One scatter of τ(x) vs exact log Z(x) on test inputs per task × model that has such points."""
     plt = _pyplot()
-    points = tau_points(curves).merge(runs.loc[runs["status"] == Status.OK, ["run_id", "task", "model", "method"]],
-                                      on="run_id")
+    from harness.leaderboard import with_config
+
+    ok = with_config(runs).loc[runs["status"] == Status.OK, ["run_id", "task", "model", "config"]]
+    points = tau_points(curves).merge(ok, on="run_id")
     paths = []
     for (task, model), rows in points.groupby(["task", "model"]):
         fig, ax = plt.subplots(figsize=(5.5, 5))
-        for method, group in rows.groupby("method"):
+        for config, group in rows.groupby("config"):
             mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
-            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, label=f"{method} (MAE {mae:.3g})")
+            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, label=f"{config} (MAE {mae:.3g})")
         low = float(min(rows["logz"].min(), rows["tau"].min()))
         high = float(max(rows["logz"].max(), rows["tau"].max()))
         ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
@@ -138,11 +149,11 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
         rows = rows[rows["metric"] == primary[task]]
         if rows.empty:
             continue
-        models, methods = sorted(rows["model"].unique()), sorted(rows["method"].unique())
+        models, methods = sorted(rows["model"].unique()), sorted(rows["config"].unique())
         width = 0.8 / len(methods)
         fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(models) * len(methods) ** 0.5 + 3), 4))
         for index, method in enumerate(methods):
-            cells = rows[rows["method"] == method].set_index("model").reindex(models)
+            cells = rows[rows["config"] == method].set_index("model").reindex(models)
             x = np.arange(len(models)) + (index - (len(methods) - 1) / 2) * width
             drawn = cells["mean"].notna().to_numpy()  # an all-failed cell has no bar, only its label
             ax.bar(x[drawn], cells["mean"][drawn], width, yerr=cells["std"].fillna(0.0)[drawn], capsize=3,
@@ -153,13 +164,29 @@ def plot_leaderboard_bars(board: pd.DataFrame, primary: dict[str, str], out_dir:
         ax.set_xticks(np.arange(len(models)), models)
         ax.set_ylabel(f"test {primary[task]}")
         ax.set_title(f"{task}: test {primary[task]} (mean ± std over seeds)")
-        from matplotlib.patches import Patch  # explicit handles: a method with no bar still gets its colour
+        from matplotlib.patches import (
+            Patch,  # explicit handles: a method with no bar still gets its colour
+        )
 
         ax.legend(handles=[Patch(color=f"C{i}", label=m) for i, m in enumerate(methods)], fontsize=8,
                   loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         ax.grid(axis="y", alpha=0.3)
         paths.append(_save(fig, Path(out_dir) / f"leaderboard-{_slug(task)}.png"))
     return paths
+
+
+def plot_critical_difference(board: pd.DataFrame, primary: dict[str, str], out_dir: str | os.PathLike) -> list[Path]:
+    """``critical-difference.png`` (see the module doc); no figure when the test cannot be run."""
+    from harness import leaderboard, stats
+
+    matrix, directions, left_out = leaderboard.rank_matrix(board, primary=primary)
+    result = stats.friedman(matrix, directions)
+    if result is None:
+        return []
+    title = "Mean rank across tasks (primary metric; 1 = best)"
+    if left_out:
+        title += f"; left out (too few shared cells): {', '.join(left_out)}"
+    return [_save(stats.critical_difference_figure(result, title), Path(out_dir) / "critical-difference.png")]
 
 
 def plot_all(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *, on_corrupt: str = "warn") -> list[Path]:
@@ -171,4 +198,4 @@ def plot_all(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *, on_c
     board = leaderboard.build_leaderboard(runs)
     primary = leaderboard.primary_metrics(runs, sorted(board["task"].unique()))
     return (plot_convergence(curves, runs, out_dir) + plot_tau_vs_logz(curves, runs, out_dir)
-            + plot_leaderboard_bars(board, primary, out_dir))
+            + plot_leaderboard_bars(board, primary, out_dir) + plot_critical_difference(board, primary, out_dir))

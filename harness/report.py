@@ -1,9 +1,12 @@
 """One-page report of a results directory: ``REPORT.md`` and ``report.html`` side by side with
 the PNGs of :mod:`harness.plots` (linked by relative path, so the folder can be moved).
 
-Sections: run counts by status; the leaderboard (test split, mean ± std over seeds, best in
-bold) per task family; the mean rank of each method across tasks on their primary metrics;
-the figures; the failed runs with their messages (failures are shown, never hidden).
+Sections: run counts by status; the leaderboard (test split, mean ± std over seeds, one row per
+configuration; in bold the best and every config not significantly different from it, † where
+a config does not beat the constant floor, ! where it has failed runs) per task family; the mean
+rank of each config across tasks on their primary metrics (over the cells they all share), the
+Friedman test and the critical-difference diagram; the figures; the failed runs with their
+messages (failures are shown, never hidden).
 The HTML is built from the same pieces with pandas' ``to_html`` and a minimal inline style
 (no template engine needed).
 """
@@ -27,7 +30,7 @@ def _failures(runs: pd.DataFrame) -> pd.DataFrame:
     from harness.records import Status
 
     failed = runs[runs["status"].isin(Status.failures())]
-    columns = [c for c in ("task", "model", "method", "seed", "status", "error") if c in failed.columns]
+    columns = [c for c in ("task", "model", "config", "seed", "status", "error") if c in failed.columns]
     failed = failed[columns].copy()
     if "error" in failed:
         failed["error"] = failed["error"].fillna("").astype(str).str.slice(0, 200)
@@ -44,6 +47,25 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _across_tasks(board: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """One paragraph: the Friedman test over the shared cells (see ``critical-difference.png``)."""
+    from harness import leaderboard, stats
+
+    primary = leaderboard.primary_metrics(runs, sorted(board["task"].unique()))
+    matrix, directions, left_out = leaderboard.rank_matrix(board, primary=primary)
+    result = stats.friedman(matrix, directions)
+    if result is None:
+        return (f"Friedman test: not applicable ({matrix.shape[1]} config(s) over {matrix.shape[0]} shared "
+                f"task × model cell(s); it needs ≥ 3 configs and ≥ 2 cells).")
+    text = (f"Friedman test over the {result.n_blocks} task × model cells every config shares: "
+            f"χ² = {result.statistic:.2f}, p = {result.p_value:.3g} ({len(matrix.columns)} configs). "
+            f"The critical-difference diagram joins configs the Nemenyi post-hoc test does not separate "
+            f"(α = {stats.ALPHA}).")
+    if left_out:
+        text += f" Left out for sharing too few cells: {', '.join(left_out)}."
+    return text
+
+
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  on_corrupt: str = "warn") -> Path:
     """Write ``out_dir/REPORT.md`` (default ``out_dir = results_dir``), ``report.html`` and the
@@ -53,10 +75,11 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = store.read_table(results_dir, "runs", on_corrupt=on_corrupt)
+    runs = leaderboard.with_config(store.read_table(results_dir, "runs", on_corrupt=on_corrupt))
     board = leaderboard.leaderboard_for(results_dir, on_corrupt=on_corrupt)
-    ranks = board[board["task"] == leaderboard.ALL][["method", "mean", "n_ok", "rank"]].rename(
+    ranks = board[board["task"] == leaderboard.ALL][["config", "mean", "n_ok", "rank"]].rename(
         columns={"mean": "mean_rank", "n_ok": "cells"}).round({"mean_rank": 2}).astype({"rank": "Int64"})
+    across = _across_tasks(board[board["task"] != leaderboard.ALL], runs)
     board = board[board["task"] != leaderboard.ALL]  # the mean ranks get their own section
     figures = plots.plot_all(results_dir, out_dir, on_corrupt=on_corrupt)
     statuses = runs["status"].value_counts().rename_axis("status").reset_index(name="runs") if len(runs) else \
@@ -70,20 +93,24 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
           "## Leaderboard (test split, mean ± std over seeds; best in bold)\n",
           leaderboard.format_leaderboard(board, "markdown") if len(board) else "(no results yet)\n",
           "## Mean rank across tasks (primary metric; lower is better)\n",
-          _markdown_table(ranks) if len(ranks) else "(no ranked results)\n",
+          _markdown_table(ranks) if len(ranks) else "(no ranked results)\n", across + "\n",
           "## Figures\n", *[f"![{Path(r).stem}]({r})\n" for r in relative],
           f"## Failed runs ({len(failures)})\n",
           _markdown_table(failures.head(MAX_FAILURES_LISTED)) if len(failures) else "None.\n"]
     md_path = out_dir / "REPORT.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
 
-    wide, _ = leaderboard.pivot(board)
+    wide, best = leaderboard.pivot(board)  # ! and † are in the cells; * marks the tied-best ones
+    for column in best.columns:
+        wide[column] = [f"{v} {leaderboard.MARK_TIED}" if b else v for v, b in zip(wide[column], best[column])]
     body = [f"<h1>ebm-bench report</h1><p>Results: <code>{html.escape(str(results_dir))}</code> — "
             f"{len(runs)} runs — generated {stamp}.</p>",
             "<h2>Runs by status</h2>", statuses.to_html(index=False),
             "<h2>Leaderboard (test split, mean ± std over seeds)</h2>",
             wide.to_html(index=False, na_rep="") if len(wide) else "<p>(no results yet)</p>",
+            f"<p>{html.escape(leaderboard.LEGEND)}</p>",
             "<h2>Mean rank across tasks (primary metric)</h2>", ranks.to_html(index=False, na_rep=""),
+            f"<p>{html.escape(across)}</p>",
             "<h2>Figures</h2>", *[f'<img src="{html.escape(r)}" alt="{html.escape(Path(r).stem)}">' for r in relative],
             f"<h2>Failed runs ({len(failures)})</h2>",
             failures.head(MAX_FAILURES_LISTED).to_html(index=False) if len(failures) else "<p>None.</p>"]

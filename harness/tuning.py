@@ -7,7 +7,11 @@ this driver process writes it, so no database and no heartbeat is needed), and i
 ``TPESampler`` seeded from the name. Every method of a task gets the same number of trials.
 
 A trial trains on the training split of seed 0 / fold 0 and is scored by the task's primary
-metric on the validation split (never the test split). Pruning has MedianPruner semantics:
+metric on the validation split (never the test split): the objective is the validation value of
+the model the run returns, which under the default model selection (``selection = "best_val"``)
+is the best evaluation's checkpoint, i.e. the best validation value of the trial, scored on the
+whole validation split. A trial without that value (e.g. stopped by a soft timeout before its
+final evaluation) falls back to the best of its intermediate values. Pruning has MedianPruner semantics:
 with at least ``N_STARTUP_TRIALS`` complete trials, the driver sends each new trial the
 median of the complete trials' intermediate values at every evaluation step; the worker stops
 as soon as it is strictly worse at a step (``pruned``). The driver then replays the
@@ -145,6 +149,14 @@ def trial_row(state: StudyState, trial, params: dict, value, status: str, record
             "started_at": (record.started_at if record else None) or trial.datetime_start, "finished_at": utc_now()}
 
 
+def best_intermediate(intermediate: list[tuple[int, float]], direction: str) -> float | None:
+    """The best finite intermediate (validation) value in the metric's direction, or None."""
+    values = [v for _, v in intermediate if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if direction == "max" else min(values)
+
+
 def tell(state: StudyState, trial, params: dict, outcome) -> dict:
     """Tell the study how a trial went; return its trials-table row."""
     from optuna.trial import TrialState
@@ -161,6 +173,8 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
         status = record.status
         error = record.error or outcome.failure
         value = record.metric(get_metric(state.run.primary_metric).column_for("val"))
+        if value is None or not math.isfinite(value):
+            value = best_intermediate(result.intermediate, get_metric(state.run.primary_metric).direction)
     else:
         status, error, value = Status.TIMEOUT if outcome.timed_out else Status.FAILED, outcome.failure, None
     if status is Status.PRUNED:

@@ -75,7 +75,8 @@ def base_record(run) -> RunRecord:
         model=spec.model, method=spec.method, seed=spec.seed, torch_seed=spec.torch_seed,
         fold=spec.fold, params_json=json.dumps(spec.params, sort_keys=True),
         budget_json=json.dumps(spec.budget, sort_keys=True), tuned=spec.tuned,
-        primary_metric=run.primary_metric, config_hash=spec.config_hash, host=socket.gethostname(),
+        primary_metric=run.primary_metric, config_hash=spec.config_hash, config=run.config,
+        host=socket.gethostname(),
     )
 
 

@@ -30,3 +30,10 @@ def write_suite(directory: Path, *, methods=("test-constant",), seeds: int = 1, 
     path.write_text(FIXTURE_SUITE.format(seeds=seeds, trials=trials, steps=steps, eval_every=eval_every,
                                          methods=methods_toml, params=params))
     return path
+
+
+def serial_options(results_dir, **kw):
+    """RunOptions for an in-process (serial) run without a progress display."""
+    from harness.commands.run import RunOptions
+
+    return RunOptions(results_dir=results_dir, executor="serial", progress=False, **kw)

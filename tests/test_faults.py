@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from harness import store
-from harness.commands.run import RunOptions, run_suite
+from harness.commands.run import run_suite
 from harness.plan import Filters, plan_runs
 from harness.suites import load_suite
+from harness_fixtures import serial_options as _serial
 
 SUITE = """
 [suite]
@@ -42,10 +43,6 @@ def _suite(directory: Path, *, methods=("test-constant",), seeds: int = 1, task:
     listed = "[" + ", ".join(f'"{m}"' for m in methods) + "]"
     path.write_text(SUITE.format(seeds=seeds, task=task, model=model, methods=listed, params=params, extra=extra))
     return path
-
-
-def _serial(results_dir: Path) -> RunOptions:
-    return RunOptions(results_dir=results_dir, executor="serial", progress=False)
 
 
 def test_corrupt_runs_file_and_crashed_write_on_resume(tmp_path, capsys):

@@ -170,3 +170,18 @@ def test_builtin_suites_run_the_constant_floor_and_every_label_ranking_fold(tmp_
         for task in lr_tasks:
             folds = {p.spec.fold for p in plan if p.spec.task == task}
             assert folds == set(range(get_task(task).n_folds)) and len(folds) == 10, (name, task)
+
+
+def test_config_labels_name_non_default_hyperparameters_in_sorted_order(tmp_path):
+    from harness.plan import config_label, with_params
+
+    defaults = {"lr": 0.001, "n_samples": 10, "hidden": 128}
+    assert config_label("m", dict(defaults), defaults) == "m"
+    assert config_label("m", {**defaults, "n_samples": 100, "lr": 0.01}, defaults) == "m[lr=0.01,n_samples=100]"
+    assert config_label("m", {**defaults, "lr": 0.5}, defaults, tuned=True) == "m[tuned]"
+    assert config_label("m", {**defaults, "lr": 0.5}, defaults, tuned=True, fixed={"n_samples": 1}) == "m[n_samples=1,tuned]"
+    suite = write_suite(tmp_path, methods=("test-constant",), params="{ test-constant = { noise = 0.25 } }")
+    run = plan_runs(load_suite(suite))[0]
+    assert run.config == "test-constant[noise=0.25]"
+    tuned = with_params(run, {"noise": 0.1}, tuned=True)
+    assert tuned.config == "test-constant[noise=0.25,tuned]"

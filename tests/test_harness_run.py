@@ -13,18 +13,15 @@ from pathlib import Path
 import pytest
 
 from harness import store
-from harness.commands.run import RunOptions, run_suite
+from harness.commands.run import run_suite
 from harness.plan import Filters, plan_runs
 from harness.suites import load_suite
+from harness_fixtures import serial_options as _serial
 from harness_fixtures import write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the CLI in a real process, with the fixture methods registered
 CLI = [sys.executable, str(ROOT / "tests" / "fixture_cli.py")]
-
-
-def _serial(results_dir, **kw) -> RunOptions:
-    return RunOptions(results_dir=results_dir, executor="serial", progress=False, **kw)
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:

@@ -8,16 +8,13 @@ import statistics
 import pytest
 
 from harness import store, tuning
-from harness.commands.run import RunOptions, run_suite
+from harness.commands.run import run_suite
 from harness.plan import plan_runs
 from harness.suites import load_suite
+from harness_fixtures import serial_options as _options
 from harness_fixtures import write_suite
 
 optuna = pytest.importorskip("optuna")
-
-
-def _options(results_dir, **kw) -> RunOptions:
-    return RunOptions(results_dir=results_dir, executor="serial", progress=False, **kw)
 
 
 def _study(results_dir, suite):
@@ -91,3 +88,9 @@ def test_tunable_detects_empty_search_spaces():
     empty = type("Empty", (type(FIXTURES["test-constant"]),), {"search_space": lambda self, trial: {},
                                                                  "name": "test-empty"})()
     assert not tuning.tunable(empty)
+
+
+def test_best_intermediate_follows_the_metric_direction():
+    assert tuning.best_intermediate([(1, 0.2), (2, 0.5), (3, 0.4)], "max") == 0.5
+    assert tuning.best_intermediate([(1, 2.0), (2, float("nan")), (3, 1.5)], "min") == 1.5
+    assert tuning.best_intermediate([(1, float("nan"))], "max") is None

@@ -117,3 +117,118 @@ def test_cli_prints_markdown_and_writes_parquet(results_dir, capsys):
     args.results_dir = str(results_dir / "nowhere")
     assert command.run(args) == 2
     assert "no runs" in capsys.readouterr().err
+
+
+def _run(tmp_path, suite_text: str):
+    from harness.commands.run import RunOptions, run_suite
+
+    path = tmp_path / "suite.toml"
+    path.write_text(suite_text)
+    run_suite(path, options=RunOptions(results_dir=tmp_path / "r", executor="serial", progress=False))
+    return store.read_table(tmp_path / "r", "runs")
+
+
+_TWO_BLOCKS = """
+[suite]
+name = "two-blocks"
+seeds = 2
+[budget]
+max_steps = 4
+batch_size = 16
+eval_every = 2
+[[grid]]
+tasks = ["syn-ising-k8"]
+models = ["unary"]
+methods = ["test-constant"]
+[[grid]]
+tasks = ["syn-ising-k8"]
+models = ["unary"]
+methods = ["test-constant"]
+params = { test-constant = { noise = 0.5 } }
+[[grid]]
+tasks = ["syn-pl-k6"]
+models = ["permutahedron"]
+methods = ["test-raises"]
+"""
+
+
+def test_grid_blocks_with_other_params_are_other_rows_and_all_failed_tasks_stay(tmp_path):
+    runs = _run(tmp_path, _TWO_BLOCKS)
+    assert set(runs["config"]) == {"test-constant", "test-constant[noise=0.5]", "test-raises"}
+    board = leaderboard.build_leaderboard(runs)
+    nll = board[(board.task == "syn-ising-k8") & (board.metric == "nll")].set_index("config")
+    assert set(nll.index) == {"test-constant", "test-constant[noise=0.5]"}
+    assert (nll["n_ok"] == 2).all() and (nll["method"] == "test-constant").all()
+    # the ranking task whose runs all failed is listed, under its primary metric, with n_ok = 0
+    failed = board[board.task == "syn-pl-k6"]
+    assert len(failed) == 1 and failed.iloc[0]["n_ok"] == 0 and failed.iloc[0]["n_failed"] == 2
+    assert failed.iloc[0]["metric"] == "nll" and np.isnan(failed.iloc[0]["rank"])
+    for fmt in ("table", "markdown", "latex"):
+        text = leaderboard.format_leaderboard(board, fmt)
+        assert "syn-pl-k6" in text and "test-raises !" in text  # every rendering marks failures
+
+
+def test_old_rows_without_config_get_one_derived():
+    runs = pd.DataFrame({"method": ["minmin-logistic", "minmin-logistic", "bce", "gone-method"],
+                         "params_json": ['{"n_samples": 100}', None, '{"lr": 0.5}', '{"x": 1}'],
+                         "tuned": [False, False, True, False]})
+    labels = leaderboard.with_config(runs)["config"].tolist()
+    assert labels == ["minmin-logistic[n_samples=100]", "minmin-logistic", "bce[tuned]", "gone-method"]
+
+
+def _synthetic_runs(cells: dict) -> pd.DataFrame:
+    """cells: (task, model) -> {config: per-seed f1 values}; one row per seed (fold 0)."""
+    rows = []
+    for (task, model), configs in cells.items():
+        for config, values in configs.items():
+            for seed, value in enumerate(values):
+                rows.append(dict(run_id=f"{task}{model}{config}{seed}", task=task, model=model, method=config,
+                                 config=config, seed=seed, fold=0, status="ok" if value is not None else "failed",
+                                 test_f1_example=value, primary_metric="f1_example"))
+    return pd.DataFrame(rows)
+
+
+def test_significance_floor_and_shared_cell_mean_ranks():
+    a, b, c = [0.61, 0.64, 0.59, 0.66, 0.63], [0.58, 0.60, 0.57, 0.61, 0.62], [0.60, 0.65, 0.58, 0.64, 0.64]
+    runs = _synthetic_runs({
+        ("t1", "unary"): {"a": a, "b": b, "c": c, "constant": [0.60] * 5},
+        ("t2", "unary"): {"a": b, "b": a, "c": c, "constant": [0.70] * 5},
+        ("t3", "unary"): {"a": a, "b": c},  # c and the floor are absent here
+    })
+    board = leaderboard.build_leaderboard(runs)
+    t1 = board[board.task == "t1"].set_index("config")
+    assert t1.at["a", "tied_best"] and t1.at["c", "tied_best"] and not t1.at["b", "tied_best"]
+    assert t1.at["a", "beats_floor"] and not t1.at["b", "beats_floor"] and pd.isna(t1.at["constant", "beats_floor"])
+    t2 = board[board.task == "t2"].set_index("config")
+    assert not t2["beats_floor"].dropna().any()  # the floor wins t2
+    markdown = leaderboard.format_leaderboard(board[board.task == "t2"], "markdown")
+    assert markdown.count(leaderboard.MARK_FLOOR) >= 3
+    # mean ranks: t3 lacks c and the floor, so only t1 and t2 (shared by all four) count
+    ranks = leaderboard.mean_rank_across_tasks(board, primary={"t1": "f1_example", "t2": "f1_example",
+                                                               "t3": "f1_example"}).set_index("config")
+    assert (ranks["n_cells"] == 2).all()
+    # t1: a 1, c 2, constant 3, b 4; t2: constant 1, b 2, c 3, a 4
+    assert ranks.at["a", "mean_rank"] == pytest.approx(2.5) and ranks.at["constant", "mean_rank"] == pytest.approx(2.0)
+    assert ranks.at["b", "mean_rank"] == pytest.approx(3.0) and ranks.at["c", "mean_rank"] == pytest.approx(2.5)
+
+
+def test_critical_difference_figure_and_friedman_over_shared_cells(tmp_path):
+    from scipy.stats import friedmanchisquare
+
+    from harness import plots, stats
+
+    a, b, c = [0.61, 0.64, 0.59], [0.58, 0.60, 0.57], [0.60, 0.65, 0.58]
+    cells = {(f"t{i}", "unary"): {"a": [v + i / 10 for v in a], "b": [v + i / 20 for v in b], "c": c}
+             for i in range(4)}
+    cells[("t9", "unary")] = {"a": a, "b": b}  # not shared by c: left out of the across-task statistics
+    board = leaderboard.build_leaderboard(_synthetic_runs(cells))
+    primary = {task: "f1_example" for task, _ in cells}
+    matrix, _, left_out = leaderboard.rank_matrix(board, primary=primary)
+    assert len(matrix) == 4 and left_out == []
+    result = stats.friedman(matrix, "max")
+    means = {(t, m): {k: float(np.mean(v)) for k, v in configs.items()} for (t, m), configs in cells.items()
+             if (t, m) != ("t9", "unary")}
+    expected = friedmanchisquare(*[[means[cell][k] for cell in sorted(means)] for k in ("a", "b", "c")])
+    assert result.statistic == pytest.approx(expected.statistic) and result.p_value == pytest.approx(expected.pvalue)
+    [path] = plots.plot_critical_difference(board, primary, tmp_path)
+    assert path.name == "critical-difference.png" and path.stat().st_size > 1000

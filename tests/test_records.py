@@ -96,3 +96,17 @@ def test_leaderboard_columns_come_from_the_metrics():
     assert {metric_column(name) for name in METRICS} <= set(store.RUNS_SCHEMA.names)
     assert metric_column("kl_to_truth") == "kl_to_truth" and metric_column("f1_micro") == "test_f1_micro"
     assert metric_column("brand_new") == "test_brand_new"
+
+
+def test_a_run_records_its_selection_and_prior(tmp_path):
+    """The contract-2 columns a real training run fills: the model-selection rule, the step whose
+    parameters were kept (one of the evaluation steps), early stopping, and the prior q used."""
+    from harness_fixtures import serial_options, write_suite
+
+    from harness.commands.run import run_suite
+
+    run_suite(write_suite(tmp_path, methods=("minmin-logistic",), steps=4, eval_every=2),
+              options=serial_options(tmp_path / "r"))
+    row = store.read_table(tmp_path / "r", "runs").iloc[0]
+    assert row["status"] == "ok" and row["selection"] == "best_val" and row["best_step"] in (2, 4)
+    assert row["stopped_early"] == False and row["prior"] == "uniform"  # noqa: E712 - numpy bool

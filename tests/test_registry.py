@@ -8,7 +8,7 @@ from baselines import registry
 from ebm.method import Method
 
 EXPECTED = [
-    "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-finite", "minmin-scalar",
+    "minmin-logistic", "minmin-logistic-is", "minmin-sparsemax", "minmin-entmax15", "minmin-finite", "minmin-scalar",
     "exact-mle", "exact-sparsemax", "bce", "mcmc-pcd", "mcmc-gwg", "perceptron", "minmax-reinforce", "nce", "constant",
 ]
 MINE = ["mcmc-pcd", "mcmc-gwg", "perceptron", "minmax-reinforce", "nce"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-COMMANDS = ("tasks", "methods", "run", "tune", "leaderboard", "query", "plot", "report", "data", "merge", "perf")
+COMMANDS = ("tasks", "methods", "run", "tune", "leaderboard", "compare", "query", "plot", "report", "data", "merge",
+            "perf")
 
 
 def load_command(name: str) -> ModuleType:

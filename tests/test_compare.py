@@ -1,0 +1,81 @@
+"""``ebm-bench compare``: paired differences against scipy, verdicts, name resolution, CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from test_outputs_fixtures import results_dir  # noqa: F401 (fixture)
+
+from harness.commands import compare as command
+
+
+def _runs(cells: dict) -> pd.DataFrame:
+    """cells: (task, model, metric) -> {config: [values by seed]} (None = failed run)."""
+    rows = []
+    for (task, model, metric), configs in cells.items():
+        for config, values in configs.items():
+            for seed, value in enumerate(values):
+                rows.append({"run_id": f"{task}{model}{config}{seed}", "task": task, "model": model,
+                             "method": config.split("[")[0], "config": config, "seed": seed, "fold": 0,
+                             "status": "failed" if value is None else "ok", f"test_{metric}": value,
+                             "primary_metric": metric})
+    return pd.DataFrame(rows)
+
+
+A = [0.61, 0.64, 0.59, 0.66, 0.63]
+B = [0.58, 0.60, 0.57, 0.61, 0.62]
+C = [0.60, 0.65, 0.58, 0.64, 0.64]
+
+
+def test_paired_difference_interval_and_verdicts():
+    runs = _runs({
+        ("t1", "unary", "f1_example"): {"m[x=1]": A, "base": B},           # A better on every seed: win
+        ("t2", "unary", "f1_example"): {"m[x=1]": B, "base": A},           # loss
+        ("t3", "unary", "f1_example"): {"m[x=1]": A, "base": C},           # within noise: tie
+        ("t4", "unary", "nll"): {"m[x=1]": [2.0, 2.1, 1.9], "base": [2.5, 2.7, 2.4]},  # lower nll: win
+        ("t5", "unary", "f1_example"): {"m[x=1]": [0.5, None, 0.6], "base": [0.4, 0.5, None]},  # 1 pair: tie
+    })
+    result = command.compare(runs, "m", "base")  # a method name with one configuration resolves to it
+    assert result.a == "m[x=1]"
+    cells = result.cells.set_index("task")
+    d = np.array(A) - np.array(B)
+    low, high = sps.t.interval(0.95, 4, loc=d.mean(), scale=sps.sem(d))
+    assert cells.at["t1", "diff"] == pytest.approx(d.mean())
+    assert (cells.at["t1", "low"], cells.at["t1", "high"]) == (pytest.approx(low), pytest.approx(high))
+    assert cells.at["t1", "p_value"] == pytest.approx(sps.ttest_rel(A, B).pvalue)
+    assert cells["verdict"].to_dict() == {"t1": "win", "t2": "loss", "t3": "tie", "t4": "win", "t5": "tie"}
+    assert cells.at["t5", "n"] == 1
+    assert result.counts == {"win": 2, "tie": 2, "loss": 1}
+    only = command.compare(runs, "m[x=1]", "base", task="t[12]")
+    assert set(only.cells["task"]) == {"t1", "t2"}
+
+
+def test_names_are_resolved_or_refused_with_choices():
+    runs = _runs({("t1", "unary", "f1_example"): {"m[x=1]": A, "m[x=2]": C, "base": B}})
+    with pytest.raises(ValueError, match="has 2 configurations here; name one: m\\[x=1\\], m\\[x=2\\]"):
+        command.compare(runs, "m", "base")
+    with pytest.raises(ValueError, match="did you mean 'base'"):
+        command.compare(runs, "m[x=1]", "bsae")
+    with pytest.raises(ValueError, match="same configuration"):
+        command.compare(runs, "base", "base")
+
+
+def test_cli_on_the_fixture(results_dir, capsys):  # noqa: F811
+    args = argparse.Namespace(results_dir=str(results_dir), a="minmin-logistic", b="bce", task=None, metric=None,
+                              format="table")
+    assert command.run(args) == 0
+    out = capsys.readouterr().out
+    assert "minmin-logistic vs bce" in out and "win/tie/loss of minmin-logistic against bce" in out
+    args.format = "csv"
+    assert command.run(args) == 0
+    frame = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    # yeast/unary pairs seeds 0 and 1 (bce's seed 2 does not exist): 0.60−0.50, 0.62−0.54
+    unary = frame[(frame.task == "yeast") & (frame.model == "unary")].iloc[0]
+    assert unary["n"] == 2 and unary["diff"] == pytest.approx(np.mean([0.10, 0.08]))
+    args.a = "nope"
+    assert command.run(args) == 2
+    assert "unknown configuration or method 'nope'" in capsys.readouterr().err
