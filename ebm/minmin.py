@@ -201,7 +201,8 @@ class MinMinLogistic(MinMinMethod):
 
 class MinMinLogisticIS(MinMinMethod):
     name = "minmin-logistic-is"
-    description = "joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), importance-weighted"
+    description = ("joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), importance-weighted; "
+                   "no clipping (measured: clipping raises cal500 NLL 88 → 138-152)")
     defaults = {**MinMinMethod.defaults, "divergence": "kl", "tau": "neural", "proposal": "model"}
 
 
