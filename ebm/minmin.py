@@ -202,7 +202,7 @@ class MinMinLogistic(MinMinMethod):
 class MinMinLogisticIS(MinMinMethod):
     name = "minmin-logistic-is"
     description = ("joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), importance-weighted; "
-                   "no clipping (measured: clipping raises cal500 NLL 88 → 138-152)")
+                   "no clipping by default (cal500 NLL 88 → 138-152 with it); rankings: max_grad_norm=1 (vowel 0.81 → 0.86)")
     defaults = {**MinMinMethod.defaults, "divergence": "kl", "tau": "neural", "proposal": "model"}
 
 
