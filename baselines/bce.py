@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ebm.energies import Energy
-from ebm.method import FitContext, Fitted, Method
+from ebm.method import Fitted
 from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
 
 def bce_nll(energy: Energy, space: Multilabel, x: Tensor, y: Tensor) -> Tensor:
@@ -29,18 +29,18 @@ def bce_nll(energy: Energy, space: Multilabel, x: Tensor, y: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
 
 
-class BCE(Method):
+class BCE(StepMethod):
     name = "bce"
     description = "per-label binary cross-entropy (MLE of the unary multilabel model; unary part only on pairwise/mlp)"
     defaults = dict(COMMON_DEFAULTS)
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        if not isinstance(space, Multilabel):
+        if not space.kind.binary:
             return ("unsupported", f"bce is per-label binary cross-entropy; it has no meaning on {space!r}")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
-        return suggest_common(trial)
+        return suggest_common(trial, self.required_prior)
 
     def energy_model(self, model: str) -> str:
         return "unary"

@@ -119,7 +119,8 @@ class Constant(Method):
         energy.requires_grad_(False)
         y_train = data.y_train.to(device)
         train_nll = float(-space.log_prior(y_train).mean())
-        info: dict[str, Any] = {"method": self.name, "steps": 0, "energy_evals": 0, "selection": "best_val"}
+        info: dict[str, Any] = {"method": self.name, "steps": 0, "energy_evals": 0, "selection": "best_val",
+                                "stopped_early": False}
 
         def fitted(constant: Tensor) -> ConstantFitted:
             return ConstantFitted(space, energy, info=info, constant=constant.to(device))

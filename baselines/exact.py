@@ -26,9 +26,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ebm.energies import Energy, UnaryEnergy
-from ebm.method import FitContext, FitData, Fitted, Method
-from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, suggest_common
+from ebm.method import Fitted
+from ebm.spaces import OutputSpace
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
 EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8), "chunk_size": 4096}
 
@@ -48,7 +48,7 @@ class Enumeration:
 
 def unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
     """True when log Z has the closed form (unary energy on a factorised multilabel prior)."""
-    return isinstance(energy, UnaryEnergy) and isinstance(space, Multilabel)
+    return isinstance(energy, UnaryEnergy) and space.kind.binary
 
 
 def enumerated_scores(energy: Energy, h: Tensor, enumeration: Enumeration) -> Tensor:
@@ -107,7 +107,7 @@ def exact_sparsemax_loss(energy: Energy, space: OutputSpace, x: Tensor, y: Tenso
     return sparsemax_conjugate(g_all, enumeration.log_prior)[0] - g_data
 
 
-class _ExactMethod(Method):
+class _ExactMethod(StepMethod):
     """Shared fit loop: a per-example loss over the enumerated space, |Y| energy evaluations per example."""
 
     defaults: ClassVar[dict[str, Any]] = EXACT_DEFAULTS
@@ -120,19 +120,18 @@ class _ExactMethod(Method):
         raise NotImplementedError
 
     def _uses_closed_form(self, space: OutputSpace, model: str) -> bool:
-        return self.closed_form_unary and model == "unary" and isinstance(space, Multilabel)
+        return self.closed_form_unary and model == "unary" and space.kind.binary
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        params = self.params(params)
         if self._uses_closed_form(space, model):
             return None
-        key = "max_subsets" if isinstance(space, Multilabel) else "max_permutations"
+        key = space.kind.size_limit
         if space.size > int(params[key]):
             return ("skipped", f"|Y| = {space.size} exceeds {key} = {int(params[key])} for exact enumeration")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
-        return suggest_common(trial)
+        return suggest_common(trial, self.required_prior)
 
     def train_model(self, ctx: FitContext) -> Fitted:
         space, params = ctx.space, ctx.params
@@ -164,10 +163,9 @@ class ExactSparsemax(_ExactMethod):
     description = "exact sparsemax Fenchel–Young loss Ω*(g) − g(x, y) on enumerated Y"
     divergence = "sparsemax"
 
-    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
-        # uniform q, as for minmin-sparsemax: the mode of p = q·[1 + g − τ]₊ is then argmax g,
-        # which the mode oracles compute exactly (with another q it is argmax q·(1 + g − τ))
-        return Multilabel(space.k) if isinstance(space, Multilabel) else space
+    # uniform q, as for minmin-sparsemax: the mode of p = q·[1 + g − τ]₊ is then argmax g,
+    # which the mode oracles compute exactly (with another q it is argmax q·(1 + g − τ))
+    required_prior = "uniform"
 
     def per_example_loss(self, energy, space, x, y, enumeration):
         return exact_sparsemax_loss(energy, space, x, y, enumeration)

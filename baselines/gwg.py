@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.mcmc import Kernel, PersistentContrastiveDivergence
-from ebm.spaces import Multilabel, OutputSpace, uniform_noise
+from ebm.spaces import OutputSpace, uniform_noise
 
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -86,7 +86,7 @@ class GibbsWithGradients(PersistentContrastiveDivergence):
     defaults = dict(PersistentContrastiveDivergence.defaults)
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        if not isinstance(space, Multilabel):
+        if not space.kind.binary:
             return ("unsupported", "Gibbs-with-Gradients proposes single-bit flips of binary y; permutations have no such move (use mcmc-pcd)")
         return super().check(space, model, params)
 

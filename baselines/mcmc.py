@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ebm.method import FitContext, Fitted, Method
-from ebm.samplers import gibbs_sweep, mh_transpositions
-from ebm.spaces import Multilabel, OutputSpace
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.method import Fitted
+from ebm.samplers import mcmc_steps
+from ebm.spaces import OutputSpace
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
 class PersistentChains:
@@ -81,13 +81,7 @@ class SweepKernel(Kernel):
         self.sweeps, self.generator = int(sweeps), generator
 
     def __call__(self, energy, space, x, y):
-        if isinstance(space, Multilabel):
-            total = 0
-            for _ in range(self.sweeps):
-                y, evals = gibbs_sweep(energy, space, x, y, generator=self.generator)
-                total += evals
-            return y, total
-        return mh_transpositions(energy, space, x, y, self.sweeps * space.k, generator=self.generator)
+        return mcmc_steps(energy, space, x, y, self.sweeps, generator=self.generator)
 
 
 def contrastive_surrogate(g_data: Tensor, g_chains: Tensor) -> Tensor:
@@ -95,14 +89,14 @@ def contrastive_surrogate(g_data: Tensor, g_chains: Tensor) -> Tensor:
     return g_chains.mean(-1) - g_data
 
 
-class PersistentContrastiveDivergence(Method):
+class PersistentContrastiveDivergence(StepMethod):
     name = "mcmc-pcd"
     description = "persistent contrastive divergence: per-example persistent chains (Gibbs sweeps / MH transpositions)"
     defaults = {**COMMON_DEFAULTS, "sweeps": 1, "chains": 4, "init": "prior"}
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {
-            **suggest_common(trial),
+            **suggest_common(trial, self.required_prior),
             "sweeps": trial.suggest_int("sweeps", 1, 5),
             "init": trial.suggest_categorical("init", ["prior", "data"]),
         }

@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebm.energies import mlp
-from ebm.method import FitContext, Fitted, Method
-from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.method import Fitted
+from ebm.spaces import OutputSpace, PermutationMatrices, Permutations
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
 class BernoulliSampler(nn.Module):
@@ -87,9 +87,9 @@ class PlackettLuceSampler(nn.Module):
 
 
 def build_sampler(space: OutputSpace, in_features: int, hidden: int) -> nn.Module:
-    if isinstance(space, Multilabel):
+    if space.kind.sampler == "bernoulli":
         return BernoulliSampler(in_features, space.k, hidden)
-    if isinstance(space, (Permutations, PermutationMatrices)):
+    if space.kind.sampler == "plackett-luce":
         return PlackettLuceSampler(in_features, space, hidden)
     raise ValueError(f"minmax-reinforce has no sampler for {space!r}")
 
@@ -107,7 +107,7 @@ def reinforce_surrogate(reward: Tensor, log_prob: Tensor) -> Tensor:
     return -((reward - leave_one_out_baseline(reward)) * log_prob).mean(-1)
 
 
-class MinMaxReinforce(Method):
+class MinMaxReinforce(StepMethod):
     name = "minmax-reinforce"
     description = "min-max over g and a sampler p_φ (Bernoulli / Plackett–Luce), REINFORCE with a leave-one-out baseline"
     defaults = {**COMMON_DEFAULTS, "n_samples": 16, "sampler_lr": 3e-2, "sampler_hidden": 64, "sampler_steps": 2, "energy_l2": 0.1}
@@ -121,7 +121,7 @@ class MinMaxReinforce(Method):
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {
-            **suggest_common(trial),
+            **suggest_common(trial, self.required_prior),
             "sampler_lr": trial.suggest_float("sampler_lr", 1e-4, 3e-2, log=True),
             "sampler_hidden": trial.suggest_categorical("sampler_hidden", [32, 64, 128]),
             "sampler_steps": trial.suggest_int("sampler_steps", 1, 4),

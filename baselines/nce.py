@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ebm.method import FitContext, Fitted, Method
+from ebm.method import Fitted
 from ebm.spaces import OutputSpace
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
 def ranking_nce_loss(g_data: Tensor, g_noise: Tensor, log_ratio_noise: Tensor | None = None,
@@ -47,7 +47,7 @@ def ranking_nce_loss(g_data: Tensor, g_noise: Tensor, log_ratio_noise: Tensor | 
     return torch.logsumexp(logits, dim=1) - s_data
 
 
-class RankingNCE(Method):
+class RankingNCE(StepMethod):
     name = "nce"
     description = "ranking NCE (Ma & Collins 2018): pick the data label among K prior samples by softmax of g"
     defaults = {**COMMON_DEFAULTS, "n_samples": 16}
@@ -59,7 +59,7 @@ class RankingNCE(Method):
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         # n_samples is fixed to min-min's n' (same sample budget), so it is not tuned.
-        return suggest_common(trial)
+        return suggest_common(trial, self.required_prior)
 
     def train_model(self, ctx: FitContext) -> Fitted:
         space, setup = ctx.space, ctx.setup

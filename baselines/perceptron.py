@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from ebm import inference
-from ebm.energies import LinearEnergy
-from ebm.method import FitContext, Fitted, Method
-from ebm.spaces import Multilabel, OutputSpace, PermutationMatrices, Permutations
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.energies import LinearEnergy, Pairwise
+from ebm.method import Fitted
+from ebm.spaces import OutputSpace, PermutationMatrices, Permutations
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 #: ebm.inference.mode's default number of random restarts (for the evaluation count only)
 _MODE_RESTARTS = 4
@@ -38,20 +38,12 @@ _MODE_RESTARTS = 4
 
 def margin_coefficients(space: OutputSpace, y: Tensor) -> Tensor:
     """c(y) with Δ(y, y') = const + ⟨c(y), y'⟩ (see the module docstring); shape of y."""
-    if isinstance(space, Multilabel):
-        return 1.0 - 2.0 * y
-    if isinstance(space, PermutationMatrices):
-        return -y
-    raise ValueError(f"no linear margin in the encoding of {space!r} (use its permutation matrices)")
+    return space.distance_coefficients(y)
 
 
 def margin_distance(space: OutputSpace, y: Tensor, y_other: Tensor) -> Tensor:
     """Δ(y, y'): Hamming distance (multilabel) or number of misplaced labels (ranking), shape (n,)."""
-    if isinstance(space, Multilabel):
-        return (y - y_other).abs().sum(-1)
-    if isinstance(space, (Permutations, PermutationMatrices)):
-        return (space._to_positions(y) != space._to_positions(y_other)).sum(-1).to(y.dtype)
-    raise ValueError(f"no margin defined for {space!r}")
+    return space.distance(y, y_other)
 
 
 class LinearlyShiftedEnergy(nn.Module):
@@ -129,17 +121,17 @@ def loss_augmented_mode(energy: nn.Module, space: OutputSpace, x: Tensor, y: Ten
     shift = margin * margin_coefficients(space, y)
     if theta is not None:
         return space.mode_linear(theta + shift)
-    wrapped = (LinearlyShiftedPairwise if hasattr(energy, "pairwise_terms") else LinearlyShiftedEnergy)(energy)
+    wrapped = (LinearlyShiftedPairwise if isinstance(energy, Pairwise) else LinearlyShiftedEnergy)(energy)
     return inference.mode(wrapped, space, wrapped.pack(x, shift))
 
 
-class Perceptron(Method):
+class Perceptron(StepMethod):
     name = "perceptron"
     description = "structured perceptron / margin-rescaled hinge: max_y' [g + log q + μΔ](y') − [g + log q](y) via the mode oracle"
     defaults = {**COMMON_DEFAULTS, "margin": 0.0}
 
     def search_space(self, trial: Any) -> dict[str, Any]:
-        return {**suggest_common(trial), "margin": trial.suggest_categorical("margin", [0.0, 0.5, 1.0, 2.0])}
+        return {**suggest_common(trial, self.required_prior), "margin": trial.suggest_categorical("margin", [0.0, 0.5, 1.0, 2.0])}
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if float(params.get("margin", 0.0)) < 0:

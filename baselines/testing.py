@@ -10,7 +10,7 @@ registry never knows them.
   the mode is ŷ); rankings θ = mean training encoding (Borda scores / marginal position
   frequencies, so the mode is the mean ranking). ``noise`` adds SCALE·noise·N(0, 1) to θ
   (a knob the tuner can learn to turn down); it walks ``max_steps`` no-op steps through
-  :class:`~ebm.method.TrainLoop`, so curves, monitors and pruning behave as in real methods.
+  :class:`~ebm.training.TrainLoop`, so curves, monitors and pruning behave as in real methods.
 * ``test-raises``: raises ``ValueError("fixture failure")``.
 * ``test-diverge``: raises :class:`~ebm.method.Diverged`.
 * ``test-exit``: ends its process with ``os._exit(1)`` (a dying worker).
@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor, TrainLoop
+from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor
+from ebm.training import TrainLoop
 from ebm.spaces import OutputSpace
 
 SCALE = 5.0

@@ -8,11 +8,13 @@ The prior q is not part of g: the model is p(y|x) ∝ q(y)·exp(g(x, y)).
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch import Tensor, nn
 
 from ebm import unknown_name_error
-from ebm.spaces import MODELS, Multilabel, OutputSpace, PermutationMatrices, Permutations
+from ebm.spaces import OutputSpace
 
 
 def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0, out_features: int | None = None) -> nn.Sequential:
@@ -30,6 +32,28 @@ def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0, out_fea
     if out_features is not None:
         layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
+
+
+@runtime_checkable
+class LinearInY(Protocol):
+    """An energy linear in y, g(x, y) = ⟨θ(x), y⟩: its modes are the space's ``mode_linear``
+    and, multilabel, its log Z has a closed form. (Every :class:`Energy` has ``linear_scores``;
+    it returns None unless the energy is linear, so test the value, or ``is_linear_in_y``.)"""
+
+    def linear_scores(self, x: Tensor) -> Tensor | None: ...
+
+
+@runtime_checkable
+class Pairwise(Protocol):
+    """A multilabel energy g = ⟨u(x), y⟩ + ½ yᵀU(x)y that exposes its terms (Gibbs conditionals
+    in closed form, mean-field proposals)."""
+
+    def pairwise_terms(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def is_linear_in_y(energy: object) -> bool:
+    """True for the energies whose ``linear_scores`` is θ(x) (not None)."""
+    return isinstance(energy, LinearEnergy)
 
 
 class Energy(nn.Module):
@@ -195,7 +219,6 @@ ENERGIES: dict[str, type[Energy]] = {
     "permutahedron": PermutahedronEnergy,
     "birkhoff": BirkhoffEnergy,
 }
-_SPACE_OF_MODEL = {"unary": Multilabel, "pairwise": Multilabel, "mlp": Multilabel, "permutahedron": Permutations, "birkhoff": PermutationMatrices}
 
 
 def build_energy(
@@ -217,9 +240,8 @@ def build_energy(
     """
     if model not in ENERGIES:
         raise unknown_name_error("model", model, tuple(ENERGIES))
-    if not isinstance(space, _SPACE_OF_MODEL[model]):
-        allowed = [m for models in MODELS.values() for m in models if isinstance(space, _SPACE_OF_MODEL[m])]
-        raise ValueError(f"model {model!r} does not apply to {space!r}; models for this space: {allowed}")
+    if model not in space.models:
+        raise ValueError(f"model {model!r} does not apply to {space!r}; models for this space: {list(space.models)}")
     common = dict(hidden=hidden, depth=depth, dropout=dropout)
     if model == "pairwise":
         return PairwiseEnergy(space, in_features, rank=rank, **common)

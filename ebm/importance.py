@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ebm.energies import Energy
-from ebm.spaces import Multilabel, OutputSpace, uniform_noise
+from ebm.spaces import OutputSpace, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -389,55 +389,13 @@ def _log_weights(energy, space, x, proposal: Proposal, n_samples, generator) -> 
     return energy(x, y).double() + space.log_prior(y).double() - proposal.log_prob(y)
 
 
-#: what a training step's proposal is built from (``training_proposal``): "prior" is q itself
+#: what a training step's proposal is built from (``ebm.inference.training_proposal``): "prior" is q itself
 #: (the paper's estimator, unit weights); "model" is r(·|x) from the current energy (detached),
 #: mixed defensively with q
 TRAINING_PROPOSALS = ("prior", "model")
 #: damped mean-field iterations of the pairwise training proposal (the NLL's sampler uses 30
 #: and ICM restarts: ~1 s a step at k = 174, batch 64; this one is rebuilt every step)
 TRAINING_MEAN_FIELD_ITERATIONS = 10
-
-
-@torch.no_grad()
-def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, prior_weight: float,
-                      generator: torch.Generator | None = None) -> Proposal:
-    """r(·|x) for the sample term of one min-min step, rebuilt from the current (detached)
-    energy every step at a cost bounded per input, and mixed defensively, (1 − α) r + α q
-    with α = ``prior_weight`` ∈ (0, 1], so that the weights q/r ≤ 1/α stay bounded:
-
-    * unary multilabel: the model's own distribution, exactly factorised:
-      r_i = σ(u_i(x) + logit π_i) (with α = 0 the weights q e^g / r would all equal Z(x));
-    * pairwise multilabel: factorised Bernoullis at two damped mean-field fixed points, started
-      from μ = ½ and from the observed y (``pairwise_mean_field``: low-rank fields, never the
-      (n, k, k) coupling; the NLL's sampler, ``ebm.inference.make_proposal``, adds ICM optima and
-      sequential sampling, ~1 s a step at k = 174, batch 64: too slow to rebuild every step);
-    * other multilabel energies (mlp): factorised Bernoullis with the local fields
-      φ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i at the observed labels y, and the same at
-      temperature 2: one energy call of k neighbours per input. A proposal may depend on the
-      observed y: the target E_q[f*(g(x, ·) − τ(x))] does not, so the weighted estimate stays unbiased;
-    * rankings with a linear energy: sequential assignment with Sinkhorn logits; other ranking
-      energies: the prior.
-    """
-    from ebm import inference  # it imports this module
-
-    if not 0 < prior_weight <= 1:
-        raise ValueError(f"the defensive prior weight must lie in (0, 1], got {prior_weight}")
-    if prior_weight == 1:
-        return PriorProposal(space, x.shape[0], device=x.device)
-    theta = energy.linear_scores(x)
-    if isinstance(space, Multilabel):
-        prior_logits = space.prior_logits(x.device)
-        if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
-            return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
-        if hasattr(energy, "pairwise_terms"):
-            means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
-            logits = pairwise_mean_field(energy, x, means, prior_logits)
-            return defensive_bernoulli(logits, prior_logits, prior_weight, "mean-field")
-        else:
-            logits = inference._local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
-            logits = torch.cat([logits, logits / inference.LOCAL_FIELD_TEMPERATURE], dim=1)
-            return defensive_bernoulli(logits, prior_logits, prior_weight, "local-field")
-    return inference.make_proposal(energy, space, x, "auto", generator=generator, prior_weight=prior_weight)
 
 
 def draw_training_samples(proposal: Proposal, space: OutputSpace, m: int, generator: torch.Generator | None,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-from ebm.energies import Energy, UnaryEnergy
+from ebm.energies import Energy, Pairwise, UnaryEnergy
 from ebm.importance import (
     PartitionEstimate,
     PriorProposal,
@@ -25,10 +25,11 @@ from ebm.importance import (
     defensive_bernoulli,
     importance_log_partition,
     mean_field_logits,
+    pairwise_mean_field,
     sequential_mean_field,
 )
-from ebm.samplers import gibbs_sweep, mh_transpositions
-from ebm.spaces import Multilabel, OutputSpace, Permutations
+from ebm.samplers import mcmc_steps
+from ebm.spaces import Multilabel, OutputSpace
 
 MAX_PAIRS = 2**18
 MAX_SCORES = 2**22
@@ -76,7 +77,7 @@ def enumerate_scores(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: 
 
 
 def _unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
-    return isinstance(energy, UnaryEnergy) and isinstance(space, Multilabel)
+    return isinstance(energy, UnaryEnergy) and space.kind.binary
 
 
 def unary_log_partition(theta: Tensor, space: Multilabel) -> Tensor:
@@ -173,16 +174,16 @@ def make_proposal(
     prior = PriorProposal(space, x.shape[0], device=x.device)
     theta = energy.linear_scores(x)
     if name == "auto":
-        if isinstance(space, Multilabel):
-            name = "sequential-mean-field" if hasattr(energy, "pairwise_terms") else "local-field"
+        if space.kind.binary:
+            name = "sequential-mean-field" if isinstance(energy, Pairwise) else "local-field"
         else:
-            name = "assignment" if theta is not None else "prior"
+            name = space.kind.proposal if theta is not None else "prior"
     if name == "prior":
         return prior
-    if name in ("mean-field", "local-field") and not isinstance(space, Multilabel):
+    if name in ("mean-field", "local-field") and not space.kind.binary:
         raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for rankings")
     if name in ("mean-field", "sequential-mean-field"):
-        if not hasattr(energy, "pairwise_terms"):
+        if not isinstance(energy, Pairwise):
             raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
         u, coupling = energy.pairwise_terms(x)
         fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
@@ -198,11 +199,9 @@ def make_proposal(
         logits = _local_fields(energy, space, x, _distinct_best(energy, space, x, optima, PROPOSAL_MODES))
         logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
-    if isinstance(space, Multilabel) or theta is None:
+    if space.kind.proposal != "assignment" or theta is None:
         raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
-    if isinstance(space, Permutations):
-        theta = theta.unsqueeze(-1) * torch.arange(space.k - 1, -1, -1, device=x.device, dtype=theta.dtype)
-    return defensive(assignment_proposal(theta, space._from_positions, space._to_positions), prior, prior_weight)
+    return defensive(assignment_proposal(space.assignment_scores(theta), space._from_positions, space._to_positions), prior, prior_weight)
 
 
 def _distinct_best(energy, space: Multilabel, x, candidates: Tensor, count: int) -> Tensor:
@@ -342,9 +341,9 @@ def mode(
         return space.mode_linear(theta)
     if space.size <= enumeration_limit:
         return _mode_enumerate(energy, space, x)
-    if not isinstance(space, Multilabel):
+    if not space.kind.binary:
         raise ValueError(f"no mode oracle for a nonlinear energy on {space!r} with {space.size} elements")
-    if hasattr(energy, "pairwise_terms"):
+    if isinstance(energy, Pairwise):
         return _pairwise_icm_mode(energy, space, x, restarts, generator)
     return _greedy_mode(energy, space, x, restarts, generator)
 
@@ -369,11 +368,7 @@ def sample(
     if space.size <= limit:
         return _sample_exact(energy, space, x, n, generator)
     start = space.sample_prior((x.shape[0], n), generator=generator, device=x.device).to(x.dtype)
-    if isinstance(space, Multilabel):
-        for _ in range(n_sweeps):
-            start, _ = gibbs_sweep(energy, space, x, start, generator=generator)
-        return start
-    return mh_transpositions(energy, space, x, start, n_sweeps * space.k, generator=generator)[0]
+    return mcmc_steps(energy, space, x, start, n_sweeps, generator=generator)[0]
 
 
 def _sample_exact(energy, space, x, n, generator) -> Tensor:
@@ -385,3 +380,42 @@ def _sample_exact(energy, space, x, n, generator) -> Tensor:
         device = generator.device if generator is not None else probs.device
         draws.append(torch.multinomial(probs.to(device), n, replacement=True, generator=generator).to(x.device))
     return candidates[torch.cat(draws)].to(x.dtype)
+
+
+@torch.no_grad()
+def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, prior_weight: float,
+                      generator: torch.Generator | None = None) -> Proposal:
+    """r(·|x) for the sample term of one min-min step, rebuilt from the current (detached)
+    energy every step at a cost bounded per input, and mixed defensively, (1 − α) r + α q
+    with α = ``prior_weight`` ∈ (0, 1], so that the weights q/r ≤ 1/α stay bounded:
+
+    * unary multilabel: the model's own distribution, exactly factorised:
+      r_i = σ(u_i(x) + logit π_i) (with α = 0 the weights q e^g / r would all equal Z(x));
+    * pairwise multilabel: factorised Bernoullis at two damped mean-field fixed points, started
+      from μ = ½ and from the observed y (``pairwise_mean_field``: low-rank fields, never the
+      (n, k, k) coupling; the NLL's sampler, :func:`make_proposal`, adds ICM optima and
+      sequential sampling, ~1 s a step at k = 174, batch 64: too slow to rebuild every step);
+    * other multilabel energies (mlp): factorised Bernoullis with the local fields
+      φ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i at the observed labels y, and the same at
+      temperature 2: one energy call of k neighbours per input. A proposal may depend on the
+      observed y: the target E_q[f*(g(x, ·) − τ(x))] does not, so the weighted estimate stays unbiased;
+    * rankings with a linear energy: sequential assignment with Sinkhorn logits; other ranking
+      energies: the prior.
+    """
+    if not 0 < prior_weight <= 1:
+        raise ValueError(f"the defensive prior weight must lie in (0, 1], got {prior_weight}")
+    if prior_weight == 1:
+        return PriorProposal(space, x.shape[0], device=x.device)
+    theta = energy.linear_scores(x)
+    if space.kind.binary:
+        prior_logits = space.prior_logits(x.device)
+        if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
+            return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
+        if isinstance(energy, Pairwise):
+            means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
+            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight, "mean-field")
+        else:
+            logits = _local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
+            logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
+            return defensive_bernoulli(logits, prior_logits, prior_weight, "local-field")
+    return make_proposal(energy, space, x, "auto", generator=generator, prior_weight=prior_weight)

@@ -11,7 +11,7 @@ computing a partition function. ``sparsemax``/``entmax15`` give sparse p = q·(f
 
 Importance-weighted min-min (``proposal = "model"``): y′_j ~ r(·|x), a proposal rebuilt every
 step from the current energy (detached) and mixed defensively with q, (1 − α) r + α q
-(:func:`ebm.importance.training_proposal`), with weights w_j = q(y′_j)/r(y′_j) ≤ 1/α:
+(:func:`ebm.inference.training_proposal`), with weights w_j = q(y′_j)/r(y′_j) ≤ 1/α:
 
     L = τ(x) + (1/n′) Σ_j w_j f*(g(x, y′_j) − τ(x)) − g(x, y).
 
@@ -35,44 +35,25 @@ import torch
 from torch import Tensor
 
 from ebm.divergences import get_divergence
-from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction, training_proposal
-from ebm.method import FitContext, FitData, Fitted, Method
+from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction
+from ebm.inference import training_proposal
+from ebm.method import Fitted
 from ebm.objective import minmin_loss
-from ebm.spaces import Multilabel, OutputSpace
+from ebm.spaces import OutputSpace
 from ebm.tau import TAUS, build_tau
-from ebm.training import COMMON_DEFAULTS, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
-#: prior names: "space" keeps the prior of the space the caller built (the harness sets it
-#: per suite, so every method of a suite shares q); "uniform" is Bernoulli(½)^k; "frequency"
-#: (alias "bernoulli") the factorised Bernoulli prior with π = training label frequencies
-PRIOR_NAMES = ("space", "uniform", "frequency", "bernoulli")
-
-
-def prior_space(space: OutputSpace, prior: str, y_train: Tensor) -> OutputSpace:
-    """The space with the requested prior q: unchanged for ``space``; Bernoulli(½)^k for
-    ``uniform``; for ``frequency`` (alias ``bernoulli``) a Multilabel space with
-    π_i = label frequency clipped to [0.01, 0.99]."""
-    if prior == "space" or (prior == "uniform" and not isinstance(space, Multilabel)):
-        return space
-    if prior == "uniform":
-        return Multilabel(space.k)
-    if prior in ("frequency", "bernoulli"):
-        if not isinstance(space, Multilabel):
-            raise ValueError(f"prior {prior!r} exists only for multilabel spaces, not {space!r}")
-        return Multilabel.with_label_frequencies(space.k, y_train)
-    raise ValueError(f"unknown prior {prior!r}; known: {', '.join(PRIOR_NAMES)}")
-
-
-class MinMinMethod(Method):
+class MinMinMethod(StepMethod):
     """The joint EBM; ``divergence`` and ``tau`` pick the variant (see the module docstring).
 
     ``tau_lr_mult`` scales τ's learning rate: a finite τ_i only moves when example i is
     in the batch, so it needs a larger rate to track Ω*(g)(x_i) as g changes.
 
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
-    ``proposal_prior_weight`` α; the common ``max_grad_norm`` clips the global gradient norm of
-    g and τ before each step (None: off); ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays
-    in a 0.999 average for thousands of steps and shrinks every later update).
+    ``proposal_prior_weight`` α; ``max_grad_norm`` (common to every method, applied by the
+    shared loop) clips the global gradient norm of g and τ before each step (None: off);
+    ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays in a 0.999 average
+    for thousands of steps and shrinks every later update).
     """
 
     name: ClassVar[str] = "minmin"
@@ -84,19 +65,15 @@ class MinMinMethod(Method):
         "tau_shares_trunk": False,
         "tau_lr_mult": 1.0,
         "n_samples": 16,
-        "prior": "space",
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
         "adam_beta2": 0.999,
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
-        params = self.params(params)
         get_divergence(params["divergence"])  # raises with "did you mean" on a bad name
         if params["tau"] not in TAUS:
             raise ValueError(f"unknown tau {params['tau']!r}; known: {', '.join(TAUS)}")
-        if params["prior"] not in PRIOR_NAMES:
-            raise ValueError(f"unknown prior {params['prior']!r}; known: {', '.join(PRIOR_NAMES)}")
         if params["proposal"] not in TRAINING_PROPOSALS:
             raise ValueError(f"unknown proposal {params['proposal']!r}; known: {', '.join(TRAINING_PROPOSALS)}")
         if not 0 < float(params["proposal_prior_weight"]) <= 1:
@@ -105,16 +82,11 @@ class MinMinMethod(Method):
             raise ValueError(f"max_grad_norm must be positive (or None: no clipping), got {params['max_grad_norm']}")
         if not 0 <= float(params["adam_beta2"]) < 1:
             raise ValueError(f"adam_beta2 must lie in [0, 1), got {params['adam_beta2']}")
-        if params["prior"] in ("frequency", "bernoulli") and not isinstance(space, Multilabel):
-            return ("unsupported", f"prior {params['prior']!r} is a multilabel prior; rankings use the uniform prior")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         # n′ is a budget choice (shared with nce), not tuned
-        return suggest_common(trial)
-
-    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
-        return prior_space(space, self.params(params)["prior"], data.y_train)
+        return suggest_common(trial, self.required_prior)
 
     def train_model(self, ctx: FitContext) -> Fitted:
         space, params, setup = ctx.space, ctx.params, ctx.setup
@@ -211,13 +183,15 @@ class MinMinSparsemax(MinMinMethod):
     description = "joint EBM, sparsemax Fenchel–Young loss (p = q·[1 + g − τ]₊) with a neural τ(x)"
     # uniform q: the mode of p = q·[1 + g − τ]₊ is then argmax g, which the mode oracles
     # compute exactly; with a non-uniform q it is argmax q·(1 + g − τ), which they do not
-    defaults = {**MinMinMethod.defaults, "divergence": "sparsemax", "tau": "neural", "prior": "uniform"}
+    defaults = {**MinMinMethod.defaults, "divergence": "sparsemax", "tau": "neural"}
+    required_prior = "uniform"
 
 
 class MinMinEntmax15(MinMinMethod):
     name = "minmin-entmax15"
     description = "joint EBM, 1.5-entmax Fenchel–Young loss with a neural τ(x)"
-    defaults = {**MinMinMethod.defaults, "divergence": "entmax15", "tau": "neural", "prior": "uniform"}  # as sparsemax
+    defaults = {**MinMinMethod.defaults, "divergence": "entmax15", "tau": "neural"}
+    required_prior = "uniform"  # as sparsemax
 
 
 class MinMinFinite(MinMinMethod):

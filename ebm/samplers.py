@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebm.energies import Energy
+from ebm.energies import Energy, Pairwise
 from ebm.spaces import Multilabel, OutputSpace, uniform_noise
 
 
@@ -29,13 +29,13 @@ def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *, gene
     With ``pairwise_terms`` (Ising), Δ_i = u_i + Σ_j U_ij y_j + logit π_i in closed form (one
     evaluation per site); otherwise both values are scored in one batched call (two per site).
     """
-    if not isinstance(space, Multilabel):
+    if not space.kind.binary:
         raise ValueError(f"Gibbs sweeps are for Multilabel spaces, got {space!r}; use mh_transpositions for rankings")
     states, added = _with_chains(space, y)
     states = states.clone().to(x.dtype)
     n, c, k = states.shape
     prior_logits = space.prior_logits(x.device).to(x.dtype)
-    closed_form = hasattr(energy, "pairwise_terms")
+    closed_form = isinstance(energy, Pairwise)
     if closed_form:
         u, coupling = energy.pairwise_terms(x)
     for i in range(k):
@@ -70,7 +70,7 @@ def mh_transpositions(
 ) -> tuple[Tensor, int]:
     """``n_steps`` Metropolis–Hastings steps with a uniformly random transposition of two labels
     (a symmetric proposal), accepted with probability min(1, q(y')e^{g(y')} / (q(y)e^{g(y)}))."""
-    if isinstance(space, Multilabel):
+    if space.kind.binary:
         raise ValueError("random transpositions are for ranking spaces; use gibbs_sweep for Multilabel")
     states, added = _with_chains(space, y)
     states = states.to(x.dtype)
@@ -89,3 +89,20 @@ def mh_transpositions(
         log_target = torch.where(accept, log_proposal, log_target)
     evals = n * c * (int(n_steps) + 1)
     return (states.squeeze(1) if added else states), evals
+
+
+def mcmc_steps(
+    energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, sweeps: int, *, generator: torch.Generator | None = None
+) -> tuple[Tensor, int]:
+    """``sweeps`` sweeps of the space's MCMC kernel (``space.kind.mcmc``): Gibbs sweeps over the
+    k labels (``"gibbs"``) or ``sweeps·k`` random-transposition Metropolis–Hastings steps
+    (``"transpositions"``). Returns the states and the energy evaluations spent."""
+    if space.kind.mcmc == "gibbs":
+        total = 0
+        for _ in range(int(sweeps)):
+            y, evals = gibbs_sweep(energy, space, x, y, generator=generator)
+            total += evals
+        return y, total
+    if space.kind.mcmc == "transpositions":
+        return mh_transpositions(energy, space, x, y, int(sweeps) * space.k, generator=generator)
+    raise ValueError(f"unknown MCMC kernel {space.kind.mcmc!r} of {space!r}")

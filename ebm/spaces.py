@@ -16,7 +16,8 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from typing import Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +25,38 @@ from torch import Tensor
 
 from ebm import unknown_name_error
 
-MODELS: dict[str, tuple[str, ...]] = {"multilabel": ("unary", "pairwise", "mlp"), "ranking": ("permutahedron", "birkhoff")}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What is kind-specific about a family of output spaces, owned here so that no other
+    module asks ``isinstance(space, …)``: code reads ``space.kind.<field>`` instead.
+
+    ``name`` is the task kind and the metrics family (``tasks.metrics``); ``models`` the energy
+    models of the kind (each space lists those on its encoding in ``OutputSpace.models``);
+    ``binary``: y ∈ {0,1}^k with a factorised q (Gibbs sweeps, mean-field and local-field
+    proposals, the closed-form unary log Z, per-label logistic losses); ``mcmc`` the MCMC kernel
+    (``ebm.samplers.mcmc_steps``: ``"gibbs"`` sweeps or ``"transpositions"`` Metropolis–Hastings);
+    ``proposal`` the default importance-sampling proposal for an energy linear in y (``"factorised"``
+    or ``"assignment"``); ``sampler`` the learned-sampler family of minmax-reinforce
+    (``"bernoulli"`` or ``"plackett-luce"``); ``size_limit`` the exact methods' hyperparameter that
+    bounds |Y|."""
+
+    name: str
+    models: tuple[str, ...]
+    binary: bool
+    mcmc: str
+    proposal: str
+    sampler: str
+    size_limit: str
+
+
+MULTILABEL = Kind("multilabel", ("unary", "pairwise", "mlp"), binary=True, mcmc="gibbs", proposal="factorised",
+                  sampler="bernoulli", size_limit="max_subsets")
+RANKING = Kind("ranking", ("permutahedron", "birkhoff"), binary=False, mcmc="transpositions", proposal="assignment",
+               sampler="plackett-luce", size_limit="max_permutations")
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (MULTILABEL, RANKING)}
+MODELS: dict[str, tuple[str, ...]] = {kind.name: kind.models for kind in KINDS.values()}
 PRIORS: tuple[str, ...] = ("uniform", "frequency")
 #: enumeration is refused beyond this many elements (it would take minutes and gigabytes)
 MAX_ENUMERATION = 2**24
@@ -59,6 +91,10 @@ class OutputSpace(ABC):
     name: str
     k: int
     event_shape: tuple[int, ...]
+    #: the kind-specific behaviour (see :class:`Kind`)
+    kind: ClassVar[Kind]
+    #: the energy models defined on this encoding (``ebm.energies.build_energy``)
+    models: ClassVar[tuple[str, ...]]
 
     @property
     @abstractmethod
@@ -110,6 +146,19 @@ class OutputSpace(ABC):
     def mode_linear(self, theta: Tensor) -> Tensor:
         """argmax_y ⟨θ, y⟩ + log q(y) for linear scores θ of shape (n, *event_shape)."""
 
+    @property
+    def uniform_prior(self) -> bool:
+        """True when q is uniform on Y (every ranking space; Multilabel with π = ½)."""
+        return True
+
+    @abstractmethod
+    def distance(self, y: Tensor, y_other: Tensor) -> Tensor:
+        """Δ(y, y′): Hamming distance (multilabel) or number of misplaced labels (rankings), shape y.shape[:-len(event_shape)]."""
+
+    def distance_coefficients(self, y: Tensor) -> Tensor:
+        """c(y) with Δ(y, y′) = const + ⟨c(y), y′⟩ in this encoding (shape of y); ValueError where Δ is not linear in y′."""
+        raise ValueError(f"no linear margin in the encoding of {self!r} (use its permutation matrices)")
+
     def check_y(self, y: Tensor, what: str = "y") -> None:
         """Raise a clear error when y's trailing dimensions are not this space's event shape."""
         d = len(self.event_shape)
@@ -124,6 +173,8 @@ class Multilabel(OutputSpace):
     """Y = {0,1}^k with prior q = ∏ Bernoulli(π_i); ``prior_probs=None`` is uniform (π = ½)."""
 
     name = "multilabel"
+    kind = MULTILABEL
+    models = MULTILABEL.models
 
     def __init__(self, k: int, prior_probs: Tensor | None = None) -> None:
         if int(k) < 1:
@@ -137,6 +188,16 @@ class Multilabel(OutputSpace):
             if not bool(((prior_probs > 0) & (prior_probs < 1)).all()):
                 raise ValueError("prior_probs must lie strictly inside (0, 1)")
         self.prior_probs = prior_probs
+
+    @property
+    def uniform_prior(self) -> bool:
+        return self.prior_probs is None or bool((self.prior_probs == 0.5).all())
+
+    def distance(self, y: Tensor, y_other: Tensor) -> Tensor:
+        return (y - y_other).abs().sum(-1)
+
+    def distance_coefficients(self, y: Tensor) -> Tensor:
+        return 1.0 - 2.0 * y  # |y_i − y′_i| = y_i + (1 − 2 y_i) y′_i
 
     @classmethod
     def with_label_frequencies(cls, k: int, y_train, clip: tuple[float, float] = (0.01, 0.99)) -> "Multilabel":
@@ -217,6 +278,15 @@ class _PermutationSpace(OutputSpace):
     """Common parts of the two ranking encodings: uniform prior 1/k!, enumeration of k! orders."""
 
     name = "ranking"
+    kind = RANKING
+
+    def distance(self, y: Tensor, y_other: Tensor) -> Tensor:
+        return (self._to_positions(y) != self._to_positions(y_other)).sum(-1).to(y.dtype)
+
+    def assignment_scores(self, theta: Tensor) -> Tensor:
+        """Linear scores θ (n, *event_shape) as a label × position profit matrix (n, k, k):
+        ⟨θ, y⟩ = Σ_j profit[j, position_j]."""
+        return theta
 
     def __init__(self, k: int) -> None:
         if int(k) < 2:
@@ -276,6 +346,12 @@ class _PermutationSpace(OutputSpace):
 class Permutations(_PermutationSpace):
     """Rank vectors y_j = k − 1 − position_j (the permutahedron's vertices), uniform prior."""
 
+    models = ("permutahedron",)
+
+    def assignment_scores(self, theta: Tensor) -> Tensor:
+        # y_j = k − 1 − position_j, so label j at position r scores θ_j (k − 1 − r)
+        return theta.unsqueeze(-1) * torch.arange(self.k - 1, -1, -1, device=theta.device, dtype=theta.dtype)
+
     def __init__(self, k: int) -> None:
         super().__init__(k)
         self.event_shape = (self.k,)
@@ -294,6 +370,11 @@ class Permutations(_PermutationSpace):
 
 class PermutationMatrices(_PermutationSpace):
     """Permutation matrices P[j, r] = 1 iff label j has position r (Birkhoff vertices), uniform prior."""
+
+    models = ("birkhoff",)
+
+    def distance_coefficients(self, y: Tensor) -> Tensor:
+        return -y  # misplaced labels = k − ⟨P, P′⟩
 
     def __init__(self, k: int) -> None:
         super().__init__(k)

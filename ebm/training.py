@@ -1,23 +1,31 @@
-"""Training scaffolding shared by every method: seeding, mini-batches, optimisers,
-common hyperparameters, the energy model, and the step loop itself.
+"""The shared training template: every method trained by steps derives from
+:class:`StepMethod` and only writes its per-batch objective (:meth:`StepMethod.train_model`).
 
-A method's ``fit`` only writes its per-batch objective; everything else (budget,
-monitor calls, divergence checks, train/eval mode, optimiser bookkeeping) lives here
-and in :class:`ebm.method.TrainLoop`, so budgets are counted identically for all.
+Everything else lives here, so budgets and model selection are identical for all: the
+common hyperparameters and their search space, seeding, mini-batches, the energy, fused
+Adam(W), the step loop (:class:`TrainLoop`: clock, energy-evaluation count, divergence
+checks, monitor calls, validation-based model selection, patience, gradient clipping).
+
+One way through a fit (:meth:`StepMethod.fit`): hyperparameters merged once
+(:meth:`ebm.method.Method.params`) → :meth:`~ebm.method.Method.check` once → :func:`setup_fit`
+→ :class:`FitContext` → ``train_model`` → :func:`train`. This module imports the contracts
+(:mod:`ebm.method`); they never import it.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor, TrainLoop
-from ebm.spaces import OutputSpace
+from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted, Method, Monitor, Progress
+from ebm.spaces import PRIORS, OutputSpace
 
 #: hyperparameters every method shares (optimiser and energy architecture)
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -27,6 +35,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "depth": 1,
     "dropout": 0.0,
     "rank": 4,
+    #: the prior q of the model (ebm.spaces.PRIORS): the harness builds the space from it
+    #: (harness.fitdata); ``fit`` takes the space it is given as the model's space
+    "prior": "uniform",
     #: clip the global gradient norm of every step at this value (None: no clipping)
     "max_grad_norm": None,
 }
@@ -101,9 +112,12 @@ def make_optimizer(
         return optimizer_class(params, lr=lr, weight_decay=weight_decay)
 
 
-def suggest_common(trial: Any) -> dict[str, Any]:
-    """Optuna suggestions for :data:`COMMON_DEFAULTS` (learning rate and decay log-uniform)."""
+def suggest_common(trial: Any, required_prior: str | None = None) -> dict[str, Any]:
+    """Optuna suggestions for :data:`COMMON_DEFAULTS` (learning rate and decay log-uniform; the
+    prior q a categorical unless the method requires one; no gradient clipping: a variance
+    control, set per suite)."""
     return {
+        "prior": required_prior or trial.suggest_categorical("prior", list(PRIORS)),
         "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-2, log=True),
         "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
@@ -142,6 +156,111 @@ def score_data_and_samples(energy: nn.Module, x: Tensor, y: Tensor, samples: Ten
     """g(x, y) (n,) and g(x, y'_j) (n, m) from one vectorised call on the (n, 1 + m) candidates."""
     g = energy(x, torch.cat([y.unsqueeze(1), samples], dim=1))
     return g[:, 0], g[:, 1:]
+
+
+class TrainLoop:
+    """Shared bookkeeping for a step-based training loop: clock, energy-evaluation
+    counter, divergence check, and calls to the monitor. Methods write only their step.
+
+    Model selection: at every evaluation with a validation value better than all before,
+    the state of ``modules`` (every trained module: energy, τ, a learned sampler) is copied
+    in memory; :meth:`restore_selected` puts it back when ``budget.selection`` is
+    ``best_val``. ``budget.patience`` evaluations in a row without improvement stop the loop
+    (``stopped_early``).
+
+    Usage::
+
+        loop = TrainLoop(budget, monitor, make_fitted, [energy, tau])
+        while loop.running():
+            loss = ...; loss.backward(); opt.step()
+            loop.step(loss.item(), energy_evals=batch * (1 + n_samples))
+        loop.restore_selected()
+        return make_fitted()
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        monitor: Monitor | None,
+        snapshot: Callable[[], Fitted],
+        modules: Iterable[torch.nn.Module] = (),
+    ) -> None:
+        self.budget = budget
+        self.monitor = monitor
+        self.snapshot = snapshot
+        self.modules = list(modules)
+        self.best_step: int | None = None
+        self.best_value: float | None = None
+        self.stopped_early = False
+        self._best_state: list[dict[str, Tensor]] | None = None
+        self._evaluations_since_best = 0
+        self.steps = 0
+        self.energy_evals = 0
+        self.started = time.perf_counter()
+        self._stopped = False
+        self._running_objective = 0.0
+        self._n_since_eval = 0
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def running(self) -> bool:
+        if self._stopped or self.steps >= self.budget.max_steps:
+            return False
+        if self.budget.max_seconds is not None and self.seconds >= self.budget.max_seconds:
+            return False
+        return True
+
+    def step(self, objective: float, energy_evals: int) -> None:
+        if not math.isfinite(objective):
+            raise Diverged(f"non-finite training objective ({objective}) at step {self.steps + 1}")
+        self.steps += 1
+        self.energy_evals += int(energy_evals)
+        self._running_objective += objective
+        self._n_since_eval += 1
+        if self.steps % self.budget.eval_every == 0 or self.steps == self.budget.max_steps:
+            self.report()
+
+    def report(self) -> None:
+        mean_objective = self._running_objective / max(self._n_since_eval, 1)
+        self._running_objective, self._n_since_eval = 0.0, 0
+        if self.monitor is not None:
+            progress = Progress(self.steps, self.seconds, self.energy_evals, mean_objective)
+            verdict = self.monitor(progress, self.snapshot())
+            evaluation = verdict if isinstance(verdict, Evaluation) else Evaluation(None, True, bool(verdict))
+            self._select(evaluation)
+            if evaluation.stop:
+                self._stopped = True
+
+    def _select(self, evaluation: Evaluation) -> None:
+        if evaluation.value is None:
+            return
+        if evaluation.improves_on(self.best_value):
+            self.best_step, self.best_value = self.steps, float(evaluation.value)  # type: ignore[arg-type]
+            self._evaluations_since_best = 0
+            if self.budget.selection == "best_val":
+                self._best_state = [{name: t.detach().clone() for name, t in m.state_dict().items()} for m in self.modules]
+            return
+        self._evaluations_since_best += 1
+        if self.budget.patience is not None and self._evaluations_since_best >= self.budget.patience:
+            self.stopped_early = self._stopped = True
+
+    def restore_selected(self) -> None:
+        """Under ``best_val``, load the modules' state of the best evaluation (if any)."""
+        if self.budget.selection == "best_val" and self._best_state is not None and self.best_step != self.steps:
+            for module, state in zip(self.modules, self._best_state):
+                module.load_state_dict(state)
+
+    def selection_info(self) -> dict[str, Any]:
+        """``Fitted.info`` entries: ``best_step`` (step of the best validation value; the last
+        step when there was none), ``selection``, ``best_value`` and ``stopped_early``."""
+        return {
+            "best_step": self.steps if self.best_step is None else self.best_step,
+            "selection": self.budget.selection,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+        }
 
 
 def run_steps(
@@ -215,28 +334,100 @@ def setup_fit(
     return Setup(data, energy, device_generator(seed + 1, device), batches)
 
 
-def start_fit(
-    method: Method,
-    space: OutputSpace,
-    model: str,
-    data: FitData,
-    params: dict[str, Any],
-    budget: Budget,
-    *,
-    seed: int,
-    device: torch.device | str,
-    energy_model: str | None = None,
-) -> tuple[dict[str, Any], Setup, torch.optim.Optimizer]:
-    """The opening of every ``fit``: hyperparameters (defaults + overrides), a clear
-    ``ValueError`` for what ``method.check`` refuses, :func:`setup_fit`, and Adam(W) over the
-    energy. ``energy_model`` builds a different energy than ``model`` (bce trains the unary part)."""
-    params = method.params(params)
-    status = method.check(space, model, params)
-    if status is not None:
-        raise ValueError(f"{method.name} on {space!r} with model {model!r}: {status[0]}: {status[1]}")
-    setup = setup_fit(space, energy_model or model, data, params, budget, seed=seed, device=device)
-    optimizer = make_optimizer(setup.energy, float(params["lr"]), float(params["weight_decay"]))
-    return params, setup, optimizer
+@dataclass(frozen=True)
+class FitContext:
+    """Everything :meth:`StepMethod.train_model` needs, built by :meth:`StepMethod.fit`: the
+    model's space (with its prior q), the requested model name, the full
+    hyperparameters (defaults + overrides), the :class:`Setup` (data on the device, energy,
+    sampling generator, batch stream) and Adam(W) over the energy."""
+
+    space: OutputSpace
+    model: str
+    params: dict[str, Any]
+    setup: Setup
+    optimizer: torch.optim.Optimizer
+    budget: Budget
+    monitor: Monitor | None
+    seed: int
+    device: torch.device
+
+    @property
+    def energy(self) -> torch.nn.Module:
+        return self.setup.energy
+
+    @property
+    def x_train(self) -> Tensor:
+        return self.setup.data.x_train
+
+    @property
+    def y_train(self) -> Tensor:
+        return self.setup.data.y_train
+
+    def train(
+        self,
+        snapshot: Callable[[], "Fitted"],
+        batch_objective: BatchObjective,
+        modules: list[torch.nn.Module],
+        **extra_info: Any,
+    ) -> "Fitted":
+        """:func:`train` with this run's budget, monitor, optimiser, batches and gradient
+        clipping (the common hyperparameter ``max_grad_norm``)."""
+        clip = self.params.get("max_grad_norm")
+        return train(self.budget, self.monitor, snapshot, self.optimizer, self.setup.batches, batch_objective, modules,
+                     max_grad_norm=None if clip is None else float(clip), **extra_info)
+
+
+
+class StepMethod(Method):
+    """A :class:`~ebm.method.Method` trained by the shared step loop; ``fit`` is the template.
+
+    To implement one, set ``name``, ``description`` and ``defaults``, implement
+    ``search_space`` and :meth:`train_model` (read the prepared :class:`FitContext`, write
+    the per-batch objective, return ``ctx.train(...)``), and override ``check`` when the
+    method does not support every space/model; set ``required_prior`` when the model needs a
+    particular q. Optional hook: :meth:`energy_model` (the energy actually built; default the
+    requested model).
+    """
+
+    def energy_model(self, model: str) -> str:
+        """The energy model actually built and trained for a requested ``model`` (default: it)."""
+        return model
+
+    def fit(
+        self,
+        space: OutputSpace,
+        model: str,
+        data: FitData,
+        params: dict[str, Any],
+        budget: Budget,
+        *,
+        seed: int,
+        device: torch.device,
+        monitor: Monitor | None = None,
+    ) -> Fitted:
+        """The template: hyperparameters (defaults + overrides, once), ``check`` (once; a
+        refusal is a clear ``ValueError``), :func:`setup_fit`, Adam(W) over the energy, then
+        :meth:`train_model` on the :class:`FitContext`. ``space`` is the model's space, prior
+        q included (built by the caller from the ``prior`` hyperparameter)."""
+        params = self.params(params)
+        if params.get("prior", "uniform") not in PRIORS:
+            raise ValueError(f"{self.name}: unknown prior {params['prior']!r}; known: {', '.join(PRIORS)}")
+        if self.required_prior == "uniform" and not space.uniform_prior:
+            raise ValueError(f"{self.name} models a uniform prior q; {space!r} has another (build the space with prior='uniform')")
+        verdict = self.check(space, model, params)
+        if verdict is not None:
+            raise ValueError(f"{self.name} on {space!r} with model {model!r}: {verdict[0]}: {verdict[1]}")
+        clip = params.get("max_grad_norm")
+        if clip is not None and not float(clip) > 0:
+            raise ValueError(f"{self.name}: max_grad_norm must be positive (or None: no clipping), got {clip!r}")
+        setup = setup_fit(space, self.energy_model(model), data, params, budget, seed=seed, device=device)
+        optimizer = make_optimizer(setup.energy, float(params["lr"]), float(params["weight_decay"]))
+        ctx = FitContext(space, model, params, setup, optimizer, budget, monitor, seed, torch.device(device))
+        return self.train_model(ctx)
+
+    @abstractmethod
+    def train_model(self, ctx: "FitContext") -> Fitted:
+        """The method's own training on the prepared context; return ``ctx.train(...)``'s Fitted."""
 
 
 def train(

@@ -28,7 +28,8 @@ of each config across tasks, as rows with ``task = model = "ALL"`` and
 ``metric = "mean_rank"`` (``mean`` = the mean rank, ``n_ok`` = the number of task × model
 cells it is averaged over, ``rank`` = its place by mean rank). Mean ranks are taken only over
 the cells that every ranked config shares, with ranks recomputed among those configs, so
-every config is averaged over the same competitions (see :func:`mean_rank_across_tasks`).
+every config is averaged over the same competitions; configs covering too few cells are left
+out of it, and named (see :func:`rank_matrix`).
 """
 
 from __future__ import annotations
@@ -160,9 +161,11 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
     counts = grouped.agg(n_ok=("_ok", "sum"), n_failed=("_failed", "sum"), _cell=("_cell", "any"),
                          method=("method", "first"))
     counts = counts[counts["_cell"]].drop(columns="_cell").reset_index()
-    ok = runs[runs["_ok"]]
+    task_metrics = _task_metrics(runs, directions)
+    columns = sorted({metric_column(m) for ms in task_metrics.values() for m in ms} & set(runs.columns))
+    ok = runs.loc[runs["_ok"], [*KEYS, "_unit", *columns]]  # only what is aggregated: far cheaper to slice
     parts = []
-    for task, metrics in _task_metrics(runs, directions).items():
+    for task, metrics in task_metrics.items():
         task_counts = counts[counts["task"] == task]
         for metric in metrics:
             direction, column = directions[metric], metric_column(metric)
@@ -226,10 +229,13 @@ def rank_matrix(board: pd.DataFrame, metric: str | None = None, *,
                 primary: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.Series, list[str]]:
     """The blocks × configs matrix of means behind the mean ranks and the Friedman test.
 
-    Rows are the task × model cells (of ``metric``, default each task's primary metric), columns
-    the configs with a mean there. Only cells that every kept config has are rows: configs are
-    dropped, fewest cells first, until the configs left share at least one cell (they are
-    returned as the third value). Also returns each row's metric direction."""
+    Rows are task × model cells (of ``metric``, default each task's primary metric), columns
+    configs, and only cells that *every* kept config has a mean in are rows, so every config is
+    ranked in the same competitions. When configs cover different cells (a method that does
+    not apply to some models, a task only some configs ran), configs are left out one at a
+    time, the one with the fewest cells first (ties: the last by name), while that leaves no
+    shared cell or increases the number of compared results (configs × shared cells); the
+    left-out configs are returned as the third value. Also returns each row's metric direction."""
     board = board[(board["task"] != ALL) & board["mean"].notna()]
     if metric is None:
         primary = primary if primary is not None else primary_metrics(None, sorted(board["task"].unique()))
@@ -239,10 +245,14 @@ def rank_matrix(board: pd.DataFrame, metric: str | None = None, *,
     matrix = board.pivot_table(index=["task", "model"], columns="config", values="mean", aggfunc="first")
     metrics = board.drop_duplicates(["task", "model"]).set_index(["task", "model"])["metric"]
     left_out: list[str] = []
-    while matrix.shape[1] and matrix.dropna().empty:
+    while matrix.shape[1] > 1:
         fewest = matrix.notna().sum().sort_index(ascending=False).sort_values(kind="stable").index[0]
+        smaller = matrix.drop(columns=fewest)
+        shared, shared_after = len(matrix.dropna()), len(smaller.dropna())
+        if shared and smaller.shape[1] * shared_after <= matrix.shape[1] * shared:
+            break
         left_out.append(fewest)
-        matrix = matrix.drop(columns=fewest)
+        matrix = smaller
     matrix = matrix.dropna()
     directions = metrics.reindex(matrix.index).map(metric_directions())
     return matrix, directions, left_out
@@ -255,8 +265,8 @@ def mean_rank_across_tasks(board: pd.DataFrame, metric: str | None = None, *,
 
     Averaged only over the cells every ranked config shares (:func:`rank_matrix`), with ranks
     recomputed among those configs (ties share the best rank), so every config's mean is over
-    the same competitions; ``n_cells`` is that number. Configs dropped to find shared cells are
-    listed in ``.attrs["left_out"]``."""
+    the same competitions; ``n_cells`` is that number. Configs left out to find shared cells are
+    listed in ``.attrs["left_out"]`` (and under the rendered table)."""
     from harness.stats import block_ranks
 
     matrix, directions, left_out = rank_matrix(board, metric, primary=primary)
@@ -414,7 +424,13 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
         footer += LEGEND + "\n"
     if rank_lines and fmt != "latex":
         cells = int(ranks["n_ok"].iloc[0])
-        footer += f"mean rank across tasks (primary metric, over the {cells} task × model cell(s) every ranked config shares): {rank_lines}\n"
+        footer += (f"mean rank across tasks (primary metric, over the {cells} task × model cell(s) "
+                   f"these configs share): {rank_lines}\n")
+        tasks = board[(board["task"] != ALL) & board["mean"].notna()]
+        unranked = sorted(set(tasks["config"]) - set(ranks["config"]))
+        if unranked:
+            footer += ("not in the mean rank (too few shared cells, or no primary-metric result): "
+                       f"{', '.join(unranked)}\n")
     return "\n".join(blocks) + ("\n" + footer if footer else "")
 
 

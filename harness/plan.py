@@ -215,6 +215,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     """Every run of ``suite`` that passes ``filters``, in grid order, deduplicated by run id."""
     from baselines.registry import list_methods
     from ebm.spaces import make_space
+    from harness.fitdata import resolve_prior
     from tasks.registry import get_task, list_tasks
 
     filters = filters or Filters()
@@ -225,7 +226,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     availability: dict[str, str | None] = {}
     plan, seen, notes = Plan(), set(), []
     seeds = filters.seeds if filters.seeds is not None else suite.seeds
-    data = {"val_fraction": suite.val_fraction, "prior": suite.prior}
+    data = {"val_fraction": suite.val_fraction}  # the prior q is a hyperparameter (harness.fitdata.resolve_prior)
 
     for number, block in enumerate(suite.grid, 1):
         where = f"suite {suite.name!r} grid block {number}"
@@ -260,12 +261,14 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                         continue
                     method = resolve_method(method_name)
                     overrides = dict(block.params.get(method_name, {}))
-                    try:
-                        params = method.params(overrides)
+                    try:  # the prior q, decided once: block params > method's required q > suite (multilabel)
+                        prior = resolve_prior(method, task.kind, overrides, suite.prior)
+                        overrides.update({"prior": prior.prior} if prior.fixed else {})
+                        params = method.params({**overrides, **({"prior": prior.prior} if prior.prior else {})})
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
-                    verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing
-                               else method.check(space, model, params))
+                    verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing else
+                               (Status.UNSUPPORTED, prior.refusal) if prior.refusal else method.check(space, model, params))
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,

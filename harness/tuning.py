@@ -174,7 +174,8 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
         error = record.error or outcome.failure
         value = record.metric(get_metric(state.run.primary_metric).column_for("val"))
         if value is None or not math.isfinite(value):
-            value = best_intermediate(result.intermediate, get_metric(state.run.primary_metric).direction)
+            direction = get_metric(state.run.primary_metric).direction
+            value = best_intermediate(result.intermediate if result else [], direction)
     else:
         status, error, value = Status.TIMEOUT if outcome.timed_out else Status.FAILED, outcome.failure, None
     if status is Status.PRUNED:

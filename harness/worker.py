@@ -271,8 +271,8 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
     try:
         import torch
 
-        from ebm.method import Budget, FitData
-        from ebm.spaces import make_space
+        from ebm.method import Budget
+        from harness.fitdata import prepare_fit
 
         torch.set_num_threads(max(1, int(threads)))  # Ray sets OMP_NUM_THREADS=1 otherwise
         device = device or pick_device(gpus)
@@ -286,13 +286,9 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         # copies: arrays shared through Ray's object store are read-only
         as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         labels = lambda a: np.array(a)  # noqa: E731
-        y_train_raw = torch.tensor(np.asarray(data.y_train), dtype=torch.float32)
-        # the suite's prior q is a multilabel setting; rankings always use the uniform prior
-        prior = spec.data.get("prior", "uniform") if run.kind == "multilabel" else "uniform"
-        record.prior = prior
-        space = make_space(run.kind, run.k, spec.model, prior=prior, y_train=y_train_raw)
-        x_val, y_val = as_x(data.x_val), space.from_labels(labels(data.y_val))
-        fit_data = FitData(as_x(data.x_train), space.from_labels(labels(data.y_train)), x_val, y_val)
+        # the prior q was decided at plan time, into the run's params (harness.fitdata.resolve_prior)
+        space, fit_data = prepare_fit(data, run.kind, spec.model, spec.params.get("prior"))
+        x_val, y_val = fit_data.x_val, fit_data.y_val
         budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
                         eval_every=spec.budget["eval_every"], max_seconds=max_seconds,
                         selection=spec.budget.get("selection", "best_val"), patience=spec.budget.get("patience"))
@@ -307,6 +303,8 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         record.n_steps = int(info.get("steps", monitor.last_step))
         record.train_seconds = float(info.get("train_seconds", train_seconds))
         record.energy_evals = info.get("energy_evals")
+        # the q the model used: the run's prior, or (a method without one) that of its space
+        record.prior = spec.params.get("prior") or ("uniform" if fitted.space.uniform_prior else "frequency")
         record.best_step, record.selection = info.get("best_step"), info.get("selection")
         record.stopped_early = info.get("stopped_early")
         t1 = time.perf_counter()

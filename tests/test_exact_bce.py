@@ -151,13 +151,13 @@ def test_exact_sparsemax_loss_on_a_ranking_space_matches_the_reference():
 
 
 def test_exact_methods_report_skipped_and_bce_unsupported():
-    assert ExactMLE().check(Multilabel(17), "pairwise", {})[0] == "skipped"
-    assert ExactMLE().check(Multilabel(200), "unary", {}) is None  # closed form at any k
-    assert ExactMLE().check(Permutations(9), "permutahedron", {})[0] == "skipped"
-    assert ExactMLE().check(Permutations(9), "permutahedron", {"max_permutations": 10**6}) is None
-    assert ExactSparsemax().check(Multilabel(200), "unary", {})[0] == "skipped"
-    assert BCE().check(Permutations(4), "permutahedron", {})[0] == "unsupported"
-    assert BCE().check(Multilabel(4), "pairwise", {}) is None
+    assert ExactMLE().check(Multilabel(17), "pairwise", ExactMLE().params({}))[0] == "skipped"
+    assert ExactMLE().check(Multilabel(200), "unary", ExactMLE().params({})) is None  # closed form at any k
+    assert ExactMLE().check(Permutations(9), "permutahedron", ExactMLE().params({}))[0] == "skipped"
+    assert ExactMLE().check(Permutations(9), "permutahedron", ExactMLE().params({"max_permutations": 10**6})) is None
+    assert ExactSparsemax().check(Multilabel(200), "unary", ExactSparsemax().params({}))[0] == "skipped"
+    assert BCE().check(Permutations(4), "permutahedron", BCE().params({}))[0] == "unsupported"
+    assert BCE().check(Multilabel(4), "pairwise", BCE().params({})) is None
 
 
 def test_bce_on_pairwise_trains_the_unary_model_and_says_so():
@@ -169,14 +169,16 @@ def test_bce_on_pairwise_trains_the_unary_model_and_says_so():
     assert exact.info["energy_evals"] == 5 * 16 * 2**4
 
 
-def test_exact_sparsemax_models_a_uniform_prior_and_exact_mle_keeps_the_callers():
+def test_exact_sparsemax_requires_a_uniform_prior_and_exact_mle_keeps_the_callers():
     """The sparse distribution q·[1 + g − τ]₊ has mode argmax g only under a uniform q, so
-    exact-sparsemax defines its model there; exact-mle keeps the prior it is given."""
+    exact-sparsemax requires it (refusing another); exact-mle keeps the prior it is given."""
     x, y = _random_multilabel(64, 4, 3, seed=5)
     frequency = Multilabel.with_label_frequencies(4, y)
     budget = Budget(max_steps=2, batch_size=16)
-    sparse = ExactSparsemax().fit(frequency, "unary", FitData(x, y), {"hidden": 4}, budget, seed=0, device=torch.device("cpu"))
+    assert ExactSparsemax.required_prior == "uniform" and ExactMLE.required_prior is None
+    with pytest.raises(ValueError, match="uniform prior"):
+        ExactSparsemax().fit(frequency, "unary", FitData(x, y), {"hidden": 4}, budget, seed=0, device=torch.device("cpu"))
+    sparse = ExactSparsemax().fit(Multilabel(4), "unary", FitData(x, y), {"hidden": 4}, budget, seed=0, device=torch.device("cpu"))
     mle = ExactMLE().fit(frequency, "unary", FitData(x, y), {"hidden": 4}, budget, seed=0, device=torch.device("cpu"))
-    torch.testing.assert_close(sparse.space.log_prior(torch.zeros(1, 4)), torch.tensor([-4 * math.log(2.0)]))
     assert mle.space is frequency
     assert (sparse.divergence, mle.divergence) == ("sparsemax", "kl")

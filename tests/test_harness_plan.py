@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.plan import Filters, RunSpec, plan_runs
@@ -134,6 +135,47 @@ def test_selection_and_patience_flow_into_the_run_budget():
     assert [(r.spec.budget["selection"], r.spec.budget["patience"]) for r in runs if r.spec.seed == 0] == [
         ("best_val", 4), ("last", 4)]
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_the_prior_is_decided_once_at_plan_time_into_the_run_params():
+    """Block params > the method's required q > the suite's prior (multilabel only)."""
+    text = ('[suite]\nprior = "frequency"\nseeds = 1\n'
+            '[[grid]]\ntasks=["syn-ising-k8", "syn-pl-k6"]\nmodels=["unary", "permutahedron"]\n'
+            'methods=["minmin-logistic", "minmin-sparsemax", "bce", "constant"]\n'
+            '[[grid]]\ntasks=["syn-ising-k8", "syn-pl-k6"]\nmodels=["unary", "permutahedron"]\n'
+            'methods=["minmin-logistic", "minmin-sparsemax"]\nparams={minmin-logistic={prior="uniform"}, '
+            'minmin-sparsemax={prior="frequency"}}\n')
+    got = {(r.spec.task, r.spec.method, r.spec.params.get("prior"), r.status, "prior" in r.overrides) for r in plan_runs(parse_suite(text))}
+    assert got == {
+        ("syn-ising-k8", "minmin-logistic", "frequency", None, False),  # the suite's default, tunable
+        ("syn-ising-k8", "minmin-sparsemax", "uniform", None, True),    # required by the method
+        ("syn-ising-k8", "bce", "frequency", None, False),
+        ("syn-ising-k8", "constant", None, None, False),                # no prior hyperparameter
+        ("syn-pl-k6", "minmin-logistic", "uniform", None, True),        # rankings: uniform only
+        ("syn-pl-k6", "minmin-sparsemax", "uniform", None, True),
+        ("syn-pl-k6", "bce", "uniform", "unsupported", True),
+        ("syn-pl-k6", "constant", None, None, False),
+        ("syn-ising-k8", "minmin-logistic", "uniform", None, True),     # asked for in the block
+        ("syn-ising-k8", "minmin-sparsemax", "frequency", "unsupported", True),
+        ("syn-pl-k6", "minmin-logistic", "uniform", None, True),
+        ("syn-pl-k6", "minmin-sparsemax", "frequency", "unsupported", True),
+    }
+    ranking = parse_suite('[[grid]]\ntasks=["syn-pl-k6"]\nmodels=["permutahedron"]\nmethods=["nce"]\n'
+                          'params={nce={prior="frequency"}}\n')
+    assert {(r.status, r.reason) for r in plan_runs(ranking)} == {
+        ("unsupported", "prior 'frequency' is a multilabel prior; rankings have only the uniform prior")}
+
+
+def test_prepare_fit_builds_the_space_from_the_run_prior():
+    from harness.fitdata import prepare_fit
+    from tasks.registry import get_task
+
+    data = get_task("syn-ising-k8").load(None, seed=0)
+    frequency_space, fit_data = prepare_fit(data, "multilabel", "unary", "frequency", val_limit=10)
+    expected = np.clip(np.asarray(data.y_train, dtype=np.float64).mean(0), 0.01, 0.99)
+    np.testing.assert_allclose(frequency_space.prior_probs.numpy(), expected, rtol=1e-6)
+    assert not frequency_space.uniform_prior and tuple(fit_data.y_val.shape) == (10, 8)
+    assert prepare_fit(data, "multilabel", "unary", None)[0].uniform_prior
 
 
 def test_unknown_suite_name():

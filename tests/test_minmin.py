@@ -103,23 +103,23 @@ def test_every_variant_beats_the_best_constant_ranking(name):
     assert model_rho > constant_rho + 0.2
 
 
-def test_frequency_prior_rebuilds_the_space_and_rankings_refuse_it():
+def test_the_model_lives_on_the_given_space_and_sparsemax_refuses_a_non_uniform_q():
+    """The prior q is decided by the caller (the harness, from the run's ``prior``): fit keeps
+    the space it is given; the sparsemax-type variants require a uniform q and say so."""
     y = (torch.rand(200, 5, generator=torch.Generator().manual_seed(0)) < torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])).float()
     x = torch.randn(200, 3)
-    for prior in ("frequency", "bernoulli"):
-        fitted = VARIANTS["minmin-logistic"].fit(Multilabel(5), "unary", FitData(x, y), {"hidden": 8, "prior": prior}, Budget(max_steps=3, batch_size=32), seed=0, device=CPU)
-        torch.testing.assert_close(fitted.space.prior_probs, y.mean(0).clamp(0.01, 0.99))
-    status = VARIANTS["minmin-logistic"].check(Permutations(4), "permutahedron", {"prior": "frequency"})
-    assert status is not None and status[0] == "unsupported"
-    # "space" (the default) keeps the caller's prior; "uniform" replaces it by Bernoulli(1/2)^k
     frequency_space = Multilabel.with_label_frequencies(5, y)
-    kept = VARIANTS["minmin-logistic"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
+    kept = VARIANTS["minmin-logistic"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8, "prior": "frequency"},
                                            Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
-    assert kept.space is frequency_space
-    uniform = VARIANTS["minmin-sparsemax"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
-                                               Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
-    torch.testing.assert_close(uniform.space.log_prior(torch.ones(1, 5)), torch.tensor([-5 * math.log(2.0)]))
-    assert uniform.divergence == "sparsemax" and kept.divergence == "kl"
+    assert kept.space is frequency_space and kept.divergence == "kl"
+    assert VARIANTS["minmin-sparsemax"].required_prior == VARIANTS["minmin-entmax15"].required_prior == "uniform"
+    assert VARIANTS["minmin-logistic"].required_prior is None
+    with pytest.raises(ValueError, match="uniform prior"):
+        VARIANTS["minmin-sparsemax"].fit(frequency_space, "unary", FitData(x, y), {"hidden": 8},
+                                         Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
+    with pytest.raises(ValueError, match="unknown prior"):
+        VARIANTS["minmin-logistic"].fit(Multilabel(5), "unary", FitData(x, y), {"hidden": 8, "prior": "bernoulli"},
+                                        Budget(max_steps=2, batch_size=32), seed=0, device=CPU)
 
 
 def test_shared_trunk_tau_uses_the_energy_trunk_and_monitor_can_stop():
@@ -152,7 +152,7 @@ def test_variants_are_named_and_configured_as_registered():
     assert {name: (m.defaults["divergence"], m.defaults["tau"]) for name, m in VARIANTS.items()} == expected
     assert all(isinstance(m, MinMinMethod) and m.name == name for name, m in VARIANTS.items())
     with pytest.raises(ValueError, match="did you mean"):
-        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", {"divergence": "sparsemx"})
+        VARIANTS["minmin-logistic"].check(Multilabel(3), "unary", VARIANTS["minmin-logistic"].params({"divergence": "sparsemx"}))
 
 
 @pytest.mark.parametrize("space, model", [(Multilabel(5), "unary"), (Multilabel(5), "pairwise"), (Multilabel(5), "mlp"),
@@ -187,7 +187,8 @@ def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
     weighted gradient equals the exact gradient of τ + E_q f*(g − τ) − g(x, y) computed by
     enumeration (relative error < 5% over 64,000 draws), while unweighted draws from r are biased."""
     from ebm.energies import build_energy
-    from ebm.importance import draw_training_samples, training_proposal
+    from ebm.importance import draw_training_samples
+    from ebm.inference import training_proposal
     from ebm.objective import expected_dual, minmin_loss
     from ebm.tau import NeuralTau
 
@@ -237,7 +238,7 @@ def test_importance_weighted_variant_is_registered_logs_ess_and_clips():
     assert fitted.info["proposal"] == "model" and VARIANTS["minmin-logistic"].defaults["proposal"] == "prior"
     for bad in ({"proposal": "modle"}, {"proposal_prior_weight": 0.0}, {"max_grad_norm": -1.0}, {"adam_beta2": 1.0}):
         with pytest.raises(ValueError):
-            method.check(Multilabel(3), "unary", bad)
+            method.check(Multilabel(3), "unary", method.params(bad))
 
 
 def test_beta2_is_set_on_every_group():

@@ -232,3 +232,24 @@ def test_critical_difference_figure_and_friedman_over_shared_cells(tmp_path):
     assert result.statistic == pytest.approx(expected.statistic) and result.p_value == pytest.approx(expected.pvalue)
     [path] = plots.plot_critical_difference(board, primary, tmp_path)
     assert path.name == "critical-difference.png" and path.stat().st_size > 1000
+
+
+def test_rank_matrix_leaves_out_configs_that_cover_too_few_cells():
+    # 'wide' configs run on 4 cells; 'narrow' only on t0: keeping it would leave 1 shared cell
+    # (3 configs × 1 = 3 results) instead of 4 (2 configs × 4 = 8)
+    cells = {(f"t{i}", "unary"): {"wide-a": [0.5, 0.6], "wide-b": [0.4, 0.5]} for i in range(4)}
+    cells[("t0", "unary")]["narrow"] = [0.9, 0.9]
+    board = leaderboard.build_leaderboard(_synthetic_runs(cells))
+    primary = {f"t{i}": "f1_example" for i in range(4)}
+    matrix, _, left_out = leaderboard.rank_matrix(board, primary=primary)
+    assert left_out == ["narrow"] and len(matrix) == 4 and list(matrix.columns) == ["wide-a", "wide-b"]
+    ranks = leaderboard.mean_rank_across_tasks(board, primary=primary)
+    assert ranks.attrs["left_out"] == ["narrow"] and (ranks["n_cells"] == 4).all()
+    text = leaderboard.format_leaderboard(leaderboard.with_mean_rank_rows(board, ranks), "markdown")
+    assert "over the 4 task × model cell(s)" in text and "not in the mean rank" in text and "narrow" in text
+    # when the narrow config shares three cells, it stays
+    cells[("t1", "unary")]["narrow"] = [0.9, 0.9]
+    cells[("t2", "unary")]["narrow"] = [0.9, 0.9]
+    matrix, _, left_out = leaderboard.rank_matrix(leaderboard.build_leaderboard(_synthetic_runs(cells)),
+                                                  primary=primary)
+    assert left_out == [] and len(matrix) == 3  # 3 configs × 3 cells = 9 > 8

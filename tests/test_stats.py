@@ -33,6 +33,16 @@ def test_paired_p_values_are_scipys():
         stats.paired_p_value(A - B, "sign")
 
 
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 3, 7, 20):
+        p = rng.uniform(0, 0.2, m)
+        p[rng.integers(0, m)] = p[0]  # a tie
+        np.testing.assert_allclose(stats.holm(p), multipletests(p, method="holm")[1], rtol=1e-12)
+
+
 def test_holm_matches_the_step_down_definition():
     p = np.array([0.01, 0.04, 0.03, np.nan, 0.20])
     finite = np.array([0.01, 0.04, 0.03, 0.20])
@@ -100,3 +110,16 @@ def test_critical_difference_figure_draws(tmp_path):
     figure = stats.critical_difference_figure(stats.friedman(matrix), "test")
     figure.savefig(tmp_path / "cd.png")
     assert (tmp_path / "cd.png").stat().st_size > 1000
+
+
+def test_vectorised_p_values_equal_the_per_column_ones():
+    rng = np.random.default_rng(6)
+    d = rng.normal(0.1, 0.2, size=(6, 5))
+    d[0, 1] = np.nan           # an unshared unit
+    d[:, 2] = 0.3              # a constant shift
+    d[1:, 3] = np.nan          # a single pair
+    out = stats.paired_p_values(d)
+    for j in range(5):
+        expected = stats.paired_p_value(d[:, j])
+        assert (math.isnan(out[j]) and math.isnan(expected)) or out[j] == pytest.approx(expected, rel=1e-12)
+    assert out[0] == pytest.approx(sps.ttest_1samp(d[:, 0], 0).pvalue) and out[2] == 0.0 and math.isnan(out[3])

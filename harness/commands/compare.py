@@ -73,8 +73,10 @@ def compare(runs: pd.DataFrame, a: str, b: str, *, task: str | None = None, metr
     rows = []
     for (task_name, model), cell in ok.groupby(["task", "model"]):
         name = metric or primary.get(task_name)
-        column = leaderboard.metric_column(name) if name else None
-        if column is None or column not in cell or set(cell["config"]) != {a, b}:
+        if name is None or name not in directions:
+            continue
+        column = leaderboard.metric_column(name)
+        if column not in cell or set(cell["config"]) != {a, b}:
             continue
         values = cell.assign(unit=leaderboard._units(cell), value=pd.to_numeric(cell[column], errors="coerce"))
         wide = values.pivot_table(index="unit", columns="config", values="value", aggfunc="mean").dropna()

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from harness.perf.common import PerfConfig, Threads, median, perf_rows
@@ -86,17 +85,17 @@ class NLLMonitor:
         return stop
 
 def load_fit_data(task_name: str, config: PerfConfig):
-    """(space, FitData) of a task's first split, validation capped at ``VAL_LIMIT`` examples."""
-    from ebm.method import FitData
-    from ebm.spaces import make_space
+    """(space, FitData) of a task's first split, validation capped at ``VAL_LIMIT`` examples;
+    the prior q is the methods' default (uniform), built as a run's is (:func:`harness.fitdata.prepare_fit`)."""
+    from baselines.registry import get_method
+    from harness.fitdata import prepare_fit
     from tasks.registry import get_task
 
     task = get_task(task_name)
     data = task.load(config.data_dir, seed=0, fold=0, val_fraction=0.2)
-    space = make_space(task.kind, task.k, MODEL)
-    as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    fit_data = FitData(as_x(data.x_train), space.from_labels(data.y_train),
-                       as_x(data.x_val[:VAL_LIMIT]), space.from_labels(data.y_val[:VAL_LIMIT]))
+    priors = {get_method(name).params().get("prior") for name in METHODS}
+    assert len(priors) == 1, f"time_to_quality compares methods on one q, got {priors}"
+    space, fit_data = prepare_fit(data, task.kind, MODEL, priors.pop(), val_limit=VAL_LIMIT)
     return space, fit_data.to(config.device)
 
 
