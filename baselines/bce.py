@@ -55,6 +55,7 @@ class BCE(StepMethod):
 
         info = {"method": self.name, "trained_model": "unary"}
         if model != "unary":
-            info["note"] = f"bce trains the unary part only: requested model {model!r}, fitted the unary model (no couplings)"
+            info["note"] = (f"bce trains the unary part only: requested model {model!r}, "
+                            "fitted the unary model (no couplings)")
         snapshot = lambda: Fitted(space, energy, info=dict(info))  # noqa: E731
         return ctx.train(snapshot, batch_objective, [energy])

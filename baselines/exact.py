@@ -30,7 +30,8 @@ from ebm.method import Fitted
 from ebm.spaces import OutputSpace
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
-EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8), "chunk_size": 4096}
+EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8),
+                                  "chunk_size": 4096}
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,14 @@ class Enumeration:
     log_prior: Tensor  # (|Y|,)
 
     @classmethod
-    def of(cls, space: OutputSpace, chunk_size: int, device: torch.device | str | None = None) -> "Enumeration":
+    def of(cls, space: OutputSpace, chunk_size: int, device: torch.device | str | None = None) -> Enumeration:
         chunks = tuple(space.enumerate(chunk_size, device=device))
         return cls(chunks, torch.cat([space.log_prior(c) for c in chunks]))
 
 
 def unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
     """True when log Z has the closed form (unary energy on a factorised multilabel prior)."""
-    return isinstance(energy, UnaryEnergy) and space.kind.binary
+    return space.kind.binary and isinstance(energy, UnaryEnergy)
 
 
 def enumerated_scores(energy: Energy, h: Tensor, enumeration: Enumeration) -> Tensor:
@@ -57,16 +58,19 @@ def enumerated_scores(energy: Energy, h: Tensor, enumeration: Enumeration) -> Te
     Several chunks are checkpointed (recomputed in backward) to bound activation memory."""
     many = len(enumeration.chunks) > 1 and torch.is_grad_enabled()
     score = lambda features, chunk: energy.score(features, chunk, True)  # noqa: E731
-    return torch.cat([checkpoint(score, h, c, use_reentrant=False) if many else score(h, c) for c in enumeration.chunks], dim=1)
+    return torch.cat([checkpoint(score, h, c, use_reentrant=False) if many else score(h,
+            c) for c in enumeration.chunks], dim=1)
 
 
-def data_and_all_scores(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration) -> tuple[Tensor, Tensor]:
+def data_and_all_scores(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor,
+                        enumeration: Enumeration) -> tuple[Tensor, Tensor]:
     """(g(x, y) (n,), g(x, ·) over Y (n, |Y|)) from one trunk evaluation."""
     g_all = enumerated_scores(energy, energy.features(x), enumeration)
     return g_all.gather(1, space.enumeration_index(y)[:, None]).squeeze(1), g_all
 
 
-def exact_nll(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None = None) -> Tensor:
+def exact_nll(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor,
+              enumeration: Enumeration | None = None) -> Tensor:
     """Per-example −log p(y|x) = log Z(x) − g(x, y) − log q(y), exact and differentiable, (n,).
 
     Closed form for the unary multilabel model; otherwise ``enumeration`` (built once per fit
@@ -116,7 +120,8 @@ class _ExactMethod(StepMethod):
     #: the model's distribution (see ebm.method.Fitted.divergence)
     divergence: ClassVar[str] = "kl"
 
-    def per_example_loss(self, energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration | None) -> Tensor:
+    def per_example_loss(self, energy: Energy, space: OutputSpace, x: Tensor, y: Tensor,
+                         enumeration: Enumeration | None) -> Tensor:
         raise NotImplementedError
 
     def _uses_closed_form(self, space: OutputSpace, model: str) -> bool:

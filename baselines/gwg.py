@@ -21,7 +21,8 @@ permutations there is no single-coordinate flip (the method reports ``unsupporte
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,8 @@ def value_and_flip_logits(log_density: LogDensity, y: Tensor) -> tuple[Tensor, T
     return value.detach(), ((1.0 - 2.0 * y.detach()) * grad / 2.0)
 
 
-def gwg_steps(log_density: LogDensity, y: Tensor, n_steps: int, *, generator: torch.Generator | None = None) -> tuple[Tensor, int, float]:
+def gwg_steps(log_density: LogDensity, y: Tensor, n_steps: int, *,
+              generator: torch.Generator | None = None) -> tuple[Tensor, int, float]:
     """``n_steps`` GWG steps from states y (…, k) under log-density f (vectorised over the leading
     axes). Returns the new states, the forward evaluations spent (states × (n_steps + 1)) and the
     mean acceptance rate."""
@@ -75,7 +77,8 @@ class GWGKernel(Kernel):
         def log_density(states: Tensor) -> Tensor:  # states (n, c, k) → (n, c)
             return energy(x, states) + space.log_prior(states)
 
-        states, evals, acceptance = gwg_steps(log_density, y.to(x.dtype), self.sweeps * space.k, generator=self.generator)
+        states, evals, acceptance = gwg_steps(log_density, y.to(x.dtype), self.sweeps * space.k,
+                                              generator=self.generator)
         self.acceptance.append(acceptance)
         return states, evals
 
@@ -87,7 +90,9 @@ class GibbsWithGradients(PersistentContrastiveDivergence):
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if not space.kind.binary:
-            return ("unsupported", "Gibbs-with-Gradients proposes single-bit flips of binary y; permutations have no such move (use mcmc-pcd)")
+            return ("unsupported",
+                    "Gibbs-with-Gradients proposes single-bit flips of binary y; permutations have no such move (use "
+                    "mcmc-pcd)")
         return super().check(space, model, params)
 
     def make_kernel(self, space: OutputSpace, params: dict[str, Any], generator: torch.Generator) -> Kernel:

@@ -44,7 +44,8 @@ class PersistentChains:
         self.states = states
 
     @classmethod
-    def start(cls, space: OutputSpace, y_train: Tensor, chains: int, init: str, generator: torch.Generator) -> "PersistentChains":
+    def start(cls, space: OutputSpace, y_train: Tensor, chains: int, init: str,
+              generator: torch.Generator) -> PersistentChains:
         n = y_train.shape[0]
         if init == "prior":
             states = space.sample_prior((n, chains), generator=generator, device=y_train.device)
@@ -54,7 +55,8 @@ class PersistentChains:
             raise ValueError(f"unknown chain init {init!r}; use 'prior' or 'data'")
         return cls(states)
 
-    def advance(self, kernel: "Kernel", energy: nn.Module, space: OutputSpace, x: Tensor, index: Tensor) -> tuple[Tensor, int]:
+    def advance(self, kernel: Kernel, energy: nn.Module, space: OutputSpace, x: Tensor, index: Tensor) -> tuple[Tensor,
+                                                                                                                int]:
         """Run ``kernel`` on the chains of examples ``index`` (inputs x), store and return the
         new states (len(index), chains, *event) and the energy evaluations spent."""
         was_training = energy.training
@@ -124,4 +126,5 @@ class PersistentContrastiveDivergence(StepMethod):
             return contrastive_surrogate(g_data, g_chains).mean(), kernel_evals + g_data.numel() + g_chains.numel()
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return ctx.train(snapshot, batch_objective, [energy], chains_per_example=int(params["chains"]), sweeps=int(params["sweeps"]))
+        return ctx.train(snapshot, batch_objective, [energy], chains_per_example=int(params["chains"]),
+                         sweeps=int(params["sweeps"]))

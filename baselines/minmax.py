@@ -22,7 +22,8 @@ the energy-magnitude penalty of Du & Mordatch (2019). Without it the game diverg
 the sampler lags: J is a *lower* bound of the NLL, so g can drive it to −∞ by raising g where
 p_φ puts no mass (measured on a planted k = 8 Ising task: objective −5·10⁵ after 300 steps,
 example-F1 0.24 vs 0.63 for the best constant; with λ = 0.1 and two sampler steps per energy
-step, 0.70–0.77 depending on the learning rates). λ = 0 gives the pure min-max objective above. ``sampler_steps`` = s: s − 1 extra
+step, 0.70–0.77 depending on the learning rates). λ = 0 gives the pure min-max objective above.
+``sampler_steps`` = s: s − 1 extra
 ascent steps on φ alone (fresh samples) before each joint step.
 
 Samplers, both small x-dependent networks (MLP of width ``sampler_hidden``):
@@ -109,8 +110,10 @@ def reinforce_surrogate(reward: Tensor, log_prob: Tensor) -> Tensor:
 
 class MinMaxReinforce(StepMethod):
     name = "minmax-reinforce"
-    description = "min-max over g and a sampler p_φ (Bernoulli / Plackett–Luce), REINFORCE with a leave-one-out baseline"
-    defaults = {**COMMON_DEFAULTS, "n_samples": 16, "sampler_lr": 3e-2, "sampler_hidden": 64, "sampler_steps": 2, "energy_l2": 0.1}
+    description = ("min-max over g and a sampler p_φ (Bernoulli / Plackett–Luce), "
+                   "REINFORCE with a leave-one-out baseline")
+    defaults = {**COMMON_DEFAULTS, "n_samples": 16, "sampler_lr": 3e-2, "sampler_hidden": 64, "sampler_steps": 2,
+                "energy_l2": 0.1}
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if int(params.get("n_samples", 16)) < 2:
@@ -135,7 +138,8 @@ class MinMaxReinforce(StepMethod):
         energy, x_train, y_train, optimizer = ctx.energy, ctx.x_train, ctx.y_train, ctx.optimizer
         sampler = build_sampler(space, x_train.shape[1], int(params["sampler_hidden"])).to(ctx.device)
         # one optimiser, two groups: the sampler ascends through its own surrogate at its own rate
-        optimizer.add_param_group({"params": list(sampler.parameters()), "lr": float(params["sampler_lr"]), "weight_decay": 0.0})
+        optimizer.add_param_group({"params": list(sampler.parameters()), "lr": float(params["sampler_lr"]),
+                                   "weight_decay": 0.0})
 
         def reward(samples: Tensor, log_prob: Tensor, g_samples: Tensor) -> Tensor:
             """R = g + log q − log p_φ, per sample (n, m)."""

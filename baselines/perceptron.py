@@ -127,11 +127,13 @@ def loss_augmented_mode(energy: nn.Module, space: OutputSpace, x: Tensor, y: Ten
 
 class Perceptron(StepMethod):
     name = "perceptron"
-    description = "structured perceptron / margin-rescaled hinge: max_y' [g + log q + μΔ](y') − [g + log q](y) via the mode oracle"
+    description = ("structured perceptron / margin-rescaled hinge: "
+                   "max_y' [g + log q + μΔ](y') − [g + log q](y) via the mode oracle")
     defaults = {**COMMON_DEFAULTS, "margin": 0.0}
 
     def search_space(self, trial: Any) -> dict[str, Any]:
-        return {**suggest_common(trial, self.required_prior), "margin": trial.suggest_categorical("margin", [0.0, 0.5, 1.0, 2.0])}
+        return {**suggest_common(trial, self.required_prior), "margin": trial.suggest_categorical("margin", [0.0, 0.5,
+                                                                                                             1.0, 2.0])}
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if float(params.get("margin", 0.0)) < 0:
@@ -149,7 +151,8 @@ class Perceptron(StepMethod):
             with torch.no_grad():
                 y_hat = loss_augmented_mode(energy, space, x, y, margin)
             g_data, g_hat = score_data_and_samples(energy, x, y, y_hat.unsqueeze(1))
-            violation = g_hat[:, 0] + space.log_prior(y_hat) + margin * margin_distance(space, y, y_hat) - g_data - space.log_prior(y)
+            violation = g_hat[:, 0] + space.log_prior(y_hat) + margin * margin_distance(space, y,
+                    y_hat) - g_data - space.log_prior(y)
             # exact oracles give violation ≥ 0; approximate ones (ICM, local search) may not
             return violation.clamp_min(0).mean(), len(index) * (2 + evals_per_mode)
 

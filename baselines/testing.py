@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor
-from ebm.training import TrainLoop
 from ebm.spaces import OutputSpace
+from ebm.training import TrainLoop
 
 SCALE = 5.0
 

@@ -13,7 +13,8 @@ f(1) = 0 and f'(1) = 0, so f*(0) = 0 and (f*)'(0) = 1.
 Float32 guard: f* grows exponentially (kl) or polynomially fast (entmax, α near 1), and
 early in training g − τ can be large. Beyond a threshold s₀ each conjugate is continued
 by its tangent, f*(s) = f*(s₀) + (f*)'(s₀)(s − s₀) for s > s₀: still convex and C¹, finite
-in float32 for every s below ~1e21 (instead of overflowing at s ≈ 89), and its gradient (f*)'(s₀) > 0 keeps pushing τ up. s₀ is
+in float32 for every s below ~1e21 (instead of overflowing at s ≈ 89), and its gradient
+(f*)'(s₀) > 0 keeps pushing τ up. s₀ is
 chosen where (f*)'(s₀) = e^40 ≈ 2.4e17 (s₀ = 40 for kl): far beyond any ratio p/q the
 sampled objective can meet near its optimum, and far below float32's 3.4e38 even after
 summing thousands of terms.
@@ -22,8 +23,8 @@ summing thousands of terms.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -45,7 +46,8 @@ class Divergence:
     conjugate_grad: ElementwiseFn
 
 
-def _linearised_beyond(threshold: float, conjugate: ElementwiseFn, slope: ElementwiseFn) -> tuple[ElementwiseFn, ElementwiseFn]:
+def _linearised_beyond(threshold: float, conjugate: ElementwiseFn, slope: ElementwiseFn) -> tuple[ElementwiseFn,
+                                                                                                  ElementwiseFn]:
     """Continue (f*, (f*)') by the tangent line at ``threshold`` (C¹, convex, overflow-free).
     The raw functions only ever see s ≤ threshold, so no inf/NaN reaches the gradients."""
 
@@ -80,7 +82,8 @@ def _sparsemax_grad(s: Tensor) -> Tensor:
 
 
 # same guard as entmax(2): tangent beyond the s₀ where the slope 1 + s₀ reaches e^40
-sparsemax = Divergence("sparsemax", _sparsemax_f, *_linearised_beyond(math.expm1(LOG_MAX_SLOPE), _sparsemax_conjugate, _sparsemax_grad))
+sparsemax = Divergence("sparsemax", _sparsemax_f, *_linearised_beyond(math.expm1(LOG_MAX_SLOPE), _sparsemax_conjugate,
+                                                                      _sparsemax_grad))
 
 
 def entmax(alpha: float) -> Divergence:
@@ -122,7 +125,7 @@ DIVERGENCES: dict[str, Divergence] = {"kl": kl, "sparsemax": sparsemax, "entmax1
 ALIASES = {"logistic": "kl"}
 
 
-def get_divergence(name: str) -> Divergence:
+def get_divergence(name: str | Divergence) -> Divergence:
     """A divergence by name: ``kl`` (alias ``logistic``), ``sparsemax``, ``entmax15``, or
     ``entmax:<alpha>`` for any α ∈ (1, 2]."""
     if isinstance(name, Divergence):

@@ -17,7 +17,8 @@ from ebm import unknown_name_error
 from ebm.spaces import OutputSpace
 
 
-def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0, out_features: int | None = None) -> nn.Sequential:
+def mlp(in_features: int, hidden: int, depth: int, dropout: float = 0.0,
+        out_features: int | None = None) -> nn.Sequential:
     """``depth`` blocks Linear → ReLU → Dropout of width ``hidden``, then an optional
     Linear head to ``out_features``. depth 0 without a head is the identity."""
     if depth < 0 or hidden < 1:
@@ -59,7 +60,8 @@ def is_linear_in_y(energy: object) -> bool:
 class Energy(nn.Module):
     """Base class: a feature trunk h(x) (``features``) and a head Φ(h, y) (``score``)."""
 
-    def __init__(self, space: OutputSpace, in_features: int, hidden: int = 128, depth: int = 1, dropout: float = 0.0) -> None:
+    def __init__(self, space: OutputSpace, in_features: int, hidden: int = 128, depth: int = 1,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.k = space.k
         self.event_shape = tuple(space.event_shape)
@@ -77,7 +79,8 @@ class Energy(nn.Module):
         """g(x, y): y (n, m, *event) per example or (m, *event) shared → (n, m)."""
         d = len(self.event_shape)
         if tuple(y.shape[y.dim() - d :]) != self.event_shape or y.dim() not in (d + 1, d + 2):
-            raise ValueError(f"y has shape {tuple(y.shape)}; expected (n, m, *{self.event_shape}) or (m, *{self.event_shape})")
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected (n, m, *{self.event_shape}) or (m, "
+                             f"*{self.event_shape})")
         shared = y.dim() == d + 1
         if not shared and y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
@@ -196,7 +199,8 @@ class MLPEnergy(Energy):
     """Nonlinear coupling g = MLP([h(x), y]) (beyond the paper). The first layer is split,
     W [h; y] = W_h h + W_y y, so shared candidates cost one GEMM (m, k) @ (k, hidden)."""
 
-    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0, head_hidden: int | None = None, head_depth: int = 1) -> None:
+    def __init__(self, space, in_features, hidden=128, depth=1, dropout=0.0, head_hidden: int | None = None,
+                 head_depth: int = 1) -> None:
         if head_depth < 1:
             raise ValueError(f"MLPEnergy needs head_depth ≥ 1, got {head_depth}")
         super().__init__(space, in_features, hidden, depth, dropout)

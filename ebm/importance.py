@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ class Proposal(ABC):
         """log r(y|x) for y (n, m, *event) → (n, m), float64."""
 
     @abstractmethod
-    def restrict(self, rows: slice) -> "Proposal":
+    def restrict(self, rows: slice) -> Proposal:
         """The same proposal for the inputs ``rows`` only."""
 
 
@@ -97,12 +97,15 @@ class BernoulliMixture(Proposal):
     A draw picks its component, then its labels one at a time (all at once when factorised);
     log r uses one batched GEMM y Lᵀ for all labels (the labels are known: teacher forcing)."""
 
-    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli", *, coupling: Tensor | None = None, coupling_scale: list[float] | None = None, order: Tensor | None = None) -> None:
+    def __init__(self, logits: Tensor, weights: Tensor, name: str = "bernoulli", *, coupling: Tensor | None = None,
+                 coupling_scale: list[float] | None = None, order: Tensor | None = None) -> None:
         if logits.dim() != 3 or weights.shape != logits.shape[:2]:
-            raise ValueError(f"BernoulliMixture needs logits (n, C, k) and weights (n, C), got {tuple(logits.shape)} and {tuple(weights.shape)}")
+            raise ValueError(f"BernoulliMixture needs logits (n, C, k) and weights (n, C), got {tuple(logits.shape)} "
+                             f"and {tuple(weights.shape)}")
         self.logits, self.weights, self.name = logits.double(), weights.double(), name
         self.coupling = None if coupling is None else coupling.tril(-1)
-        self.coupling_scale = [0.0] * logits.shape[1] if coupling is None else [float(v) for v in (coupling_scale or [1.0] * logits.shape[1])]
+        self.coupling_scale = ([0.0] * logits.shape[1] if coupling is None
+                               else [float(v) for v in (coupling_scale or [1.0] * logits.shape[1])])
         self.order = order
 
     def _permute(self, y: Tensor) -> Tensor:
@@ -127,8 +130,10 @@ class BernoulliMixture(Proposal):
         # (n, m, k) work in y's precision, the (n, m, C) log-probabilities in float64
         y = self._permute(y)
         logits = self.logits.to(y.dtype)
-        factorised = torch.bmm(y, logits.transpose(1, 2)).double() - torch.nn.functional.softplus(self.logits).sum(-1).unsqueeze(1)
-        earlier = None if self.coupling is None else torch.bmm(y, self.coupling.to(y.dtype).transpose(1, 2))  # Σ_{t'<t} L_tt' y_t'
+        factorised = torch.bmm(y, logits.transpose(1,
+                2)).double() - torch.nn.functional.softplus(self.logits).sum(-1).unsqueeze(1)
+        earlier = None if self.coupling is None else torch.bmm(y, self.coupling.to(y.dtype).transpose(1,
+                2))  # Σ_{t'<t} L_tt' y_t'
         per_component = []
         for c, scale in enumerate(self.coupling_scale):
             if scale == 0:
@@ -140,7 +145,8 @@ class BernoulliMixture(Proposal):
 
     def restrict(self, rows):
         return BernoulliMixture(
-            self.logits[rows], self.weights[rows], self.name, coupling=None if self.coupling is None else self.coupling[rows],
+            self.logits[rows], self.weights[rows], self.name,
+            coupling=None if self.coupling is None else self.coupling[rows],
             coupling_scale=self.coupling_scale, order=None if self.order is None else self.order[rows],
         )
 
@@ -161,7 +167,8 @@ def _sample_autoregressive(base: Tensor, coupling: Tensor, scale: Tensor, noise:
         for t in range(start, stop):
             y[:, t] = (noise[:, t] < torch.sigmoid(field[:, t])).to(y.dtype)
             scaled[:, t] = y[:, t] * scale[:, 0]
-            field[:, t + 1 : stop].addcmul_(coupling[:, t + 1 : stop, t, None], scaled[:, t, None])  # (not `+= a * b`: 50x slower here)
+            field[:, t + 1 : stop].addcmul_(coupling[:, t + 1 : stop, t, None], scaled[:, t,
+                    None])  # (not `+= a * b`: 50x slower here)
         if stop < k:
             field[:, stop:] += torch.bmm(coupling[:, stop:, start:stop], scaled[:, start:stop])
     return y.transpose(1, 2)
@@ -180,7 +187,8 @@ class MixtureProposal(Proposal):
 
     def __init__(self, components: list[Proposal], weights: list[float], name: str | None = None) -> None:
         if len(components) != len(weights) or not components:
-            raise ValueError(f"a mixture needs one weight per component, got {len(components)} components and {len(weights)} weights")
+            raise ValueError(f"a mixture needs one weight per component, got {len(components)} components and "
+                             f"{len(weights)} weights")
         if min(weights) <= 0 or not math.isclose(sum(weights), 1.0, rel_tol=1e-9):
             raise ValueError(f"mixture weights must be positive and sum to 1, got {weights}")
         self.components, self.weights = components, [float(a) for a in weights]
@@ -223,7 +231,8 @@ class AssignmentProposal(Proposal):
 
     name = "assignment"
 
-    def __init__(self, log_potentials: Tensor, order: Tensor, to_event: Callable[[Tensor], Tensor], from_event: Callable[[Tensor], Tensor]) -> None:
+    def __init__(self, log_potentials: Tensor, order: Tensor, to_event: Callable[[Tensor], Tensor],
+                 from_event: Callable[[Tensor], Tensor]) -> None:
         self.log_potentials, self.order = log_potentials.double(), order
         self.to_event, self.from_event = to_event, from_event
 
@@ -240,7 +249,8 @@ class AssignmentProposal(Proposal):
             logits = self.log_potentials[rows, label].unsqueeze(1).masked_fill(taken, -math.inf)  # (n, m, k)
             log_softmax = torch.log_softmax(logits, dim=-1)
             if positions is None:
-                column = (log_softmax + gumbel_noise((n, m, k), generator, device)).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
+                column = (log_softmax + gumbel_noise((n, m, k), generator,
+                                                     device)).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
                 sampled.scatter_(2, label[:, None, None].expand(n, m, 1), column.unsqueeze(-1))
             else:
                 column = positions.gather(2, label[:, None, None].expand(n, m, 1)).squeeze(-1)
@@ -285,7 +295,8 @@ def assignment_proposal(log_potentials: Tensor, to_event, from_event) -> Assignm
     return AssignmentProposal(logits, order, to_event, from_event)
 
 
-def mean_field_logits(fields: Tensor, coupling: Tensor, init_means: Tensor, iterations: int = 30, damping: float = 0.5) -> Tensor:
+def mean_field_logits(fields: Tensor, coupling: Tensor, init_means: Tensor, iterations: int = 30,
+                      damping: float = 0.5) -> Tensor:
     """Damped mean-field fixed point for p(y) ∝ exp(⟨a, y⟩ + ½ yᵀUy) on {0,1}^k (a = u + logit π):
     φ ← (1 − η) φ + η (a + U σ(φ)), started from φ = a + U μ₀ for each initial mean μ₀.
     fields a (n, k), coupling U (n, k, k), init_means (n, C, k) → logits φ (n, C, k)."""
@@ -315,10 +326,12 @@ def _with_prior(logits: Tensor, prior_logits: Tensor, prior_weight: float) -> tu
     if prior_weight <= 0:
         return logits, weights
     logits = torch.cat([logits, prior_logits.to(logits).expand(n, k).unsqueeze(1)], dim=1)
-    return logits, torch.cat([weights, torch.full((n, 1), prior_weight, dtype=logits.dtype, device=logits.device)], dim=1)
+    return logits, torch.cat([weights, torch.full((n, 1), prior_weight, dtype=logits.dtype, device=logits.device)],
+                             dim=1)
 
 
-def sequential_mean_field(fields: Tensor, coupling: Tensor, means: Tensor, prior_logits: Tensor, prior_weight: float) -> BernoulliMixture:
+def sequential_mean_field(fields: Tensor, coupling: Tensor, means: Tensor, prior_logits: Tensor,
+                          prior_weight: float) -> BernoulliMixture:
     """Autoregressive proposals from mean-field means μ_c (n, C, k) of p ∝ exp(⟨a, y⟩ + ½ yᵀUy):
     label o_t is drawn from its exact conditional given the labels already drawn, with the
     labels still to come replaced by their means,
@@ -417,8 +430,8 @@ def effective_sample_fraction(log_terms: Tensor) -> Tensor:
     shift = log_terms.amax(dim=1, keepdim=True).clamp(min=-1e300)
     weights = torch.nan_to_num((log_terms - shift).exp())
     total, squares = weights.sum(1), (weights**2).sum(1)
-    fraction = total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300))
-    return torch.where(squares > 0, fraction, torch.zeros_like(total))
+    return torch.where(squares > 0, total**2 / (log_terms.shape[1] * squares.clamp(min=1e-300)),
+                       torch.zeros_like(total))
 
 
 def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: Tensor,
@@ -436,8 +449,8 @@ def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: 
         out = fields.unsqueeze(1) + mu @ static  # sym(U₀) is symmetric
         if factors is not None:
             a, b = factors  # (n, k, r)
-            low_rank = torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a), b.transpose(1, 2))
-            out = out + 0.5 * low_rank
+            out = out + 0.5 * (torch.bmm(torch.bmm(mu, b), a.transpose(1, 2)) + torch.bmm(torch.bmm(mu, a),
+                                                                                          b.transpose(1, 2)))
             out = out - (a * b).sum(-1).unsqueeze(1) * mu
         return out
 

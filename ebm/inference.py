@@ -9,7 +9,7 @@ at most ``MAX_SCORES`` = 2**22 scores (16 MiB) at a time.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -73,17 +73,19 @@ def _scored_chunks(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: in
 @torch.no_grad()
 def enumerate_scores(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: int = 4096) -> Tensor:
     """g(x, y) for every y ∈ Y in ``space.enumerate`` order: (n, |Y|). Holds n·|Y| floats."""
-    return torch.cat([_shared_scores(energy, x, candidates) for candidates in space.enumerate(chunk_size, device=x.device)], dim=1)
+    return torch.cat([_shared_scores(energy, x, candidates) for candidates in space.enumerate(chunk_size,
+                                                                                              device=x.device)], dim=1)
 
 
 def _unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
-    return isinstance(energy, UnaryEnergy) and space.kind.binary
+    return space.kind.binary and isinstance(energy, UnaryEnergy)
 
 
 def unary_log_partition(theta: Tensor, space: Multilabel) -> Tensor:
     """log Σ_y q(y) e^{⟨θ, y⟩} = Σ_i softplus(θ_i + logit π_i) + Σ_i log(1 − π_i), (n,); differentiable.
     (The sum factorises over labels; uniform prior: Σ_i softplus(θ_i) − k log 2.)"""
-    return torch.nn.functional.softplus(theta + space.prior_logits(theta.device)).sum(-1) + space.log_prior_all_zero(theta.device)
+    softplus = torch.nn.functional.softplus(theta + space.prior_logits(theta.device)).sum(-1)
+    return softplus + space.log_prior_all_zero(theta.device)
 
 
 @torch.no_grad()
@@ -100,7 +102,8 @@ def log_partition(
 ) -> tuple[Tensor, Tensor]:
     """A(x) = log Σ_y q(y) e^{g(x,y)} and its standard error, both (n,); see
     ``partition_estimate`` (which also reports the effective sample size)."""
-    result = partition_estimate(energy, space, x, limit=limit, n_samples=n_samples, generator=generator, chunk_size=chunk_size, proposal=proposal)
+    result = partition_estimate(energy, space, x, limit=limit, n_samples=n_samples, generator=generator,
+                                chunk_size=chunk_size, proposal=proposal)
     return result.estimate, result.stderr
 
 
@@ -130,12 +133,14 @@ def partition_estimate(
     """
     if _unary_closed_form(energy, space):
         estimate = unary_log_partition(energy.linear_scores(x), space)
-        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf), "closed-form")
+        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf),
+                                 "closed-form")
     if space.size <= limit:
         estimate = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
         for _, log_target in _scored_chunks(energy, space, x, chunk_size):
             estimate = torch.logaddexp(estimate, torch.logsumexp(log_target, dim=1))
-        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf), "enumeration")
+        return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf),
+                                 "enumeration")
     if proposal not in PROPOSALS:
         raise unknown_name_error("importance-sampling proposal", proposal, PROPOSALS)
     build = lambda block: make_proposal(energy, space, block, proposal, generator=generator)  # noqa: E731
@@ -181,15 +186,18 @@ def make_proposal(
     if name == "prior":
         return prior
     if name in ("mean-field", "local-field") and not space.kind.binary:
-        raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for rankings")
+        raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}; use 'assignment' for "
+                         f"rankings")
     if name in ("mean-field", "sequential-mean-field"):
         if not isinstance(energy, Pairwise):
-            raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got {type(energy).__name__}")
+            raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got "
+                             f"{type(energy).__name__}")
         u, coupling = energy.pairwise_terms(x)
         fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
         restarts = space.sample_prior((x.shape[0], PROPOSAL_RESTARTS), generator=generator, device=x.device).to(x.dtype)
         optima = icm(fields, coupling, torch.cat([(fields > 0).to(x.dtype).unsqueeze(1), restarts], dim=1))
-        starts = torch.cat([torch.sigmoid(fields).unsqueeze(1), _distinct_best(energy, space, x, optima, PROPOSAL_MODES)], dim=1)
+        starts = torch.cat([torch.sigmoid(fields).unsqueeze(1), _distinct_best(energy, space, x, optima,
+                                                                               PROPOSAL_MODES)], dim=1)
         logits = mean_field_logits(fields, coupling, starts)
         if name == "mean-field":
             return defensive_bernoulli(logits, prior_logits, prior_weight, name)
@@ -200,8 +208,10 @@ def make_proposal(
         logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
     if space.kind.proposal != "assignment" or theta is None:
-        raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got {type(energy).__name__} on {space!r}")
-    return defensive(assignment_proposal(space.assignment_scores(theta), space._from_positions, space._to_positions), prior, prior_weight)
+        raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got "
+                         f"{type(energy).__name__} on {space!r}")
+    return defensive(assignment_proposal(space.assignment_scores(theta), space._from_positions, space._to_positions),
+                     prior, prior_weight)
 
 
 def _distinct_best(energy, space: Multilabel, x, candidates: Tensor, count: int) -> Tensor:
@@ -242,7 +252,8 @@ def nll(
     if y.shape[0] != x.shape[0] or y.dim() != 1 + len(space.event_shape):
         raise ValueError(f"nll needs one label per input: x {tuple(x.shape)}, y {tuple(y.shape)}")
     y = y.to(x.dtype)
-    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator, proposal=proposal)
+    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator,
+                                     proposal=proposal)
     return estimate - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y), stderr
 
 
@@ -289,7 +300,8 @@ def _pairwise_icm_mode(energy, space: Multilabel, x, restarts, generator) -> Ten
     return _best_of(energy, space, x, icm(u, coupling, torch.cat(starts, dim=1)))
 
 
-def _greedy_local_optima(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
+def _greedy_local_optima(energy, space: Multilabel, x, restarts, generator,
+                         max_iterations: int | None = None) -> Tensor:
     """Steepest-ascent local search over single-label flips, from the prior mode and ``restarts``
     prior draws: each step scores all k flips of every chain in one call and takes the best
     improving one; a chain stops at a local optimum. Returns every chain's end, (n, 1 + restarts, k)."""
@@ -413,7 +425,8 @@ def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, 
             return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
         if isinstance(energy, Pairwise):
             means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
-            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight, "mean-field")
+            return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight,
+                                       "mean-field")
         else:
             logits = _local_fields(energy, space, x, y.unsqueeze(1).to(x.dtype))
             logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)

@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from ebm.spaces import OutputSpace
+
+if TYPE_CHECKING:  # annotations only: the contracts import no model code at run time
+    from ebm.energies import Energy
+
 
 class Diverged(RuntimeError):
     """Training produced a non-finite loss or parameter; the harness records status ``diverged``."""
@@ -37,9 +41,11 @@ class FitData:
     x_val: Tensor | None = None
     y_val: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "FitData":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return FitData(move(self.x_train), move(self.y_train), move(self.x_val), move(self.y_val))
+    def to(self, device: torch.device | str) -> FitData:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return FitData(self.x_train.to(device), self.y_train.to(device), move(self.x_val), move(self.y_val))
 
 
 #: model-selection rules: ``best_val`` returns the parameters of the best validation
@@ -67,7 +73,8 @@ class Budget:
         if self.selection not in SELECTIONS:
             raise ValueError(f"Budget: selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.patience is not None and (isinstance(self.patience, bool) or int(self.patience) < 1):
-            raise ValueError(f"Budget: patience must be a positive number of evaluations or None, got {self.patience!r}")
+            raise ValueError(f"Budget: patience must be a positive number of evaluations or None, got "
+                             f"{self.patience!r}")
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class Monitor(Protocol):
     Returns an :class:`Evaluation`; a plain bool is read as ``Evaluation(None, True, stop)``.
     """
 
-    def __call__(self, progress: Progress, model: "Fitted") -> "Evaluation | bool": ...
+    def __call__(self, progress: Progress, model: Fitted) -> Evaluation | bool: ...
 
 
 @dataclass
@@ -118,7 +125,7 @@ class Fitted:
     """
 
     space: OutputSpace
-    energy: torch.nn.Module
+    energy: Energy
     tau: torch.nn.Module | None = None
     info: dict[str, Any] = field(default_factory=dict)
     divergence: str = "kl"
@@ -208,5 +215,6 @@ class Method(ABC):
         """The full hyperparameters: :attr:`defaults` updated with ``overrides`` (unknown names refused)."""
         unknown = set(overrides or {}) - set(self.defaults)
         if unknown:
-            raise ValueError(f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
+            raise ValueError(f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}; known: "
+                             f"{sorted(self.defaults)}")
         return {**self.defaults, **(overrides or {})}

@@ -43,6 +43,7 @@ from ebm.spaces import OutputSpace
 from ebm.tau import TAUS, build_tau
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
+
 class MinMinMethod(StepMethod):
     """The joint EBM; ``divergence`` and ``tau`` pick the variant (see the module docstring).
 
@@ -107,7 +108,8 @@ class MinMinMethod(StepMethod):
         ).to(ctx.device)
         tau_own = [p for p in tau.parameters() if all(p is not q for q in energy.parameters())]
         # τ gets its own group (its own rate, no decay: τ is a free log-partition estimate)
-        ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]), "weight_decay": 0.0})
+        ctx.optimizer.add_param_group({"params": tau_own, "lr": float(params["lr"]) * float(params["tau_lr_mult"]),
+                                       "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
         ess = EssLog()
@@ -128,7 +130,8 @@ class MinMinMethod(StepMethod):
 
         info = {"method": self.name, "divergence": divergence.name, "tau": params["tau"], "prior": params["prior"],
                 "proposal": params["proposal"]}
-        snapshot = lambda: Fitted(space, energy, tau, info={**info, **ess.info()}, divergence=divergence.name)  # noqa: E731
+        snapshot = lambda: Fitted(space, energy, tau, info={**info, **ess.info()},
+                                  divergence=divergence.name)  # noqa: E731
         fitted = ctx.train(snapshot, batch_objective, [energy, tau], n_samples=n_samples)
         fitted.info.update(ess.info())
         return fitted
@@ -173,8 +176,9 @@ class MinMinLogistic(MinMinMethod):
 
 class MinMinLogisticIS(MinMinMethod):
     name = "minmin-logistic-is"
-    description = ("joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), importance-weighted; "
-                   "no clipping by default (cal500 NLL 88 → 138-152 with it); rankings: max_grad_norm=1 (vowel 0.81 → 0.86)")
+    description = ("joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), "
+                   "importance-weighted; no clipping by default (cal500 NLL 88 → 138-152 with it); "
+                   "rankings: max_grad_norm=1 (vowel 0.81 → 0.86)")
     defaults = {**MinMinMethod.defaults, "divergence": "kl", "tau": "neural", "proposal": "model"}
 
 
@@ -213,6 +217,5 @@ MINMIN_ENTMAX15 = MinMinEntmax15()
 MINMIN_FINITE = MinMinFinite()
 MINMIN_SCALAR = MinMinScalar()
 #: the registered variants by name (baselines/registry.py lists them)
-VARIANTS: dict[str, MinMinMethod] = {
-    m.name: m for m in (MINMIN_LOGISTIC, MINMIN_LOGISTIC_IS, MINMIN_SPARSEMAX, MINMIN_ENTMAX15, MINMIN_FINITE, MINMIN_SCALAR)
-}
+VARIANTS: dict[str, MinMinMethod] = {m.name: m for m in (MINMIN_LOGISTIC, MINMIN_LOGISTIC_IS, MINMIN_SPARSEMAX,
+                                                         MINMIN_ENTMAX15, MINMIN_FINITE, MINMIN_SCALAR)}

@@ -28,7 +28,8 @@ def minmin_loss(
     n = g_data.shape[0]
     if g_data.shape != (n,) or tau.shape != (n,) or g_samples.dim() != 2 or g_samples.shape[0] != n:
         raise ValueError(
-            f"minmin_loss needs g_data (n,), g_samples (n, m), tau (n,); got {tuple(g_data.shape)}, {tuple(g_samples.shape)}, {tuple(tau.shape)}"
+            f"minmin_loss needs g_data (n,), g_samples (n, m), tau (n,); got {tuple(g_data.shape)}, "
+            f"{tuple(g_samples.shape)}, {tuple(tau.shape)}"
         )
     terms = divergence.conjugate(g_samples - tau[:, None])
     if log_weights is not None:

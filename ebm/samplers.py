@@ -22,7 +22,8 @@ def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
 
 
 @torch.no_grad()
-def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *,
+                generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """One systematic-scan Gibbs sweep over the k labels of a multilabel state.
 
     Site i is resampled from p(y_i = 1 | rest) = σ(Δ_i), Δ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i.

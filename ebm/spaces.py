@@ -16,15 +16,15 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ class OutputSpace(ABC):
         """log10 |Y| (finite even when |Y| is astronomically large)."""
 
     @abstractmethod
-    def sample_prior(self, n: int | tuple[int, ...], *, generator: torch.Generator | None = None, device=None) -> Tensor:
+    def sample_prior(self, n: int | tuple[int, ...], *, generator: torch.Generator | None = None,
+                     device=None) -> Tensor:
         """i.i.d. draws y ~ q, shape (*n, *event_shape), float32."""
 
     @abstractmethod
@@ -153,10 +154,12 @@ class OutputSpace(ABC):
 
     @abstractmethod
     def distance(self, y: Tensor, y_other: Tensor) -> Tensor:
-        """Δ(y, y′): Hamming distance (multilabel) or number of misplaced labels (rankings), shape y.shape[:-len(event_shape)]."""
+        """Δ(y, y′): Hamming distance (multilabel) or number of misplaced labels (rankings),
+        shape y.shape[:-len(event_shape)]."""
 
     def distance_coefficients(self, y: Tensor) -> Tensor:
-        """c(y) with Δ(y, y′) = const + ⟨c(y), y′⟩ in this encoding (shape of y); ValueError where Δ is not linear in y′."""
+        """c(y) with Δ(y, y′) = const + ⟨c(y), y′⟩ in this encoding (shape of y); ValueError
+        where Δ is not linear in y′."""
         raise ValueError(f"no linear margin in the encoding of {self!r} (use its permutation matrices)")
 
     def check_y(self, y: Tensor, what: str = "y") -> None:
@@ -200,7 +203,7 @@ class Multilabel(OutputSpace):
         return 1.0 - 2.0 * y  # |y_i − y′_i| = y_i + (1 − 2 y_i) y′_i
 
     @classmethod
-    def with_label_frequencies(cls, k: int, y_train, clip: tuple[float, float] = (0.01, 0.99)) -> "Multilabel":
+    def with_label_frequencies(cls, k: int, y_train, clip: tuple[float, float] = (0.01, 0.99)) -> Multilabel:
         """Factorised Bernoulli prior with π_i = training frequency of label i, clipped to [0.01, 0.99]."""
         y = torch.as_tensor(np.asarray(y_train) if not isinstance(y_train, Tensor) else y_train).float()
         if y.dim() != 2 or y.shape[1] != k:
@@ -392,7 +395,8 @@ class PermutationMatrices(_PermutationSpace):
 
         self.check_y(theta, "theta")
         scores = theta.detach().reshape(-1, self.k, self.k).cpu().double().numpy()
-        positions = np.stack([linear_sum_assignment(s, maximize=True)[1] for s in scores]) if len(scores) else np.zeros((0, self.k), dtype=np.int64)
+        positions = np.stack([linear_sum_assignment(s,
+                maximize=True)[1] for s in scores]) if len(scores) else np.zeros((0, self.k), dtype=np.int64)
         out = self._from_positions(torch.as_tensor(positions, dtype=torch.long, device=theta.device))
         return out.reshape(theta.shape)
 

@@ -22,7 +22,8 @@ class NeuralTau(nn.Module):
     A shared trunk's parameters then belong to both modules: hand each parameter to the
     optimiser once (e.g. deduplicate by identity)."""
 
-    def __init__(self, in_features: int, hidden: int = 128, depth: int = 1, dropout: float = 0.0, *, trunk: nn.Module | None = None, init: float = 0.0) -> None:
+    def __init__(self, in_features: int, hidden: int = 128, depth: int = 1, dropout: float = 0.0, *,
+                 trunk: nn.Module | None = None, init: float = 0.0) -> None:
         super().__init__()
         self.shared_trunk = trunk
         self.net = mlp(in_features, hidden, 0 if trunk is not None else depth, dropout, out_features=1)

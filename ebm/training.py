@@ -18,12 +18,14 @@ import math
 import random
 import time
 from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ebm.energies import Energy
 from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted, Method, Monitor, Progress
 from ebm.spaces import PRIORS, OutputSpace
 
@@ -127,7 +129,7 @@ def suggest_common(trial: Any, required_prior: str | None = None) -> dict[str, A
     }
 
 
-def build_model(space: OutputSpace, model: str, in_features: int, params: dict[str, Any]) -> nn.Module:
+def build_model(space: OutputSpace, model: str, in_features: int, params: dict[str, Any]) -> Energy:
     """The energy g(x, y) named ``model`` on ``space``, sized by the common hyperparameters."""
     from ebm.energies import build_energy
 
@@ -152,7 +154,7 @@ def check_fit_data(space: OutputSpace, data: FitData) -> None:
         raise ValueError(f"y_train for {space.name} must have shape {expected}, got {tuple(y.shape)}")
 
 
-def score_data_and_samples(energy: nn.Module, x: Tensor, y: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
+def score_data_and_samples(energy: Energy, x: Tensor, y: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
     """g(x, y) (n,) and g(x, y'_j) (n, m) from one vectorised call on the (n, 1 + m) candidates."""
     g = energy(x, torch.cat([y.unsqueeze(1), samples], dim=1))
     return g[:, 0], g[:, 1:]
@@ -237,10 +239,11 @@ class TrainLoop:
         if evaluation.value is None:
             return
         if evaluation.improves_on(self.best_value):
-            self.best_step, self.best_value = self.steps, float(evaluation.value)  # type: ignore[arg-type]
+            self.best_step, self.best_value = self.steps, float(evaluation.value)
             self._evaluations_since_best = 0
             if self.budget.selection == "best_val":
-                self._best_state = [{name: t.detach().clone() for name, t in m.state_dict().items()} for m in self.modules]
+                self._best_state = [{name: t.detach().clone() for name,
+                                     t in m.state_dict().items()} for m in self.modules]
             return
         self._evaluations_since_best += 1
         if self.budget.patience is not None and self._evaluations_since_best >= self.budget.patience:
@@ -309,7 +312,7 @@ class Setup:
     """What every ``fit`` builds before its first step (all on the run's device)."""
 
     data: FitData
-    energy: nn.Module
+    energy: Energy
     #: on ``device``: for sampling y' (the CPU generator behind ``batches`` is separate)
     sampler: torch.Generator
     batches: Iterator[Tensor]
@@ -352,7 +355,7 @@ class FitContext:
     device: torch.device
 
     @property
-    def energy(self) -> torch.nn.Module:
+    def energy(self) -> Energy:
         return self.setup.energy
 
     @property
@@ -365,11 +368,11 @@ class FitContext:
 
     def train(
         self,
-        snapshot: Callable[[], "Fitted"],
+        snapshot: Callable[[], Fitted],
         batch_objective: BatchObjective,
         modules: list[torch.nn.Module],
         **extra_info: Any,
-    ) -> "Fitted":
+    ) -> Fitted:
         """:func:`train` with this run's budget, monitor, optimiser, batches and gradient
         clipping (the common hyperparameter ``max_grad_norm``)."""
         clip = self.params.get("max_grad_norm")
@@ -413,7 +416,8 @@ class StepMethod(Method):
         if params.get("prior", "uniform") not in PRIORS:
             raise ValueError(f"{self.name}: unknown prior {params['prior']!r}; known: {', '.join(PRIORS)}")
         if self.required_prior == "uniform" and not space.uniform_prior:
-            raise ValueError(f"{self.name} models a uniform prior q; {space!r} has another (build the space with prior='uniform')")
+            raise ValueError(f"{self.name} models a uniform prior q; {space!r} has another (build the space with "
+                             f"prior='uniform')")
         verdict = self.check(space, model, params)
         if verdict is not None:
             raise ValueError(f"{self.name} on {space!r} with model {model!r}: {verdict[0]}: {verdict[1]}")
@@ -426,7 +430,7 @@ class StepMethod(Method):
         return self.train_model(ctx)
 
     @abstractmethod
-    def train_model(self, ctx: "FitContext") -> Fitted:
+    def train_model(self, ctx: FitContext) -> Fitted:
         """The method's own training on the prepared context; return ``ctx.train(...)``'s Fitted."""
 
 

@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    _one_line_warnings()
+    if getattr(args, "strict", False):
+        from harness import store
+
+        store.set_strict(True)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -55,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ebm-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _one_line_warnings() -> None:
+    """Warnings (a damaged file skipped, ...) as one ``warning: ...`` line on stderr each."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show
 
 
 def _debug() -> bool:

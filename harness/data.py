@@ -6,6 +6,12 @@ the raw GitHub URL of the blob it is a byte-for-byte copy of. ``fetch`` can read
 instead (``--mirror URL``: the file ``PATH`` is fetched from ``URL/PATH``; ``file://`` works,
 which is how the tests run without a network).
 
+Confinement (checked for every entry before anything is downloaded): a manifest path must be
+relative, without ``..`` and resolve inside the destination (``--to``), or the whole manifest
+is refused naming the entry; a manifest URL must be ``https`` (``http`` only with
+``allow_http`` / ``--allow-http``); the sha256 (64 hex digits) is mandatory. A ``--mirror`` is
+chosen by the user on the command line, so a local folder or ``file://`` URL is allowed there.
+
 Guarantees of ``fetch``: every byte is verified against the manifest's sha256 before the file
 takes its final name (download to a temporary file in the same directory, fsync, ``os.replace``),
 so an interrupted or corrupted download never leaves a file that looks good; and a file already
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -71,9 +78,53 @@ def load_manifest(manifest: str | os.PathLike | dict | None = None) -> list[Mani
     else:
         parsed = manifest
     try:
-        return [ManifestFile(f["path"], f["sha256"].lower(), int(f["bytes"]), f["url"]) for f in parsed["files"]]
-    except (KeyError, TypeError) as exc:
+        entries = [ManifestFile(f["path"], f["sha256"].lower(), int(f["bytes"]), f["url"]) for f in parsed["files"]]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise DataError(f"malformed data manifest: every file needs path, sha256, bytes and url ({exc!r})") from exc
+    for entry in entries:
+        _check_entry(entry)
+    return entries
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_entry(entry: ManifestFile) -> None:
+    """A relative path without ``..`` and a 64-hex-digit sha256, or DataError naming the entry."""
+    from pathlib import PurePosixPath
+
+    if not isinstance(entry.path, str) or not entry.path.strip():
+        raise DataError(f"data manifest entry {entry.path!r}: the path must be a non-empty relative path")
+    path = PurePosixPath(entry.path)
+    if path.is_absolute() or entry.path.startswith(("~", "\\")) or re.match(r"^[A-Za-z]:", entry.path):
+        raise DataError(f"data manifest entry {entry.path!r}: absolute paths are refused "
+                        "(paths are relative to the data directory)")
+    if ".." in path.parts or "\\" in entry.path:
+        raise DataError(f"data manifest entry {entry.path!r}: '..' (or a backslash) in a path is refused "
+                        "(every file must stay inside the data directory)")
+    if not isinstance(entry.sha256, str) or not _SHA256.fullmatch(entry.sha256):
+        raise DataError(f"data manifest entry {entry.path!r}: sha256 must be 64 hex digits, got {entry.sha256!r}")
+
+
+def _inside(root: Path, entry: ManifestFile) -> Path:
+    """``root / entry.path``, checked to resolve inside ``root`` (symlinks included)."""
+    target = root / entry.path
+    resolved_root = root.resolve()
+    if not target.resolve().is_relative_to(resolved_root):
+        raise DataError(f"data manifest entry {entry.path!r} resolves to {target.resolve()}, outside {resolved_root}; "
+                        "refused")
+    return target
+
+
+def _check_url(entry: ManifestFile, allow_http: bool) -> None:
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(entry.url).scheme.lower() if isinstance(entry.url, str) else ""
+    if scheme == "https" or (scheme == "http" and allow_http):
+        return
+    hint = " (pass --allow-http to accept plain http)" if scheme == "http" else ""
+    raise DataError(f"data manifest entry {entry.path!r}: URL scheme {scheme or 'none'!r} is refused, only "
+                    f"https{hint}: {entry.url}")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -95,7 +146,7 @@ def sha256_of(path: Path) -> str:
 
 
 def _status_on_disk(entry: ManifestFile, root: Path) -> FileStatus:
-    target = root / entry.path
+    target = _inside(root, entry)
     if not target.is_file():
         return FileStatus(entry.path, "missing", entry.sha256)
     actual = sha256_of(target)
@@ -148,6 +199,7 @@ def fetch(
     mirror: str | None = None,
     timeout: float = 60.0,
     strict: bool = True,
+    allow_http: bool = False,
 ) -> list[FileStatus]:
     """Download every manifest file that ``to_dir`` lacks (or holds with a wrong sha256).
 
@@ -155,18 +207,29 @@ def fetch(
     verified before it takes its final name (``fetched``); a download whose sha256 differs, or
     that fails, leaves nothing behind and gets status ``failed`` with the reason. With
     ``strict`` (the default) a :class:`DataError` naming every failed file is raised at the end,
-    after all other files were attempted.
+    after all other files were attempted. Every entry is confined (module doc) before the first
+    download: one bad entry refuses the whole manifest with a :class:`DataError` naming it.
     """
     root = Path(to_dir).expanduser()
+    entries = load_manifest(manifest)
+    for entry in entries:
+        _inside(root, entry)
+        if mirror is None:
+            _check_url(entry, allow_http)
+    if mirror is not None and "://" in mirror:
+        scheme = mirror.split("://", 1)[0].lower()
+        if scheme not in ("https", "file") and not (scheme == "http" and allow_http):
+            raise DataError(f"mirror URL scheme {scheme!r} is refused: use https, a local folder or file://, "
+                            "or plain http with --allow-http")
     results: list[FileStatus] = []
-    for entry in load_manifest(manifest):
+    for entry in entries:
         present = _status_on_disk(entry, root)
         if present.status == "ok":
             results.append(present)
             continue
         url = _source_url(entry, mirror)
         try:
-            actual = _download_verified(entry, url, root / entry.path, timeout)
+            actual = _download_verified(entry, url, _inside(root, entry), timeout)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             results.append(FileStatus(entry.path, "failed", entry.sha256, None, f"cannot download {url}: {reason}"))

@@ -60,6 +60,9 @@ class Work(Protocol):
         """Turn a job's outcome (a result, a dead worker, a hard timeout) into rows."""
         ...
 
+    # optional: ``recorded(submission)``, called once the submission's rows are on disk (the
+    # run driver releases the run's claim there)
+
 
 class Dispatcher:
     """Runs :class:`Work` on an executor started on first use. ``load(data_key)`` gives a run's
@@ -68,8 +71,9 @@ class Dispatcher:
 
     def __init__(self, make_executor: Callable[[], Any], load: Callable[[Any], Any], writer, *,
                  worker_kwargs: dict[str, Any], hard_timeout: float | None,
-                 progress: Callable[[int, str], Any]) -> None:
+                 progress: Callable[[int, str], Any], heartbeat: Callable[[], None] | None = None) -> None:
         self._make_executor, self.load, self.writer = make_executor, load, writer
+        self.heartbeat = heartbeat  # called while jobs run (the run driver renews its claims)
         self.worker_kwargs, self.hard_timeout, self.progress = worker_kwargs, hard_timeout, progress
         self._executor = None
 
@@ -112,17 +116,21 @@ class Dispatcher:
             shared.release(submission.run.spec.data_key)
             finished = work.finish(submission, outcome)
             self.finished(finished, counts)
+            recorded = getattr(work, "recorded", None)
+            if recorded is not None:
+                recorded(submission)
             progress.finished_one(finished.display)
 
         try:
-            drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=POLL_SECONDS)
+            drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=POLL_SECONDS,
+                  on_idle=self.heartbeat)
         finally:
             progress.close()
         return counts
 
     def finished(self, finished: Finished, counts: Counter) -> None:
         """The one place where a finished job is recorded: its rows go to the writer (which
-        puts them on disk in batches), then its status is counted."""
+        puts them on disk, fsynced, before it returns), then its status is counted."""
         for table, rows in finished.rows.items():
             self.writer.add(table, rows)
         counts[finished.status] += 1

@@ -125,6 +125,9 @@ class RayExecutor:
                  max_in_flight: int | None = None) -> None:
         import logging
 
+        local = not (address or os.environ.get("RAY_ADDRESS"))
+        if local:
+            _loopback_only()
         import ray
 
         self._ray = ray
@@ -136,12 +139,13 @@ class RayExecutor:
                 kwargs["address"] = address
                 # ship the project's packages to the cluster's workers (no shared filesystem needed)
                 kwargs["runtime_env"] = {"py_modules": _project_packages()}
+                connect_to_cluster(ray, address, kwargs)
             else:
                 # local workers inherit the driver's environment: let them import the project
                 # from this checkout (a runtime_env would cost seconds per worker start)
                 os.environ["PYTHONPATH"] = project_pythonpath()
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-            ray.init(**kwargs)
+                ray.init(**kwargs)  # on the loopback interface only (see _loopback_only)
             self._owns_ray = True
         self.cpus_per_run, self.gpus_per_run = float(cpus_per_run), float(gpus_per_run)
         resources = ray.cluster_resources()
@@ -223,6 +227,96 @@ class RayExecutor:
         self._running.clear()
         if self._owns_ray:
             self._ray.shutdown()
+
+
+def _loopback_only() -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only (GCS, raylet, workers, agents).
+
+    Ray >= 2.59 maps ``_node_ip_address="127.0.0.1"`` to the machine's routable address unless
+    multi-node clusters are disabled, which is what its ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    switch does (the default on macOS and Windows, to keep a laptop's Ray off the network). It
+    is read when Ray is imported, and inherited by the processes Ray starts; if Ray was already
+    imported the constant is set as well. Measured: every listening socket of the instance is
+    then on 127.0.0.1 (tests/test_cluster.py)."""
+    import sys
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+
+
+#: seconds ``--address`` may take to connect before the driver gives up with a message
+CONNECT_TIMEOUT = 30.0
+
+
+class ClusterConnectError(RuntimeError):
+    """``--address`` could not be used; the message names the address and what to check."""
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``ray://host:port`` or ``host:port`` (None for ``auto`` and the like)."""
+    from urllib.parse import urlsplit
+
+    target = address if "://" in address else f"//{address}"
+    try:
+        parts = urlsplit(target)
+        return (parts.hostname, parts.port or (10001 if address.startswith("ray://") else 6379)) \
+            if parts.hostname else None
+    except ValueError:
+        return None
+
+
+def _port_answers(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """None if a TCP connection to host:port opens, else why not."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def connect_to_cluster(ray, address: str, kwargs: dict[str, Any], *, timeout: float = CONNECT_TIMEOUT) -> None:
+    """``ray.init(**kwargs)`` for an existing cluster, bounded in time: the port is probed
+    first (a closed port fails at once), then ``ray.init`` gets ``timeout`` seconds. A failure
+    is a :class:`ClusterConnectError` naming the address, whether its port answered, and the
+    token-authentication setting to check (``RAY_AUTH_MODE``; clusters started by Ray >= 2.59
+    use token authentication by default)."""
+    import threading
+
+    auth = os.environ.get("RAY_AUTH_MODE")
+    auth_hint = (f"RAY_AUTH_MODE={auth} here" if auth else "RAY_AUTH_MODE is not set here") + \
+        "; a cluster with token authentication needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or " \
+        "RAY_AUTH_TOKEN_PATH) on this machine too"
+    target = _host_port(address)
+    if target is not None:
+        why = _port_answers(*target)
+        if why is not None:
+            raise ClusterConnectError(f"cannot reach the Ray cluster at {address}: port {target[1]} on {target[0]} "
+                                      f"did not answer ({why}); is the head running (`ray start --head`) and "
+                                      "the address right?")
+    answered = "its port answered" if target is not None else "address resolved by Ray"
+    outcome: dict[str, BaseException | None] = {}
+
+    def init() -> None:
+        try:
+            ray.init(**kwargs)
+            outcome["error"] = None
+        except BaseException as exc:  # noqa: BLE001 - reported below with the address
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=init, name="ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ClusterConnectError(f"could not connect to the Ray cluster at {address} within {timeout:.0f} s "
+                                  f"({answered}); check {auth_hint}")
+    error = outcome.get("error")
+    if error is not None:
+        raise ClusterConnectError(f"could not connect to the Ray cluster at {address} ({answered}): "
+                                  f"{type(error).__name__}: {_first_line(error)}; check {auth_hint}") from None
 
 
 def _first_line(exc: BaseException) -> str:

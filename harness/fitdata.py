@@ -42,7 +42,8 @@ def resolve_prior(method: Any, kind: str, overrides: dict[str, Any], suite_prior
         if required is not None and asked != required:
             return PriorChoice(asked, True, f"{method.name} models a {required} prior q, not {asked!r}")
         if kind == "ranking" and asked != "uniform":
-            return PriorChoice(asked, True, f"prior {asked!r} is a multilabel prior; rankings have only the uniform prior")
+            return PriorChoice(asked, True,
+                               f"prior {asked!r} is a multilabel prior; rankings have only the uniform prior")
         return PriorChoice(asked, True)
     if required is not None:
         return PriorChoice(required, True)

@@ -5,7 +5,8 @@ Rules (``merge_results(sources, into)``; ``into``'s own content counts as the fi
 * ``runs`` — one row per ``run_id``: the latest ``finished_at`` wins; on a tie, the source
   given later (as :func:`harness.store.dedupe_runs`).
 * ``curves`` — only the curve rows of the kept run rows, taken from the same source as the
-  kept row (a run executed on two machines has two different curves; the loser's is dropped).
+  kept row (a run executed on two machines has two different curves; the loser's is dropped)
+  and of the same ``attempt`` (earlier attempts and exact duplicate points are dropped).
 * ``trials``, ``perf`` — concatenated, exact duplicate rows dropped.
 * ``leaderboard.parquet`` is recomputed; ``manifest.json`` keeps ``into``'s content and gains
   an invocation ``command = "merge"`` (sources with their git sha and host, counts).
@@ -13,8 +14,9 @@ Rules (``merge_results(sources, into)``; ``into``'s own content counts as the fi
 
 Crash safety: the merged tables are written as new part files first (atomically, by the
 store), and only then are ``into``'s previous part files removed. A crash in between leaves
-duplicates that readers dedupe, never a lost row. Corrupt part files are skipped with a
-warning naming them (and left where they are).
+duplicates that readers dedupe, never a lost row. Corrupt part files, and part files whose
+columns conflict with the schema, are skipped with a warning naming them (and left where
+they are); ``on_corrupt="raise"`` (CLI ``--strict``) stops instead.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def merge_results(sources: list[str | os.PathLike], into: str | os.PathLike, *,
     curves = _read_all(directories, "curves", on_corrupt)
     if len(curves):
         curves = curves.merge(kept[["run_id", _SOURCE]], on=["run_id", _SOURCE], how="inner")
+        curves = store.kept_attempt_curves(curves, kept)  # one attempt per run, no duplicate points
     merged = {"runs": kept, "curves": curves}
     for table in ("trials", "perf"):
         frame = _read_all(directories, table, on_corrupt)

@@ -262,6 +262,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                     method = resolve_method(method_name)
                     overrides = dict(block.params.get(method_name, {}))
                     try:  # the prior q, decided once: block params > method's required q > suite (multilabel)
+                        check_param_types(method_name, method.defaults, overrides)
                         prior = resolve_prior(method, task.kind, overrides, suite.prior)
                         overrides.update({"prior": prior.prior} if prior.fixed else {})
                         params = method.params({**overrides, **({"prior": prior.prior} if prior.prior else {})})
@@ -304,3 +305,33 @@ def with_params(run: PlannedRun, params: dict[str, Any], *, tuned: bool) -> Plan
     """The same planned run with other hyperparameters (after tuning): a new run id."""
     spec = RunSpec(**{**run.spec.__dict__, "params": params, "tuned": tuned})
     return PlannedRun(**{**run.__dict__, "spec": spec})
+
+
+def check_param_types(method_name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Each override must have the type of the method's default value (a float default takes
+    any finite number, an int default an integer, a bool default true/false, a string a
+    string), and the default's sign: positive if the default is > 0, >= 0 if it is 0. Raises
+    ValueError naming ``params.<method>.<name>`` (``lr = inf`` and ``lr = true`` are refused)."""
+    import math
+
+    for name, value in overrides.items():
+        if name not in defaults or defaults[name] is None:
+            continue  # unknown names are Method.params's to report; None defaults take anything
+        default, where = defaults[name], f"params.{method_name}.{name}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            integer = isinstance(default, int)
+            sign = "positive " if default > 0 else "non-negative " if default == 0 else ""
+            wanted = f"a {sign}integer" if integer else f"a finite {sign}number"
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or \
+                    (isinstance(value, float) and not math.isfinite(value)) or \
+                    (default > 0 and value <= 0) or (default == 0 and value < 0):
+                raise ValueError(f"{where} must be {wanted}, got {value!r}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{where} must be a string (like the default {default!r}), got {value!r}")
+        elif not isinstance(value, type(default)):
+            raise ValueError(f"{where} must be a {type(default).__name__} (like the default {default!r}), got {value!r}")
+

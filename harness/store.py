@@ -13,7 +13,22 @@ Layout of a results directory ``DIR``::
 Why part files: every append creates a *new* file (unique name, written to a hidden temp
 file in the same directory, fsynced, then ``os.replace``d), so two drivers writing into one
 directory never touch the same file, and a reader never sees half a file. Readers dedupe
-runs by ``run_id`` (latest ``finished_at`` wins).
+runs by ``run_id`` (latest ``finished_at`` wins) and keep the curves of each run's latest
+``attempt``.
+
+Durability (the choice): **one small part per finished run**, not a buffer and not a journal.
+:class:`ResultWriter` writes a finished run's curves and then its row, each as its own part
+file, fsynced (file and directory), *before* the driver counts the run as done; so whatever
+kills the driver (SIGKILL, a lost node, a full disk), a run it reported finished is on disk,
+and the next start re-runs only what has no row. The many small files are merged by
+:func:`compact` (``ebm-bench compact``, and automatically when a ``run`` starts or ends with
+more than ``COMPACT_AT`` parts in a table): it writes the merged part first and only then
+removes the parts it merged, under a lock, so a crash in between leaves duplicates that readers drop,
+never a lost row. A journal was not chosen because every reader (DuckDB, pyarrow, merge) would
+need to replay it; part files are what they already read.
+
+Temp files are named ``.tmp-<pid>@<host>-<hex>``; :func:`clean_stale_temp` (run on every
+start) removes those of dead processes on this host (and any older than a day).
 
 Schema evolution: ``SCHEMA_VERSION`` is stored in each file's metadata. Later versions
 may only *add nullable columns*; readers unify file schemas permissively against the
@@ -29,6 +44,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import time
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -41,7 +59,8 @@ import pyarrow.parquet as pq
 
 from harness.records import runs_fields
 
-#: 2: the runs table gained config, selection, best_step, stopped_early, attempt, prior
+#: 2: the runs table gained config, selection, best_step, stopped_early, attempt, prior; the
+#: curves table gained attempt
 SCHEMA_VERSION = 2
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -63,6 +82,7 @@ CURVES_SCHEMA = _schema("curves", [
     pa.field("split", pa.string()),        # "train" (metric "objective") or "val"
     pa.field("metric", pa.string()),
     pa.field("value", pa.float64()),
+    pa.field("attempt", pa.int64()),       # v2: the run's attempt these points belong to (runs.attempt)
 ])
 
 TRIALS_SCHEMA = _schema("trials", [
@@ -138,8 +158,22 @@ def _part_paths(results_dir: str | os.PathLike, table: str) -> list[Path]:
     return sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
 
 
+#: set by the CLI's ``--strict``: every read stops at the first damaged file, whatever its caller asked
+STRICT = False
+
+
+def set_strict(strict: bool = True) -> None:
+    global STRICT
+    STRICT = bool(strict)
+
+
 def _corrupt(path: Path, exc: BaseException, on_corrupt: str) -> None:
-    message = f"corrupt or truncated results file {path} ({type(exc).__name__}: {exc}); skipped"
+    if STRICT:
+        on_corrupt = "raise"
+    if isinstance(exc, SchemaConflict):
+        message = f"results file {path} does not fit the table's schema: {exc}; skipped"
+    else:
+        message = f"corrupt or truncated results file {path} ({type(exc).__name__}: {exc}); skipped"
     if on_corrupt == "raise":
         raise CorruptFileError(message.replace("; skipped", "")) from exc
     if on_corrupt != "warn":
@@ -226,12 +260,65 @@ def rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema)
 
 
+HOST = socket.gethostname()
+_TMP_NAME = re.compile(r"^\.tmp-(\d+)@(.+)-[0-9a-f]{32}(\.\w+)?$")
+#: a temp file of an unknown owner older than this is removed by clean_stale_temp
+TMP_MAX_AGE = 24 * 3600.0
+
+
+def temp_path(directory: Path, suffix: str) -> Path:
+    """A hidden temp file name in ``directory`` that says which process wrote it."""
+    return directory / f".tmp-{os.getpid()}@{HOST}-{uuid.uuid4().hex}{suffix}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def clean_stale_temp(results_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temp files that dead writers left in ``results_dir`` and its table folders
+    (a process on this host that no longer runs; another host's after ``TMP_MAX_AGE``)."""
+    root = Path(results_dir)
+    removed = []
+    folders = [root, *(root / t for t in SCHEMAS), root / "claims", root / "studies"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".tmp-*"):
+            match = _TMP_NAME.match(path.name)
+            try:
+                age = time.time() - path.stat().st_mtime
+            except OSError:
+                continue
+            if match and match.group(2) == HOST:
+                stale = not pid_alive(int(match.group(1)))
+            else:
+                stale = age > TMP_MAX_AGE
+            if stale:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def write_parquet_atomic(path: str | os.PathLike, data: pa.Table) -> Path:
     """Write ``data`` to ``path`` atomically: hidden temp file in the same directory,
     flush + fsync, ``os.replace`` (atomic on POSIX), then fsync the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.parquet"
+    tmp = temp_path(path.parent, ".parquet")
     try:
         with open(tmp, "wb") as handle:
             pq.write_table(data, handle)
@@ -248,13 +335,16 @@ def write_parquet_atomic(path: str | os.PathLike, data: pa.Table) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.json"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = temp_path(path.parent, ".json")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     return path
 
@@ -303,16 +393,65 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema.with_metadata(None))
 
 
+def _conflicts(data: pa.Table, base: pa.Schema) -> str | None:
+    """Why ``data`` (one part file) cannot be read in ``base``'s types, or None."""
+    for field in base:
+        if field.name in data.column_names:
+            column = data.column(field.name)
+            if column.type == field.type:
+                continue
+            try:
+                column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                return f"column {field.name!r} is {column.type}, the schema says {field.type} ({exc})"
+    return None
+
+
+class _Vanished(Exception):
+    """A part file listed a moment ago is gone (a compaction merged it into a newer one)."""
+
+
 def read_arrow(results_dir: str | os.PathLike, table: str, *, columns: list[str] | None = None,
                on_corrupt: str = "warn") -> pa.Table:
-    """All part files of ``table`` as one Arrow table in the unified schema (not deduped)."""
+    """All part files of ``table`` as one Arrow table in the unified schema (not deduped).
+
+    A file that cannot be read, or whose columns conflict with the schema's types (``seed``
+    stored as a string), is skipped with a warning naming it, or raises :class:`CorruptFileError`.
+    A file that vanishes while being read (merged by a concurrent :func:`compact`) makes the
+    read start again from a fresh listing."""
+    for _ in range(5):
+        try:
+            return _read_arrow_once(results_dir, table, columns, on_corrupt)
+        except _Vanished:
+            continue
+    return _read_arrow_once(results_dir, table, columns, on_corrupt)
+
+
+def _read_arrow_once(results_dir, table: str, columns: list[str] | None, on_corrupt: str) -> pa.Table:
     base = _schema_for(table)
     parts: list[pa.Table] = []
     for path in _part_paths(results_dir, table):
         try:
-            parts.append(pq.read_table(path))
-        except Exception as exc:  # noqa: BLE001
+            part = pq.read_table(path)
+        except FileNotFoundError as exc:
+            raise _Vanished(str(path)) from exc
+        except Exception as exc:
+            if not path.exists():
+                raise _Vanished(str(path)) from exc
             _corrupt(path, exc, on_corrupt)
+            continue
+        conflict = _conflicts(part, base)
+        if conflict is None:
+            try:  # extra columns (new metrics) must unify with the other files' too
+                pa.unify_schemas([pa.schema([f.with_nullable(True) for f in base])] +
+                                 [p.schema.with_metadata(None) for p in parts] + [part.schema.with_metadata(None)],
+                                 promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                conflict = f"its columns conflict with other files ({exc})"
+        if conflict is not None:
+            _corrupt(path, SchemaConflict(conflict), on_corrupt)
+            continue
+        parts.append(part)
     nullable_base = pa.schema([f.with_nullable(True) for f in base])
     unified = pa.unify_schemas([nullable_base] + [p.schema.with_metadata(None) for p in parts],
                                promote_options="permissive")
@@ -320,6 +459,27 @@ def read_arrow(results_dir: str | os.PathLike, table: str, *, columns: list[str]
     if columns is not None:
         data = data.select([c for c in columns if c in data.column_names])
     return data
+
+
+class SchemaConflict(ValueError):
+    """A part file's column types disagree with the table's schema."""
+
+
+def kept_attempt_curves(curves, runs):
+    """The curve points of the attempt each kept run row is (``runs`` deduped: one row per
+    run_id): joined on (run_id, attempt), a null attempt (files from before v2) matching a null
+    one. Orphan points (of an attempt whose row was never written: a driver killed between the
+    two writes) and exact duplicates (a compaction or merge interrupted between writing the new
+    file and removing the old ones) are dropped. pandas in, pandas out."""
+    if curves.empty:
+        return curves
+    if "attempt" not in curves:
+        curves = curves.assign(attempt=None)
+    key = runs[["run_id", "attempt"]] if "attempt" in runs else runs[["run_id"]].assign(attempt=None)
+    key = key.assign(_attempt=key["attempt"].astype("Float64").fillna(-1)).drop(columns="attempt")
+    out = curves.assign(_attempt=curves["attempt"].astype("Float64").fillna(-1))
+    out = out.merge(key.drop_duplicates(), on=["run_id", "_attempt"], how="inner").drop(columns="_attempt")
+    return out.drop_duplicates().reset_index(drop=True)
 
 
 def dedupe_runs(frame):
@@ -335,11 +495,17 @@ def dedupe_runs(frame):
 def read_table(results_dir: str | os.PathLike, table: str, *, columns: list[str] | None = None,
                on_corrupt: str = "warn"):
     """``table`` as a pandas DataFrame (empty with the schema's columns when nothing is stored).
-    Runs are deduped by run_id, keeping the latest ``finished_at``."""
+    Runs are deduped by run_id, keeping the latest ``finished_at``; curves are those of each
+    kept run row's attempt."""
     if table == "runs" and columns is not None:
         columns = list(dict.fromkeys([*columns, "run_id", "finished_at"]))
     frame = read_arrow(results_dir, table, columns=columns, on_corrupt=on_corrupt).to_pandas()
-    return dedupe_runs(frame) if table == "runs" else frame
+    if table == "runs":
+        return dedupe_runs(frame)
+    if table == "curves":  # the points of each kept run row's attempt (see kept_attempt_curves)
+        runs = read_table(results_dir, "runs", columns=["run_id", "attempt"], on_corrupt=on_corrupt)
+        return kept_attempt_curves(frame, runs)
+    return frame
 
 
 def run_statuses(results_dir: str | os.PathLike, *, on_corrupt: str = "warn") -> dict[str, str]:
@@ -353,31 +519,162 @@ def completed_run_ids(results_dir: str | os.PathLike, *, on_corrupt: str = "warn
     return set(run_statuses(results_dir, on_corrupt=on_corrupt))
 
 
-class BatchWriter:
-    """Buffers result rows and appends them in batches (one part file per table per flush):
-    every ``batch`` runs or ``interval`` seconds, and on ``flush()``. Curves are written
-    before their runs, so a stored run always has its curves (a crash in between only
-    leaves curves of a run that will be re-run; readers keep the latest)."""
+class ResultWriter:
+    """Writes results as they come, durably (see the module doc): ``add("curves", rows)`` holds
+    a run's curve points until its row comes; ``add("runs", rows)`` / ``add("trials", rows)``
+    write the held curves and then the rows, each as one fsynced part file, and return only
+    when they are on disk. Curves go first, so a stored run always has its curves (a crash in
+    between only leaves curves of a run that will be re-run as a later attempt)."""
 
-    def __init__(self, results_dir: str | os.PathLike, *, batch: int = 16, interval: float = 10.0) -> None:
-        import time
-
-        self._clock = time.monotonic
-        self.results_dir, self.batch, self.interval = results_dir, batch, interval
-        self.buffers: dict[str, list[dict[str, Any]]] = {"curves": [], "runs": [], "trials": []}
-        self.last_flush = self._clock()
+    def __init__(self, results_dir: str | os.PathLike, **_ignored: Any) -> None:
+        self.results_dir = results_dir
+        self.pending_curves: list[dict[str, Any]] = []
         self.written = 0
 
     def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
-        self.buffers[table].extend(rows)
-        n_main = len(self.buffers["runs"]) + len(self.buffers["trials"])
-        if n_main >= self.batch or self._clock() - self.last_flush >= self.interval:
-            self.flush()
+        rows = list(rows)
+        if table == "curves":
+            self.pending_curves.extend(rows)
+            return
+        self.flush()
+        if rows:
+            append_rows(self.results_dir, table, rows)
+            self.written += len(rows) if table == "runs" else 0
 
     def flush(self) -> None:
-        for table in ("curves", "trials", "runs"):
-            rows, self.buffers[table] = self.buffers[table], []
-            if rows:
-                append_rows(self.results_dir, table, rows)
-                self.written += len(rows) if table == "runs" else 0
-        self.last_flush = self._clock()
+        curves, self.pending_curves = self.pending_curves, []
+        if curves:
+            append_rows(self.results_dir, "curves", curves)
+
+
+#: the old name (the writer used to buffer; it no longer does)
+BatchWriter = ResultWriter
+
+
+# ----------------------------------------------------------------------------- run index
+
+class RunIndex:
+    """run_id → (status, attempt) of every stored run, kept up to date cheaply: ``refresh()``
+    reads only the runs part files that appeared since the last call (a driver calls it before
+    starting a run, to see what another driver finished meanwhile)."""
+
+    def __init__(self, results_dir: str | os.PathLike, *, on_corrupt: str = "warn") -> None:
+        self.results_dir, self.on_corrupt = results_dir, on_corrupt
+        self.seen: set[str] = set()
+        self.status: dict[str, str] = {}
+        self.attempts: dict[str, int] = {}
+        self._finished: dict[str, Any] = {}
+        self.seen_curves: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._refresh_runs()
+        # curve points carry their attempt too: a driver killed between writing a run's curves
+        # and its row leaves points of an attempt that has no row; the next attempt is numbered
+        # past them, so they never mix with the points of the attempt that does get a row
+        for path in _part_paths(self.results_dir, "curves"):
+            if path.name in self.seen_curves:
+                continue
+            self.seen_curves.add(path.name)
+            try:
+                part = pq.read_table(path, columns=["run_id", "attempt"])
+            except Exception:  # noqa: BLE001, S112 - missing column (old file), vanished or damaged: no attempts
+                continue
+            for run_id, attempt in zip(part.column("run_id").to_pylist(), part.column("attempt").to_pylist()):
+                if attempt is not None and attempt > self.attempts.get(run_id, 0):
+                    self.attempts[run_id] = attempt
+
+    def _refresh_runs(self) -> None:
+        for path in _part_paths(self.results_dir, "runs"):
+            if path.name in self.seen:
+                continue
+            try:
+                part = pq.read_table(path, columns=None)
+            except FileNotFoundError:
+                continue  # compacted away: its rows are in a newer part
+            except Exception as exc:  # noqa: BLE001
+                self.seen.add(path.name)
+                _corrupt(path, exc, self.on_corrupt)
+                continue
+            self.seen.add(path.name)
+            conflict = _conflicts(part, RUNS_SCHEMA)  # skipped as every reader skips it
+            if conflict is not None:
+                _corrupt(path, SchemaConflict(conflict), self.on_corrupt)
+                continue
+            self._add(part)
+
+    def _add(self, part: pa.Table) -> None:
+        names = part.column_names
+        ids = part.column("run_id").to_pylist()
+        statuses = part.column("status").to_pylist() if "status" in names else [None] * len(ids)
+        attempts = part.column("attempt").to_pylist() if "attempt" in names else [None] * len(ids)
+        finished = part.column("finished_at").to_pylist() if "finished_at" in names else [None] * len(ids)
+        for run_id, status, attempt, when in zip(ids, statuses, attempts, finished):
+            self.attempts[run_id] = max(self.attempts.get(run_id, 0) + (attempt is None), attempt or 0)
+            previous = self._finished.get(run_id, _MISSING)
+            if previous is _MISSING or when is None or previous is None or when >= previous:
+                self.status[run_id], self._finished[run_id] = status, when
+
+    def next_attempt(self, run_id: str) -> int:
+        return self.attempts.get(run_id, 0) + 1
+
+
+_MISSING = object()
+
+
+# ----------------------------------------------------------------------------- compaction
+
+#: a ``run`` start compacts a table holding more part files than this
+COMPACT_AT = 64
+
+
+def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "curves", "trials"), *,
+            min_parts: int = 2) -> dict[str, int]:
+    """Merge each table's readable part files into one (see the module doc); returns the number
+    of files merged per table. Unreadable files are left where they are (and warned about).
+    Runs under an exclusive lock (``DIR/.compact.lock``): one compaction at a time."""
+    import fcntl
+
+    root = Path(results_dir)
+    merged: dict[str, int] = {}
+    with open(root / ".compact.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for table in tables:
+                paths = []
+                parts = []
+                for path in _part_paths(root, table):
+                    try:
+                        part = pq.read_table(path)
+                    except FileNotFoundError:
+                        continue
+                    except Exception as exc:  # noqa: BLE001
+                        _corrupt(path, exc, "warn")
+                        continue
+                    if _conflicts(part, _schema_for(table)) is not None:
+                        continue  # left for read_arrow to name
+                    paths.append(path)
+                    parts.append(part)
+                if len(paths) < min_parts:
+                    merged[table] = 0
+                    continue
+                unified = pa.unify_schemas([pa.schema([f.with_nullable(True) for f in _schema_for(table)])] +
+                                           [p.schema.with_metadata(None) for p in parts],
+                                           promote_options="permissive")
+                data = pa.concat_tables([_conform(p, unified) for p in parts])
+                data = data.replace_schema_metadata(_schema_for(table).metadata)
+                # named after the newest merged part, so the order of rows between files (ties in
+                # dedupe go to the later file) is kept for parts written after it
+                newest = paths[-1].name.removeprefix("part-").removesuffix(".parquet")
+                write_parquet_atomic(table_dir(root, table) / f"part-{newest}-c{uuid.uuid4().hex[:8]}.parquet", data)
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                _fsync_dir(table_dir(root, table))
+                merged[table] = len(paths)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return merged
+
+
+def part_counts(results_dir: str | os.PathLike) -> dict[str, int]:
+    return {table: len(_part_paths(results_dir, table)) for table in SCHEMAS}

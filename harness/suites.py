@@ -203,7 +203,15 @@ def load_suite(name_or_path: str | Path) -> Suite:
                          f"(built-in: {', '.join(BUILTIN_SUITES)}, or a path to a .toml file)")
     if not path.is_file():
         raise SuiteError(f"suite file {path} not found")
-    return parse_suite(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.parent)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}); "
+                         "save the suite file as UTF-8") from None
+    except OSError as exc:
+        raise SuiteError(f"suite file {path} cannot be read ({exc.strerror or exc})") from None
+    return parse_suite(text, source=str(path), base_dir=path.parent)
 
 
 def has_glob(pattern: str) -> bool:

@@ -61,6 +61,8 @@ def _read_arff_codes(path_str: str, mtime: float) -> tuple[np.ndarray, tuple[Att
     import arff
 
     path = Path(path_str)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); not an ARFF file")
     sparse = _is_sparse(path)
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -86,6 +88,8 @@ def _read_arff_codes(path_str: str, mtime: float) -> tuple[np.ndarray, tuple[Att
         codes = np.empty((len(data), len(attributes)))
         for col, attribute in enumerate(attributes):
             codes[:, col] = nominal_codes([row[col] for row in data], attribute, where=str(path))
+    if len(codes) == 0:
+        raise ValueError(f"{path}: no data rows (the file holds only an ARFF header)")
     codes.setflags(write=False)
     return codes, attributes
 

@@ -97,18 +97,26 @@ def parse_rows(lines: list[str], attributes: list[Attribute], labels: tuple[str,
 @functools.lru_cache(maxsize=32)
 def _read_xarff(path_str: str, mtime: float) -> RankingTable:
     lines = Path(path_str).read_text(encoding="utf-8", errors="replace").splitlines()
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"{path_str}: empty file; not an XARFF file")
     data_at = next((i for i, line in enumerate(lines) if line.strip().lower().startswith("@data")), None)
     if data_at is None:
         raise ValueError(f"{path_str}: no @data line; not an XARFF file")
     attributes, labels = parse_header(lines[:data_at], path_str)
-    return parse_rows(lines[data_at + 1:], attributes, labels, path_str)
+    return _non_empty(parse_rows(lines[data_at + 1:], attributes, labels, path_str), path_str, "an XARFF header")
+
+
+def _non_empty(table: RankingTable, path_str: str, what: str) -> RankingTable:
+    if len(table.ranks) == 0:
+        raise ValueError(f"{path_str}: no data rows (the file holds only {what})")
+    return table
 
 
 @functools.lru_cache(maxsize=8)
 def _read_headerless(path_str: str, mtime: float, n_features: int, labels: tuple[str, ...]) -> RankingTable:
     attributes = [Attribute(f"A{i + 1}", None) for i in range(n_features)]
     lines = Path(path_str).read_text(encoding="utf-8", errors="replace").splitlines()
-    return parse_rows(lines, attributes, labels, path_str)
+    return _non_empty(parse_rows(lines, attributes, labels, path_str), path_str, "blank lines")
 
 
 def _existing(path: Path) -> Path:

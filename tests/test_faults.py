@@ -51,11 +51,14 @@ def test_corrupt_runs_file_and_crashed_write_on_resume(tmp_path, capsys):
     read, ignores the temp file; afterwards every planned run has one readable row."""
     suite = load_suite(_suite(tmp_path, seeds=4))
     results = tmp_path / "r"
-    run_suite(suite, Filters(seeds=2), _serial(results))          # first part file: seeds 0, 1
-    run_suite(suite, None, _serial(results))                      # second part file: seeds 2, 3
-    first, second = sorted((results / "runs").glob("part-*.parquet"))
+    run_suite(suite, Filters(seeds=2), _serial(results))          # one part file per run: seeds 0, 1
+    run_suite(suite, None, _serial(results))                      # then seeds 2, 3
+    parts = sorted((results / "runs").glob("part-*.parquet"))
+    assert len(parts) == 4
     lost = set(store.read_table(results, "runs").query("seed < 2")["run_id"])
-    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    for part in parts[:2]:
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    first = parts[0]
     (results / "runs" / ".tmp-crashed.parquet").write_bytes(b"PAR1 half a file")
 
     with pytest.warns(RuntimeWarning, match=first.name):

@@ -24,7 +24,7 @@ def test_runs_schema_has_the_documented_columns():
     names = set(store.RUNS_SCHEMA.names)
     assert set(required) <= names
     assert {f"test_{m}" for m in metrics} <= names and {f"val_{m}" for m in metrics} <= names
-    assert store.CURVES_SCHEMA.names == ["run_id", "step", "seconds", "energy_evals", "split", "metric", "value"]
+    assert store.CURVES_SCHEMA.names == ["run_id", "step", "seconds", "energy_evals", "split", "metric", "value", "attempt"]
     assert {"benchmark", "ratio", "reference_method", "unit"} <= set(store.PERF_SCHEMA.names)
     assert store.RUNS_SCHEMA.metadata[b"ebm_bench_schema_version"] == str(store.SCHEMA_VERSION).encode()
 

@@ -120,3 +120,81 @@ def test_cli_check_and_fetch(mirror, tmp_path, capsys):
     (dest / SMALL[2]).unlink()
     assert command.run_fetch(fetch) == 1
     assert "sha256 mismatch" in capsys.readouterr().err
+
+
+def _traversal_setup(tmp_path, bad_path, url=None):
+    """A mirror with two files and a manifest whose first entry is good and second is ``bad_path``."""
+    mirror = tmp_path / "mirror"
+    (mirror / "sub").mkdir(parents=True)
+    payload = b"payload\n"
+    (mirror / "good.txt").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    entries = [{"path": "good.txt", "sha256": digest, "bytes": len(payload), "url": "https://example.org/good.txt"},
+               {"path": bad_path, "sha256": digest, "bytes": len(payload), "url": url or "https://example.org/x"}]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": entries}))
+    return mirror, manifest
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("bad_path, expected", [
+    ("../x", "'..'"),
+    ("/tmp/ebm-bench-absolute-x", "absolute"),
+    ("a/../../b", "'..'"),
+])
+def test_traversal_manifests_are_refused_before_any_download(tmp_path, capsys, bad_path, expected):
+    """Each manifest path that would land outside --to is refused naming the entry, before any
+    file (even the good one listed first) is downloaded; nothing is written inside or outside."""
+    from harness.commands import data as command
+
+    mirror, manifest = _traversal_setup(tmp_path, bad_path)
+    dest = tmp_path / "work" / "dest"
+    dest.mkdir(parents=True)
+    before = _tree(tmp_path)
+    args = argparse.Namespace(to=str(dest), mirror=str(mirror), manifest=str(manifest), allow_http=False)
+    assert command.run_fetch(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and repr(bad_path) in err and expected in err, err
+    assert _tree(tmp_path) == before and not Path("/tmp/ebm-bench-absolute-x").exists()
+    with pytest.raises(data.DataError, match=re.escape(repr(bad_path))):
+        data.check(dest, manifest)
+
+
+@pytest.mark.parametrize("url, flag, message", [
+    ("file:///etc/hostname", False, "scheme 'file' is refused"),
+    ("ftp://example.org/x", False, "scheme 'ftp' is refused"),
+    ("http://example.org/x", False, "--allow-http"),
+])
+def test_only_https_urls_are_fetched(tmp_path, capsys, url, flag, message):
+    from harness.commands import data as command
+
+    _, manifest = _traversal_setup(tmp_path, "data/x.txt", url=url)
+    dest = tmp_path / "dest"
+    args = argparse.Namespace(to=str(dest), mirror=None, manifest=str(manifest), allow_http=flag)
+    assert command.run_fetch(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "'data/x.txt'" in err, err
+    assert not dest.exists() or _tree(dest) == []
+
+
+def test_sha256_is_mandatory(tmp_path):
+    _, manifest = _traversal_setup(tmp_path, "x.txt")
+    doc = json.loads(manifest.read_text())
+    doc["files"][1]["sha256"] = ""
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(data.DataError, match="'x.txt': sha256 must be 64 hex digits"):
+        data.fetch(manifest, tmp_path / "dest")
+
+
+def test_symlink_out_of_the_destination_is_refused(tmp_path):
+    mirror, manifest = _traversal_setup(tmp_path, "link/x.txt")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (dest / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(data.DataError, match="outside"):
+        data.fetch(manifest, dest, mirror=str(mirror))
+    assert list((tmp_path / "elsewhere").iterdir()) == []

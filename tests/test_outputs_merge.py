@@ -95,3 +95,28 @@ def test_cli_merge_and_missing_source(two_machines, tmp_path, capsys):
     assert f"{len(rows)} runs" in capsys.readouterr().out
     assert command.run(argparse.Namespace(sources=[str(tmp_path / "nope")], into=str(tmp_path / "c"))) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_merge_keeps_the_curves_of_the_kept_attempt_only(tmp_path):
+    """One run stored twice in one directory (attempt 1, then attempt 2 after --force) plus
+    orphan points of an attempt 3 that never got a row (driver killed between the writes) and a
+    duplicated point: after merge, and in read_table and the curves view, only attempt 2's
+    points remain, once each."""
+    from harness import query
+
+    row = dict(next(r for r in run_rows() if r["status"] == "ok"))
+    source = tmp_path / "src"
+    store.append_rows(source, "runs", [dict(row, attempt=1, attempts=1)])
+    store.append_rows(source, "runs", [dict(row, attempt=2, attempts=2, finished_at=T0 + timedelta(days=1))])
+    points = [{"run_id": row["run_id"], "step": s, "split": "val", "metric": "nll", "value": float(s)}
+              for s in (1, 2)]
+    store.append_rows(source, "curves", [dict(p, attempt=1, value=-1.0) for p in points])
+    store.append_rows(source, "curves", [dict(p, attempt=2) for p in points] + [dict(points[0], attempt=2)])
+    store.append_rows(source, "curves", [dict(p, attempt=3, value=99.0) for p in points])
+    for directory in (source, merge.merge_results([source], tmp_path / "into").into):
+        curves = store.read_table(directory, "curves")
+        assert sorted(curves["value"]) == [1.0, 2.0] and set(curves["attempt"]) == {2}
+        view = query.run_query(directory, "select attempt, value from curves order by value")
+        assert view["value"].tolist() == [1.0, 2.0] and set(view["attempt"]) == {2}
+        runs = store.read_table(directory, "runs")
+        assert runs["attempt"].tolist() == [2] and runs["attempts"].tolist() == [2]

@@ -129,3 +129,54 @@ def test_schema_growth_reads_old_files_with_nulls(results_dir, tmp_path):
     store.append_rows(copy, "runs", [row])
     frame = query.run_query(copy, "select count(*) as n, count(test_new_metric) as m from runs")
     assert (frame["n"].iloc[0], frame["m"].iloc[0]) == (len(run_rows()), 1)
+
+
+def _snapshot(*roots) -> dict:
+    """Every file under ``roots`` with its size and mtime (ns)."""
+    out = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            stat = path.stat()
+            out[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def _refused_statements(results_dir, outside):
+    forged = results_dir / "runs" / "part-99999999T000000000000Z-forged.parquet"
+    return [
+        ("copy-outside", f"copy (select * from runs) to '{outside / 'stolen.csv'}'", outside / "stolen.csv"),
+        ("attach-create", f"attach '{outside / 'new.db'}' as other; create table other.t as select 1 as x",
+         outside / "new.db"),
+        ("read-outside", "select * from read_text('/etc/hostname')", None),
+        ("install", "install httpfs", None),
+        ("copy-into-runs", f"copy (select * replace (0.999 as test_f1_example) from runs) to '{forged}' "
+                           "(format parquet)", forged),
+        ("read-parquet", f"select * from read_parquet('{results_dir}/runs/*.parquet')", None),
+        ("unlock", "set enable_external_access = true", None),
+        ("create", "create table t as select 1 as x", None),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_query_is_read_only(results_dir, tmp_path, case, capsys):
+    """Each statement that would write, read outside the views, install an extension or change
+    settings is refused with one line saying query is read-only; no file inside the results dir
+    or in the outside folder changes, and the views still give the stored numbers."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    name, sql, target = _refused_statements(results_dir, outside)[case]
+    before = _snapshot(results_dir, outside)
+    with pytest.raises(query.QueryRefused, match="^query is read-only"):
+        query.run_query(results_dir, sql)
+    assert _cli(results_dir, sql) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: query is read-only") and len(err.strip().splitlines()) == 1, (name, err)
+    assert _snapshot(results_dir, outside) == before, name
+    assert target is None or not target.exists()
+    frame = query.run_query(results_dir, ISSUE_SQL)
+    assert dict(zip(frame.iloc[:, 0], frame.iloc[:, 1]))["bce"] == pytest.approx(_expected_yeast_means()["bce"])
+
+
+def test_read_only_query_still_answers_describe_and_explain(results_dir):
+    assert "run_id" in set(query.run_query(results_dir, "describe runs")["column_name"])
+    assert len(query.run_query(results_dir, "explain select count(*) from runs"))

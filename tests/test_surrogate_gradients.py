@@ -28,9 +28,12 @@ def relative_error(estimate, exact) -> float:
     return float((estimate - exact).norm() / exact.norm())
 
 
-@pytest.mark.parametrize("space, model", [(Multilabel(5), "pairwise"), (Multilabel.with_label_frequencies(4, torch.tensor(
-    [[1.0, 0, 0, 1], [1, 1, 0, 0], [1, 0, 0, 0]])), "mlp"), (Permutations(4), "permutahedron")],
-    ids=["pairwise-uniform-q", "mlp-frequency-q", "permutahedron"])
+FREQUENCY_Q = Multilabel.with_label_frequencies(4, torch.tensor([[1.0, 0, 0, 1], [1, 1, 0, 0], [1, 0, 0, 0]]))
+
+
+@pytest.mark.parametrize("space, model",
+                         [(Multilabel(5), "pairwise"), (FREQUENCY_Q, "mlp"), (Permutations(4), "permutahedron")],
+                         ids=["pairwise-uniform-q", "mlp-frequency-q", "permutahedron"])
 def test_contrastive_surrogate_with_exact_model_samples_is_the_nll_gradient(space, model):
     torch.manual_seed(0)
     energy = build_energy(space, model, 3, hidden=8, rank=2)
@@ -42,19 +45,21 @@ def test_contrastive_surrogate_with_exact_model_samples_is_the_nll_gradient(spac
     x, y = torch.randn(3, 3, generator=generator), space.sample_prior(3, generator=generator)
     everything = space.enumerate_all()
     g_data = energy(x, y.unsqueeze(1)).squeeze(1)
-    exact_nll = (torch.logsumexp(energy(x, everything) + space.log_prior(everything), dim=1) - g_data - space.log_prior(y)).mean()
+    exact_nll = (torch.logsumexp(energy(x, everything) + space.log_prior(everything),
+                                 dim=1) - g_data - space.log_prior(y)).mean()
     exact = flat_gradient(exact_nll, parameters)
     torch.testing.assert_close(exact_nll.detach(), inference.nll(energy, space, x, y)[0].mean())  # same NLL
     model_samples = inference.sample(energy, space, x, 40_000, generator=generator)  # exact: |Y| is small
     prior_samples = space.sample_prior((3, 40_000), generator=generator)
-    estimate = lambda samples: flat_gradient(contrastive_surrogate(g_data, energy(x, samples)).mean(), parameters)  # noqa: E731
+    estimate = lambda samples: flat_gradient(contrastive_surrogate(g_data, energy(x, samples)).mean(),
+                                             parameters)  # noqa: E731
     assert relative_error(estimate(model_samples), exact) < 0.05
     assert relative_error(estimate(prior_samples), exact) > 0.1
 
 
 def test_reinforce_surrogate_is_minus_the_gradient_of_the_sampler_objective():
     torch.manual_seed(0)
-    space = Multilabel.with_label_frequencies(4, torch.tensor([[1.0, 0, 0, 1], [1, 1, 0, 0], [1, 0, 0, 0]]))
+    space = FREQUENCY_Q
     energy = build_energy(space, "pairwise", 3, hidden=8, rank=2)
     sampler = BernoulliSampler(3, space.k, hidden=8)
     with torch.no_grad():  # a peaked sampler: its entropy term weighs in J
@@ -77,5 +82,6 @@ def test_reinforce_surrogate_is_minus_the_gradient_of_the_sampler_objective():
     reward = g_samples + space.log_prior(samples) - log_prob
     estimate = -flat_gradient(reinforce_surrogate(reward, log_prob).mean(), parameters)
     assert relative_error(estimate, exact) < 0.05
-    without_entropy = -flat_gradient(reinforce_surrogate(g_samples + space.log_prior(samples), log_prob).mean(), parameters)
+    without_entropy = -flat_gradient(reinforce_surrogate(g_samples + space.log_prior(samples), log_prob).mean(),
+                                     parameters)
     assert relative_error(without_entropy, exact) > 0.1  # the test can tell a different objective apart

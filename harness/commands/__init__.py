@@ -10,7 +10,7 @@ import importlib
 from types import ModuleType
 
 COMMANDS = ("tasks", "methods", "run", "tune", "leaderboard", "compare", "query", "plot", "report", "data", "merge",
-            "perf")
+            "compact", "perf")
 
 
 def load_command(name: str) -> ModuleType:

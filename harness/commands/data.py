@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--mirror", default=None,
                        help="base URL (or folder) to fetch PATH from as MIRROR/PATH instead of GitHub")
     fetch.add_argument("--manifest", default=None, help="manifest JSON (default: the packaged one)")
+    fetch.add_argument("--allow-http", action="store_true",
+                       help="accept plain http URLs in the manifest (default: https only; sha256 is always checked)")
     fetch.set_defaults(func=run_fetch)
 
 
@@ -43,7 +45,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     from harness import data
 
     try:
-        statuses = data.fetch(args.manifest, args.to, mirror=args.mirror)
+        statuses = data.fetch(args.manifest, args.to, mirror=args.mirror,
+                              allow_http=getattr(args, "allow_http", False))
     except data.DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metric", help="only this metric (e.g. f1_example, kendall, nll)")
     parser.add_argument("--format", default="table", choices=("table", "markdown", "csv", "latex"))
     parser.add_argument("--no-write", action="store_true", help="do not refresh DIR/leaderboard.parquet")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at a damaged results file instead of skipping it with a warning")
     parser.set_defaults(func=run)
 
 

@@ -10,6 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("merge", help="combine results dirs from several machines")
     parser.add_argument("sources", nargs="+", help="results directories to merge")
     parser.add_argument("--into", required=True, help="destination results directory (its content is kept)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at a damaged results file instead of skipping it with a warning")
     parser.set_defaults(func=run)
 
 
@@ -17,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from harness import merge, store
 
     try:
-        summary = merge.merge_results(args.sources, args.into)
+        summary = merge.merge_results(args.sources, args.into,
+                                      on_corrupt="raise" if getattr(args, "strict", False) else "warn")
     except (FileNotFoundError, store.StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ examples:
   ebm-bench query "select method, avg(test_f1_example) from runs where task = 'yeast' group by 1"
   ebm-bench query "select status, count(*) from runs group by 1"
   ebm-bench query "select * from leaderboard where metric = 'kendall' and rank = 1" --format csv
-corrupt or truncated Parquet files are skipped with a warning naming them (--strict: stop instead)."""
+read-only: only SELECT (and EXPLAIN) over these views; no file, network or extension access.
+corrupt, truncated or schema-conflicting Parquet files are skipped with a warning naming them
+(--strict: stop instead)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

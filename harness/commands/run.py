@@ -5,12 +5,20 @@ Resume: a run whose id already has a row in ``DIR/runs`` is not run again, whate
 status, unless ``--force`` (everything again) or ``--retry-failed`` (rows ``failed`` /
 ``timeout`` again). Rows ``skipped`` / ``unsupported`` decided at plan time are re-decided
 every time (e.g. a task whose data has appeared since is run).
-Only this driver writes results, in small batches as runs finish; Ctrl-C keeps what finished.
+Durability: a finished run's row (and its curves) is written and fsynced before the driver
+counts it (one small part per run, compacted at the end of an invocation and at the next start
+when a table has more than ``store.COMPACT_AT`` parts, or by ``ebm-bench compact``); Ctrl-C, SIGTERM and SIGHUP stop the driver cleanly, and even after a
+SIGKILL the next start re-runs only the runs that have no row. Each run is claimed
+(``DIR/claims``, :mod:`harness.claims`) while it runs, so a second driver on the same results
+dir skips it; a dead driver's claims are taken over. The manifest records how each invocation
+ended: ``finished``, ``interrupted``, or ``killed`` (found stale by a later start).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
 import uuid
@@ -36,7 +44,7 @@ class RunOptions:
     max_retries: int = 1
     progress: bool = True
     tune_only: bool = False
-    flush_every: int = 8             # runs per results file (smaller: less lost on a crash)
+    claim_ttl: float | None = None   # seconds before an unrenewed claim is stale (None: claims.DEFAULT_TTL)
 
 
 @dataclass
@@ -92,8 +100,8 @@ def _loader(data_dir):
 
 def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSummary:
     """Plan, (tune,) execute and store ``suite``; see the module docstring."""
+    from harness import claims as claims_module
     from harness import manifest, store
-    from harness.dispatch import SuiteRuns
     from harness.plan import Filters, plan_runs
     from harness.suites import load_suite
 
@@ -103,29 +111,150 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
     results_dir = store.check_writable(options.results_dir)
     plan = plan_runs(suite, filters or Filters(), data_dir=options.data_dir)
     summary = RunSummary(planned=len(plan), notes=list(plan.notes))
-    stored = store.run_statuses(results_dir)
     invocation = uuid.uuid4().hex[:12]
+    ttl = claims_module.DEFAULT_TTL if options.claim_ttl is None else options.claim_ttl
+    _recover(results_dir, invocation, ttl, summary)
+    index = store.RunIndex(results_dir)
+    stored = index.status
+    claims = claims_module.Claims(results_dir, invocation, ttl=ttl)
     manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
                                planned=len(plan), status="running")
-    writer = store.BatchWriter(results_dir, batch=options.flush_every)
-    _record_plan_outcomes(plan, stored, options, writer, summary)
-    dispatcher = _dispatcher(options, writer)
+    writer = store.ResultWriter(results_dir)
+    restore_signals = _stop_on_signals()
+    dispatcher = _dispatcher(options, writer, heartbeat=claims.renew)
     try:
+        _record_plan_outcomes(plan, stored, options, writer, summary)
         runnable = _tuned(plan.runnable(), suite, options, dispatcher, results_dir, summary)
         if not options.tune_only:
             todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
             summary.to_run, summary.already_done = len(todo), len(runnable) - len(todo)
-            summary.counts.update(dispatcher.run(SuiteRuns(todo, suite.name), len(todo)))
+            summary.counts.update(dispatcher.run(_ClaimedRuns(todo, suite.name, claims, index, options), len(todo)))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        writer.flush()
-        dispatcher.close()
-        summary.seconds = time.monotonic() - started
-        manifest.record_invocation(results_dir, invocation, status="interrupted" if summary.interrupted else "done",
-                                   finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
-                                   to_run=summary.to_run, counts=dict(summary.counts))
+        # a second signal while cleaning up must not leave the manifest saying `running`
+        with _signals_ignored():
+            writer.flush()
+            dispatcher.close()
+            claims.close()
+            _compact_if_needed(results_dir)  # many per-run parts make every later read slow
+            if claims.skipped:
+                summary.notes.append(f"{claims.skipped} run(s) skipped: claimed by another live driver on "
+                                     f"{results_dir}")
+            summary.seconds = time.monotonic() - started
+            manifest.record_invocation(results_dir, invocation,
+                                       status="interrupted" if summary.interrupted else "finished",
+                                       finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
+                                       to_run=summary.to_run, counts=dict(summary.counts),
+                                       claims_skipped=claims.skipped, claims_taken_over=claims.taken_over)
+            restore_signals()
     return summary
+
+
+class _ClaimedRuns:
+    """The suite's runs (:class:`harness.dispatch.SuiteRuns`), each claimed before it is
+    submitted and re-checked against the store after the claim (another driver releases a
+    claim only once the run's row is on disk), numbered with its attempt, and released once
+    its rows are written (:meth:`recorded`, called by the dispatcher after the write)."""
+
+    def __init__(self, runs: list, title: str, claims, index, options: RunOptions) -> None:
+        from harness.dispatch import SuiteRuns
+
+        self.inner = SuiteRuns(runs, title)
+        self.title, self.claims, self.index, self.options = title, claims, index, options
+
+    def data_keys(self) -> list:
+        return self.inner.data_keys()
+
+    def next(self):
+        while True:
+            submission = self.inner.next()
+            if submission is None:
+                return None
+            run_id = submission.run.run_id
+            if not self.claims.try_claim(run_id):
+                continue
+            self.index.refresh()
+            if not self.options.force and not needs_run(submission.run, self.index.status, self.options):
+                self.claims.release(run_id)
+                continue
+            return submission
+
+    def finish(self, submission, outcome):
+        from harness.dispatch import Finished
+
+        finished = self.inner.finish(submission, outcome)
+        attempt = self.index.next_attempt(submission.run.run_id)
+        rows = {table: [{**row, "attempt": attempt, **({"attempts": attempt} if table == "runs" else {})}
+                        for row in table_rows] for table, table_rows in finished.rows.items()}
+        runs_row = rows.get("runs", [finished.display])[0]
+        return Finished(rows=rows, status=finished.status, display=runs_row)
+
+    def recorded(self, submission) -> None:
+        run_id = submission.run.run_id
+        self.index.attempts[run_id] = self.index.next_attempt(run_id)
+        self.claims.release(run_id)
+
+
+#: signals that stop a driver the way Ctrl-C does (finished runs are already on disk)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _stop_on_signals():
+    """Handle SIGTERM and SIGHUP as SIGINT (KeyboardInterrupt); returns a function that puts the
+    previous handlers back. Does nothing outside the main thread (signals go to it only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
+
+    def restore():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    return restore
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _recover(results_dir, invocation: str, ttl: float, summary: RunSummary) -> None:
+    """What a start does after any earlier end: remove dead writers' temp files, record earlier
+    invocations found dead as ``killed`` (and drop their stale claims), compact tables grown to
+    many small parts."""
+    from harness import claims, manifest, store
+
+    store.clean_stale_temp(results_dir)
+    killed = manifest.settle_stale_invocations(results_dir, ttl=ttl, found_by=invocation)
+    claims.clean_stale(results_dir, ttl=ttl)
+    if killed:
+        summary.notes.append(f"earlier invocation(s) {', '.join(killed)} ended without a word (killed); "
+                             "their unfinished runs are run again")
+    _compact_if_needed(results_dir)
+
+
+def _compact_if_needed(results_dir) -> None:
+    from harness import store
+
+    if any(n > store.COMPACT_AT for n in store.part_counts(results_dir).values()):
+        store.compact(results_dir)
 
 
 def _record_plan_outcomes(plan, stored: dict[str, str], options: RunOptions, writer, summary: RunSummary) -> None:
@@ -137,7 +266,7 @@ def _record_plan_outcomes(plan, stored: dict[str, str], options: RunOptions, wri
     summary.counts.update(p.status for p in plan if p.status)
 
 
-def _dispatcher(options: RunOptions, writer):
+def _dispatcher(options: RunOptions, writer, *, heartbeat=None):
     """The executor loop of this invocation; its executor starts when the first job is submitted."""
     from harness.dispatch import Dispatcher
     from harness.executors import make_executor
@@ -146,14 +275,16 @@ def _dispatcher(options: RunOptions, writer):
     def start_executor():
         if options.executor == "serial":
             return make_executor("serial")
-        return make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
-                             cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
-                             max_retries=options.max_retries)
+        executor = make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
+                                 cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
+                                 max_retries=options.max_retries)
+        _stop_on_signals()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
+        return executor
 
     worker_kwargs = {"threads": max(1, round(options.cpus_per_run)), "gpus": options.gpus_per_run,
                      "max_seconds": options.timeout_per_run}
     return Dispatcher(start_executor, _loader(options.data_dir), writer, worker_kwargs=worker_kwargs,
-                      hard_timeout=_hard_timeout(options),
+                      hard_timeout=_hard_timeout(options), heartbeat=heartbeat,
                       progress=lambda total, title: RunProgress(total, title=title, enabled=options.progress))
 
 
@@ -199,9 +330,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-run runs the results dir already holds")
     parser.add_argument("--retry-failed", action="store_true", help="re-run runs stored as failed or timeout")
     parser.add_argument("--max-retries", type=int, default=1,
-                        help="Ray retries of a run whose worker process died (default 1); exceptions are never retried")
-    parser.add_argument("--flush-every", type=int, default=8,
-                        help="write results every N finished runs (and at least every 10 s; default 8)")
+                        help="Ray retries of a run whose worker process died (>= 0, default 1); "
+                             "exceptions are never retried")
+    # runs are written as they finish (durability); the old batching flag is accepted and ignored
+    parser.add_argument("--flush-every", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
@@ -210,6 +342,8 @@ def register(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at a damaged results file instead of skipping it with a warning")
     parser.set_defaults(func=main)
 
 
@@ -225,8 +359,9 @@ def options_from_args(args, *, tune_only: bool = False):
         raise ValueError("--seeds must be at least 1")
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError("--max-steps must be at least 1")
-    if args.flush_every < 1:
-        raise ValueError("--flush-every must be at least 1")
+    if args.max_retries < 0:
+        raise ValueError(f"--max-retries must be >= 0, got {args.max_retries} (Ray would read a negative "
+                         "value as retrying forever)")
     if args.tune_trials is not None and args.tune_trials < 0:
         raise ValueError("--tune-trials must be >= 0")
     filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
@@ -236,8 +371,7 @@ def options_from_args(args, *, tune_only: bool = False):
                          cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                          timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
                          tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
-                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only,
-                         flush_every=args.flush_every)
+                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only)
     return filters, options
 
 
@@ -259,6 +393,7 @@ def show_leaderboard(results_dir: Path) -> None:
 
 
 def main(args) -> int:
+    _stop_on_signals()  # from the start: a SIGTERM while planning or starting Ray is a Ctrl-C too
     filters, options = options_from_args(args)
     summary = run_suite(args.suite, filters, options)
     print_summary(summary, options.results_dir)

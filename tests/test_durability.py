@@ -1,0 +1,240 @@
+"""No finished run lost: real drivers (``ebm-bench run`` through tests/fixture_cli.py) stopped by real signals at
+random moments, then resumed.
+
+Each trial starts a driver on a results dir, waits a random number of reported runs (0-3) plus
+a random fraction of a second (or, for 0, a random time during start-up), and sends SIGTERM or
+SIGKILL. The runs the driver *reported* finished (its progress lines, printed only after the
+run's row is on disk) must all have a stored row; no temp file may be left once the next start
+is done; and every start re-runs only what has no row (one row per run_id at all times).
+Trials are chained on one results dir (each start resumes the previous, interrupted one), five
+per signal, four with the serial executor and one with a local Ray instance (Ray starts a
+cluster per driver: ~10 s on two loaded cores, so one Ray trial per signal keeps this file near
+two minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness_fixtures import write_suite
+
+from harness import store
+from harness.plan import plan_runs
+from harness.suites import load_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the CLI with the test fixture methods registered (tests/fixture_cli.py), in a real process
+CLI = [sys.executable, str(ROOT / "tests" / "fixture_cli.py")]
+#: "[3/30] ok       syn-ising-k8/unary/test-sleep seed 4 fold 0  (...)" (harness.progress)
+FINISHED = re.compile(r"^\[\d+/\d+\] (\w+)\s+(\S+)/(\S+)/(\S+) seed (\d+) fold (\d+)", re.MULTILINE)
+SEEDS = 24
+
+
+def _start(suite: Path, results: Path, log: Path, executor: str) -> subprocess.Popen:
+    args = [*CLI, "run", "--suite", str(suite), "--executor", executor,
+            "--results-dir", str(results), "--no-leaderboard"]
+    if executor == "ray":
+        args += ["--num-cpus", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as handle:  # progress lines (not a tty: one line per finished run)
+        return subprocess.Popen(args, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+
+def _reported(log: Path, ids: dict) -> set[str]:
+    return {ids[(task, model, method, int(seed), int(fold))]
+            for _status, task, model, method, seed, fold in FINISHED.findall(log.read_text())}
+
+
+def _temp_files(results: Path) -> list[Path]:
+    return [p for p in results.rglob(".tmp-*")]
+
+
+def _stop_group(driver: subprocess.Popen) -> None:
+    """Kill what the driver left behind in its session (a SIGKILLed driver's Ray processes)."""
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _trial(suite, results, log, executor, sig, rng, ids) -> dict:
+    driver = _start(suite, results, log, executor)
+    wait_runs = rng.randint(0, 3)
+    deadline = time.monotonic() + 120
+    if wait_runs == 0:
+        time.sleep(rng.uniform(0.5, 8.0))  # somewhere in start-up (imports, planning, Ray start)
+    else:
+        while time.monotonic() < deadline and driver.poll() is None and \
+                len(FINISHED.findall(log.read_text())) < wait_runs:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))  # and then anywhere inside the next run or its write
+    if driver.poll() is None:
+        os.kill(driver.pid, sig)
+    code = driver.wait(timeout=120)
+    _stop_group(driver)  # leftovers only (Ray processes of a killed driver); the driver is gone
+    reported = _reported(log, ids)
+    raw = store.read_arrow(results, "runs", on_corrupt="raise")["run_id"].to_pylist()
+    return {"code": code, "reported": reported, "raw": raw, "log": log.read_text()[-2000:],
+            "temp": _temp_files(results)}
+
+
+def _manifest_statuses(results: Path) -> list[str]:
+    doc = json.loads((results / "manifest.json").read_text())
+    return [e.get("status") for e in doc["invocations"]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_no_finished_run_lost_when_the_driver_is_stopped(tmp_path, sig):
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=SEEDS, params="{ test-sleep = { seconds = 0.15 } }")
+    plan = plan_runs(load_suite(suite))
+    ids = {(r.spec.task, r.spec.model, r.spec.method, r.spec.seed, r.spec.fold): r.run_id for r in plan}
+    assert len(ids) == SEEDS
+    results = tmp_path / "results"
+    rng = random.Random(int(sig))
+    executors = ["serial", "serial", "ray", "serial", "serial"]
+    reported_total: set[str] = set()
+    for trial, executor in enumerate(executors):
+        invocations_before = len(_manifest_statuses(results)) if (results / "manifest.json").exists() else 0
+        out = _trial(suite, results, tmp_path / f"log-{trial}.txt", executor, sig, rng, ids)
+        invocations = len(_manifest_statuses(results)) if (results / "manifest.json").exists() else 0
+        lost = out["reported"] - set(out["raw"])
+        assert not lost, (trial, executor, lost, out["log"])
+        dupes = {r for r in out["raw"] if out["raw"].count(r) > 1}
+        assert not dupes, (trial, executor, dupes, out["log"])  # a start re-ran a stored run
+        if sig == signal.SIGTERM and out["code"] == -signal.SIGTERM:
+            # the signal came while Python was still importing (before `run` installs its
+            # handler): the driver had started nothing, recorded nothing and left nothing
+            assert invocations == invocations_before and out["temp"] == [], out["log"]
+        elif sig == signal.SIGTERM:
+            assert out["code"] in (0, 130), out["log"]
+            assert out["temp"] == [], out["temp"]               # the interrupted driver cleaned up
+            assert _manifest_statuses(results)[-1] in ("interrupted", "finished")
+        else:
+            assert out["code"] == -signal.SIGKILL or out["code"] == 0, out["log"]
+        reported_total |= out["reported"]
+
+    # the next start finishes the suite: it runs exactly the runs without a row
+    stored_before = set(store.read_arrow(results, "runs", on_corrupt="raise")["run_id"].to_pylist())
+    final = subprocess.run([*CLI, "run", "--suite", str(suite), "--executor", "serial",
+                            "--results-dir", str(results), "--no-leaderboard", "--no-progress"],
+                           cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert f"{SEEDS - len(stored_before)} run" in final.stderr, final.stderr
+    raw = store.read_arrow(results, "runs", on_corrupt="raise")["run_id"].to_pylist()
+    assert sorted(raw) == sorted(ids.values())   # every run exactly once: none lost, none run twice
+    assert reported_total <= set(raw)
+    assert _temp_files(results) == []
+    assert not list((results / "claims").glob("*.claim"))
+    statuses = _manifest_statuses(results)
+    assert statuses[-1] == "finished" and "running" not in statuses, statuses
+    if sig == signal.SIGKILL:
+        assert "killed" in statuses, statuses     # found stale by the next start
+    # curves: one attempt per run, the one its row is
+    curves = store.read_table(results, "curves", on_corrupt="raise")
+    runs = store.read_table(results, "runs", on_corrupt="raise").set_index("run_id")
+    assert set(curves["run_id"]) == set(raw)
+    for run_id, points in curves.groupby("run_id"):
+        assert set(points["attempt"]) == {runs.at[run_id, "attempt"]}
+
+
+def test_two_concurrent_drivers_run_each_run_exactly_once(tmp_path):
+    """Two live drivers started together on one results dir: claims make each run happen once
+    (one row per run id in the raw part files, not only after dedupe)."""
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=10, params="{ test-sleep = { seconds = 0.3 } }")
+    results = tmp_path / "results"
+    drivers = [_start(suite, results, tmp_path / f"log-{i}.txt", "serial") for i in range(2)]
+    for driver in drivers:
+        assert driver.wait(timeout=300) == 0
+    raw = store.read_arrow(results, "runs", on_corrupt="raise")["run_id"].to_pylist()
+    assert sorted(raw) == sorted(r.run_id for r in plan_runs(load_suite(suite)))
+    assert not list((results / "claims").iterdir()) or \
+        [p.name for p in (results / "claims").iterdir()] == [".lock"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_claims_are_taken_over_and_live_ones_skipped(tmp_path):
+    """A claim of a dead process on this host and an expired claim of another host are taken
+    over; a claim of a live process (this test) is respected: that run is skipped with a note."""
+    from harness import claims
+    from harness.commands.run import RunOptions, run_suite
+
+    suite = write_suite(tmp_path, methods=("test-constant",), seeds=3)
+    plan = plan_runs(load_suite(suite))
+    results = tmp_path / "results"
+    folder = results / "claims"
+    folder.mkdir(parents=True)
+    live = claims.Claims(results, "live-test")
+    dead_path = live.path(plan[0].run_id)
+    dead_path.write_text(json.dumps({"host": store.HOST, "pid": _dead_pid(), "invocation": "dead"}))
+    other_path = live.path(plan[1].run_id)
+    other_path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "invocation": "far"}))
+    os.utime(other_path, (time.time() - 3600, time.time() - 3600))
+    assert live.try_claim(plan[2].run_id)
+
+    summary = run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False))
+    stored = set(store.read_table(results, "runs")["run_id"])
+    assert stored == {plan[0].run_id, plan[1].run_id}
+    assert any("claimed by another live driver" in note for note in summary.notes)
+    live.close()
+    assert run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False)).to_run == 1
+    assert set(store.read_table(results, "runs")["run_id"]) == {r.run_id for r in plan}
+
+
+def test_compact_merges_parts_and_keeps_every_row(tmp_path):
+    """Per-run part files merged into one per table; the rows (runs deduped, curves of the kept
+    attempts) are the same before and after; a second driver start adds parts again."""
+    from harness.cli import main
+    from harness.commands.run import RunOptions, run_suite
+
+    suite = write_suite(tmp_path, methods=("test-constant",), seeds=5)
+    results = tmp_path / "results"
+    run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False))
+    assert store.part_counts(results)["runs"] == 5
+    runs_before = store.read_table(results, "runs").sort_values("run_id").reset_index(drop=True)
+    curves_before = store.read_table(results, "curves").sort_values(["run_id", "step", "split", "metric"])
+    assert main(["compact", "--results-dir", str(results)]) == 0
+    assert store.part_counts(results)["runs"] == 1 and store.part_counts(results)["curves"] == 1
+    runs_after = store.read_table(results, "runs").sort_values("run_id").reset_index(drop=True)
+    curves_after = store.read_table(results, "curves").sort_values(["run_id", "step", "split", "metric"])
+    assert runs_after.equals(runs_before)
+    assert curves_after.reset_index(drop=True).equals(curves_before.reset_index(drop=True))
+    assert not list(results.rglob(".tmp-*"))
+
+
+def test_sighup_stops_the_driver_like_ctrl_c(tmp_path):
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.3 } }")
+    results, log = tmp_path / "results", tmp_path / "log.txt"
+    driver = _start(suite, results, log, "serial")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None and not FINISHED.search(log.read_text()):
+        time.sleep(0.02)
+    os.kill(driver.pid, signal.SIGHUP)
+    assert driver.wait(timeout=120) == 130, log.read_text()
+    assert _manifest_statuses(results)[-1] == "interrupted"
+    assert _temp_files(results) == [] and not list((results / "claims").glob("*"))
+
+
+def test_a_run_compacts_when_it_ends_with_many_parts(tmp_path, monkeypatch):
+    from harness.commands.run import RunOptions, run_suite
+
+    monkeypatch.setattr(store, "COMPACT_AT", 3)
+    suite = write_suite(tmp_path, methods=("test-constant",), seeds=5)
+    results = tmp_path / "results"
+    run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False))
+    assert store.part_counts(results)["runs"] == 1
+    assert sorted(store.read_table(results, "runs")["run_id"]) == sorted(r.run_id for r in plan_runs(load_suite(suite)))
