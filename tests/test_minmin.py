@@ -178,9 +178,12 @@ def test_minibatches_reshuffle_every_epoch_and_optimizer_dedupes_shared_paramete
     assert isinstance(make_optimizer(shared, 1e-3, 1e-4), torch.optim.AdamW)
 
 
-@pytest.mark.parametrize("space, model, divergence", [(Multilabel(6), "unary", "kl"), (Multilabel(6), "pairwise", "kl"),
-                                                      (Multilabel(6, torch.linspace(0.2, 0.8, 6)), "pairwise", "sparsemax"),
-                                                      (Multilabel(6), "mlp", "kl"), (Permutations(4), "permutahedron", "kl")],
+IS_CASES = [(Multilabel(6), "unary", "kl"), (Multilabel(6), "pairwise", "kl"),
+            (Multilabel(6, torch.linspace(0.2, 0.8, 6)), "pairwise", "sparsemax"),
+            (Multilabel(6), "mlp", "kl"), (Permutations(4), "permutahedron", "kl")]
+
+
+@pytest.mark.parametrize("space, model, divergence", IS_CASES,
                          ids=lambda c: c if isinstance(c, str) else repr(c))
 def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
     """The expectation over y′ ~ r (the model-informed training proposal, 10% prior) of the
@@ -205,7 +208,8 @@ def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
     everything, log_q = space.enumerate_all(), space.log_prior(space.enumerate_all())
 
     def gradient(loss):
-        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, parameters, allow_unused=True, retain_graph=True) if g is not None])
+        grads = torch.autograd.grad(loss, parameters, allow_unused=True, retain_graph=True)
+        return torch.cat([g.reshape(-1) for g in grads if g is not None])
 
     g_data = energy(x, y.unsqueeze(1)).squeeze(1)
     exact = (expected_dual(tau(x), energy(x, everything), log_q, divergence) - g_data).mean()
@@ -219,7 +223,8 @@ def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
     unweighted = minmin_loss(g_data, g_samples, tau(x), divergence).mean()
     exact_grad = gradient(exact)
     error = lambda loss: float((gradient(loss) - exact_grad).norm() / exact_grad.norm())  # noqa: E731
-    print(f"\n{space!r} {model} {divergence}: relative gradient error weighted {error(weighted):.4f}, unweighted {error(unweighted):.4f}")
+    print(f"\n{space!r} {model} {divergence}: relative gradient error weighted {error(weighted):.4f}, "
+          f"unweighted {error(unweighted):.4f}")
     assert error(weighted) < 0.05
     assert error(unweighted) > 0.1
 
@@ -231,7 +236,8 @@ def test_importance_weighted_variant_is_registered_logs_ess_and_clips():
     assert method is VARIANTS["minmin-logistic-is"] and method.defaults["proposal"] == "model"
     x, y = torch.randn(128, 4), (torch.rand(128, 12) < 0.3).float()
     seen = []
-    fitted = method.fit(Multilabel(12), "pairwise", FitData(x, y), {"hidden": 8, "max_grad_norm": 1e-3, "adam_beta2": 0.9},
+    params = {"hidden": 8, "max_grad_norm": 1e-3, "adam_beta2": 0.9}
+    fitted = method.fit(Multilabel(12), "pairwise", FitData(x, y), params,
                         Budget(max_steps=200, batch_size=32, eval_every=100), seed=0, device=CPU,
                         monitor=lambda progress, model: seen.append(model.info["ess"]) or False)
     assert 0 < fitted.info["ess"] <= 1 and len(fitted.info["ess_curve"]) == 2 and len(seen) == 2
