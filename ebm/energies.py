@@ -8,7 +8,7 @@ The prior q is not part of g: the model is p(y|x) ∝ q(y)·exp(g(x, y)).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -246,7 +246,7 @@ def build_energy(
         raise unknown_name_error("model", model, tuple(ENERGIES))
     if model not in space.models:
         raise ValueError(f"model {model!r} does not apply to {space!r}; models for this space: {list(space.models)}")
-    common = dict(hidden=hidden, depth=depth, dropout=dropout)
+    common: dict[str, Any] = dict(hidden=hidden, depth=depth, dropout=dropout)
     if model == "pairwise":
         return PairwiseEnergy(space, in_features, rank=rank, **common)
     if model == "mlp":

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ebm.energies import Energy
+from ebm.energies import Energy, PairwiseEnergy
 from ebm.spaces import OutputSpace, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
@@ -434,7 +434,7 @@ def effective_sample_fraction(log_terms: Tensor) -> Tensor:
                        torch.zeros_like(total))
 
 
-def pairwise_mean_field(energy: Energy, x: Tensor, means: Tensor, prior_logits: Tensor,
+def pairwise_mean_field(energy: PairwiseEnergy, x: Tensor, means: Tensor, prior_logits: Tensor,
                         iterations: int = TRAINING_MEAN_FIELD_ITERATIONS, damping: float = 0.5) -> Tensor:
     """Damped mean-field logits φ ← (1 − η) φ + η (u + logit π + U σ(φ)) of a pairwise energy from
     initial means μ₀ (n, C, k) → (n, C, k), as ``mean_field_logits`` but with U μ computed from

@@ -37,7 +37,7 @@ def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *,
     n, c, k = states.shape
     prior_logits = space.prior_logits(x.device).to(x.dtype)
     closed_form = isinstance(energy, Pairwise)
-    if closed_form:
+    if isinstance(energy, Pairwise):
         u, coupling = energy.pairwise_terms(x)
     for i in range(k):
         if closed_form:

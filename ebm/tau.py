@@ -27,7 +27,9 @@ class NeuralTau(nn.Module):
         super().__init__()
         self.shared_trunk = trunk
         self.net = mlp(in_features, hidden, 0 if trunk is not None else depth, dropout, out_features=1)
-        nn.init.constant_(self.net[-1].bias, float(init))
+        output = self.net[-1]
+        assert isinstance(output, nn.Linear)
+        nn.init.constant_(output.bias, float(init))
 
     def forward(self, x: Tensor, index: Tensor | None = None) -> Tensor:
         h = self.shared_trunk(x) if self.shared_trunk is not None else x
@@ -46,6 +48,7 @@ class FiniteTau(nn.Module):
         super().__init__()
         if x_train.dim() != 2 or x_train.shape[0] == 0:
             raise ValueError(f"FiniteTau needs x_train of shape (n ≥ 1, d), got {tuple(x_train.shape)}")
+        self.x_train: Tensor
         self.register_buffer("x_train", x_train.detach().clone())
         self.values = nn.Parameter(torch.full((x_train.shape[0],), float(init)))
         self.chunk_size = int(chunk_size)
