@@ -44,7 +44,7 @@ from typing import Any
 
 from ebm import did_you_mean
 
-BUILTIN_SUITES = ("quick", "paper", "paper-convergence", "full")
+BUILTIN_SUITES = ("quick", "paper", "paper-convergence", "minmin-scale", "full")
 SUITES_DIR = Path(__file__).with_name("suites")
 DEFAULT_BUDGET: dict[str, Any] = {"max_steps": 500, "batch_size": 64, "eval_every": 100, "selection": "best_val"}
 #: ``selection``: which model a run returns (ebm.method.SELECTIONS); ``patience``: evaluations

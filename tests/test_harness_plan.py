@@ -200,7 +200,7 @@ def test_builtin_suites_plan(tmp_path):
 def test_builtin_suites_run_the_constant_floor_and_every_label_ranking_fold(tmp_path):
     from tasks.registry import get_task
 
-    for name in ("quick", "paper", "full", "paper-convergence"):
+    for name in ("quick", "paper", "full", "paper-convergence", "minmin-scale"):
         plan = plan_runs(load_suite(name), data_dir=tmp_path)
         cells = {(p.spec.task, p.spec.model) for p in plan}
         floors = {(p.spec.task, p.spec.model) for p in plan if p.spec.method == "constant"}
