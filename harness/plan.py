@@ -403,5 +403,6 @@ def check_param_types(method_name: str, defaults: dict[str, Any], overrides: dic
             if not isinstance(value, str):
                 raise ValueError(f"{where} must be a string (like the default {default!r}), got {value!r}")
         elif not isinstance(value, type(default)):
-            raise ValueError(f"{where} must be a {type(default).__name__} (like the default {default!r}), got {value!r}")
+            raise ValueError(f"{where} must be a {type(default).__name__} (like the default {default!r}), "
+                             f"got {value!r}")
 
