@@ -191,7 +191,7 @@ def recentre_tau(tau: torch.nn.Module, x: Tensor, index: Tensor, g_samples: Tens
     if isinstance(tau, FiniteTau):
         tau.values.index_add_(0, index, lag.to(tau.values.dtype))
     elif isinstance(tau, NeuralTau):
-        tau.net[-1].bias.add_(lag.mean().to(tau.net[-1].bias.dtype))
+        tau.output_bias.add_(lag.mean().to(tau.output_bias.dtype))
     elif isinstance(tau, ScalarTau):
         tau.value.add_(lag.mean().to(tau.value.dtype))
     else:
