@@ -269,7 +269,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                     except ValueError as exc:
                         raise SuiteError(f"{where}: {exc}") from None
                     verdict = ((Status.SKIPPED, f"data not available: {missing}") if missing else
-                               (Status.UNSUPPORTED, prior.refusal) if prior.refusal else method.check(space, model, params))
+                               (Status.UNSUPPORTED, prior.refusal) if prior.refusal else
+                               method.check(space, model, params))
                     for seed in range(seeds):
                         for fold in _folds(suite, task):
                             spec = RunSpec(task=task_name, model=model, method=method_name, seed=seed, fold=fold,
@@ -333,5 +334,6 @@ def check_param_types(method_name: str, defaults: dict[str, Any], overrides: dic
             if not isinstance(value, str):
                 raise ValueError(f"{where} must be a string (like the default {default!r}), got {value!r}")
         elif not isinstance(value, type(default)):
-            raise ValueError(f"{where} must be a {type(default).__name__} (like the default {default!r}), got {value!r}")
+            raise ValueError(f"{where} must be a {type(default).__name__} (like the default {default!r}), "
+                             f"got {value!r}")
 
