@@ -29,7 +29,6 @@ training example), ``minmin-scalar`` (kl, one τ for all x).
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -53,13 +52,9 @@ class MinMinMethod(StepMethod):
 
     Variance controls: ``proposal`` ("prior" | "model", see the module docstring) with
     ``proposal_prior_weight`` α; ``max_grad_norm`` (common to every method, applied by the
-    shared loop) clips the global gradient norm before each step (None: off); ``adam_beta2`` is
-    Adam's second-moment decay (a rare huge gradient stays in a 0.999 average for thousands of
-    steps and shrinks every later update); ``tau_recentre``
-    (kl with the model proposal only) shifts τ before each step by the batch mean of
-    log Ẑ(x) − τ(x), with Ẑ the proposal's importance-sampling estimate of Z(x) from the step's
-    own draws (:func:`recentre_tau`): τ then never lags log Z by tens of nats, where the sample
-    term e^{g − τ} would scale the gradient's negative phase by e^{lag}.
+    shared loop) clips the global gradient norm of g and τ before each step (None: off);
+    ``adam_beta2`` is Adam's second-moment decay (a rare huge gradient stays in a 0.999 average
+    for thousands of steps and shrinks every later update).
     """
 
     name: ClassVar[str] = "minmin"
@@ -74,7 +69,6 @@ class MinMinMethod(StepMethod):
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
         "adam_beta2": 0.999,
-        "tau_recentre": False,
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
@@ -89,10 +83,6 @@ class MinMinMethod(StepMethod):
             raise ValueError(f"max_grad_norm must be positive (or None: no clipping), got {params['max_grad_norm']}")
         if not 0 <= float(params["adam_beta2"]) < 1:
             raise ValueError(f"adam_beta2 must lie in [0, 1), got {params['adam_beta2']}")
-        kl = get_divergence(params["divergence"]).name == "kl"
-        if params["tau_recentre"] and (params["proposal"] != "model" or not kl):
-            raise ValueError("tau_recentre needs proposal='model' and divergence='kl' (it moves τ to the proposal's "
-                             "estimate of log Z)")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
@@ -122,7 +112,6 @@ class MinMinMethod(StepMethod):
                                        "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
-        recentre = bool(params["tau_recentre"])
         ess = EssLog()
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
@@ -134,8 +123,6 @@ class MinMinMethod(StepMethod):
             else:
                 samples = space.sample_prior((len(index), n_samples), generator=setup.sampler, device=x.device)
             g_data, g_samples = score_data_and_samples(energy, x, y, samples)
-            if recentre:
-                recentre_tau(tau, x, index, g_samples.detach(), log_weights)
             tau_x = tau(x, index=index)
             loss = minmin_loss(g_data, g_samples, tau_x, divergence, log_weights)
             ess.add(g_samples.detach(), tau_x.detach(), log_weights, divergence)
@@ -175,45 +162,10 @@ class EssLog:
         return {"ess": self.total / max(self.steps, 1), "ess_curve": list(self.curve)}
 
 
-@torch.no_grad()
-def recentre_tau(tau: torch.nn.Module, x: Tensor, index: Tensor, g_samples: Tensor,
-                 log_weights: Tensor | None) -> Tensor:
-    """Shift τ by the batch mean of log Ẑ(x_i) − τ(x_i), log Ẑ = log mean_j w_j e^{g_j} (the
-    importance-sampling estimate from the step's draws), in place: the output bias of a neural τ,
-    the value of a scalar τ, each batch example's own value for a finite τ. Returns the shifts
-    log Ẑ − τ (before the move). The shift uses the draws that the step's gradient also uses;
-    pooled over the batch, each draw's influence on it is O(1/(n·n′))."""
-    from ebm.tau import FiniteTau, NeuralTau, ScalarTau
-
-    log_w = g_samples.double() + (0.0 if log_weights is None else log_weights.double())
-    log_z = torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1])
-    lag = log_z - tau(x, index=index).double()
-    if isinstance(tau, FiniteTau):
-        tau.values.index_add_(0, index, lag.to(tau.values.dtype))
-    elif isinstance(tau, NeuralTau):
-        tau.output_bias.add_(lag.mean().to(tau.output_bias.dtype))
-    elif isinstance(tau, ScalarTau):
-        tau.value.add_(lag.mean().to(tau.value.dtype))
-    else:
-        raise TypeError(f"recentre_tau does not know how to move {type(tau).__name__}")
-    return lag
-
-
 def set_adam_beta2(optimizer: torch.optim.Optimizer, beta2: float) -> None:
     """Adam's second-moment decay β2 for every parameter group (β1 unchanged)."""
     for group in optimizer.param_groups:
         group["betas"] = (group["betas"][0], beta2)
-
-
-def clip_before_step(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
-    """Clip the global gradient norm of all the optimiser's parameters to ``max_norm`` before
-    every ``step`` (a step pre-hook, so the shared training loop needs no change)."""
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-
-    def clip(*_: object) -> None:  # a pre-hook must return None
-        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-
-    optimizer.register_step_pre_hook(clip)
 
 
 class MinMinLogistic(MinMinMethod):
@@ -224,7 +176,9 @@ class MinMinLogistic(MinMinMethod):
 
 class MinMinLogisticIS(MinMinMethod):
     name = "minmin-logistic-is"
-    description = "joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), importance-weighted"
+    description = ("joint EBM, kl with a neural τ(x); y′ from a model-informed proposal (10% prior), "
+                   "importance-weighted; no clipping by default (cal500 NLL 88 → 138-152 with it); "
+                   "rankings: max_grad_norm=1 (vowel 0.81 → 0.86)")
     defaults = {**MinMinMethod.defaults, "divergence": "kl", "tau": "neural", "proposal": "model"}
 
 

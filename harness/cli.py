@@ -27,7 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         load_command(name).register(subparsers)
+    for command in subparsers.choices.values():  # module docstrings are reStructuredText: show plain text
+        command.description = plain_text(command.description)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+def plain_text(text: str | None) -> str | None:
+    """reStructuredText inline markup as plain text: ``x`` → x, :func:`x` → x, a trailing :: → :."""
+    import re
+
+    if not text:
+        return text
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = text.replace("``", "")
+    return re.sub(r"::$", ":", text, flags=re.M)
 
 
 def _version() -> str:

@@ -122,7 +122,7 @@ class RayExecutor:
 
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None, cpus_per_run: float = 1.0,
                  gpus_per_run: float = 0.0, max_retries: int = DEFAULT_MAX_RETRIES,
-                 max_in_flight: int | None = None) -> None:
+                 max_in_flight: int | None = None, on_phase: Callable[[str], None] | None = None) -> None:
         import logging
 
         local = not (address or os.environ.get("RAY_ADDRESS"))
@@ -132,6 +132,7 @@ class RayExecutor:
 
         self._ray = ray
         self._owns_ray = False
+        _token_warning_once()
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or None
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -159,6 +160,8 @@ class RayExecutor:
         self._remote = ray.remote(_call).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                                  max_retries=int(max_retries), retry_exceptions=False)
         self._running: dict[Any, tuple[Job, float]] = {}
+        if on_phase is not None:
+            on_phase(f"warming {self.capacity} Ray worker(s) (importing torch and the project)")
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -227,6 +230,29 @@ class RayExecutor:
         self._running.clear()
         if self._owns_ray:
             self._ray.shutdown()
+
+
+class _FirstOnly:
+    """A logging filter that lets the first record through and drops the rest."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def filter(self, record) -> bool:
+        first, self.seen = not self.seen, True
+        return first
+
+
+def _token_warning_once() -> None:
+    """Ray (>= 2.59) logs "Token authentication is enabled for this Ray cluster" at every start of
+    a local instance (perf and the tests start several in one process): keep the first line.
+    Workers do not repeat it: Ray sets RAY_AUTH_MODE in the driver's environment, which local
+    workers inherit."""
+    import logging
+
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _FirstOnly) for f in logger.filters):
+        logger.addFilter(_FirstOnly())
 
 
 def _loopback_only() -> None:

@@ -62,6 +62,9 @@ MARK_FLOOR = "†"
 LEGEND = (f"{MARK_TIED} best, or not significantly different from the best (paired t-test over seeds/folds, "
           f"Holm-corrected, α = 0.05); {MARK_FLOOR} does not beat the constant floor; "
           f"{MARK_FAILED} has failed runs (see n_failed)")
+#: the legend under the terminal table that fits the terminal
+SHORT_LEGEND = (f"{MARK_TIED} best or not significantly different (Holm, α = 0.05) · {MARK_FLOOR} not above the "
+                f"constant floor · {MARK_FAILED} failed runs · all metrics: leaderboard --metrics all")
 
 
 def metric_directions() -> dict[str, str]:
@@ -383,23 +386,78 @@ def _latex(wide: pd.DataFrame, best: pd.DataFrame) -> str:
                       r"\bottomrule", r"\end{tabular}", "% " + LEGEND.replace("%", r"\%")]) + "\n"
 
 
-def _rich_table(wide: pd.DataFrame, best: pd.DataFrame, title: str | None) -> str:
+def _rich_table(wide: pd.DataFrame, best: pd.DataFrame, title: str | None, width: int | None = None,
+                caption: str = LEGEND) -> str:
+    """The rich table; with ``width``, it fits: mean±std cells lose their spaces first, then
+    :func:`harness.tables.render_table` drops the vertical rules and, last, cuts long names."""
     from harness.tables import render_table
 
-    rows = [[f"{v} *" if c in best.columns and best.at[i, c] else v for c, v in row.items()]
-            for i, row in wide.iterrows()]
-    return render_table([str(c) for c in wide.columns], rows, title=title, caption=LEGEND,
-                        right=[c for c in wide.columns if c not in ("task", "model", "config")])
+    numeric = [c for c in wide.columns if c not in ("task", "model", "config")]
+
+    def render(compact: bool) -> str:
+        rows = [[(f"{v}*" if compact else f"{v} *") if c in best.columns and best.at[i, c] else v
+                 for c, v in row.items()] for i, row in wide.iterrows()]
+        if compact:
+            rows = [[v.replace(" ± ", "±") if isinstance(v, str) else v for v in row] for row in rows]
+        return render_table([str(c) for c in wide.columns], rows, title=title, caption=caption, right=numeric,
+                            max_width=width)
+
+    if width is None:
+        return render(False)
+    from harness.tables import natural_width
+
+    cells = [[str(v) for v in row] for row in wide.itertuples(index=False)]
+    star = 2 if best.to_numpy().any() else 0  # the " *" of the best cells
+    fits = natural_width([str(c) for c in wide.columns], cells, compact=True) + star <= width
+    return render(not fits)
+
+
+def terminal_width() -> int:
+    """Columns of the terminal stdout writes to (``COLUMNS`` when set; 80 when unknown): rich's rule."""
+    from rich.console import Console
+
+    return Console().width
+
+
+def parse_metrics(value: str | None) -> tuple[str, ...] | None:
+    """``--metrics``: None (each task's primary metric), ``all``, or a comma list."""
+    if value is None or not value.strip():
+        return None
+    if value.strip() == "all":
+        return ("all",)
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _primary_only(board: pd.DataFrame) -> pd.DataFrame:
+    """Each task's rows on its primary metric only (a task without one keeps its first metric)."""
+    tasks = sorted(set(board["task"]) - {ALL})
+    primary = primary_metrics(None, tasks)
+    keep = board["task"].map(primary)
+    first = board.groupby("task")["metric"].transform("first")
+    return board[board["metric"].eq(keep.fillna(first))]
 
 
 def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None = None,
-                       metric: str | None = None) -> str:
+                       metric: str | None = None, *, metrics: tuple[str, ...] | None = None,
+                       width: int | None = None) -> str:
     """Render a leaderboard. ``table`` (rich), ``markdown`` and ``latex`` show the compact pivot
     (best mean per task × model × metric in bold); ``csv`` gives the long rows, for machines.
-    ``task``/``metric`` filter; the mean-rank rows are shown under the table when present."""
+    ``task``/``metric`` filter; the mean-rank rows are shown under the table when present.
+
+    ``metrics``: None shows, in the ``table`` format, each task's primary metric with n_ok and
+    n_failed, fitted to ``width`` columns (default: the terminal's); the other formats stay
+    complete. ``("all",)`` shows every metric; a tuple of names shows those."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown leaderboard format {fmt!r}; choose one of {', '.join(FORMATS)}")
     selected = board
+    if metrics is not None and metrics != ("all",):
+        known = sorted(set(board["metric"]) - {MEAN_RANK})
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            raise ValueError(f"no leaderboard rows for metric {unknown[0]!r}; metrics with results: "
+                             f"{', '.join(known) or 'none'}")
+        selected = selected[selected["metric"].isin(metrics) | (selected["task"] == ALL)]
+    primary_only = fmt == "table" and metrics is None and metric is None
     if task is not None:
         known = sorted(set(board["task"]) - {ALL})
         if task not in known:
@@ -416,7 +474,13 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
     ranks = board[(board["task"] == ALL) & (board["metric"] == MEAN_RANK)]
     rank_lines = ", ".join(f"{c} {r:.2f}" for c, r in zip(ranks["config"], ranks["mean"])) \
         if task is None and metric is None else ""
-    blocks = [_render_block(*pivot(block), fmt) for block in _blocks_by_metric_set(selected)]
+    if primary_only:  # the default terminal view fits the terminal; asked-for metrics get their natural width
+        selected = _primary_only(selected)
+        width = width or terminal_width()
+    else:
+        width = None
+    blocks = [_render_block(*pivot(block), fmt, width=width, primary_only=primary_only)
+              for block in _blocks_by_metric_set(selected)]
     if not blocks:
         return "(no results yet)\n"
     footer = ""
@@ -431,6 +495,11 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
         if unranked:
             footer += ("not in the mean rank (too few shared cells, or no primary-metric result): "
                        f"{', '.join(unranked)}\n")
+    if footer and width is not None:
+        import textwrap
+
+        footer = "".join(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False) + "\n"
+                         for line in footer.splitlines())
     return "\n".join(blocks) + ("\n" + footer if footer else "")
 
 
@@ -442,9 +511,13 @@ def _blocks_by_metric_set(board: pd.DataFrame) -> list[pd.DataFrame]:
     return [board[board["task"].isin(tasks.index)] for _, tasks in metric_sets.groupby(metric_sets, sort=False)]
 
 
-def _render_block(wide: pd.DataFrame, best: pd.DataFrame, fmt: str) -> str:
+def _render_block(wide: pd.DataFrame, best: pd.DataFrame, fmt: str, *, width: int | None = None,
+                  primary_only: bool = False) -> str:
     if fmt == "markdown":
         return _markdown(wide, best)
     if fmt == "latex":
         return _latex(wide, best)
-    return _rich_table(wide, best, title="ebm-bench leaderboard (test split; mean ± std over seeds)")
+    if primary_only:
+        return _rich_table(wide, best, title="leaderboard: test, mean ± std over seeds", width=width,
+                           caption=SHORT_LEGEND)
+    return _rich_table(wide, best, title="ebm-bench leaderboard (test split; mean ± std over seeds)", width=width)

@@ -227,6 +227,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     plan, seen, notes = Plan(), set(), []
     seeds = filters.seeds if filters.seeds is not None else suite.seeds
     data = {"val_fraction": suite.val_fraction}  # the prior q is a hyperparameter (harness.fitdata.resolve_prior)
+    #: what each filter could have matched (for the message when one matches nothing)
+    candidates: dict[str, dict[str, None]] = {"task": {}, "model": {}, "method": {}}
 
     for number, block in enumerate(suite.grid, 1):
         where = f"suite {suite.name!r} grid block {number}"
@@ -236,11 +238,16 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
         except ValueError as exc:
             raise SuiteError(f"{where}: {exc}") from None
         for task_name in tasks:
-            if not _matches(task_name, filters.tasks):
-                continue
             task = get_task(task_name)
             if block.max_k is not None and task.k > block.max_k:
                 continue
+            candidates["task"][task_name] = None
+            if not _matches(task_name, filters.tasks):
+                continue
+            block_models = [m for m in models_by_kind[task.kind] if _matches(m, block.models)]
+            candidates["model"].update(dict.fromkeys(block_models))
+            if any(_matches(m, filters.models) for m in block_models):
+                candidates["method"].update(dict.fromkeys(methods))
             if task_name not in availability:
                 availability[task_name] = task.available(data_dir)
             missing = availability[task_name]
@@ -251,9 +258,12 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                 continue
             budget = suite.block_budget(block)
             if filters.max_steps is not None:
-                budget = {**budget, "max_steps": filters.max_steps,
-                          "eval_every": min(budget["eval_every"], filters.max_steps)}
-            models = [m for m in models_by_kind[task.kind] if _matches(m, block.models) and _matches(m, filters.models)]
+                # as many evaluations as the suite's budget has (a curve keeps its points); a budget
+                # smaller than that (a smoke test) is evaluated once, at its end
+                evals = max(1, budget["max_steps"] // budget["eval_every"])
+                every = filters.max_steps // evals if filters.max_steps >= evals else filters.max_steps
+                budget = {**budget, "max_steps": filters.max_steps, "eval_every": max(1, every)}
+            models = [m for m in block_models if _matches(m, filters.models)]
             for model in models:
                 space = make_space(task.kind, task.k, model)
                 for method_name in methods:
@@ -284,22 +294,81 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                                                    reason=verdict[1] if verdict else None, method=method,
                                                    overrides=overrides))
     plan.notes = notes
-    _check_filters_matched(suite, filters, plan)
+    _check_filters_matched(suite, filters, plan, {k: list(v) for k, v in candidates.items()})
     return plan
 
 
-def _check_filters_matched(suite: Suite, filters: Filters, plan: Plan) -> None:
-    """An exact filter name that selects nothing is almost surely a mistake: say so."""
-    for what, names, attr in (("task", filters.tasks, "task"), ("method", filters.methods, "method"),
-                              ("model", filters.models, "model")):
-        planned = {getattr(p.spec, attr) for p in plan}
-        for name in names:
-            if not has_glob(name) and name not in planned:
-                raise SuiteError(f"{what} {name!r} is not part of suite {suite.name!r} (after the other filters); "
-                                 f"try --suite full or a suite file that includes it")
+def _check_filters_matched(suite: Suite, filters: Filters, plan: Plan, candidates: dict[str, list[str]]) -> None:
+    """A filter that selects nothing is almost surely a mistake: name the filter and what it
+    could have matched (``candidates``: what the grid offered that flag, given the task filter)."""
+    scope = f"suite {suite.name!r}" if suite.name != GRID_SUITE else "the grid"
+    for what in ("task", "model", "method"):
+        patterns = getattr(filters, what + "s")
+        known = candidates[what]
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in known):
+                where = scope if what == "task" else f"{scope} for the selected tasks"
+                hint = ("; without --suite the flags define the grid themselves"
+                        if suite.name != GRID_SUITE else "")
+                raise SuiteError(f"--{what}s {pattern!r} matches no {what} of {where} "
+                                 f"(it has: {', '.join(known) or 'none'}){hint}")
     if not plan:
-        raise SuiteError(f"no runs: suite {suite.name!r} with these filters selects nothing"
+        raise SuiteError(f"no runs: {scope} with these filters selects nothing"
                          + (f" ({'; '.join(plan.notes)})" if plan.notes else ""))
+
+
+#: the label of the suite that ``--tasks/--methods/--models`` define without ``--suite``
+GRID_SUITE = "grid"
+
+
+def grid_suite(filters: Filters, base: Suite | None = None) -> Suite:
+    """The suite the command line names without ``--suite``: ``--tasks`` (names or globs over
+    every task; default: the quick suite's tasks) × every model of each task's kind (or
+    ``--models``) × ``--methods`` (names or globs over every method; default: all), with the
+    ``base`` suite's (default: quick) budget, seeds, folds and data settings.
+
+    Tasks named exactly whose data is missing become ``skipped`` rows (with the reason); tasks
+    reached by a glob only are left out with a note, as the quick suite's optional tasks are."""
+    import dataclasses
+
+    from baselines.registry import list_methods
+    from harness.suites import GridBlock, load_suite
+    from tasks.registry import list_tasks
+
+    base = base or load_suite("quick")
+    methods = filters.methods or ("*",)
+    models = ("*",)  # --models then filters (and says what it could have matched)
+    all_tasks = [t.name for t in list_tasks()]
+    all_methods = [m.name for m in list_methods()]
+    for flag, patterns, known in (("tasks", filters.tasks, all_tasks), ("methods", filters.methods, all_methods)):
+        for pattern in patterns:
+            if has_glob(pattern) and not any(fnmatch.fnmatchcase(n, pattern) for n in known):
+                raise SuiteError(f"--{flag} {pattern!r} matches nothing (known: {', '.join(known)})")
+    if filters.tasks:
+        exact = tuple(t for t in filters.tasks if not has_glob(t))
+        globbed = tuple(t for t in filters.tasks if has_glob(t))
+        blocks = [GridBlock(tasks=names, methods=methods, models=models, optional=optional)
+                  for names, optional in ((exact, False), (globbed, True)) if names]
+    else:
+        blocks = [GridBlock(tasks=b.tasks, methods=methods, models=models, optional=b.optional, max_k=b.max_k)
+                  for b in base.grid]
+    return dataclasses.replace(base, name=GRID_SUITE, grid=tuple(blocks), tune_trials=base.tune_trials,
+                               description="the grid named on the command line", source="<command line>")
+
+
+def resolve_suite(suite: str | Path | Suite | None, filters: Filters) -> tuple[Suite, Filters]:
+    """(suite, filters to apply to it). ``suite=None`` with task/method/model filters: the grid
+    they name (:func:`grid_suite`), then only seeds and steps still filter; with none: quick."""
+    from harness.suites import load_suite
+
+    if isinstance(suite, Suite):
+        return suite, filters
+    if suite is not None:
+        return load_suite(suite), filters
+    if filters.tasks or filters.methods or filters.models:
+        validate_filters(filters)
+        return grid_suite(filters), filters  # the filters then only check that each matched something
+    return load_suite("quick"), filters
 
 
 def with_params(run: PlannedRun, params: dict[str, Any], *, tuned: bool) -> PlannedRun:

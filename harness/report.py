@@ -1,5 +1,5 @@
-"""One-page report of a results directory: ``REPORT.md`` and ``report.html`` side by side with
-the PNGs of :mod:`harness.plots` (linked by relative path, so the folder can be moved).
+"""One-page report of a results directory: ``REPORT.md`` and ``report.html``, with the PNGs of
+:mod:`harness.plots` in ``plots/`` beside them (linked by relative path, so the folder can be moved).
 
 Sections: run counts by status; the leaderboard (test split, mean ± std over seeds, one row per
 configuration; in bold the best and every config not significantly different from it, † where
@@ -69,7 +69,7 @@ def _across_tasks(board: pd.DataFrame, runs: pd.DataFrame) -> str:
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  on_corrupt: str = "warn") -> Path:
     """Write ``out_dir/REPORT.md`` (default ``out_dir = results_dir``), ``report.html`` and the
-    figures; returns the Markdown path."""
+    figures (``out_dir/plots/``); returns the Markdown path."""
     from harness import leaderboard, plots, store
 
     results_dir = Path(results_dir)
@@ -81,7 +81,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         columns={"mean": "mean_rank", "n_ok": "cells"}).round({"mean_rank": 2}).astype({"rank": "Int64"})
     across = _across_tasks(board[board["task"] != leaderboard.ALL], runs)
     board = board[board["task"] != leaderboard.ALL]  # the mean ranks get their own section
-    figures = plots.plot_all(results_dir, out_dir, on_corrupt=on_corrupt)
+    figures = plots.plot_all(results_dir, out_dir / "plots", on_corrupt=on_corrupt)  # where `ebm-bench plot` puts them
     statuses = runs["status"].value_counts().rename_axis("status").reset_index(name="runs") if len(runs) else \
         pd.DataFrame(columns=["status", "runs"])
     failures = _failures(runs)

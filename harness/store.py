@@ -8,7 +8,7 @@ Layout of a results directory ``DIR``::
     DIR/perf/part-...parquet                     perf measurements; mirrored to DIR/perf.parquet
     DIR/leaderboard.parquet                      written by harness.leaderboard
     DIR/manifest.json                            git sha, versions, hardware, command line
-    DIR/studies/<study>.journal                  Optuna journals (harness.tuning)
+    DIR/studies/optuna.journal                   every Optuna study of the dir (harness.tuning)
 
 Why part files: every append creates a *new* file (unique name, written to a hidden temp
 file in the same directory, fsynced, then ``os.replace``d), so two drivers writing into one
@@ -111,6 +111,9 @@ PERF_SCHEMA = _schema("perf", [
     pa.field("unit", pa.string()),
     pa.field("reference_method", pa.string()),
     pa.field("ratio", pa.float64()),
+    pa.field("spread", pa.float64()),        # max / min of the repetitions (null: one measurement)
+    pa.field("ratio_spread", pa.float64()),  # max / min of the per-repetition ratios
+    pa.field("n_repeats", pa.int64()),
     pa.field("host", pa.string()),
     pa.field("started_at", _TS),
 ])

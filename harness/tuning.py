@@ -1,10 +1,14 @@
 """Hyperparameter tuning with Optuna: the driver alone asks and tells; workers only train.
 
 One study per (task, model, method) and configuration (budget, data settings, the suite's
-fixed hyperparameters): its name is ``<task>__<model>__<method>__<hash>``, its storage a
-journal file ``DIR/studies/<name>.journal`` (``JournalStorage(JournalFileBackend(...))``; only
-this driver process writes it, so no database and no heartbeat is needed), and its sampler a
+fixed hyperparameters): its name is ``<task>__<model>__<method>__<hash>`` and its sampler a
 ``TPESampler`` seeded from the name. Every method of a task gets the same number of trials.
+All the studies of a results directory live in one store, the journal file
+``DIR/studies/optuna.journal`` (``JournalStorage(JournalFileBackend(...))``; only this driver
+process writes it, so no database and no heartbeat is needed), which optuna-dashboard opens
+as it is: ``optuna-dashboard DIR/studies/optuna.journal``. Each study carries ``task, model,
+method, config`` as user attributes, each trial those and the ``run_id`` it trained (with its
+``params``), so the dashboard's tables say which benchmark cell a trial belongs to.
 
 A trial trains on the training split of seed 0 / fold 0 and is scored by the task's primary
 metric on the validation split (never the test split): the objective is the validation value of
@@ -46,19 +50,45 @@ def study_name(run: PlannedRun) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{spec.task}__{spec.model}__{spec.method}__{config}")
 
 
-def open_study(results_dir: str | Path, name: str, direction: str):
-    """Create or load the durable study ``name`` in ``DIR/studies``."""
-    import optuna
+#: the one study store of a results directory (relative path)
+STUDY_STORE = Path("studies") / "optuna.journal"
+_storages: dict[Path, Any] = {}
+
+
+def study_storage(results_dir: str | Path):
+    """The results directory's study store (one JournalStorage per file and process: opening
+    replays the journal, so it is done once)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    path = (Path(results_dir) / STUDY_STORE).resolve()
+    if path not in _storages or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _storages[path] = JournalStorage(JournalFileBackend(str(path)))
+    return _storages[path]
+
+
+def open_study(results_dir: str | Path, name: str, direction: str, *, attrs: dict[str, Any] | None = None):
+    """Create or load the durable study ``name`` in the results directory's study store;
+    ``attrs`` (task, model, method, config) become the study's user attributes."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = Path(results_dir) / "studies" / f"{name}.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(path)))
     sampler = optuna.samplers.TPESampler(seed=derive_seed("study", name))
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True,
-                               direction="maximize" if direction == "max" else "minimize")
+    study = optuna.create_study(study_name=name, storage=study_storage(results_dir), sampler=sampler,
+                                load_if_exists=True, direction="maximize" if direction == "max" else "minimize")
+    for key, value in (attrs or {}).items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    return study
+
+
+def cell_attrs(run: PlannedRun) -> dict[str, Any]:
+    """What a study or trial belongs to, for optuna-dashboard's tables."""
+    from harness.commands.run import config_label
+
+    spec = run.spec
+    return {"task": spec.task, "model": spec.model, "method": spec.method, "config": config_label(run)}
 
 
 def tunable(method) -> bool:
@@ -132,7 +162,7 @@ def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple
         if not tunable(run.method):
             notes.append(f"{run.spec.method}: empty search space, default hyperparameters used")
             continue
-        study = open_study(results_dir, name, direction(run.primary_metric))
+        study = open_study(results_dir, name, direction(run.primary_metric), attrs=cell_attrs(run))
         remaining = max(0, n_trials - _finished_count(study))
         states[name] = StudyState(name, run, run.method, run.overrides, study, remaining)
     return states, notes
@@ -235,9 +265,13 @@ class Trials:
             # the suite's grid params stay fixed: they override what the search space suggests
             params = state.method.params({**state.method.search_space(trial), **state.overrides})
             trial.set_user_attr("params", json.dumps(params, sort_keys=True))
+            trial_run = with_params(state.run, params, tuned=False)
+            for key, value in {**cell_attrs(state.run), "run_id": trial_run.run_id, "seed": trial_run.spec.seed,
+                               "fold": trial_run.spec.fold}.items():
+                trial.set_user_attr(key, value)
             state.in_flight += 1
             thresholds = median_thresholds(state.study, state.run.spec.budget["max_steps"])
-            return Submission(key=(state.name, trial.number), run=with_params(state.run, params, tuned=False),
+            return Submission(key=(state.name, trial.number), run=trial_run,
                               method=state.method, kwargs={"prune_thresholds": thresholds, "evaluate_test": False},
                               payload=(state, trial, params))
         return None
@@ -250,5 +284,5 @@ class Trials:
         status = Status.OK if row["state"] in ("COMPLETE", "PRUNED") else Status.FAILED
         spec = state.run.spec
         display = {"status": status, "task": spec.task, "model": spec.model, "method": spec.method,
-                   "seed": f"trial {trial.number}", "fold": spec.fold, "error": row["error"]}
+                   "trial": trial.number, "error": row["error"]}
         return Finished(rows={"trials": [row]}, status=status, display=display)

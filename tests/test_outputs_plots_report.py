@@ -46,12 +46,13 @@ def test_report_contains_leaderboard_figures_and_failures(results_dir, tmp_path)
     md_path = write_report(results_dir, tmp_path / "report")
     text = md_path.read_text()
     assert "| yeast | unary | minmin-logistic |" in text and "**0.620 ± 0.020**" in text
-    assert "![leaderboard-yeast](leaderboard-yeast.png)" in text
-    assert (tmp_path / "report" / "leaderboard-yeast.png").is_file()
+    assert "![leaderboard-yeast](plots/leaderboard-yeast.png)" in text
+    assert (tmp_path / "report" / "plots" / "leaderboard-yeast.png").is_file()
+    assert not list((tmp_path / "report").glob("*.png"))  # nothing beside REPORT.md
     n_failed = sum(len(v) for v in FAILED.values())
     assert f"## Failed runs ({n_failed})" in text and "boom: exact-mle exploded" in text
     html = (tmp_path / "report" / "report.html").read_text()
-    assert "0.620 ± 0.020" in html and 'src="convergence-yeast-unary.png"' in html
+    assert "0.620 ± 0.020" in html and 'src="plots/convergence-yeast-unary.png"' in html
 
 
 def test_report_on_empty_results_dir(tmp_path):

@@ -94,3 +94,21 @@ def test_time_to_quality_curve_reads_the_first_crossing():
     assert curve.first_within(5.7 * 1.02) == 2.0  # 5.9 > 5.814: the first crossing is the third point
     assert curve.first_within(5.95) == 1.0
     assert curve.first_within(5.0) is None
+
+
+def test_repetitions_give_median_spread_and_flag_disagreeing_ratios():
+    from harness.perf.common import perf_rows
+    from harness.perf.targets import render
+
+    config = PerfConfig(quick=True)
+    rows = perf_rows(config, "step_cost", "ms_per_step", "ms",
+                     {"bce": [1.0, 2.0, 4.0], "nce": [3.0, 3.0, 3.0]}, reference="bce")
+    by = {r["method"]: r for r in rows}
+    assert by["bce"]["value"] == 2.0 and by["bce"]["spread"] == 4.0 and by["bce"]["n_repeats"] == 3
+    assert by["nce"]["value"] == 3.0 and by["nce"]["spread"] == 1.0
+    assert by["nce"]["ratio"] == 1.5  # median / median
+    assert by["nce"]["ratio_spread"] == pytest.approx(3.0 / 0.75)  # per-repetition ratios 3, 1.5, 0.75
+    text = render(pd.DataFrame(rows))
+    assert "unstable" in text and "issue" not in text
+    steady = perf_rows(config, "x", "s", "s", {"a": [1.0, 1.1], "b": [2.0, 2.1]}, reference="a")
+    assert "unstable" not in render(pd.DataFrame(steady))

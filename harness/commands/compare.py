@@ -17,8 +17,10 @@ import fnmatch
 import math
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # commands import nothing heavy at import time (``ebm-bench --help`` stays fast)
+    import pandas as pd
 
 VERDICTS = ("win", "tie", "loss")
 
@@ -53,6 +55,8 @@ def resolve_config(name: str, runs: pd.DataFrame) -> str:
 def compare(runs: pd.DataFrame, a: str, b: str, *, task: str | None = None, metric: str | None = None,
             alpha: float = 0.05) -> Comparison:
     """Compare configs (or methods) ``a`` and ``b`` over ``runs`` (see the module doc)."""
+    import pandas as pd
+
     from harness import leaderboard, stats
 
     runs = leaderboard.with_config(runs)

@@ -1,6 +1,9 @@
 """``ebm-bench perf``: measure step cost vs |Y|, time to quality, harness overhead and scaling,
 FLOP/s and peak memory, side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
-view of ``ebm-bench query``) and print a table with the issue's targets (reported, not enforced).
+view of ``ebm-bench query``) and print a table: each figure with the spread of its repetitions,
+its ratio to the reference measured beside it, and the goal ebm-bench holds itself to
+(reported, not enforced). A ratio whose repetitions disagree by more than 2x is flagged
+"unstable": the machine was busy; run it again when it is idle.
 """
 
 from __future__ import annotations
@@ -8,13 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+#: what ``perf --quick`` takes on an idle 2-core machine, at most (its help says so; measured)
+QUICK_MINUTES = 5
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("perf", help="measure costs side by side (step cost vs |Y|, time to quality, "
                                                 "Ray overhead, FLOP/s, memory)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs (< 3 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"fewer repetitions, shorter runs (under {QUICK_MINUTES} min on an idle 2-core machine)")
     parser.add_argument("--data-dir", help="dataset directory for yeast (default: $EBM_BENCH_DATA)")
     parser.add_argument("--benchmarks", help="comma list of: step_cost, time_to_quality, flops, memory, harness "
                                              "(default: all)")

@@ -5,9 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+DESCRIPTION = """\
+Write one page about a results directory: REPORT.md and report.html (in --out, default the
+results dir) with the run counts by status, the leaderboard of every task (test split,
+mean ± std over seeds, best in bold), the mean rank of each method across tasks, the
+figures of `ebm-bench plot` (written to OUT/plots/) and the failed runs with their messages.
+
+--paper writes the paper-reproduction report instead: our numbers beside the paper's and
+beside scikit-learn references on the same splits.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="write REPORT.md and report.html with leaderboards and plots")
+    parser = subparsers.add_parser("report", help="write REPORT.md and report.html with leaderboards and plots",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
     parser.add_argument("--out", default=None, help="output folder (default: the results dir)")
     parser.add_argument("--paper", action="store_true",

@@ -57,6 +57,15 @@ class RunSummary:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: runs of the plan whose stored row is ok and that were not run again
+    already_ok: int = 0
+    #: non-ok outcomes (status, method, task, model, reason), for the closing summary
+    problems: list[tuple] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        """False when runs were planned but none ended ok (now or stored from before)."""
+        return not self.planned or self.counts.get("ok", 0) + self.already_ok > 0
 
 
 #: seconds a fresh Ray worker may take to start and import torch and the project before a run
@@ -99,19 +108,24 @@ def _loader(data_dir):
     return load
 
 
-def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSummary:
-    """Plan, (tune,) execute and store ``suite``; see the module docstring."""
+def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=None) -> RunSummary:
+    """Plan, (tune,) execute and store ``suite`` (a name, a path, a Suite, or None: the grid the
+    filters name, else quick); see the module docstring. ``phases`` (a progress.Phases) is told
+    what the driver is doing until the first run starts."""
     from harness import claims as claims_module
     from harness import manifest, store
-    from harness.plan import Filters, plan_runs
-    from harness.suites import load_suite
+    from harness.plan import Filters, plan_runs, resolve_suite
+    from harness.progress import Phases
 
     options = options or RunOptions()
-    suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
+    phases = phases or Phases(enabled=options.progress)
     started = time.monotonic()
+    phases("planning")
+    suite, filters = resolve_suite(suite, filters or Filters())
     results_dir = store.check_writable(options.results_dir)
-    plan = plan_runs(suite, filters or Filters(), data_dir=options.data_dir)
+    plan = plan_runs(suite, filters, data_dir=options.data_dir)
     summary = RunSummary(planned=len(plan), notes=list(plan.notes))
+    summary.problems += [(p.status, p.spec.method, p.spec.task, p.spec.model, p.reason) for p in plan if p.status]
     invocation = uuid.uuid4().hex[:12]
     ttl = claims_module.DEFAULT_TTL if options.claim_ttl is None else options.claim_ttl
     _recover(results_dir, invocation, ttl, summary)
@@ -122,17 +136,20 @@ def run_suite(suite, filters=None, options: RunOptions | None = None) -> RunSumm
                                planned=len(plan), status="running")
     writer = store.ResultWriter(results_dir)
     restore_signals = _stop_on_signals()
-    dispatcher = _dispatcher(options, writer, heartbeat=claims.renew)
+    dispatcher = _dispatcher(options, writer, heartbeat=claims.renew, phases=phases, problems=summary.problems)
     try:
         _record_plan_outcomes(plan, stored, options, writer, summary)
         runnable = _tuned(plan.runnable(), suite, options, dispatcher, results_dir, summary)
         if not options.tune_only:
             todo = sorted((r for r in runnable if needs_run(r, stored, options)), key=lambda r: r.spec.data_key)
             summary.to_run, summary.already_done = len(todo), len(runnable) - len(todo)
+            todo_ids = {r.run_id for r in todo}
+            summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
             summary.counts.update(dispatcher.run(_ClaimedRuns(todo, suite.name, claims, index, options), len(todo)))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        phases.done()
         # a second signal while cleaning up must not leave the manifest saying `running`
         with _signals_ignored():
             writer.flush()
@@ -267,26 +284,33 @@ def _record_plan_outcomes(plan, stored: dict[str, str], options: RunOptions, wri
     summary.counts.update(p.status for p in plan if p.status)
 
 
-def _dispatcher(options: RunOptions, writer, *, heartbeat=None):
-    """The executor loop of this invocation; its executor starts when the first job is submitted."""
+def _dispatcher(options: RunOptions, writer, *, heartbeat=None, phases=None, problems: list | None = None):
+    """The executor loop of this invocation; its executor starts when the first job is submitted.
+    ``phases`` hears of the executor's start; ``problems`` collects each non-ok run (for the summary)."""
     from harness.dispatch import Dispatcher
     from harness.executors import make_executor
-    from harness.progress import RunProgress
+    from harness.progress import Phases, RunProgress
+
+    phases = phases or Phases(enabled=False)
 
     def start_executor():
         if options.executor == "serial":
             return make_executor("serial")
+        phases("starting Ray")
         executor = make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
                                  cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
-                                 max_retries=options.max_retries)
+                                 max_retries=options.max_retries, on_phase=phases)
         _stop_on_signals()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
         return executor
+
+    def progress(total, title):
+        phases.done()  # the progress bar takes over the status line
+        return RunProgress(total, title=title, enabled=options.progress, problems=problems)
 
     worker_kwargs = {"threads": max(1, round(options.cpus_per_run)), "gpus": options.gpus_per_run,
                      "max_seconds": options.timeout_per_run}
     return Dispatcher(start_executor, _loader(options.data_dir), writer, worker_kwargs=worker_kwargs,
-                      hard_timeout=_hard_timeout(options), heartbeat=heartbeat,
-                      progress=lambda total, title: RunProgress(total, title=title, enabled=options.progress))
+                      hard_timeout=_hard_timeout(options), heartbeat=heartbeat, progress=progress)
 
 
 def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, summary: RunSummary) -> list:
@@ -307,10 +331,15 @@ def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``tune``."""
-    parser.add_argument("--suite", default="quick", help="quick | paper | full | PATH.toml (default: quick)")
-    parser.add_argument("--tasks", help="comma list of task names or globs (e.g. 'syn-*,emotions')")
-    parser.add_argument("--methods", help="comma list of method names or globs")
-    parser.add_argument("--models", help="comma list of model names or globs")
+    parser.add_argument("--suite", default=None,
+                        help="quick | paper | full | PATH.toml; with it, --tasks/--methods/--models narrow the "
+                             "suite (default: the grid those flags name, or quick without them)")
+    parser.add_argument("--tasks", help="comma list of task names or globs (e.g. 'syn-*,emotions'); without "
+                                        "--suite: the grid's tasks (default: the quick suite's)")
+    parser.add_argument("--methods", help="comma list of method names or globs (e.g. 'minmin-*,exact-mle'); "
+                                          "without --suite: default every method")
+    parser.add_argument("--models", help="comma list of model names or globs (default: every model of each "
+                                         "task's kind)")
     parser.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
     parser.add_argument("--max-steps", type=int, help="optimiser steps per run (overrides the suite's budget)")
     parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
@@ -338,10 +367,35 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
+DESCRIPTION = """\
+Plan a suite, skip what the results dir holds, tune (optional), run the rest on Ray (or
+serially), store every outcome, print the leaderboard.
+
+The grid: without --suite, --tasks / --methods / --models name it (tasks and methods are
+names or globs over everything registered; every model of each task's kind unless --models),
+with the quick suite's budget and seeds unless --max-steps / --seeds say otherwise. With
+--suite they narrow that suite's grid. No flags at all: the quick suite.
+
+  ebm-bench run --tasks 'syn-*' --methods 'minmin-*,exact-mle' --models pairwise --dry-run
+  ebm-bench run --suite paper --tasks yeast
+
+Resume: a run whose id already has a row in DIR/runs is not run again, whatever its status,
+unless --force (everything again) or --retry-failed (rows failed / timeout again). Rows
+skipped / unsupported decided at plan time are re-decided every time. Only this driver writes
+results, in small batches as runs finish; Ctrl-C keeps what finished.
+
+Exit status: 0 when at least one planned run is ok (now or from before), 1 when none is,
+2 for bad input, 130 when interrupted.
+"""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run a benchmark suite (resumable) and print the leaderboard",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the planned runs (grouped, with what is already stored and what is skipped "
+                             "and why) and their count, then exit")
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     parser.add_argument("--strict", action="store_true",
                         help="stop at a damaged results file instead of skipping it with a warning")
@@ -376,14 +430,26 @@ def options_from_args(args, *, tune_only: bool = False):
     return filters, options
 
 
-def print_summary(summary: RunSummary, results_dir: Path, *, stream=sys.stderr) -> None:
+def print_summary(summary: RunSummary, results_dir: Path, *, stream=None) -> None:
+    """The closing lines: notes, counts, then every non-ok outcome grouped by status and reason."""
+    from harness.progress import problem_lines
+
+    stream = stream or sys.stderr
+
     for note in summary.notes:
         print(f"note: {note}", file=stream)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "nothing new"
     print(f"{summary.planned} planned, {summary.already_done} already in {results_dir}, {summary.to_run} run: "
           f"{counts} ({summary.seconds:.1f} s)", file=stream)
+    lines = problem_lines(summary.problems)
+    if lines:
+        print("not ok:", file=stream)
+        for line in lines:
+            print(f"  {line}", file=stream)
     if summary.interrupted:
         print("interrupted: finished runs are saved; run the same command again to resume", file=stream)
+    elif not summary.succeeded:
+        print("no planned run succeeded (exit status 1)", file=stream)
 
 
 def show_leaderboard(results_dir: Path) -> None:
@@ -394,12 +460,82 @@ def show_leaderboard(results_dir: Path) -> None:
 
 
 def main(args) -> int:
+    from harness.progress import Phases
+
     _stop_on_signals()  # from the start: a SIGTERM while planning or starting Ray is a Ctrl-C too
+    phases = Phases(enabled=not args.no_progress and not args.dry_run)
+    phases("planning")
     filters, options = options_from_args(args)
-    summary = run_suite(args.suite, filters, options)
+    if args.dry_run:
+        sys.stdout.write(dry_run(args.suite, filters, options))
+        return 0
+    summary = run_suite(args.suite, filters, options, phases=phases)
     print_summary(summary, options.results_dir)
     if summary.interrupted:
         return 130
-    if not args.no_leaderboard:
+    if not args.no_leaderboard and summary.counts.get("ok", 0) + summary.already_ok:
         show_leaderboard(options.results_dir)
-    return 0
+    return 0 if summary.succeeded else 1
+
+
+def dry_run(suite, filters, options: RunOptions) -> str:
+    """The plan, grouped by task × model × configuration: seeds, folds, how many runs, how many
+    already stored (and their statuses), plan-time skips with the reason; then the totals.
+    Nothing is written."""
+    from harness import store
+    from harness.plan import plan_runs, resolve_suite
+    from harness.tables import render_table
+
+    suite, filters = resolve_suite(suite, filters)
+    plan = plan_runs(suite, filters, data_dir=options.data_dir)
+    stored = store.run_statuses(options.results_dir) if Path(options.results_dir, "runs").is_dir() else {}
+    groups: dict[tuple, list] = {}
+    for run in plan:
+        groups.setdefault((run.spec.task, run.spec.model, config_label(run)), []).append(run)
+    rows, to_run, done, at_plan = [], 0, 0, 0
+    reasons: dict[str, int] = {}  # plan-time reasons, numbered once (footnotes under the table)
+    for (task, model, config), runs in groups.items():
+        statuses = Counter(stored[r.run_id] for r in runs if r.run_id in stored and not r.status)
+        pending = [r for r in runs if not r.status and needs_run(r, stored, options)]
+        skipped = [r for r in runs if r.status]
+        to_run, at_plan = to_run + len(pending), at_plan + len(skipped)
+        done += len(runs) - len(pending) - len(skipped)
+        if skipped:
+            number = reasons.setdefault(str(skipped[0].reason), len(reasons) + 1)
+            state = f"{skipped[0].status} [{number}]"
+        elif not pending:
+            state = "stored (" + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + ")"
+        else:
+            state = "to run" + (f" ({len(runs) - len(pending)} stored)" if len(pending) < len(runs) else "")
+        rows.append([task, model, config, _span(r.spec.seed for r in runs), _span(r.spec.fold for r in runs),
+                     len(runs), state])
+    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
+    lines = [render_table(["task", "model", "config", "seeds", "folds", "runs", "state"], rows,
+                          title=f"ebm-bench run --dry-run: suite {suite.name!r} → {options.results_dir}",
+                          right=["runs"])]
+    lines += [f"[{number}] {reason}\n" for reason, number in reasons.items()]
+    lines += [f"note: {note}\n" for note in plan.notes]
+    if trials > 0:
+        lines.append(f"tuning first: {trials} Optuna trials per task × model × method (tuned runs get new ids)\n")
+    budget = plan[0].spec.budget if plan else {}
+    lines.append(f"{len(plan)} planned runs: {to_run} to run, {done} already stored, {at_plan} skipped or "
+                 f"unsupported at plan time (budget {', '.join(f'{k}={v}' for k, v in budget.items())})\n")
+    return "".join(lines)
+
+
+def config_label(run) -> str:
+    """``method`` or ``method[param=value,...]`` for the suite's fixed hyperparameters
+    (benchopt style); the plan's own label when it has one."""
+    label = getattr(run, "config", None) or getattr(run.spec, "config", None)
+    if isinstance(label, str) and label:
+        return label
+    params = ",".join(f"{k}={v}" for k, v in sorted(run.overrides.items()))
+    return f"{run.spec.method}[{params}]" if params else run.spec.method
+
+
+def _span(values) -> str:
+    """0..4 for a contiguous set of ints, else a comma list."""
+    values = sorted(set(values))
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ",".join(map(str, values))

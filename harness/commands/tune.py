@@ -34,10 +34,10 @@ def best_trials(trials):
 def main(args) -> int:
     from harness import store
     from harness.commands.run import options_from_args, run_suite
-    from harness.suites import load_suite
+    from harness.plan import resolve_suite
 
     filters, options = options_from_args(args, tune_only=True)
-    suite = load_suite(args.suite)
+    suite, filters = resolve_suite(args.suite, filters)
     if (options.tune_trials if options.tune_trials is not None else suite.tune_trials) <= 0:
         raise ValueError(f"suite {suite.name!r} has tune_trials = 0; pass --tune-trials N")
     summary = run_suite(suite, filters, options)

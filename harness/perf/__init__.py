@@ -12,8 +12,10 @@ process, in interleaved repetitions, medians — see :mod:`harness.perf.common`)
 
 Rows go to the ``perf`` table of the results dir (``DIR/perf/part-*.parquet``, mirrored to
 ``DIR/perf.parquet``; the ``perf`` view of ``ebm-bench query``), one part file per benchmark,
-written as soon as the benchmark finishes. The issue's targets are reported in the printed
-table (:mod:`~harness.perf.targets`), never asserted.
+written as soon as the benchmark finishes. The printed table sets each figure beside the
+goal ebm-bench holds itself to (:mod:`~harness.perf.targets`; reported, never asserted) and
+flags ratios whose repetitions disagree by more than 2× (then the machine was too busy for
+that figure to mean much: run it again on an idle machine).
 """
 
 from __future__ import annotations

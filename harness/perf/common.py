@@ -27,7 +27,8 @@ class PerfConfig:
     """Settings of one ``ebm-bench perf`` invocation.
 
     ``threads``: torch threads while timing (1 = what a harness run gets per CPU by default,
-    and the least noisy). ``quick``: fewer repetitions and shorter runs (< 3 min on 2 cores).
+    and the least noisy). ``quick``: fewer repetitions and shorter runs (at most
+    ``harness.commands.perf.QUICK_MINUTES`` on an idle 2-core machine).
     """
 
     quick: bool = False
@@ -87,21 +88,47 @@ def median(values: Iterable[float | None]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def perf_rows(config: PerfConfig, benchmark: str, metric: str, unit: str, values: dict[str, float], *,
-              reference: str | None = None, task: str | None = None, model: str | None = None,
-              k: int | None = None) -> list[dict[str, Any]]:
-    """One row per contender of a side-by-side measurement; ``ratio = value / values[reference]``
-    (None without a reference, or when the reference is missing, zero or not finite)."""
+#: repetitions whose ratios to the reference differ by more than this factor are flagged
+UNSTABLE_SPREAD = 2.0
+
+
+def spread(values: Iterable[float | None]) -> float | None:
+    """max / min of positive finite repetitions (1.0 = they agree); None with fewer than two."""
+    values = [v for v in values if v is not None and v == v and 0 < v < float("inf")]
+    return max(values) / min(values) if len(values) >= 2 else None
+
+
+def perf_rows(config: PerfConfig, benchmark: str, metric: str, unit: str,
+              values: dict[str, float | list[float]], *, reference: str | None = None, task: str | None = None,
+              model: str | None = None, k: int | None = None) -> list[dict[str, Any]]:
+    """One row per contender of a side-by-side measurement.
+
+    ``values`` holds a number, or the list of a contender's interleaved repetitions (then the
+    row's ``value`` is their median, ``spread`` their max / min and ``n_repeats`` their count).
+    ``ratio = value / values[reference]`` (None without a reference, or when the reference is
+    missing, zero or not finite); with repetitions, ``ratio_spread`` is the max / min of the
+    per-repetition ratios (repetition r of a contender against repetition r of the reference),
+    and a ratio whose repetitions disagree by more than :data:`UNSTABLE_SPREAD` is flagged
+    by the printed table."""
     if reference is not None and reference not in values:
         raise ValueError(f"{benchmark}: reference {reference!r} was not measured (have {sorted(values)})")
-    ref_value = values.get(reference) if reference is not None else None
+    samples = {name: list(v) if isinstance(v, (list, tuple)) else None for name, v in values.items()}
+    medians = {name: median(samples[name]) if samples[name] is not None else v for name, v in values.items()}
+    ref_value = medians.get(reference) if reference is not None else None
     usable = ref_value is not None and ref_value == ref_value and ref_value not in (0.0, float("inf"))
     rows = []
-    for method, value in values.items():
+    for method, value in medians.items():
         ratio = value / ref_value if usable and value is not None else None
+        ratio_spread = None
+        if ratio is not None and samples[method] is not None and samples.get(reference) is not None:
+            ratio_spread = spread(a / b for a, b in zip(samples[method], samples[reference])
+                                  if a is not None and b is not None and b > 0)
         rows.append({"benchmark": benchmark, "task": task, "model": model, "method": method, "k": k,
                      "metric": metric, "value": value, "unit": unit,
                      "reference_method": reference if ratio is not None else None, "ratio": ratio,
+                     "spread": spread(samples[method]) if samples[method] is not None else None,
+                     "ratio_spread": ratio_spread,
+                     "n_repeats": len(samples[method]) if samples[method] is not None else None,
                      "host": config.host, "started_at": config.started_at})
     return rows
 

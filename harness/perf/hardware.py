@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from harness.perf.common import PerfConfig, Threads, interleaved, median, perf_rows, timed
+from harness.perf.common import PerfConfig, Threads, interleaved, perf_rows, timed
 
 N, K, RANK, IN_FEATURES, SQUARE = 64, 16, 4, 64, 1024
 
@@ -55,7 +55,8 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             timed(call, device)
         samples = interleaved({name: (lambda call=call: timed(call, device)) for name, call in calls.items()},
                               2 * config.reps + 1)
-    gflops = {name: work[name] / median(samples[name]) / 1e9 for name in calls}
+    # GFLOP/s of each repetition (the rows keep their median and spread)
+    gflops = {name: [work[name] / seconds / 1e9 for seconds in samples[name]] for name in calls}
     ids = dict(task=None, model="pairwise", k=K)
     rows = perf_rows(config, "flops", "gflops", "GFLOP/s", gflops, reference="matmul-same-shape", **ids)
     rows += perf_rows(config, "flops", "gflops", "GFLOP/s",

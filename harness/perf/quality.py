@@ -7,7 +7,7 @@ validation NLL (|Y| ≤ 2^14, enumerated); evaluation is *not* charged: the reco
 training loop's clock minus the monitor's own time.
 
 * exact-mle trains ``max_steps`` (evaluated at 40 points). Quality target: NLL ≤ best + 2%·|best|,
-  best = exact-mle's *best* validation NLL. (The issue says "final"; with default hyperparameters
+  best = exact-mle's *best* validation NLL. (Not its *final* NLL: with default hyperparameters
   exact-mle overfits these tasks — its validation NLL rises after a few hundred steps — so its
   final value would be reached by every method almost at once. Best = final when it does not
   overfit.) exact-mle's own time to that target is the reference.

@@ -1,5 +1,5 @@
-"""The issue's performance targets, checked against perf rows (reported, never asserted),
-and the rich table ``ebm-bench perf`` prints."""
+"""ebm-bench's performance goals, checked against perf rows (reported, never asserted),
+and the table ``ebm-bench perf`` prints."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ TARGETS = (
 
 
 def assess(row: dict[str, Any]) -> tuple[str | None, bool | None]:
-    """(target text, met?) for a row the issue sets a target for, else (None, None)."""
+    """(goal text, met?) for a row that has a goal, else (None, None)."""
     for target in TARGETS:
         if target.matches(row):
             return target.text, target.met(row)
@@ -72,23 +72,27 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def render(frame: pd.DataFrame, *, title: str = "ebm-bench perf", width: int = 200) -> str:
-    """The perf rows as a rich table (ratio = value / reference's value, same run)."""
-    from io import StringIO
+def render(frame: pd.DataFrame, *, title: str = "ebm-bench perf", width: int | None = None) -> str:
+    """The perf rows as a table: value (median of the repetitions) and its spread (max / min),
+    ratio = value / the reference's value measured beside it, the goal and whether it is met;
+    ``note`` flags a ratio whose repetitions disagree by more than 2× ("unstable")."""
+    from harness.perf.common import UNSTABLE_SPREAD
+    from harness.tables import render_table
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    columns = ("benchmark", "task", "model", "k", "method", "metric", "value", "unit", "reference_method", "ratio",
-               "target", "meets_target")
-    for column in columns:
-        table.add_column("reference" if column == "reference_method" else column,
-                         justify="right" if column in ("k", "value", "ratio") else "left")
+    columns = ("benchmark", "task", "model", "k", "method", "metric", "value", "unit", "spread", "reference",
+               "ratio", "goal", "met", "note")
+    rows = []
     for row in with_targets(frame).to_dict("records"):
         met = row["meets_target"]
-        cells = [_fmt(row.get(c)) for c in columns[:-1]] + ["" if met is None else ("yes" if met else "NO")]
-        table.add_row(*cells)
-    buffer = StringIO()
-    Console(file=buffer, width=width, color_system=None).print(table)
-    return buffer.getvalue()
+        ratio_spread = row.get("ratio_spread")
+        unstable = ratio_spread is not None and ratio_spread == ratio_spread and ratio_spread > UNSTABLE_SPREAD
+        value_spread = row.get("spread")
+        rows.append([_fmt(row.get("benchmark")), _fmt(row.get("task")), _fmt(row.get("model")), _fmt(row.get("k")),
+                     _fmt(row.get("method")), _fmt(row.get("metric")), _fmt(row.get("value")), _fmt(row.get("unit")),
+                     f"×{value_spread:.2f}" if value_spread is not None and value_spread == value_spread else "",
+                     _fmt(row.get("reference_method")), _fmt(row.get("ratio")), _fmt(row.get("target")),
+                     "" if met is None or met != met else ("yes" if met else "NO"),
+                     f"unstable: repeats ×{ratio_spread:.1f} apart" if unstable else ""])
+    return render_table(columns, rows, title=title, right=("k", "value", "spread", "ratio"), max_width=width,
+                        caption="value: median of the repetitions; spread: max / min of them; ratio: value / the "
+                                "reference's, measured beside it")
