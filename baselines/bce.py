@@ -17,13 +17,13 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from ebm.energies import Energy
+from ebm.energies import LinearEnergy
 from ebm.method import Fitted
-from ebm.spaces import Multilabel, OutputSpace
+from ebm.spaces import Multilabel, OutputSpace, is_binary
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
 
-def bce_nll(energy: Energy, space: Multilabel, x: Tensor, y: Tensor) -> Tensor:
+def bce_nll(energy: LinearEnergy, space: Multilabel, x: Tensor, y: Tensor) -> Tensor:
     """Per-example Σ_i BCE-with-logits(u_i(x) + logit π_i, y_i), (n,), for a linear (unary) energy."""
     logits = energy.linear_scores(x) + space.prior_logits(x.device)
     return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
@@ -48,6 +48,9 @@ class BCE(StepMethod):
     def train_model(self, ctx: FitContext) -> Fitted:
         space, model = ctx.space, ctx.model
         energy, x_train, y_train = ctx.energy, ctx.x_train, ctx.y_train
+        if not is_binary(space) or not isinstance(energy, LinearEnergy):  # check() and energy_model() ensure both
+            raise ValueError(f"bce trains a unary energy on a Multilabel space, got {type(energy).__name__} on "
+                             f"{space!r}")
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
             # k per-label scores per example, i.e. one g(x, ·) evaluation of the unary model

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ebm.energies import Energy, UnaryEnergy
 from ebm.method import Fitted
-from ebm.spaces import OutputSpace
+from ebm.spaces import OutputSpace, is_binary
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
 EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8),
@@ -45,11 +45,6 @@ class Enumeration:
     def of(cls, space: OutputSpace, chunk_size: int, device: torch.device | str | None = None) -> Enumeration:
         chunks = tuple(space.enumerate(chunk_size, device=device))
         return cls(chunks, torch.cat([space.log_prior(c) for c in chunks]))
-
-
-def unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
-    """True when log Z has the closed form (unary energy on a factorised multilabel prior)."""
-    return space.kind.binary and isinstance(energy, UnaryEnergy)
 
 
 def enumerated_scores(energy: Energy, h: Tensor, enumeration: Enumeration) -> Tensor:
@@ -75,7 +70,7 @@ def exact_nll(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor,
 
     Closed form for the unary multilabel model; otherwise ``enumeration`` (built once per fit
     with :meth:`Enumeration.of`) is required."""
-    if unary_closed_form(energy, space):
+    if is_binary(space) and isinstance(energy, UnaryEnergy):  # unary energy, factorised multilabel prior
         theta = energy.linear_scores(x)
         log_partition = F.softplus(theta + space.prior_logits(x.device)).sum(-1) + space.log_prior_all_zero(x.device)
         return log_partition - (theta * y).sum(-1) - space.log_prior(y)

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from ebm.energies import mlp
 from ebm.method import Fitted
-from ebm.spaces import OutputSpace, PermutationMatrices, Permutations
+from ebm.spaces import OutputSpace, PermutationSpace, is_ranking
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
@@ -65,7 +65,7 @@ class BernoulliSampler(nn.Module):
 class PlackettLuceSampler(nn.Module):
     """Plackett–Luce over the orders of k labels, emitted in a ranking space's encoding."""
 
-    def __init__(self, in_features: int, space: Permutations | PermutationMatrices, hidden: int) -> None:
+    def __init__(self, in_features: int, space: PermutationSpace, hidden: int) -> None:
         super().__init__()
         self.space = space
         self.scores = mlp(in_features, hidden, 1, out_features=space.k)
@@ -87,10 +87,10 @@ class PlackettLuceSampler(nn.Module):
         return self.space._from_positions(positions), log_prob
 
 
-def build_sampler(space: OutputSpace, in_features: int, hidden: int) -> nn.Module:
+def build_sampler(space: OutputSpace, in_features: int, hidden: int) -> BernoulliSampler | PlackettLuceSampler:
     if space.kind.sampler == "bernoulli":
         return BernoulliSampler(in_features, space.k, hidden)
-    if space.kind.sampler == "plackett-luce":
+    if space.kind.sampler == "plackett-luce" and is_ranking(space):
         return PlackettLuceSampler(in_features, space, hidden)
     raise ValueError(f"minmax-reinforce has no sampler for {space!r}")
 

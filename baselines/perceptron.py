@@ -21,13 +21,13 @@ shifted linear scores (Δ(y, y') = const + ⟨c(y), y'⟩):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ebm import inference
-from ebm.energies import LinearEnergy, Pairwise
+from ebm.energies import Energy, LinearEnergy, Pairwise
 from ebm.method import Fitted
 from ebm.spaces import OutputSpace, PermutationMatrices, Permutations
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
@@ -51,7 +51,7 @@ class LinearlyShiftedEnergy(nn.Module):
     x̃ = [x, vec(c)], so any chunking of x by the inference code keeps each c with its x.
     Exposes ``linear_scores`` / ``pairwise_terms`` when the wrapped energy does."""
 
-    def __init__(self, energy: nn.Module) -> None:
+    def __init__(self, energy: Energy) -> None:
         super().__init__()
         self.energy = energy
         self.in_features = energy.in_features
@@ -87,11 +87,12 @@ class LinearlyShiftedPairwise(LinearlyShiftedEnergy):
 
     def pairwise_terms(self, x_aug: Tensor) -> tuple[Tensor, Tensor]:
         x, shift = self._split(x_aug)
-        u, coupling = self.energy.pairwise_terms(x)
+        # built by loss_augmented_mode only around a Pairwise energy
+        u, coupling = cast(Pairwise, self.energy).pairwise_terms(x)
         return u + shift, coupling
 
 
-def mode_oracle_evals(energy: nn.Module, space: OutputSpace) -> int:
+def mode_oracle_evals(energy: Energy, space: OutputSpace) -> int:
     """Energy evaluations one call of :func:`ebm.inference.mode` spends per input.
 
     Linear energies: one (θ(x), then a combinatorial oracle that never calls g); enumeration:
@@ -105,7 +106,7 @@ def mode_oracle_evals(energy: nn.Module, space: OutputSpace) -> int:
     return (1 + _MODE_RESTARTS) * space.k
 
 
-def loss_augmented_mode(energy: nn.Module, space: OutputSpace, x: Tensor, y: Tensor, margin: float) -> Tensor:
+def loss_augmented_mode(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, margin: float) -> Tensor:
     """argmax_{y'} g(x, y') + log q(y') + μ·Δ(y, y') (the mode itself when μ = 0)."""
     if margin == 0:
         return inference.mode(energy, space, x)

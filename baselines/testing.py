@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
+from ebm.energies import Energy
 from ebm.method import Budget, Diverged, FitData, Fitted, Method, Monitor
 from ebm.spaces import OutputSpace
 from ebm.training import TrainLoop
@@ -35,6 +36,8 @@ SCALE = 5.0
 
 class ConstantLinearEnergy(nn.Module):
     """g(x, y) = ⟨θ, y⟩, independent of x."""
+
+    theta: Tensor  # a buffer (register_buffer), which the type checker cannot see
 
     def __init__(self, theta: Tensor) -> None:
         super().__init__()
@@ -59,7 +62,7 @@ def constant_theta(space: OutputSpace, y_train: Tensor) -> Tensor:
 class ConstantMethod(Method):
     name = "test-constant"
     description = "fixture: constant prediction (most frequent label set / mean ranking)"
-    defaults: dict[str, Any] = {"noise": 0.0}
+    defaults: ClassVar[dict[str, Any]] = {"noise": 0.0}
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {"noise": trial.suggest_float("noise", 0.0, 2.0)}
@@ -69,7 +72,9 @@ class ConstantMethod(Method):
         generator = torch.Generator().manual_seed(seed)
         theta = constant_theta(space, data.y_train.cpu().float())
         theta = theta + SCALE * float(params["noise"]) * torch.randn(theta.shape, generator=generator)
-        fitted = Fitted(space, ConstantLinearEnergy(theta.to(device)))
+        # not an Energy subclass (no trunk, x ignored) but it has all that Fitted's inference calls:
+        # forward and linear_scores (an EnergyFunction), and nn.Module's eval
+        fitted = Fitted(space, cast(Energy, ConstantLinearEnergy(theta.to(device))))
         loop = TrainLoop(budget, monitor, lambda: fitted)
         while loop.running():
             loop.step(float(params["noise"]), energy_evals=0)

@@ -52,6 +52,17 @@ class Pairwise(Protocol):
     def pairwise_terms(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+class EnergyFunction(Protocol):
+    """What the mode oracle (``ebm.inference.mode``) calls: g(x, y) for many candidates per input,
+    with :meth:`Energy.forward`'s shapes, and θ(x) (None unless linear in y). Every :class:`Energy`
+    is one, and so are wrappers that are not trained themselves (``baselines.perceptron``'s
+    loss-augmented energy)."""
+
+    def __call__(self, x: Tensor, y: Tensor, /) -> Tensor: ...
+
+    def linear_scores(self, x: Tensor, /) -> Tensor | None: ...
+
+
 def is_linear_in_y(energy: object) -> bool:
     """True for the energies whose ``linear_scores`` is θ(x) (not None)."""
     return isinstance(energy, LinearEnergy)
@@ -111,7 +122,7 @@ class LinearEnergy(Energy):
             return theta @ flat.T  # (n, e) @ (e, m)
         return torch.einsum("ne,nme->nm", theta, flat)
 
-    def linear_scores(self, x):
+    def linear_scores(self, x: Tensor) -> Tensor:
         return self.theta(self.features(x)).reshape(x.shape[0], *self.event_shape)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-from ebm.energies import Energy, Pairwise, UnaryEnergy
+from ebm.energies import Energy, EnergyFunction, Pairwise, PairwiseEnergy, UnaryEnergy
 from ebm.importance import (
     PartitionEstimate,
     PriorProposal,
@@ -29,7 +29,7 @@ from ebm.importance import (
     sequential_mean_field,
 )
 from ebm.samplers import mcmc_steps
-from ebm.spaces import Multilabel, OutputSpace
+from ebm.spaces import Multilabel, OutputSpace, is_binary, is_ranking
 
 MAX_PAIRS = 2**18
 MAX_SCORES = 2**22
@@ -75,10 +75,6 @@ def enumerate_scores(energy: Energy, space: OutputSpace, x: Tensor, chunk_size: 
     """g(x, y) for every y ∈ Y in ``space.enumerate`` order: (n, |Y|). Holds n·|Y| floats."""
     return torch.cat([_shared_scores(energy, x, candidates) for candidates in space.enumerate(chunk_size,
                                                                                               device=x.device)], dim=1)
-
-
-def _unary_closed_form(energy: Energy, space: OutputSpace) -> bool:
-    return space.kind.binary and isinstance(energy, UnaryEnergy)
 
 
 def unary_log_partition(theta: Tensor, space: Multilabel) -> Tensor:
@@ -131,7 +127,7 @@ def partition_estimate(
       Â = log (1/S) Σ_s q(y_s) e^{g(x, y_s)} / r(y_s), y_s ~ r, delta-method stderr
       sd(w) / (√S · mean(w)) and ESS = (Σw)²/Σw².
     """
-    if _unary_closed_form(energy, space):
+    if is_binary(space) and isinstance(energy, UnaryEnergy):
         estimate = unary_log_partition(energy.linear_scores(x), space)
         return PartitionEstimate(estimate, torch.zeros_like(estimate), torch.full_like(estimate, math.inf),
                                  "closed-form")
@@ -192,6 +188,8 @@ def make_proposal(
         if not isinstance(energy, Pairwise):
             raise ValueError(f"the {name!r} proposal needs a pairwise energy (pairwise_terms), got "
                              f"{type(energy).__name__}")
+        if not is_binary(space):  # (mean-field: checked above; pairwise energies are multilabel-only anyway)
+            raise ValueError(f"the {name!r} proposal is for Multilabel spaces, got {space!r}")
         u, coupling = energy.pairwise_terms(x)
         fields, prior_logits = u + space.prior_logits(x.device), space.prior_logits(x.device)
         restarts = space.sample_prior((x.shape[0], PROPOSAL_RESTARTS), generator=generator, device=x.device).to(x.dtype)
@@ -202,12 +200,12 @@ def make_proposal(
         if name == "mean-field":
             return defensive_bernoulli(logits, prior_logits, prior_weight, name)
         return sequential_mean_field(fields, coupling, torch.sigmoid(logits), prior_logits, prior_weight)
-    if name == "local-field":
+    if name == "local-field" and is_binary(space):  # (binary: checked above)
         optima = _greedy_local_optima(energy, space, x, MODE_RESTARTS, generator)
         logits = _local_fields(energy, space, x, _distinct_best(energy, space, x, optima, PROPOSAL_MODES))
         logits = torch.cat([logits, logits / LOCAL_FIELD_TEMPERATURE], dim=1)
         return defensive_bernoulli(logits, space.prior_logits(x.device), prior_weight, name)
-    if space.kind.proposal != "assignment" or theta is None:
+    if space.kind.proposal != "assignment" or not is_ranking(space) or theta is None:
         raise ValueError(f"the 'assignment' proposal needs a linear energy on a ranking space, got "
                          f"{type(energy).__name__} on {space!r}")
     return defensive(assignment_proposal(space.assignment_scores(theta), space._from_positions, space._to_positions),
@@ -333,7 +331,7 @@ def _greedy_mode(energy, space: Multilabel, x, restarts, generator, max_iteratio
 
 @torch.no_grad()
 def mode(
-    energy: Energy,
+    energy: EnergyFunction,
     space: OutputSpace,
     x: Tensor,
     *,
@@ -353,7 +351,7 @@ def mode(
         return space.mode_linear(theta)
     if space.size <= enumeration_limit:
         return _mode_enumerate(energy, space, x)
-    if not space.kind.binary:
+    if not is_binary(space):
         raise ValueError(f"no mode oracle for a nonlinear energy on {space!r} with {space.size} elements")
     if isinstance(energy, Pairwise):
         return _pairwise_icm_mode(energy, space, x, restarts, generator)
@@ -419,11 +417,11 @@ def training_proposal(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, 
     if prior_weight == 1:
         return PriorProposal(space, x.shape[0], device=x.device)
     theta = energy.linear_scores(x)
-    if space.kind.binary:
+    if is_binary(space):
         prior_logits = space.prior_logits(x.device)
         if theta is not None:  # unary: exact factorised p(y|x) ∝ q(y) e^{⟨θ, y⟩}
             return defensive_bernoulli((theta + prior_logits).unsqueeze(1), prior_logits, prior_weight, "factorised")
-        if isinstance(energy, Pairwise):
+        if isinstance(energy, PairwiseEnergy):  # pairwise_mean_field reads its low-rank factors
             means = torch.stack([torch.full_like(x.new_zeros(x.shape[0], space.k), 0.5), y.to(x.dtype)], dim=1)
             return defensive_bernoulli(pairwise_mean_field(energy, x, means, prior_logits), prior_logits, prior_weight,
                                        "mean-field")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ebm.energies import Energy, Pairwise
-from ebm.spaces import Multilabel, OutputSpace, uniform_noise
+from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
 
 def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
@@ -22,7 +22,7 @@ def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
 
 
 @torch.no_grad()
-def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *,
+def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
                 generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """One systematic-scan Gibbs sweep over the k labels of a multilabel state.
 
@@ -30,7 +30,7 @@ def gibbs_sweep(energy: Energy, space: Multilabel, x: Tensor, y: Tensor, *,
     With ``pairwise_terms`` (Ising), Δ_i = u_i + Σ_j U_ij y_j + logit π_i in closed form (one
     evaluation per site); otherwise both values are scored in one batched call (two per site).
     """
-    if not space.kind.binary:
+    if not is_binary(space):
         raise ValueError(f"Gibbs sweeps are for Multilabel spaces, got {space!r}; use mh_transpositions for rankings")
     states, added = _with_chains(space, y)
     states = states.clone().to(x.dtype)

@@ -18,13 +18,16 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
+
+if TYPE_CHECKING:  # annotations only (``from __future__ import annotations``): no runtime dependency
+    from typing_extensions import TypeIs
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ class Multilabel(OutputSpace):
         return f"Multilabel(k={self.k}, prior={'uniform' if self.uniform else 'frequency'})"
 
 
-class _PermutationSpace(OutputSpace):
+class PermutationSpace(OutputSpace):
     """Common parts of the two ranking encodings: uniform prior 1/k!, enumeration of k! orders."""
 
     name = "ranking"
@@ -346,7 +349,7 @@ class _PermutationSpace(OutputSpace):
         return self._to_positions(y.detach()).cpu().numpy().astype(np.int64)
 
 
-class Permutations(_PermutationSpace):
+class Permutations(PermutationSpace):
     """Rank vectors y_j = k − 1 − position_j (the permutahedron's vertices), uniform prior."""
 
     models = ("permutahedron",)
@@ -371,7 +374,7 @@ class Permutations(_PermutationSpace):
         return theta.argsort(dim=-1).argsort(dim=-1).float()
 
 
-class PermutationMatrices(_PermutationSpace):
+class PermutationMatrices(PermutationSpace):
     """Permutation matrices P[j, r] = 1 iff label j has position r (Birkhoff vertices), uniform prior."""
 
     models = ("birkhoff",)
@@ -399,6 +402,20 @@ class PermutationMatrices(_PermutationSpace):
                 maximize=True)[1] for s in scores]) if len(scores) else np.zeros((0, self.k), dtype=np.int64)
         out = self._from_positions(torch.as_tensor(positions, dtype=torch.long, device=theta.device))
         return out.reshape(theta.shape)
+
+
+def is_binary(space: OutputSpace) -> TypeIs[Multilabel]:
+    """``space.kind.binary``, as a test the type checker narrows on: the binary kind's spaces are
+    the :class:`Multilabel` ones (``prior_logits``, ``log_prior_all_zero``); ``tests/test_spaces.py``
+    holds every space class to it."""
+    return space.kind.binary
+
+
+def is_ranking(space: OutputSpace) -> TypeIs[PermutationSpace]:
+    """``space.kind`` is the ranking kind, as a test the type checker narrows on: its spaces are the
+    :class:`PermutationSpace` ones (``assignment_scores``, positions ↔ encoding); ``tests/test_spaces.py``
+    holds every space class to it."""
+    return space.kind is RANKING
 
 
 def make_space(kind: str, k: int, model: str, *, prior: str = "uniform", y_train: Tensor | None = None) -> OutputSpace:

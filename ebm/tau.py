@@ -27,9 +27,14 @@ class NeuralTau(nn.Module):
         super().__init__()
         self.shared_trunk = trunk
         self.net = mlp(in_features, hidden, 0 if trunk is not None else depth, dropout, out_features=1)
+        nn.init.constant_(self.output_bias, float(init))
+
+    @property
+    def output_bias(self) -> Tensor:
+        """The bias of the final Linear(·, 1): adding to it shifts τ(x) by the same amount for every x."""
         output = self.net[-1]
-        assert isinstance(output, nn.Linear)
-        nn.init.constant_(output.bias, float(init))
+        assert isinstance(output, nn.Linear)  # mlp(..., out_features=1) ends with that layer
+        return output.bias
 
     def forward(self, x: Tensor, index: Tensor | None = None) -> Tensor:
         h = self.shared_trunk(x) if self.shared_trunk is not None else x

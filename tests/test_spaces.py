@@ -10,7 +10,18 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from ebm.spaces import MODELS, Multilabel, PermutationMatrices, Permutations, make_space
+from ebm.spaces import (
+    MODELS,
+    RANKING,
+    Multilabel,
+    OutputSpace,
+    PermutationMatrices,
+    Permutations,
+    PermutationSpace,
+    is_binary,
+    is_ranking,
+    make_space,
+)
 
 SPACES = [Multilabel(5), Multilabel(5, torch.tensor([0.1, 0.3, 0.5, 0.7, 0.95])), Permutations(4), PermutationMatrices(4)]
 
@@ -137,3 +148,21 @@ def test_make_space_builds_each_model_and_suggests_names():
         make_space("multilabel", 4, "unary", prior="frequency")
     with pytest.raises(ValueError, match="uniform"):
         make_space("ranking", 4, "birkhoff", prior="frequency")
+
+
+def _space_classes(cls: type = OutputSpace) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_space_classes(direct))]
+
+
+def test_kind_tests_match_the_classes_they_narrow_to():
+    """``is_binary`` / ``is_ranking`` read ``space.kind`` but tell the type checker the class
+    (Multilabel / PermutationSpace): every space class must agree with that."""
+    classes = _space_classes()
+    assert {Multilabel, Permutations, PermutationMatrices} <= set(classes)
+    for cls in classes:
+        if hasattr(cls, "kind"):
+            assert cls.kind.binary == issubclass(cls, Multilabel), cls
+            assert (cls.kind is RANKING) == issubclass(cls, PermutationSpace), cls
+    for space in SPACES:
+        assert is_binary(space) == isinstance(space, Multilabel)
+        assert is_ranking(space) == isinstance(space, PermutationSpace)

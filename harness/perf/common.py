@@ -13,11 +13,11 @@ from __future__ import annotations
 import socket
 import statistics
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 import torch
 
@@ -71,11 +71,15 @@ def timed(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
     return time.perf_counter() - start
 
 
-def interleaved(measures: dict[Hashable, Callable[[], Any]], reps: int) -> dict[Hashable, list[Any]]:
+Key = TypeVar("Key", bound=Hashable)
+Sample = TypeVar("Sample")
+
+
+def interleaved(measures: Mapping[Key, Callable[[], Sample]], reps: int) -> dict[Key, list[Sample]]:
     """Call every measure ``reps`` times in rotating order (rep r starts at contender r mod n),
     so drifts in machine speed spread evenly over the contenders. Returns the samples."""
     keys = list(measures)
-    samples: dict[Hashable, list[Any]] = {key: [] for key in keys}
+    samples: dict[Key, list[Sample]] = {key: [] for key in keys}
     for rep in range(reps):
         shift = rep % max(len(keys), 1)
         for key in keys[shift:] + keys[:shift]:
@@ -84,8 +88,8 @@ def interleaved(measures: dict[Hashable, Callable[[], Any]], reps: int) -> dict[
 
 
 def median(values: Iterable[float | None]) -> float:
-    values = [v for v in values if v is not None and v == v]  # drop missing and NaN
-    return statistics.median(values) if values else float("nan")
+    present = [v for v in values if v is not None and v == v]  # drop missing and NaN
+    return statistics.median(present) if present else float("nan")
 
 
 #: repetitions whose ratios to the reference differ by more than this factor are flagged
@@ -94,13 +98,21 @@ UNSTABLE_SPREAD = 2.0
 
 def spread(values: Iterable[float | None]) -> float | None:
     """max / min of positive finite repetitions (1.0 = they agree); None with fewer than two."""
-    values = [v for v in values if v is not None and v == v and 0 < v < float("inf")]
-    return max(values) / min(values) if len(values) >= 2 else None
+    usable = [v for v in values if v is not None and v == v and 0 < v < float("inf")]
+    return max(usable) / min(usable) if len(usable) >= 2 else None
+
+
+class RowIds(TypedDict):
+    """What a perf row is about (``perf_rows``' keyword arguments, passed as ``**ids``)."""
+
+    task: str | None
+    model: str | None
+    k: int | None
 
 
 def perf_rows(config: PerfConfig, benchmark: str, metric: str, unit: str,
-              values: dict[str, float | list[float]], *, reference: str | None = None, task: str | None = None,
-              model: str | None = None, k: int | None = None) -> list[dict[str, Any]]:
+              values: Mapping[str, float | None | list[float] | list[float | None]], *, reference: str | None = None,
+              task: str | None = None, model: str | None = None, k: int | None = None) -> list[dict[str, Any]]:
     """One row per contender of a side-by-side measurement.
 
     ``values`` holds a number, or the list of a contender's interleaved repetitions (then the
@@ -112,23 +124,31 @@ def perf_rows(config: PerfConfig, benchmark: str, metric: str, unit: str,
     by the printed table."""
     if reference is not None and reference not in values:
         raise ValueError(f"{benchmark}: reference {reference!r} was not measured (have {sorted(values)})")
-    samples = {name: list(v) if isinstance(v, (list, tuple)) else None for name, v in values.items()}
-    medians = {name: median(samples[name]) if samples[name] is not None else v for name, v in values.items()}
+    samples: dict[str, list[float | None] | None] = {}
+    medians: dict[str, float | None] = {}
+    for name, v in values.items():
+        if isinstance(v, (list, tuple)):
+            samples[name], medians[name] = list(v), median(v)
+        else:
+            samples[name], medians[name] = None, v
     ref_value = medians.get(reference) if reference is not None else None
-    usable = ref_value is not None and ref_value == ref_value and ref_value not in (0.0, float("inf"))
+    if ref_value is None or ref_value != ref_value or ref_value in (0.0, float("inf")):
+        ref_value = None  # no usable reference: no ratios
+    ref_samples = samples.get(reference) if reference is not None else None
     rows = []
     for method, value in medians.items():
-        ratio = value / ref_value if usable and value is not None else None
+        ratio = value / ref_value if ref_value is not None and value is not None else None
+        method_samples = samples[method]
         ratio_spread = None
-        if ratio is not None and samples[method] is not None and samples.get(reference) is not None:
-            ratio_spread = spread(a / b for a, b in zip(samples[method], samples[reference])
+        if ratio is not None and method_samples is not None and ref_samples is not None:
+            ratio_spread = spread(a / b for a, b in zip(method_samples, ref_samples)
                                   if a is not None and b is not None and b > 0)
         rows.append({"benchmark": benchmark, "task": task, "model": model, "method": method, "k": k,
                      "metric": metric, "value": value, "unit": unit,
                      "reference_method": reference if ratio is not None else None, "ratio": ratio,
-                     "spread": spread(samples[method]) if samples[method] is not None else None,
+                     "spread": spread(method_samples) if method_samples is not None else None,
                      "ratio_spread": ratio_spread,
-                     "n_repeats": len(samples[method]) if samples[method] is not None else None,
+                     "n_repeats": len(method_samples) if method_samples is not None else None,
                      "host": config.host, "started_at": config.started_at})
     return rows
 
@@ -148,7 +168,7 @@ class Threads:
     """Context manager: torch uses ``n`` threads inside, the previous number after."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.previous = max(1, int(n)), None
+        self.n, self.previous = max(1, int(n)), torch.get_num_threads()
 
     def __enter__(self) -> Threads:
         self.previous = torch.get_num_threads()

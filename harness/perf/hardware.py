@@ -12,11 +12,12 @@ Timed without autograd, in interleaved repetitions, median.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 
-from harness.perf.common import PerfConfig, Threads, interleaved, perf_rows, timed
+from harness.perf.common import PerfConfig, RowIds, Threads, interleaved, perf_rows, timed
 
 N, K, RANK, IN_FEATURES, SQUARE = 64, 16, 4, 64, 1024
 
@@ -30,13 +31,14 @@ def pairwise_shared_flops(n: int, m: int, k: int, rank: int) -> float:
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from baselines.exact import EXACT_DEFAULTS, Enumeration, enumerated_scores
-    from ebm.energies import build_energy
+    from ebm.energies import PairwiseEnergy, build_energy
     from ebm.spaces import make_space
 
     device = config.torch_device
     generator = torch.Generator().manual_seed(config.seed)
     space = make_space("multilabel", K, "pairwise")
-    energy = build_energy(space, "pairwise", IN_FEATURES, rank=RANK).to(device).eval()
+    # build_energy is typed Energy; the "pairwise" model is a PairwiseEnergy (its coupling is set below)
+    energy = cast(PairwiseEnergy, build_energy(space, "pairwise", IN_FEATURES, rank=RANK).to(device).eval())
     with torch.no_grad():  # a trained-looking coupling (zeros would not change the work, but be honest)
         energy.coupling.normal_(generator=generator)
     enumeration = Enumeration.of(space, EXACT_DEFAULTS["chunk_size"], device)
@@ -53,11 +55,11 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                  "matmul-same-shape": lambda: a @ b, "matmul-1024^3": lambda: square @ square}
         for call in calls.values():  # warm-up (allocator, BLAS dispatch)
             timed(call, device)
-        samples = interleaved({name: (lambda call=call: timed(call, device)) for name, call in calls.items()},
+        samples = interleaved({name: partial(timed, call, device) for name, call in calls.items()},
                               2 * config.reps + 1)
     # GFLOP/s of each repetition (the rows keep their median and spread)
     gflops = {name: [work[name] / seconds / 1e9 for seconds in samples[name]] for name in calls}
-    ids = dict(task=None, model="pairwise", k=K)
+    ids: RowIds = {"task": None, "model": "pairwise", "k": K}
     rows = perf_rows(config, "flops", "gflops", "GFLOP/s", gflops, reference="matmul-same-shape", **ids)
     rows += perf_rows(config, "flops", "gflops", "GFLOP/s",
                       {"pairwise-energy": gflops["pairwise-energy"], "matmul-1024^3": gflops["matmul-1024^3"]},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import resource
 from typing import Any
 
-from harness.perf.common import PerfConfig, perf_rows
+from harness.perf.common import PerfConfig, RowIds, perf_rows
 
 GIB = float(2**30)
 METHODS = ("exact-mle", "minmin-logistic")
@@ -97,7 +97,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     k = largest_exact_k()
     measured = {name: in_fresh_process(measure_fit_memory, name, k, config.device, config.threads, config.seed)
                 for name in METHODS}
-    ids = dict(task="random-d64", model="pairwise", k=k)
+    ids: RowIds = {"task": "random-d64", "model": "pairwise", "k": k}
     peak = {name: m["peak"] / GIB for name, m in measured.items()}
     increase = {name: (m["peak"] - m["before"]) / GIB for name, m in measured.items()}
     rows = perf_rows(config, "memory", "peak_memory", "GiB", peak, reference="minmin-logistic", **ids)

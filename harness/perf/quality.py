@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from harness.perf.common import PerfConfig, Threads, median, perf_rows
+from harness.perf.common import PerfConfig, RowIds, Threads, median, perf_rows
 
 TASKS = ("syn-ising-k12", "yeast")
 MODEL = "pairwise"
@@ -122,13 +122,17 @@ def one_repetition(space, data, steps: int, seed: int, order: list[str], config:
     best = exact.best()
     target = best + TOLERANCE * abs(best)
     reference_seconds = exact.first_within(target)
-    out = {"target": target, "seconds": {REFERENCE: reference_seconds}, "best": {REFERENCE: best}}
+    if reference_seconds is None:  # its curve holds its own best: only an empty or NaN curve gets here
+        raise RuntimeError(f"time_to_quality: {REFERENCE} recorded no finite validation NLL")
+    seconds: dict[str, float | None] = {REFERENCE: reference_seconds}
+    best_nll: dict[str, float] = {REFERENCE: best}
+    out = {"target": target, "seconds": seconds, "best": best_nll}
     for name in order:
         monitor = NLLMonitor(data.x_val, data.y_val, resolution=RESOLUTION[mode] * exact.seconds[-1], target=target,
                              time_limit=TIME_FACTOR[mode] * reference_seconds)
         curve = train_curve(name, space, data, Budget(max_steps=10**7, eval_every=5), monitor, seed, device)
-        out["seconds"][name] = curve.first_within(target)
-        out["best"][name] = curve.best()
+        seconds[name] = curve.first_within(target)
+        best_nll[name] = curve.best()
     return out
 
 
@@ -157,7 +161,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                     notes.append(f"time_to_quality {task_name}: {name} did not reach validation NLL ≤ "
                                  f"{median(r['target'] for r in results):.4f} within {factor:g}× exact-mle's time "
                                  f"(ratio > {factor:g})")
-            ids = dict(task=task_name, model=MODEL, k=space.k)
+            ids: RowIds = {"task": task_name, "model": MODEL, "k": space.k}
             rows += perf_rows(config, "time_to_quality", "seconds_to_2pct", "s", reached,
                               reference=REFERENCE if REFERENCE in reached else None, **ids)
             rows += perf_rows(config, "time_to_quality", "best_val_nll", "nats",

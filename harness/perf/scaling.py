@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.perf.common import PerfConfig, interleaved, median, perf_rows
+from harness.perf.common import PerfConfig, RowIds, interleaved, median, perf_rows
 
 TASK = "syn-ising-k8"
 SUITE_TOML = """
@@ -79,7 +80,8 @@ def start_ray(workers: int) -> float:
     ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
              runtime_env={"env_vars": {"PYTHONPATH": project_pythonpath()}})
     warm = ray.remote(num_cpus=1)(warm_process)
-    pids = ray.get([warm.remote(0.5) for _ in range(workers)])
+    # ray's remote() overloads type a function whose parameters all have defaults as taking none
+    pids = ray.get([warm.remote(0.5) for _ in range(workers)])  # type: ignore[call-arg]
     if len(set(pids)) != workers:
         raise RuntimeError(f"harness benchmark: warmed {len(set(pids))} distinct Ray workers, wanted {workers}")
     return time.perf_counter() - start
@@ -119,12 +121,12 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     warm_process()
     reps = 1 if config.quick else 3
     startups: dict[int, list[float]] = {1: [], 2: []}
-    samples = interleaved({name: (lambda w=workers: suite_seconds(config, w, startups))
+    samples = interleaved({name: partial(suite_seconds, config, workers, startups)
                            for name, workers in CONTENDERS.items()}, reps)
     warm = {name: list(values) for name, values in samples.items()}
     startup = {f"ray-{w}": median(values) for w, values in startups.items()}
     cold = {name: median(warm[name]) + startup.get(name, 0.0) for name in warm}
-    ids = dict(task=TASK, model="unary+pairwise", k=8)
+    ids: RowIds = {"task": TASK, "model": "unary+pairwise", "k": 8}
     rows = []
     for metric, seconds in (("wall_seconds", warm), ("cold_wall_seconds", cold)):
         rows += perf_rows(config, "harness", metric, "s", {"serial": seconds["serial"], "ray-1": seconds["ray-1"]},
