@@ -8,19 +8,11 @@ every time (e.g. a task whose data has appeared since is run).
 Durability: a finished run's row (and its curves) is written and fsynced before the driver
 counts it (one small part per run, compacted at the end of an invocation and at the next start
 when a table has more than ``store.COMPACT_AT`` parts, or by ``ebm-bench compact``); Ctrl-C,
-<<<<<<< ours
-SIGTERM and SIGHUP stop the driver cleanly, and even after a
-SIGKILL the next start re-runs only the runs that have no row. Each run is claimed
-(``DIR/claims``, :mod:`harness.claims`) while it runs, so a second driver on the same results
-dir skips it; a dead driver's claims are taken over. The manifest records how each invocation
-ended: ``finished``, ``interrupted``, or ``killed`` (found stale by a later start).
-=======
 SIGTERM and SIGHUP stop the driver cleanly, and even after a SIGKILL the next start re-runs
 only the runs that have no row. Each run is claimed (``DIR/claims``, :mod:`harness.claims`)
 while it runs, so a second driver on the same results dir skips it; a dead driver's claims are
 taken over. The manifest records how each invocation ended: ``finished``, ``interrupted``, or
 ``killed`` (found stale by a later start).
->>>>>>> theirs
 """
 
 from __future__ import annotations
