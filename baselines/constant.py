@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ebm.energies import build_energy
 from ebm.method import Budget, FitData, Fitted, Method, Monitor, Progress
-from ebm.spaces import Multilabel, OutputSpace
+from ebm.spaces import Multilabel, OutputSpace, is_binary
 
 
 def borda_positions(positions: np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ class Constant(Method):
         return {}
 
     def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
-        if isinstance(space, Multilabel):
+        if is_binary(space):
             return Multilabel.with_label_frequencies(space.k, data.y_train.cpu())
         return space
 
@@ -125,7 +125,7 @@ class Constant(Method):
         def fitted(constant: Tensor) -> ConstantFitted:
             return ConstantFitted(space, energy, info=info, constant=constant.to(device))
 
-        if not isinstance(space, Multilabel):
+        if not is_binary(space):
             consensus = borda_positions(space.to_labels(data.y_train))
             constant = space.from_labels(consensus[None])[0]
             info.update(best_step=0, train_seconds=time.perf_counter() - started)
