@@ -98,10 +98,12 @@ class Phases:
         self.enabled = enabled
         self.started = time.monotonic()
         self._status: Any = None
+        self._last: str | None = None
 
     def __call__(self, text: str) -> None:
-        if not self.enabled:
+        if not self.enabled or text == self._last:
             return
+        self._last = text
         if self.stream.isatty():
             if self._status is None:
                 from rich.console import Console

@@ -6,6 +6,7 @@ header-only ARFF, and hyperparameter values of the wrong type (named ``params.<m
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -35,8 +36,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=180)
 
 
+#: the driver's phase lines ("ebm-bench: planning (0 s)") say what it is doing; they are not the message
+PHASE_LINE = re.compile(r"^ebm-bench: [a-z][^:]* \(\d+ s\)$")
+
+
 def _one_line(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.strip()]
+    return [line for line in err.splitlines() if line.strip() and not PHASE_LINE.match(line)]
 
 
 @pytest.fixture

@@ -55,7 +55,8 @@ def shrink(args: list[str], data: bool) -> list[str] | str:
                                   "--tune-trials", "2"]
     if command == "perf":
         return args + ["--benchmarks", "flops"]  # all of --quick takes minutes; one benchmark runs the command
-    if command in ("tasks", "methods", "leaderboard", "query", "plot", "report", "merge", "data", "compare"):
+    if command in ("tasks", "methods", "leaderboard", "query", "plot", "report", "merge", "data", "compare",
+                   "compact"):
         return args
     raise AssertionError(f"README line `ebm-bench {shlex.join(args)}`: teach tests/test_readme_examples.py "
                          "how to run it on a tiny budget")

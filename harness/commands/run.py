@@ -62,10 +62,14 @@ class RunSummary:
     #: non-ok outcomes (status, method, task, model, reason), for the closing summary
     problems: list[tuple] = field(default_factory=list)
 
+    #: runs left to another live driver that had claimed them (their outcome is its to report)
+    held_elsewhere: int = 0
+
     @property
     def succeeded(self) -> bool:
-        """False when runs were planned but none ended ok (now or stored from before)."""
-        return not self.planned or self.counts.get("ok", 0) + self.already_ok > 0
+        """False when runs were planned but none ended ok (now or stored from before) and none is
+        still being run by another driver."""
+        return not self.planned or self.counts.get("ok", 0) + self.already_ok + self.held_elsewhere > 0
 
 
 #: seconds a fresh Ray worker may take to start and import torch and the project before a run
@@ -146,6 +150,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
             todo_ids = {r.run_id for r in todo}
             summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
             summary.counts.update(dispatcher.run(_ClaimedRuns(todo, suite.name, claims, index, options), len(todo)))
+            summary.held_elsewhere = claims.skipped
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -464,7 +469,6 @@ def main(args) -> int:
 
     _stop_on_signals()  # from the start: a SIGTERM while planning or starting Ray is a Ctrl-C too
     phases = Phases(enabled=not args.no_progress and not args.dry_run)
-    phases("planning")
     filters, options = options_from_args(args)
     if args.dry_run:
         sys.stdout.write(dry_run(args.suite, filters, options))
