@@ -100,7 +100,9 @@ class Constant(Method):
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {}
 
-    def model_space(self, space: OutputSpace, params: dict[str, Any], data: FitData) -> OutputSpace:
+    @staticmethod
+    def _frequency_space(space: OutputSpace, data: FitData) -> OutputSpace:
+        """The space with q = the clipped training label frequencies (multilabel); rankings unchanged."""
         if is_binary(space):
             return Multilabel.with_label_frequencies(space.k, data.y_train.cpu())
         return space
@@ -112,7 +114,7 @@ class Constant(Method):
             seed: int, device: torch.device, monitor: Monitor | None = None) -> Fitted:
         started = time.perf_counter()
         params = self.params(params)
-        space = self.model_space(space, params, data)
+        space = self._frequency_space(space, data)
         energy = build_energy(space, self.energy_model(model), data.x_train.shape[1], depth=0).to(device)
         for parameter in energy.parameters():  # g ≡ 0: the model is the prior q
             torch.nn.init.zeros_(parameter)

@@ -91,7 +91,7 @@ def test_driver_killed_mid_suite_then_resumed(tmp_path):
     suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.4 } }")
     results = tmp_path / "r"
     args = [*CLI, "run", "--suite", str(suite), "--executor", "serial",
-            "--results-dir", str(results), "--flush-every", "1", "--no-progress", "--no-leaderboard"]
+            "--results-dir", str(results), "--no-progress", "--no-leaderboard"]
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list((results / "runs").glob("part-*"))) < 2:
@@ -113,7 +113,7 @@ def test_two_drivers_on_one_results_dir(tmp_path):
     suite = write_suite(tmp_path, methods=("test-constant", "test-raises"), seeds=4)
     results = tmp_path / "r"
     args = [*CLI, "run", "--suite", str(suite), "--executor", "serial",
-            "--results-dir", str(results), "--flush-every", "1", "--no-progress", "--no-leaderboard"]
+            "--results-dir", str(results), "--no-progress", "--no-leaderboard"]
     drivers = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     for driver in drivers:
         assert driver.wait(timeout=120) == 0, driver.stderr.read()

@@ -367,8 +367,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, default=1,
                         help="Ray retries of a run whose worker process died (>= 0, default 1); "
                              "exceptions are never retried")
-    # runs are written as they finish (durability); the old batching flag is accepted and ignored
-    parser.add_argument("--flush-every", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
