@@ -74,7 +74,8 @@ def optimal_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iter
     tau = low  # F(low) ≥ 0: left of the root
     for _ in range(iterations):
         shifted = g - tau[..., None]
-        slope, curvature = jvp(divergence.conjugate_grad, (shifted,), (torch.ones_like(shifted),))
+        primal_and_tangent = jvp(divergence.conjugate_grad, (shifted,), (torch.ones_like(shifted),))
+        slope, curvature = primal_and_tangent[0], primal_and_tangent[1]
         excess, derivative = (q * slope).sum(-1) - 1.0, -(q * curvature).sum(-1)
         step = torch.where(derivative < 0, -excess / torch.where(derivative < 0, derivative, -torch.ones_like(excess)),
                            torch.zeros_like(excess))
