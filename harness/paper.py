@@ -46,6 +46,8 @@ from harness.records import Status
 SUITE = "paper"
 CONVERGENCE_SUITE = "paper-convergence"
 MAX_ERROR_CHARS = 240
+#: how the planner words a skip for missing data (:func:`harness.plan.plan_runs`)
+DATA_MISSING = "data not available"
 #: columns of the per-dataset tables: (metric, header)
 MULTILABEL_COLUMNS = (("f1_example", "example-F1"), ("f1_micro", "micro-F1"), ("nll", "test NLL (nats)"))
 RANKING_COLUMNS = (("kendall", "Kendall τ"), ("nll", "test NLL (nats)"))
@@ -135,7 +137,7 @@ def planned_units(suite_name: str, data_dir=None) -> pd.DataFrame:
     plan = plan_runs(suite, filters, data_dir=data_dir)
     return pd.DataFrame([{"task": p.spec.task, "model": p.spec.model, "config": p.config, "seed": p.spec.seed,
                           "fold": p.spec.fold, "status": p.status.value if p.status else None,
-                          "budget": json.dumps(p.spec.budget, sort_keys=True)} for p in plan])
+                          "reason": p.reason, "budget": json.dumps(p.spec.budget, sort_keys=True)} for p in plan])
 
 
 def base_config(label: str) -> str:
@@ -149,23 +151,28 @@ def base_config(label: str) -> str:
 
 
 def coverage(planned: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Planned against stored runs per task: one row per task (and a total) with ``planned`` (to
-    run at the protocol's plan), ``stored`` (of those, units with a stored row of any status: a
-    tuned or untuned run of the planned configuration, whatever its budget), ``ok``,
-    ``failed`` (failed / timeout / diverged, and no ok row), ``missing`` and ``at plan``
-    (skipped / unsupported without running)."""
+    """Planned against stored runs per task: one row per task (and a total) with ``planned`` (the
+    protocol's runs: every planned run but those the method cannot do — unsupported, or skipped
+    for a reason other than missing data, e.g. exact MLE past its enumeration limit; runs skipped
+    because the data is missing where the plan is made still count), ``stored`` (of
+    those, the runs with a stored ok / failed / timeout / diverged row of the planned
+    configuration — tuned or not, whatever its budget), ``ok``, ``failed`` (no ok row),
+    ``missing`` and ``not applicable`` (the runs the method cannot do)."""
     from harness.leaderboard import with_config
 
     keys = ["task", "model", "config", "seed", "fold"]
-    todo = planned[planned["status"].isna()].copy()
-    at_plan = planned[planned["status"].notna()].groupby("task").size()
-    if len(runs):
-        stored = with_config(runs)
+    reason = planned["reason"] if "reason" in planned else pd.Series(None, index=planned.index, dtype=object)
+    unsupported = planned["status"].eq(Status.UNSUPPORTED.value) | (
+        planned["status"].eq(Status.SKIPPED.value) & ~reason.fillna("").str.startswith(DATA_MISSING))
+    todo = planned[~unsupported].copy()
+    at_plan = planned[unsupported].groupby("task").size()
+    ran = runs[runs["status"].isin([Status.OK.value, *Status.failures()])] if len(runs) else runs
+    if len(ran):
+        stored = with_config(ran)
         stored = stored.assign(config=stored["config"].map(base_config), fold=stored["fold"].fillna(0))
         stored = stored.astype({"seed": "int64", "fold": "int64"})
         status = stored.groupby(keys)["status"].agg(
-            lambda s: "ok" if (s == Status.OK.value).any()
-            else "failed" if s.isin(Status.failures()).any() else "other").rename("stored_status")
+            lambda s: "ok" if (s == Status.OK.value).any() else "failed").rename("stored_status")
         todo = todo.merge(status.reset_index(), on=keys, how="left")
     else:
         todo["stored_status"] = None
@@ -173,11 +180,11 @@ def coverage(planned: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
                                      ok=("stored_status", lambda s: int((s == "ok").sum())),
                                      failed=("stored_status", lambda s: int((s == "failed").sum())))
     table["missing"] = table["planned"] - table["stored"]
-    table["at plan"] = at_plan.reindex(table.index).fillna(0).astype(int)
+    table["not applicable"] = at_plan.reindex(table.index).fillna(0).astype(int)
     table = table.reset_index()
     total = table.drop(columns="task").sum().to_dict()
     table = pd.concat([table, pd.DataFrame([{"task": "**all**", **total}])], ignore_index=True)
-    return table.astype({c: "int64" for c in ("planned", "stored", "ok", "failed", "missing", "at plan")})
+    return table.astype({c: "int64" for c in ("planned", "stored", "ok", "failed", "missing", "not applicable")})
 
 
 def _coverage_section(runs: pd.DataFrame, data_dir) -> str:
@@ -187,7 +194,8 @@ def _coverage_section(runs: pd.DataFrame, data_dir) -> str:
         try:
             planned = planned_units(suite, data_dir)
         except Exception as exc:  # noqa: BLE001 - the report still says what it could not plan
-            parts.append(f"### `{suite}`\n\nThe suite could not be planned here ({exc}); {len(suite_runs)} runs stored.\n")
+            parts.append(f"### `{suite}`\n\nThe suite could not be planned here ({exc}); "
+                         f"{len(suite_runs)} runs stored.\n")
             continue
         table = coverage(planned, suite_runs)
         total = table.iloc[-1]
@@ -198,7 +206,8 @@ def _coverage_section(runs: pd.DataFrame, data_dir) -> str:
         parts.append(
             f"### `{suite}`\n\n{int(total['stored'])} of {int(total['planned'])} planned runs are stored "
             f"({share:.0%}; {int(total['ok'])} ok, {int(total['failed'])} failed/timeout/diverged, "
-            f"{int(total['missing'])} missing; {int(total['at plan'])} skipped or unsupported at plan time). "
+            f"{int(total['missing'])} missing; {int(total['not applicable'])} more are not applicable: the method "
+            f"cannot do them, e.g. exact MLE past its enumeration limit). "
             f"The protocol's budget is `{budgets}`; stored budgets: "
             + (", ".join(f"`{b}` ({n} runs)" for b, n in stored_budgets.items()) or "none")
             + f". Tuned runs (Optuna, validation split): {tuned} of {len(suite_runs)}.\n\n" + _markdown(table))
@@ -242,7 +251,7 @@ def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: 
                            else "floor" if config == "constant" else "")
             rows.append(row)
     figure, best = PAPER_FIGURES[task]
-    paper_row = {"model": "unary" if task in PAPER_MULTILABEL else "permutahedron",
+    paper_row: dict[str, object] = {"model": "unary" if task in PAPER_MULTILABEL else "permutahedron",
                  "config": f"paper: {best}", "ok": "", "failed": "", "note": "published figure"}
     for metric, header in columns:
         paper_row[header] = f"{figure:.2f}" if metric == primary else ("(variant not stated)"
@@ -394,24 +403,65 @@ def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
 
 # ----------------------------------------------------------------------------- figures
 
-def _figures(runs: pd.DataFrame, curves: pd.DataFrame, board: pd.DataFrame, out: Path) -> dict[str, list[Path]]:
+def method_board(board: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard reduced to one configuration per (task, model, method) — the one with the
+    best validation mean of the primary metric (:func:`select_config`) — labelled by the method
+    name: the methods' comparison across datasets, each at its validation-selected prior /
+    hyperparameters / tuning, so that a method is one competitor, not one per config."""
+    chosen = []
+    for (task, model), cell in board.groupby(["task", "model"]):
+        for method in sorted(cell["method"].dropna().unique()):
+            pick = select_config(ok, task, model, [method], primary_metric(task))
+            if pick is not None:
+                chosen.append((task, model, pick[1], method))
+    if not chosen:
+        return board.iloc[0:0]
+    keep = pd.DataFrame(chosen, columns=["task", "model", "config", "_method"])
+    out = board.merge(keep, on=["task", "model", "config"])
+    return out.assign(config=out["_method"]).drop(columns="_method")
+
+
+FAMILIES = (("multilabel", PAPER_MULTILABEL), ("ranking", PAPER_RANKING))
+
+
+def across_datasets(methods: pd.DataFrame, out: Path) -> tuple[str, list[Path]]:
+    """Per task family (multilabel, label ranking): the Friedman test over the task × model cells
+    of the validation-selected methods (:func:`method_board`) and its critical-difference diagram
+    ``critical-difference-<family>.png`` (:mod:`harness.stats`; the cells and methods are those
+    :func:`harness.leaderboard.rank_matrix` keeps: methods missing from too many cells are left
+    out, and named)."""
+    from harness import stats
+    from harness.leaderboard import rank_matrix
+    from harness.plots import _save
+
+    texts, paths = [], []
+    for family, tasks in FAMILIES:
+        board = methods[methods["task"].isin(list(tasks))]
+        primary = {t: primary_metric(t) for t in tasks}
+        matrix, directions, left_out = rank_matrix(board, primary=primary)
+        result = stats.friedman(matrix, directions)
+        if result is None:
+            texts.append(f"* {family}: Friedman test not applicable ({matrix.shape[1]} method(s) over "
+                         f"{matrix.shape[0]} shared task × model cell(s); it needs ≥ 3 methods and ≥ 2 cells).")
+            continue
+        ranks = ", ".join(f"{c} {r:.2f}" for c, r in result.mean_ranks.items())
+        texts.append(f"* {family}: Friedman χ² = {result.statistic:.2f}, p = {result.p_value:.3g} over "
+                     f"{result.n_blocks} task × model cells and {matrix.shape[1]} methods; mean ranks {ranks}"
+                     + (f"; left out for sharing too few cells: {', '.join(left_out)}" if left_out else "") + ".")
+        title = f"{family}: mean rank of each method (validation-selected config; primary metric; 1 = best)"
+        paths.append(_save(stats.critical_difference_figure(result, title),
+                           out / f"critical-difference-{family}.png"))
+    return "\n".join(texts) + "\n", paths
+
+
+def _figures(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> dict[str, list[Path]]:
     from harness import plots
-    from harness.leaderboard import primary_metrics
 
     paper_runs = runs[runs["suite"] == SUITE]
     conv = runs[runs["suite"] == CONVERGENCE_SUITE]
-    primary = primary_metrics(paper_runs, sorted(board["task"].unique())) if len(board) else {}
-    figures = {"cd": plots.plot_critical_difference(board, primary, out) if len(board) else [],
-               "convergence": plots.plot_paper_convergence(curves[curves["run_id"].isin(conv["run_id"])], conv, out)
-               if len(conv) else [],
-               "tau": plots.plot_tau_panels(curves[curves["run_id"].isin(paper_runs["run_id"])], paper_runs, out)}
-    return figures
-
-
-def _across_datasets(board: pd.DataFrame, runs: pd.DataFrame) -> str:
-    from harness.report import _across_tasks
-
-    return _across_tasks(board, runs) if len(board) else "No results."
+    return {"convergence": plots.plot_paper_convergence(curves[curves["run_id"].isin(conv["run_id"])], conv, out)
+            if len(conv) else [],
+            "tau": plots.plot_tau_panels(curves[curves["run_id"].isin(paper_runs["run_id"])], paper_runs, out)}
 
 
 def tau_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -456,15 +506,18 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
     write_parquet_atomic(out / "leaderboard.parquet", pa.Table.from_pandas(board, preserve_index=False))
     write_parquet_atomic(out / "runs.parquet", pa.Table.from_pandas(runs, preserve_index=False))
     references = reference_table(paper_runs, data_dir, out / "references.parquet")
-    figures = _figures(runs, curves, board, out)
     ok = prepare(paper_runs)
+    methods = method_board(board, ok)
+    figures = _figures(runs, curves, out)
+    across_text, figures["cd"] = across_datasets(methods, out)
 
     status = paper_runs["status"].value_counts().to_dict()
     units = paper_runs[["seed", "fold"]].drop_duplicates() if len(paper_runs) else pd.DataFrame()
     tuned = int(paper_runs["tuned"].fillna(False).astype(bool).sum()) if len(paper_runs) else 0
 
     def images(key: str) -> str:
-        return "".join(f"![{p.stem}]({os.path.relpath(p, out)})\n\n" for p in figures[key]) or "_(no figure: no runs)_\n\n"
+        return "".join(f"![{p.stem}]({os.path.relpath(p, out)})\n\n" for p in figures[key]) \
+            or "_(no figure: no runs)_\n\n"
 
     parts = [
         "# ebm-bench: reproducing Sander, Roulet, Liu & Blondel (ICML 2025)\n\n",
@@ -494,7 +547,11 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
     failures, at_plan = failures_table(runs), at_plan_table(runs)
     n_failed = int(failures["runs"].sum()) if len(failures) else 0
     parts += [
-        "## Across datasets\n\n", _across_datasets(board, paper_runs), "\n\n", images("cd"),
+        "## Across datasets\n\n",
+        "Each method at its validation-selected configuration per task × model cell (prior, hyperparameters, "
+        "tuning), ranked on the primary metric (example-F1 / Kendall τ) within each cell. ",
+        "The critical-difference diagrams join methods the Nemenyi post-hoc test does not separate "
+        "(α = 0.05).\n\n", across_text, "\n", images("cd"),
         "## The learned log-partition on unseen x\n\n",
         "Mean over test inputs of |τ(x) − log Z(x)|, then mean ± std over runs; the figure shows 100 unseen x "
         "per dataset (the first seed's run of each configuration).\n\n",
@@ -502,7 +559,8 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         "## Convergence (cal500, unary; `paper-convergence`)\n\n",
         "Min-min logistic with n′ prior samples per example and the importance-weighted variant against exact MLE, "
         "with the paper's uniform q: each method's own training objective (symlog axis) and the validation "
-        "example-F1, against optimiser steps and wall seconds; lines are means over seeds, bands ± one std.\n\n",
+        "example-F1, against optimiser steps and wall seconds; lines are means over seeds, bands the range "
+        "(min–max) over seeds.\n\n",
         images("convergence"),
         "## scikit-learn references (test, mean ± std over the same splits, × 100)\n\n",
         _markdown(_reference_summary(references)),

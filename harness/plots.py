@@ -24,6 +24,12 @@
   Nemenyi post-hoc test does not separate, and the Friedman test in the title
   (:mod:`harness.stats`; drawn when there are ≥ 3 configs and ≥ 2 shared cells).
 
+The paper-reproduction report (:mod:`harness.paper`) adds two figures of its own:
+:func:`plot_paper_convergence` (a 2 × 2 grid: training objective on a symlog axis and validation
+metric, against steps and wall seconds; mean over seeds with a min–max band) and
+:func:`plot_tau_panels` (``tau-vs-logz.png``: one panel per task × model, 100 unseen x per
+configuration).
+
 Lines, bars and points are per configuration label (``config``: method plus non-default
 hyperparameters, see :func:`harness.plan.config_label`), not per method.
 A configuration keeps its colour in every figure of a results directory (colours follow the
@@ -340,15 +346,14 @@ def plot_all(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *, on_c
 
 def _band(ax, line: pd.DataFrame, x: str, colour, label: str) -> None:
     ax.plot(line[x], line["mean"], color=colour, label=label, linewidth=1.4)
-    ax.fill_between(line[x], line["mean"] - line["std"].fillna(0), line["mean"] + line["std"].fillna(0),
-                    color=colour, alpha=0.18, linewidth=0)
+    ax.fill_between(line[x], line["low"], line["high"], color=colour, alpha=0.18, linewidth=0)
 
 
 def mean_band(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per config and step: mean and sample std of ``value`` over runs (seeds), mean ``seconds``,
-    and ``n`` runs. Steps that not every run of the config reached are dropped (a band over fewer
-    seeds than the rest would jump)."""
-    stats = rows.groupby(["config", "step"]).agg(mean=("value", "mean"), std=("value", "std"),
+    """Per config and step: mean, ``low`` / ``high`` (the smallest and largest value over runs,
+    i.e. seeds) of ``value``, mean ``seconds``, and ``n`` runs. Steps that not every run of the
+    config reached are dropped (a band over fewer seeds than the rest would jump)."""
+    stats = rows.groupby(["config", "step"]).agg(mean=("value", "mean"), low=("value", "min"), high=("value", "max"),
                                                  seconds=("seconds", "mean"), n=("run_id", "nunique")).reset_index()
     runs = rows.groupby("config")["run_id"].nunique()
     return stats[stats["n"] == stats["config"].map(runs)].sort_values(["config", "step"])
@@ -358,10 +363,12 @@ def plot_paper_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: st
     """The paper's convergence figure, one per task × model of ``runs`` (the ``paper-convergence``
     suite): a 2 × 2 grid, rows = each config's own training objective (symlog y axis, readable
     across the orders of magnitude the objectives span and through their spikes) and the
-    validation primary metric; columns = optimiser steps and wall seconds. One line per config
-    (n′ shows in the label, ``minmin-logistic[n_samples=10]``), the mean over its ok runs (seeds)
-    and a band of ± one standard deviation. The constant floor is a dashed horizontal line on the
-    validation panels (it does not train)."""
+    validation primary metric; columns = optimiser steps and wall seconds (log axis: n′ = 1000
+    costs far more per step than n′ = 1). One line per config (n′ shows in the label,
+    ``minmin-logistic[n_samples=10]``), the mean over its ok runs (seeds), and a band from the
+    smallest to the largest run (a ± std band of a heavy-tailed objective would reach far below
+    every run). The constant floor is a dashed horizontal line on the validation panels (it does
+    not train)."""
     plt = _pyplot()
     joined = _ok_curves(curves[curves["split"].isin(["train", "val"])], runs)
     colours = method_colours(joined["config"].dropna()) if len(joined) else {}
@@ -380,6 +387,8 @@ def plot_paper_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: st
                 ax = axes[row, col]
                 for config, line in mean_band(data).groupby("config"):
                     _band(ax, line, x, colours[config], config)
+                if x == "seconds":
+                    ax.set_xscale("log")
                 if row == 0:
                     ax.set_yscale("symlog", linthresh=1.0)
                 elif len(floor):
@@ -391,10 +400,11 @@ def plot_paper_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: st
         handles, labels = axes[1, 0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 3), frameon=False,
-                       bbox_to_anchor=(0.5, -0.06))
+                       bbox_to_anchor=(0.5, 0.0))
         seeds = runs[(runs["task"] == task) & (runs["model"] == model)]["seed"].nunique()
-        fig.suptitle(f"{task} / {model}: convergence, mean ± std over {seeds} seed(s)", fontsize=12)
-        fig.tight_layout()
+        fig.suptitle(f"{task} / {model}: convergence; line = mean over {seeds} seed(s), band = min–max over seeds",
+                     fontsize=12)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         paths.append(_save(fig, Path(out_dir) / f"convergence-{_slug(task)}-{_slug(model)}.png"))
     return paths
 
