@@ -435,3 +435,35 @@ def params_of(runs: pd.DataFrame, config: str) -> dict:
     rows = runs[runs.get("config", pd.Series(dtype=object)) == config]
     text = rows["params_json"].dropna().iloc[0] if len(rows) and rows["params_json"].notna().any() else "{}"
     return json.loads(text)
+
+
+# ----------------------------------------------------------------------------- the prior q
+
+FREQUENCY = "prior=frequency"
+
+
+def uniform_twin(config: str) -> str | None:
+    """The uniform-prior configuration of a ``prior=frequency`` one (the same label without it:
+    ``bce[prior=frequency,tuned]`` → ``bce[tuned]``); None for a label without that mark."""
+    if "[" not in config or FREQUENCY not in config:
+        return None
+    name, inside = config[:-1].split("[", 1)
+    parts = [p for p in inside.split(",") if p != FREQUENCY]
+    return f"{name}[{','.join(parts)}]" if parts else name
+
+
+def prior_comparisons(runs: pd.DataFrame) -> list[Comparison]:
+    """Every configuration the suite ran under both priors q, per task × model: the frequency
+    prior against the uniform one on the primary metric, paired over (seed, fold) with the
+    "better" rule (``for``: frequency significantly better; ``against``: uniform significantly
+    better)."""
+    ok = prepare(runs)
+    out = []
+    for (task, model), cell in ok.groupby(["task", "model"]):
+        configs = set(cell["config"])
+        metric = primary_metric(task)
+        for config in sorted(configs):
+            twin = uniform_twin(config)
+            if twin is not None and twin in configs:
+                out.append(compare_configs(ok, task, (model, config), (model, twin), metric, "better"))
+    return out

@@ -239,3 +239,49 @@ def test_reference_rows_on_a_bundled_task():
     assert {r["method"] for r in rows} == {"sk-ridge-ranks", "sk-knn-borda", "sk-mlp-ranks"}
     for r in rows:
         assert -1.0 <= r["test_kendall"] <= 1.0 and 0.0 <= r["test_exact_match"] <= 1.0
+
+
+def test_prior_comparison_pairs_each_config_with_its_uniform_twin():
+    from harness.paper_evidence import prior_comparisons, uniform_twin
+
+    assert uniform_twin("bce[prior=frequency,tuned]") == "bce[tuned]"
+    assert uniform_twin("exact-mle[prior=frequency]") == "exact-mle" and uniform_twin("bce[tuned]") is None
+    runs = _runs(_method_runs("yeast", "unary", "bce", 0.60 + NOISE, config="bce[prior=frequency,tuned]")
+                 + _method_runs("yeast", "unary", "bce", 0.50 + NOISE[::-1], config="bce[tuned]")
+                 + _method_runs("yeast", "unary", "exact-mle", 0.50 + NOISE, config="exact-mle[prior=frequency]"))
+    (cell,) = prior_comparisons(runs)  # exact-mle has no uniform twin here
+    assert (cell.a, cell.b, cell.verdict) == ("bce[prior=frequency,tuned]", "bce[tuned]", FOR)
+    assert cell.mean == pytest.approx(((0.60 + NOISE) - (0.50 + NOISE[::-1])).mean() * 100)
+
+
+def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every_failure(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from harness import store
+    from harness.paper import write_paper_report
+
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    rows = (_method_runs("yeast", "unary", "minmin-logistic", 0.62 + NOISE)
+            + _method_runs("yeast", "unary", "exact-mle", 0.55 + NOISE[::-1])
+            + _method_runs("yeast", "unary", "constant", 0.30 + NOISE)
+            + [{"task": "yeast", "model": "pairwise", "method": "exact-mle", "config": "exact-mle", "seed": s,
+                "status": "timeout", "error": "training stopped at the 120 s limit"} for s in range(2)])
+    runs = [{"status": "ok", **r, "run_id": f"run{i}", "suite": "paper", "fold": 0, "k": 14, "host": "box",
+             "started_at": start + timedelta(minutes=i), "finished_at": start + timedelta(minutes=i, seconds=30),
+             "train_seconds": 20.0, "params_json": "{}"} for i, r in enumerate(rows)]
+    store.append_rows(tmp_path / "results", "runs", runs)
+    report = write_paper_report(tmp_path / "results", tmp_path / "out", data_dir=tmp_path / "no-data",
+                                notes="NOTES-MARKER").read_text()
+    assert "NOTES-MARKER" in report and "zero_division=1.0" in report
+    # coverage: 17 runs stored of the paper protocol's planned ones (data missing here still counts as planned)
+    planned = planned_units("paper", tmp_path / "no-data")
+    assert f"17 of {int(coverage(planned, pd.DataFrame(runs))['planned'].iloc[-1])} planned runs are stored" in report
+    # what the method cannot do is not planned, with or without the data (exact MLE past 2^16 labellings)
+    exact = planned[(planned["task"] == "cal500") & (planned["model"] == "pairwise")
+                    & (planned["config"] == "exact-mle")]
+    assert len(exact) and set(exact["status"]) == {"skipped"} and "max_subsets" in exact["reason"].iloc[0]
+    assert "| min-min beats exact MLE in F1 (example-F1) | **supported** |" in report
+    assert "training stopped at the 120 s limit" in report and "## Failures (2 runs)" in report
+    assert "summed run wall time 8.5 min" in report  # 17 runs × 30 s
+    assert "_No runs of this dataset are stored._" in report  # e.g. scene
+    assert "| yeast | minmin-logistic (unary) |" in report
