@@ -249,9 +249,12 @@ def _coverage_section(runs: pd.DataFrame, data_dir) -> str:
 
 # ----------------------------------------------------------------------------- tables per dataset
 
-def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: pd.DataFrame,
+                  runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every configuration of every model on ``task`` (the leaderboard's mean ± std over seeds
-    and folds, × 100 for F1 / Kendall), then the paper's figure and the scikit-learn references."""
+    and folds, × 100 for F1 / Kendall), then the paper's figure and the scikit-learn references.
+    A configuration with neither an ok nor a failed run (skipped at plan time) says why, from
+    ``runs``' messages."""
     from harness.leaderboard import MARK_FAILED, MARK_FLOOR
 
     columns = RANKING_COLUMNS if task in PAPER_RANKING else MULTILABEL_COLUMNS
@@ -282,6 +285,8 @@ def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: 
                 row["config"] = f"{config} {MARK_FAILED}"
             row["note"] = ("best min-min (validation)" if chosen is not None and chosen[1] == config
                            else "floor" if config == "constant" else "")
+            if not row["ok"] and not row["failed"]:
+                row["note"] = "not run: " + _skip_reason(runs, task, model, config)
             rows.append(row)
     figure, best = PAPER_FIGURES[task]
     paper_row: dict[str, object] = {"model": "unary" if task in PAPER_MULTILABEL else "permutahedron",
@@ -303,6 +308,16 @@ def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: 
                 row[header] = _fmt(values.mean(), values.std(ddof=1)) if len(values) else "–"
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _skip_reason(runs: pd.DataFrame | None, task: str, model: str, config: str) -> str:
+    if runs is None or runs.empty:
+        return "no run stored"
+    rows = runs[(runs["task"] == task) & (runs["model"] == model) & (runs["config"] == config)]
+    reasons = rows["error"].dropna().astype(str) if "error" in rows else pd.Series(dtype=str)
+    if reasons.empty:
+        return "no run stored"
+    return f"{rows['status'].iloc[0]}, {reasons.iloc[0][:MAX_ERROR_CHARS]}"
 
 
 # ----------------------------------------------------------------------------- claims and targets
@@ -377,21 +392,27 @@ def _targets_section(runs: pd.DataFrame, references: pd.DataFrame) -> str:
 
 def failures_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every failed / timeout / diverged run, grouped by (suite, task, model, config, status,
-    message): count and the (seed/fold) units. Nothing is dropped: each distinct message is a row."""
+    message pattern — the message with its numbers replaced, so "after 27 of 60 steps" and "after
+    30 of 60 steps" are one row): the count, the (seed/fold) units and the message (the first one,
+    "e.g. …" when the group holds several). Nothing is dropped: each run is counted in one row."""
+    import re
+
     from harness.leaderboard import with_config
 
+    columns = ["suite", "task", "model", "config", "status", "runs", "seed/fold", "message"]
     failed = runs[runs["status"].isin(Status.failures())]
     if failed.empty:
-        return pd.DataFrame(columns=["suite", "task", "model", "config", "status", "runs", "seed/fold", "message"])
+        return pd.DataFrame(columns=columns)
     failed = with_config(failed)
     message = failed["error"].fillna("(no message recorded)").astype(str).map(
         lambda e: " ".join(e.split())[:MAX_ERROR_CHARS])
     units = failed["seed"].astype("Int64").astype(str) + "/" + failed["fold"].fillna(0).astype("Int64").astype(str)
-    frame = failed.assign(message=message, unit=units)
-    out = frame.groupby(["suite", "task", "model", "config", "status", "message"], dropna=False).agg(
-        runs=("run_id", "size"), units=("unit", lambda u: ", ".join(sorted(set(u))))).reset_index()
-    return out.rename(columns={"units": "seed/fold"})[
-        ["suite", "task", "model", "config", "status", "runs", "seed/fold", "message"]]
+    frame = failed.assign(message=message, unit=units,
+                          pattern=message.map(lambda m: re.sub(r"\d+(\.\d+)?", "#", m)))
+    out = frame.groupby(["suite", "task", "model", "config", "status", "pattern"], dropna=False).agg(
+        runs=("run_id", "size"), units=("unit", lambda u: ", ".join(sorted(set(u)))),
+        message=("message", lambda m: m.iloc[0] if m.nunique() == 1 else f"e.g. {m.iloc[0]}")).reset_index()
+    return out.rename(columns={"units": "seed/fold"})[columns]
 
 
 def at_plan_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -592,7 +613,7 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         if task not in set(board["task"]) and (references.empty or task not in set(references["task"])):
             parts.append(f"### {task}\n\n_No runs of this dataset are stored._\n\n")
             continue
-        parts += [f"### {task}\n\n", _markdown(dataset_table(task, board, ok, references)), "\n"]
+        parts += [f"### {task}\n\n", _markdown(dataset_table(task, board, ok, references, paper_runs)), "\n"]
     failures, at_plan = failures_table(runs), at_plan_table(runs)
     n_failed = int(failures["runs"].sum()) if len(failures) else 0
     parts += [
