@@ -398,7 +398,7 @@ class StepMethod(Method):
     requested model).
     """
 
-    #: opt in to stacked training (several seeds in one vmapped step, :mod:`ebm.stacking`):
+    #: opt in to stacked training (several seeds in one vmapped step, :func:`ebm.stacking.fit_stacked`):
     #: the method's batch objective must be vmap-safe (no ``.item()``/``float()`` on batch
     #: tensors, no data-dependent Python control flow, randomness only from ``setup.sampler``)
     stackable: ClassVar[bool] = False
@@ -427,15 +427,6 @@ class StepMethod(Method):
         if clip is not None and not float(clip) > 0:
             raise ValueError(f"{self.name}: max_grad_norm must be positive (or None: no clipping), got {clip!r}")
         return params
-
-    def fit_stacked(self, space: OutputSpace, model: str, members: list[Any], params: dict[str, Any],
-                    budget: Budget, *, device: torch.device) -> list[Fitted | BaseException]:
-        """Train several runs that differ only in seed (and data rows) in one vmapped step;
-        see :func:`ebm.stacking.fit_stacked`. One result per member: its Fitted, or the
-        exception (e.g. :class:`~ebm.method.Diverged`) that ended it alone."""
-        from ebm.stacking import fit_stacked
-
-        return fit_stacked(self, space, model, members, params, budget, device=device)
 
     def fit(
         self,

@@ -393,7 +393,7 @@ def execute_group(runs: list, method, *task_data, device: str | None = None, thr
     try:
         import torch
 
-        from ebm.stacking import Member
+        from ebm.stacking import Member, fit_stacked
 
         torch.set_num_threads(max(1, int(threads)))
         device = device or pick_device(gpus)
@@ -409,8 +409,8 @@ def execute_group(runs: list, method, *task_data, device: str | None = None, thr
             spec = ready[0].run.spec
             members = [Member(p.fit_data, p.run.spec.torch_seed, p.monitor) for p in ready]
             t0 = time.perf_counter()
-            outcomes = method.fit_stacked(ready[0].space, spec.model, members, dict(spec.params),
-                                          ready[0].budget, device=torch.device(device))
+            outcomes = fit_stacked(method, ready[0].space, spec.model, members, dict(spec.params),
+                                   ready[0].budget, device=torch.device(device))
             seconds = time.perf_counter() - t0
             for p, outcome in zip(ready, outcomes):
                 try:
