@@ -1,0 +1,171 @@
+"""Stacked training (ebm.stacking, harness.worker.execute_group): several seeds in one step.
+
+References: each member's own single run. Where the objective draws nothing (bce, exact-mle)
+the stacked arithmetic is the single run's up to float summation order, so parameters, model
+selection and patience must match to float tolerance; where it samples (min-min) the draws
+differ (one generator, ``randomness="different"``), so members are compared with single runs
+as distributions (a Welch t-test on the exact NLL of the fitted models)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from baselines.registry import get_method
+from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted
+from ebm.spaces import make_space
+from ebm.stacking import Member, fit_stacked
+
+CPU = torch.device("cpu")
+N, D = 160, 8
+
+
+def _data(space, seed: int, *, nan_row: int | None = None) -> FitData:
+    """Inputs and labels from a planted linear model (labels in the space's encoding)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, D, generator=g)
+    w = torch.randn(D, *space.event_shape, generator=g)
+    if space.kind.binary:
+        y = (torch.rand(N, space.k, generator=g) < torch.sigmoid(x @ w)).float()
+    else:  # rankings: the rank vector of noisy linear scores (Permutations encoding)
+        scores = x @ w + 0.5 * torch.randn(N, space.k, generator=g)
+        y = scores.argsort(-1).argsort(-1).float()
+    if nan_row is not None:
+        x[nan_row, 0] = float("nan")
+    return FitData(x, y, x[:40], y[:40])
+
+
+def _max_difference(a: Fitted, b: Fitted) -> float:
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a.energy.parameters(), b.energy.parameters()))
+
+
+class _Scripted:
+    """A monitor whose validation value is a fixed function of the step (the same in a single
+    and a stacked run), so model selection and patience can be compared exactly."""
+
+    def __init__(self, values: dict[int, float]) -> None:
+        self.values, self.steps = values, []
+
+    def __call__(self, progress, model) -> Evaluation:
+        self.steps.append(progress.step)
+        return Evaluation(self.values.get(progress.step, -1.0), maximize=True)
+
+
+@pytest.mark.parametrize(("name", "kind", "k", "model", "params"), [
+    ("exact-mle", "multilabel", 6, "unary", {"weight_decay": 1e-2}),
+    ("bce", "multilabel", 6, "unary", {"max_grad_norm": 0.05, "lr": 1e-2}),
+    ("exact-mle", "ranking", 5, "permutahedron", {"max_grad_norm": 0.05, "dropout": 0.0}),
+])
+def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, params):
+    """Same seeds → same initialisation, batch order, clipping (per member), Adam(W) state and
+    model selection: equal to float tolerance. Member 0 is stopped by patience (its scripted
+    validation peaks at step 10), member 1 runs to the end with its best at step 30."""
+    space, method = make_space(kind, k, model), get_method(name)
+    budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
+    scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
+    seeds = [11, 12, 13]
+    singles = [method.fit(space, model, _data(space, s), params, budget, seed=s, device=CPU,
+                          monitor=_Scripted(v)) for s, v in zip(seeds, scripts)]
+    monitors = [_Scripted(v) for v in scripts]
+    stacked = fit_stacked(method, space, model, [Member(_data(space, s), s, m) for s, m in zip(seeds, monitors)],
+                          params, budget, device=CPU)
+    assert [f.info["best_step"] for f in stacked] == [f.info["best_step"] for f in singles] == [10, 30, 10]
+    assert [f.info["stopped_early"] for f in stacked] == [True, False, True]
+    assert [f.info["steps"] for f in stacked] == [f.info["steps"] for f in singles] == [30, 40, 30]
+    assert monitors[0].steps == [10, 20, 30] and monitors[1].steps == [10, 20, 30, 40]
+    for single, member in zip(singles, stacked):
+        assert member.info["stacked"] == 3
+        assert _max_difference(single, member) < 1e-5
+        x = _data(space, 99).x_train
+        assert torch.equal(single.predict(x), member.predict(x))
+
+
+def test_a_diverging_member_is_dropped_and_the_others_are_unchanged():
+    """A NaN feature in member 1's rows makes its loss non-finite at the first batch that holds
+    the row: it ends ``Diverged``; members 0 and 2 equal their single runs (exact-mle draws nothing)."""
+    space, method, model = make_space("multilabel", 6, "unary"), get_method("exact-mle"), "unary"
+    budget = Budget(max_steps=30, batch_size=16, eval_every=10)
+    seeds = [1, 2, 3]
+    data = [_data(space, s, nan_row=7 if i == 1 else None) for i, s in enumerate(seeds)]
+    with pytest.raises(Diverged):
+        method.fit(space, model, data[1], {}, budget, seed=seeds[1], device=CPU)
+    stacked = fit_stacked(method, space, model, [Member(d, s) for d, s in zip(data, seeds)], {}, budget, device=CPU)
+    assert isinstance(stacked[1], Diverged) and "non-finite" in str(stacked[1])
+    for i in (0, 2):
+        single = method.fit(space, model, data[i], {}, budget, seed=seeds[i], device=CPU)
+        assert isinstance(stacked[i], Fitted) and stacked[i].info["steps"] == 30
+        assert _max_difference(single, stacked[i]) < 1e-5
+
+
+def test_minmin_members_are_distributed_like_single_runs():
+    """min-min samples y′ ~ q: stacked members draw other samples than their single runs, so
+    compare outcomes. Six seeds each way, paired by seed (same initialisation and batch order):
+    the exact test NLL (|Y| = 64, enumerated) of stacked members and single runs must not differ
+    by a paired t-test (α = 0.01), and two members with the same seed and data must differ
+    (their draws are their own)."""
+    from scipy import stats
+
+    space, method, model = make_space("multilabel", 6, "unary"), get_method("minmin-logistic"), "unary"
+    budget = Budget(max_steps=150, batch_size=32, eval_every=150)
+    params = {"n_samples": 8, "hidden": 32}
+    seeds = list(range(20, 26))
+    test = _data(space, 1234)
+
+    def nll(fitted: Fitted) -> float:
+        return float(fitted.nll(test.x_train, test.y_train)[0].mean())
+
+    singles = [nll(method.fit(space, model, _data(space, 7), params, budget, seed=s, device=CPU)) for s in seeds]
+    stacked = fit_stacked(method, space, model, [Member(_data(space, 7), s) for s in seeds], params, budget,
+                          device=CPU)
+    members = [nll(f) for f in stacked]
+    assert all(math.isfinite(v) for v in singles + members)
+    assert stats.ttest_rel(singles, members).pvalue > 0.01
+    twins = fit_stacked(method, space, model, [Member(_data(space, 7), 5), Member(_data(space, 7), 5)], params,
+                        Budget(max_steps=20, batch_size=32, eval_every=20), device=CPU)
+    assert _max_difference(*twins) > 0  # type: ignore[arg-type]
+
+
+def test_methods_opt_in():
+    space = make_space("multilabel", 6, "unary")
+    finite = get_method("minmin-finite")
+    assert not finite.can_stack(space, "unary", finite.params({}))
+    logistic_is = get_method("minmin-logistic-is")
+    assert not logistic_is.can_stack(space, "unary", logistic_is.params({}))
+    with pytest.raises(ValueError, match="stacked"):
+        fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
+    assert not getattr(get_method("mcmc-pcd"), "stackable", False)
+    for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar"):
+        method = get_method(name)
+        assert method.can_stack(space, "unary", method.params({})), name
+
+
+def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path):
+    """``run`` with stacking (the default) and with ``--no-stack`` (RunOptions.stack = 1): the same
+    run ids, one row and its curves per run; bce and exact-mle give equal test metrics; a group
+    whose members are partly stored runs only the missing ones."""
+    from harness import store
+    from harness.commands.run import run_suite
+    from harness.plan import Filters
+    from harness_fixtures import serial_options, write_suite
+
+    suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic"), seeds=3, steps=20)
+    stacked = run_suite(suite, options=serial_options(tmp_path / "stacked"))
+    alone = run_suite(suite, options=serial_options(tmp_path / "alone", stack=1))
+    assert stacked.counts == alone.counts == {"ok": 9}
+    a = store.read_table(tmp_path / "stacked", "runs").set_index("run_id").sort_index()
+    b = store.read_table(tmp_path / "alone", "runs").set_index("run_id").sort_index()
+    assert list(a.index) == list(b.index) and a.groupby("method").size().to_dict() == {
+        "bce": 3, "exact-mle": 3, "minmin-logistic": 3}
+    exact = a["method"] != "minmin-logistic"
+    assert (a.loc[exact, "test_nll"] - b.loc[exact, "test_nll"]).abs().max() < 1e-4
+    curves = store.read_table(tmp_path / "stacked", "curves")
+    assert set(curves["run_id"]) == set(a.index)
+    assert (curves[curves["split"] == "val"].groupby("run_id").size() == 2).all()
+
+    partial = tmp_path / "partial"
+    run_suite(suite, Filters(seeds=1), serial_options(partial))
+    resumed = run_suite(suite, options=serial_options(partial))
+    assert resumed.to_run == 6 and resumed.counts == {"ok": 6}
+    assert sorted(store.read_table(partial, "runs")["run_id"]) == list(a.index)
