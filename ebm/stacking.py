@@ -201,8 +201,9 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     wrapper = _Objective(template.modules, template.batch_objective)
     # each member's modules in a module of the wrapper's structure: the same leaf names
     holders = [_Objective(c.modules, c.batch_objective) for c in captured]
-    stacked_params, stacked_buffers = stack_module_state(holders)  # type: ignore[arg-type]
-    group = _Group(dict(stacked_params), dict(stacked_buffers), holders)
+    stacked_params, stacked_buffers = stack_module_state(holders)
+    group = _Group(dict(stacked_params), dict(stacked_buffers), list[nn.Module](holders))
+    assert template.optimizer is not None  # set by _capture
     optimizer = _stacked_optimizer(template.optimizer, wrapper, group.params)
     leaves = [p for g in optimizer.param_groups for p in g["params"]]
     clip = params.get("max_grad_norm")

@@ -318,6 +318,7 @@ def _evaluate(prepared: _Prepared, fitted, train_seconds: float, *, max_seconds:
     record.prior = spec.params.get("prior") or ("uniform" if fitted.space.uniform_prior else "frequency")
     record.best_step, record.selection = info.get("best_step"), info.get("selection")
     record.stopped_early = info.get("stopped_early")
+    record.stacked = info.get("stacked")
     t1 = time.perf_counter()
     record.set_metrics("val", val.prediction(fitted))
     if get_metric(run.primary_metric).family == "nll" and fitted.divergence == "kl":
@@ -386,7 +387,8 @@ def execute_group(runs: list, method, *task_data, device: str | None = None, thr
 
     if len(task_data) != len(runs):
         raise ValueError(f"execute_group: {len(runs)} runs but {len(task_data)} task data")
-    alone = dict(device=device, threads=threads, gpus=gpus, max_seconds=max_seconds, evaluate_test=evaluate_test)
+    alone: dict[str, Any] = dict(device=device, threads=threads, gpus=gpus, max_seconds=max_seconds,
+                                 evaluate_test=evaluate_test)
     records = [base_record(run) for run in runs]
     prepared: list[_Prepared | None] = [None] * len(runs)
     group_seconds = None if max_seconds is None else max_seconds * len(runs)
@@ -427,11 +429,11 @@ def execute_group(runs: list, method, *task_data, device: str | None = None, thr
                 RunResult(record=_finished(records[i])) for i, (run, data, p) in
                 enumerate(zip(runs, task_data, prepared))]
     results = []
-    for record, p in zip(records, prepared):
+    for record, member in zip(records, prepared):
         if record.finished_at is None:
             record.finished_at = utc_now()
-        results.append(RunResult(record=record, curves=p.monitor.curves if p else [],
-                                 intermediate=p.monitor.intermediate if p else []))
+        results.append(RunResult(record=record, curves=member.monitor.curves if member else [],
+                                 intermediate=member.monitor.intermediate if member else []))
     return results
 
 

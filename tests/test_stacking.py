@@ -145,10 +145,11 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     """``run`` with stacking (the default) and with ``--no-stack`` (RunOptions.stack = 1): the same
     run ids, one row and its curves per run; bce and exact-mle give equal test metrics; a group
     whose members are partly stored runs only the missing ones."""
+    from harness_fixtures import serial_options, write_suite
+
     from harness import store
     from harness.commands.run import run_suite
     from harness.plan import Filters
-    from harness_fixtures import serial_options, write_suite
 
     suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic"), seeds=3, steps=20)
     stacked = run_suite(suite, options=serial_options(tmp_path / "stacked"))
@@ -158,6 +159,7 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     b = store.read_table(tmp_path / "alone", "runs").set_index("run_id").sort_index()
     assert list(a.index) == list(b.index) and a.groupby("method").size().to_dict() == {
         "bce": 3, "exact-mle": 3, "minmin-logistic": 3}
+    assert (a["stacked"] == 3).all() and b["stacked"].isna().all()
     exact = a["method"] != "minmin-logistic"
     assert (a.loc[exact, "test_nll"] - b.loc[exact, "test_nll"]).abs().max() < 1e-4
     curves = store.read_table(tmp_path / "stacked", "curves")
