@@ -171,3 +171,24 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     resumed = run_suite(suite, options=serial_options(partial))
     assert resumed.to_run == 6 and resumed.counts == {"ok": 6}
     assert sorted(store.read_table(partial, "runs")["run_id"]) == list(a.index)
+
+
+def test_a_group_member_claimed_by_another_driver_is_left_to_it(tmp_path):
+    """Another live driver holds seed 1's claim: this driver's group trains seeds 0 and 2
+    stacked (``stacked`` = 2) and leaves seed 1 to the holder (counted as held elsewhere)."""
+    from harness import store
+    from harness.claims import Claims
+    from harness.commands.run import run_suite
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+    from harness_fixtures import serial_options, write_suite
+
+    suite = write_suite(tmp_path, methods=("bce",), seeds=3, steps=10)
+    plan = sorted(plan_runs(load_suite(suite)), key=lambda run: run.spec.seed)
+    other = Claims(tmp_path / "r", "another-driver")
+    assert other.try_claim(plan[1].run_id)
+    summary = run_suite(suite, options=serial_options(tmp_path / "r"))
+    other.close()
+    runs = store.read_table(tmp_path / "r", "runs")
+    assert summary.held_elsewhere == 1 and summary.counts == {"ok": 2}
+    assert sorted(runs["seed"]) == [0, 2] and (runs["stacked"] == 2).all()
