@@ -28,8 +28,9 @@ its single run, not the same numbers, except for methods without sampling (``bce
 
 How a method's objective is reused unchanged: :meth:`StepMethod.train_model` runs once per
 member and once on a *template* context whose ``x_train``/``y_train`` are the members' rows
-concatenated (member s's batch indices are offset by s·n, so the closure's ``x_train[index]``
-reads the member's own rows); in every one ``ctx.train`` hands its pieces to a ``capture``
+concatenated (member s's batch indices are offset by the earlier members' row counts, so the
+closure's ``x_train[index]`` reads the member's own rows; members may differ in their number of
+rows, e.g. folds, as long as the batch size is the same); in every one ``ctx.train`` hands its pieces to a ``capture``
 (:class:`~ebm.training.FitContext`) instead of training. The template's closure and optimiser
 structure (learning rates, betas, decay per parameter group) run the stacked step; the
 members' modules hold their slices for the monitor and for the result.
@@ -65,8 +66,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Member:
-    """One run of a stacked group: its data (train rows of the same shape as the others'), its
-    seed (initial parameters and mini-batch order) and its monitor."""
+    """One run of a stacked group: its data (features and labels shaped as the others'; the
+    number of rows may differ), its seed (initial parameters and mini-batch order) and its monitor."""
 
     data: FitData
     seed: int
@@ -189,10 +190,12 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         return []
     for member in members:
         check_fit_data(space, member.data)
-    shapes = {(tuple(m.data.x_train.shape), tuple(m.data.y_train.shape)) for m in members}
+    # one batch shape for all: the same features and label shape, and the same batch size
+    # min(batch_size, n) (fold sizes may differ by a row; each member draws from its own n)
+    shapes = {(tuple(m.data.x_train.shape[1:]), min(budget.batch_size, m.data.x_train.shape[0])) for m in members}
     if len(shapes) != 1:
-        raise ValueError(f"stacked members need training sets of one shape, got {sorted(shapes)}")
-    size, n = len(members), members[0].data.x_train.shape[0]
+        raise ValueError(f"stacked members need one feature shape and batch size, got {sorted(shapes)}")
+    size, rows_per_member = len(members), [m.data.x_train.shape[0] for m in members]
 
     captured = [_capture(method, space, model, m.data, params, budget, m.seed, device, m.monitor) for m in members]
     rows = FitData(torch.cat([m.data.x_train for m in members]), torch.cat([m.data.y_train for m in members]))
@@ -215,8 +218,9 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     step_losses = vmap(member_loss, randomness="different")
     streams: list[Iterator[Tensor]] = [
         minibatches(n, budget.batch_size, generator=torch.Generator().manual_seed(m.seed), device=device)
-        for m in members]
-    offsets = torch.arange(size, device=device)[:, None] * n
+        for m, n in zip(members, rows_per_member)]
+    # member s's rows start at the sum of the earlier members' row counts in the template's data
+    offsets = torch.tensor([sum(rows_per_member[:s]) for s in range(size)], device=device)[:, None]
     loops = [TrainLoop(budget, m.monitor, c.snapshot, c.modules) for m, c in zip(members, captured)]
     results: list[Fitted | BaseException | None] = [None] * size
     active = [True] * size

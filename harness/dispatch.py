@@ -168,8 +168,8 @@ STACK_LIMIT = 5
 
 
 def stack_key(run) -> tuple | None:
-    """Runs with equal keys (one task, model, method, hyperparameters, budget, data settings and
-    fold; any seed) may train stacked in one job (:func:`harness.worker.execute_group`); None
+    """Runs with equal keys (one task, model, method, hyperparameters, budget and data settings;
+    any seed and fold) may train stacked in one job (:func:`harness.worker.execute_group`); None
     when this run trains alone: its method does not opt in (``can_stack``), or its prior q
     depends on the seed's training labels (``frequency``)."""
     method = run.method
@@ -187,7 +187,7 @@ def stack_key(run) -> tuple | None:
             return None
     except (ValueError, KeyError, TypeError):  # the worker reports what is wrong with the run
         return None
-    return (run.spec.config_hash, run.spec.fold)
+    return (run.spec.config_hash,)
 
 
 def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:

@@ -22,15 +22,15 @@ CPU = torch.device("cpu")
 N, D = 160, 8
 
 
-def _data(space, seed: int, *, nan_row: int | None = None) -> FitData:
+def _data(space, seed: int, *, nan_row: int | None = None, rows: int = N) -> FitData:
     """Inputs and labels from a planted linear model (labels in the space's encoding)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(N, D, generator=g)
+    x = torch.randn(rows, D, generator=g)
     w = torch.randn(D, *space.event_shape, generator=g)
     if space.kind.binary:
-        y = (torch.rand(N, space.k, generator=g) < torch.sigmoid(x @ w)).float()
+        y = (torch.rand(rows, space.k, generator=g) < torch.sigmoid(x @ w)).float()
     else:  # rankings: the rank vector of noisy linear scores (Permutations encoding)
-        scores = x @ w + 0.5 * torch.randn(N, space.k, generator=g)
+        scores = x @ w + 0.5 * torch.randn(rows, space.k, generator=g)
         y = scores.argsort(-1).argsort(-1).float()
     if nan_row is not None:
         x[nan_row, 0] = float("nan")
@@ -61,16 +61,17 @@ class _Scripted:
 def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, params):
     """Same seeds → same initialisation, batch order, clipping (per member), Adam(W) state and
     model selection: equal to float tolerance. Member 0 is stopped by patience (its scripted
-    validation peaks at step 10), member 1 runs to the end with its best at step 30."""
+    validation peaks at step 10), member 1 runs to the end with its best at step 30; member 0
+    has 7 more training rows (another fold), so the later members' rows start further on."""
     space, method = make_space(kind, k, model), get_method(name)
     budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
     scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
-    seeds = [11, 12, 13]
-    singles = [method.fit(space, model, _data(space, s), params, budget, seed=s, device=CPU,
-                          monitor=_Scripted(v)) for s, v in zip(seeds, scripts)]
+    seeds, rows = [11, 12, 13], [N + 7, N, N]
+    singles = [method.fit(space, model, _data(space, s, rows=r), params, budget, seed=s, device=CPU,
+                          monitor=_Scripted(v)) for s, r, v in zip(seeds, rows, scripts)]
     monitors = [_Scripted(v) for v in scripts]
-    stacked = fit_stacked(method, space, model, [Member(_data(space, s), s, m) for s, m in zip(seeds, monitors)],
-                          params, budget, device=CPU)
+    stacked = fit_stacked(method, space, model, [Member(_data(space, s, rows=r), s, m) for s, r, m in
+                                                 zip(seeds, rows, monitors)], params, budget, device=CPU)
     assert [f.info["best_step"] for f in stacked] == [f.info["best_step"] for f in singles] == [10, 30, 10]
     assert [f.info["stopped_early"] for f in stacked] == [True, False, True]
     assert [f.info["steps"] for f in stacked] == [f.info["steps"] for f in singles] == [30, 40, 30]
