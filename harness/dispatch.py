@@ -191,22 +191,30 @@ def stack_key(run) -> tuple | None:
 
 
 def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
-    """``runs`` as jobs: stackable runs of one :func:`stack_key` in groups of at most ``limit``
-    (in the order of their first run), every other run alone; ``limit`` ≤ 1 stacks nothing."""
+    """``runs`` as jobs: the stackable runs of one :func:`stack_key` split into the fewest groups
+    of at most ``limit``, of balanced sizes (7 runs, limit 5: 4 + 3), every other run alone; jobs
+    in the order of their first run. ``limit`` ≤ 1 stacks nothing."""
     if limit <= 1:
         return [[run] for run in runs]
-    jobs: list[list] = []
-    open_group: dict[tuple, list] = {}
+    slots: list[Any] = []   # a lone run, or the key of a stack (placed at its first run)
+    stacks: dict[tuple, list] = {}
     for run in runs:
         key = stack_key(run)
         if key is None:
-            jobs.append([run])
+            slots.append([run])
+        else:
+            if key not in stacks:
+                stacks[key] = []
+                slots.append(key)
+            stacks[key].append(run)
+    jobs: list[list] = []
+    for slot in slots:
+        if isinstance(slot, list):
+            jobs.append(slot)
             continue
-        group = open_group.get(key)
-        if group is None or len(group) >= limit:
-            group = open_group[key] = []
-            jobs.append(group)
-        group.append(run)
+        members = stacks[slot]
+        count = -(-len(members) // limit)
+        jobs += [members[i::count] for i in range(count)]
     return jobs
 
 

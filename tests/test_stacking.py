@@ -177,12 +177,13 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
 def test_a_group_member_claimed_by_another_driver_is_left_to_it(tmp_path):
     """Another live driver holds seed 1's claim: this driver's group trains seeds 0 and 2
     stacked (``stacked`` = 2) and leaves seed 1 to the holder (counted as held elsewhere)."""
+    from harness_fixtures import serial_options, write_suite
+
     from harness import store
     from harness.claims import Claims
     from harness.commands.run import run_suite
     from harness.plan import plan_runs
     from harness.suites import load_suite
-    from harness_fixtures import serial_options, write_suite
 
     suite = write_suite(tmp_path, methods=("bce",), seeds=3, steps=10)
     plan = sorted(plan_runs(load_suite(suite)), key=lambda run: run.spec.seed)
@@ -193,3 +194,23 @@ def test_a_group_member_claimed_by_another_driver_is_left_to_it(tmp_path):
     runs = store.read_table(tmp_path / "r", "runs")
     assert summary.held_elsewhere == 1 and summary.counts == {"ok": 2}
     assert sorted(runs["seed"]) == [0, 2] and (runs["stacked"] == 2).all()
+
+
+def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alone(tmp_path):
+    from harness_fixtures import write_suite
+
+    from harness.dispatch import stack_groups
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+
+    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "nce", "minmin-finite"), seeds=7)))
+    jobs = stack_groups(plan.runnable(), 5)
+    stacked = [job for job in jobs if len(job) > 1]
+    assert sorted(len(job) for job in stacked) == [3, 4]  # 7 seeds: the fewest groups ≤ 5, balanced
+    assert {run.spec.method for job in stacked for run in job} == {"bce"}
+    assert sorted(run.spec.seed for job in stacked for run in job) == list(range(7))
+    assert sum(len(job) for job in jobs) == len(plan.runnable()) == 21
+    assert all(len(job) == 1 for job in stack_groups(plan.runnable(), 1))
+    frequency = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, name="frequency.toml",
+                                                 params='{bce = {prior = "frequency"}}')))
+    assert all(len(job) == 1 for job in stack_groups(frequency.runnable(), 5))  # q depends on the seed's labels
