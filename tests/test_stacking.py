@@ -214,3 +214,28 @@ def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alon
     frequency = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, name="frequency.toml",
                                                  params='{bce = {prior = "frequency"}}')))
     assert all(len(job) == 1 for job in stack_groups(frequency.runnable(), 5))  # q depends on the seed's labels
+
+
+def test_execute_group_rows_for_bad_members_and_unstackable_groups(tmp_path):
+    """A member whose data failed to load gets its own ``failed`` row while the others train
+    stacked; a group whose method cannot stack (minmin-finite) runs each member alone."""
+    from harness_fixtures import write_suite
+
+    from harness.commands.run import _loader
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+    from harness.worker import execute_group
+
+    load = _loader(None)
+    bce = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, steps=10))).runnable()
+    data = [load(run.spec.data_key) for run in bce]
+    results = execute_group(bce, bce[0].method, data[0], RuntimeError("disk on fire"), data[2])
+    assert [r.record.run_id for r in results] == [run.run_id for run in bce]
+    assert [r.record.status for r in results] == ["ok", "failed", "ok"]
+    assert "disk on fire" in results[1].record.error and results[1].curves == []
+    assert [r.record.stacked for r in results] == [2, None, 2]
+    finite = plan_runs(load_suite(write_suite(tmp_path, methods=("minmin-finite",), seeds=2, steps=10,
+                                              name="finite.toml"))).runnable()
+    alone = execute_group(finite, finite[0].method, *(load(run.spec.data_key) for run in finite))
+    assert [r.record.status for r in alone] == ["ok", "ok"] and all(r.record.stacked is None for r in alone)
+    assert all(r.curves for r in alone)
