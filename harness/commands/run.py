@@ -415,9 +415,10 @@ def register(subparsers) -> None:
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     parser.add_argument("--strict", action="store_true",
                         help="stop at a damaged results file instead of skipping it with a warning")
-    parser.add_argument("--no-stack", action="store_true",
-                        help="train every run alone (default: up to 5 seeds of one configuration of a method "
-                             "that opts in train stacked in one vmapped step, each with its own row)")
+    parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
+                        help="train up to N runs of one configuration (other seeds or folds) of a method that "
+                             "opts in stacked in one vmapped step, each with its own row (default 5)")
+    parser.add_argument("--no-stack", action="store_true", help="train every run alone (same as --stack 1)")
     parser.set_defaults(func=main)
 
 
@@ -438,6 +439,8 @@ def options_from_args(args, *, tune_only: bool = False):
                          "value as retrying forever)")
     if args.tune_trials is not None and args.tune_trials < 0:
         raise ValueError("--tune-trials must be >= 0")
+    if getattr(args, "stack", 1) < 1:
+        raise ValueError(f"--stack must be at least 1 (1: every run alone), got {args.stack}")
     filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
                       models=Filters.parse_list(args.models), seeds=args.seeds, max_steps=args.max_steps)
     options = RunOptions(results_dir=Path(args.results_dir), data_dir=resolve_data_dir(args.data_dir),
@@ -446,7 +449,7 @@ def options_from_args(args, *, tune_only: bool = False):
                          timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
                          tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
                          max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only,
-                         stack=1 if getattr(args, "no_stack", False) else RunOptions.stack)
+                         stack=1 if getattr(args, "no_stack", False) else getattr(args, "stack", RunOptions.stack))
     return filters, options
 
 
