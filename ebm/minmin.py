@@ -40,6 +40,7 @@ from ebm.inference import training_proposal
 from ebm.method import Fitted
 from ebm.objective import minmin_loss
 from ebm.spaces import OutputSpace
+from ebm.stacking import is_stacked
 from ebm.tau import TAUS, build_tau
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
@@ -70,6 +71,12 @@ class MinMinMethod(StepMethod):
         "proposal_prior_weight": 0.1,
         "adam_beta2": 0.999,
     }
+    #: seeds train stacked (ebm.stacking) with y′ ~ q and a neural or scalar τ; not with the
+    #: model proposal (rebuilt per batch by data-dependent code) nor a finite τ (one per row)
+    stackable: ClassVar[bool] = True
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        return params["proposal"] == "prior" and params["tau"] != "finite"
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         get_divergence(params["divergence"])  # raises with "did you mean" on a bad name
@@ -148,6 +155,8 @@ class EssLog:
 
     @torch.no_grad()
     def add(self, g_samples: Tensor, tau: Tensor, log_weights: Tensor | None, divergence) -> None:
+        if is_stacked(g_samples):  # a stacked step (ebm.stacking) has no per-member float here
+            return
         slope = divergence.conjugate_grad(g_samples.double() - tau.double()[:, None])
         log_terms = slope.log() + (0.0 if log_weights is None else log_weights.double())
         value = float(effective_sample_fraction(log_terms).mean())
@@ -159,7 +168,7 @@ class EssLog:
             self.window = 0.0
 
     def info(self) -> dict[str, object]:
-        return {"ess": self.total / max(self.steps, 1), "ess_curve": list(self.curve)}
+        return {"ess": self.total / self.steps if self.steps else None, "ess_curve": list(self.curve)}
 
 
 def set_adam_beta2(optimizer: torch.optim.Optimizer, beta2: float) -> None:
