@@ -287,3 +287,51 @@ def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every
     assert "summed run wall time 8.5 min" in report  # 17 runs × 30 s
     assert "_No runs of this dataset are stored._" in report  # e.g. scene
     assert "| yeast | minmin-logistic (unary) |" in report
+
+
+def _curves_and_runs():
+    """Two seeds of two configs on cal500/unary with train-objective and validation curves, and
+    τ points (150 test inputs) for one config."""
+    runs, curves = [], []
+    for config, method, offset in (("exact-mle", "exact-mle", 0.0), ("minmin-logistic[n_samples=10]",
+                                                                     "minmin-logistic", 1.0)):
+        for seed in range(2):
+            run_id = f"{method}-{seed}"
+            runs.append({"run_id": run_id, "task": "cal500", "model": "unary", "method": method, "config": config,
+                         "seed": seed, "fold": 0, "status": "ok", "primary_metric": "f1_example",
+                         "params_json": "{}", "tuned": False})
+            for step in (10, 20, 30):
+                curves += [{"run_id": run_id, "step": step, "seconds": step / 10 * (1 + seed), "split": "train",
+                            "metric": "objective", "value": 100.0 / step + offset + seed},
+                           {"run_id": run_id, "step": step, "seconds": step / 10 * (1 + seed), "split": "val",
+                            "metric": "f1_example", "value": 0.3 + step / 100 + 0.01 * seed}]
+            if method == "minmin-logistic":
+                curves += [{"run_id": run_id, "step": i, "seconds": None, "split": "tau", "metric": m,
+                            "value": float(i) + (0.5 if m == "tau" else 0.0)}
+                           for i in range(150) for m in ("tau", "logz")]
+    return pd.DataFrame(curves), pd.DataFrame(runs)
+
+
+def test_convergence_band_is_the_mean_and_range_over_seeds_and_the_figures_are_written(tmp_path):
+    from harness.plots import mean_band, plot_paper_convergence, plot_tau_panels, tau_points
+
+    curves, runs = _curves_and_runs()
+    joined = curves[curves["split"] == "train"].merge(runs[["run_id", "config"]], on="run_id")
+    band = mean_band(joined).set_index(["config", "step"])
+    row = band.loc[("exact-mle", 10)]
+    assert (row["mean"], row["low"], row["high"]) == (10.5, 10.0, 11.0)  # 100/10 + seed, seeds 0 and 1
+    assert row["seconds"] == pytest.approx((1.0 + 2.0) / 2)
+    (path,) = plot_paper_convergence(curves, runs, tmp_path)
+    assert path.name == "convergence-cal500-unary.png" and path.stat().st_size > 10_000
+    (tau,) = plot_tau_panels(curves, runs, tmp_path)
+    assert tau.name == "tau-vs-logz.png" and tau.stat().st_size > 10_000
+    assert len(tau_points(curves)) == 300  # the figure draws 100 of seed 0's 150 points (title says so)
+
+
+def test_tau_claim_compares_the_learned_tau_with_the_best_constant():
+    curves, runs = _curves_and_runs()
+    runs = runs.assign(suite="paper", k=174, test_f1_example=0.5, val_f1_example=0.5)
+    (cell,) = _claim(paper_claims(runs, curves), "tau").comparisons
+    # τ is off by 0.5 everywhere; the best constant (the median of 0..149) is off by 37.5 on average
+    const = float(np.mean(np.abs(np.arange(150) - np.median(np.arange(150)))))
+    assert cell.mean == pytest.approx(const - 0.5) and cell.n == 2 and cell.verdict == TOO_FEW
