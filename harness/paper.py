@@ -4,7 +4,8 @@ Roulet, Liu & Blondel (ICML 2025) and beside scikit-learn references on the same
 Input: a results directory holding (part of) the ``paper`` suite and optionally the
 ``paper-convergence`` suite; partial runs are reported for what they are (the coverage section
 counts planned against stored runs). Output in ``out_dir``: ``REPORT.md``, its figures
-(``critical-difference.png``, ``convergence-cal500-unary.png``, ``tau-vs-logz.png``),
+(``critical-difference-multilabel.png``, ``critical-difference-ranking.png``,
+``convergence-cal500-unary.png``, ``tau-vs-logz.png``),
 ``runs.parquet`` (the deduplicated runs, no curves), ``leaderboard.parquet`` and
 ``references.parquet`` (the scikit-learn references, a cache: rows for (task, seed, fold)
 already there are not refitted).
@@ -110,8 +111,14 @@ def reference_table(runs: pd.DataFrame, data_dir, cache: Path | None = None) -> 
     have = set(zip(cached["task"], cached["seed"].astype("int64"), cached["fold"].astype("int64"))) \
         if len(cached) else set()
     frames, failed = [cached], set()
-    for task, seed, fold in sorted(wanted.itertuples(index=False, name=None)):
-        if (task, seed, fold) in have or task in failed:
+    todo = sorted(u for u in wanted.itertuples(index=False, name=None) if u not in have)
+    if todo:  # a one-time cost (cached): say so, the report is otherwise quiet for minutes
+        import sys
+
+        print(f"fitting the scikit-learn references on {len(todo)} (task, seed, fold) split(s) "
+              f"(cached in {cache})", file=sys.stderr)
+    for task, seed, fold in todo:
+        if task in failed:
             continue
         try:
             frames.append(pd.DataFrame(reference_rows(task, data_dir, [seed], fold=fold)))
