@@ -104,3 +104,11 @@ def test_get_divergence_names():
         get_divergence("entmax:2.5")
     with pytest.raises(ValueError, match="alpha"):
         get_divergence("entmax:abc")
+
+
+def test_entmax15_closed_form_equals_the_generic_entmax_at_one_point_five():
+    """The polynomial α = 1.5 conjugate and ratio equal entmax(1.5)'s log1p/expm1 forms, guard included."""
+    s = torch.cat([torch.linspace(-5, 5, 1001, dtype=torch.float64), torch.tensor([1e6, 1e12], dtype=torch.float64)])
+    generic = entmax(1.5)
+    torch.testing.assert_close(entmax15.conjugate(s), generic.conjugate(s), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(entmax15.conjugate_grad(s), generic.conjugate_grad(s), rtol=1e-12, atol=1e-12)

@@ -100,16 +100,17 @@ def test_a_diverging_member_is_dropped_and_the_others_are_unchanged():
         assert _max_difference(single, stacked[i]) < 1e-5
 
 
-def test_minmin_members_are_distributed_like_single_runs():
-    """min-min samples y′ ~ q: stacked members draw other samples than their single runs, so
+@pytest.mark.parametrize("name", ["minmin-logistic", "nce"])
+def test_sampling_members_are_distributed_like_single_runs(name):
+    """min-min and NCE sample y′ ~ q: stacked members draw other samples than their single runs, so
     compare outcomes. Six seeds each way, paired by seed (same initialisation and batch order):
     the exact test NLL (|Y| = 64, enumerated) of stacked members and single runs must not differ
     by a paired t-test (α = 0.01), and two members with the same seed and data must differ
     (their draws are their own)."""
     from scipy import stats
 
-    space, method, model = make_space("multilabel", 6, "unary"), get_method("minmin-logistic"), "unary"
-    budget = Budget(max_steps=150, batch_size=32, eval_every=150)
+    space, method, model = make_space("multilabel", 6, "unary"), get_method(name), "unary"
+    budget = Budget(max_steps=100, batch_size=32, eval_every=100)
     params = {"n_samples": 8, "hidden": 32}
     seeds = list(range(20, 26))
     test = _data(space, 1234)
@@ -137,7 +138,8 @@ def test_methods_opt_in():
     with pytest.raises(ValueError, match="stacked"):
         fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
     assert not getattr(get_method("mcmc-pcd"), "stackable", False)
-    for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar"):
+    for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar",
+                 "nce"):
         method = get_method(name)
         assert method.can_stack(space, "unary", method.params({})), name
 
@@ -203,7 +205,7 @@ def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alon
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
-    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "nce", "minmin-finite"), seeds=7)))
+    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "mcmc-pcd", "minmin-finite"), seeds=7)))
     jobs = stack_groups(plan.runnable(), 5)
     stacked = [job for job in jobs if len(job) > 1]
     assert sorted(len(job) for job in stacked) == [3, 4]  # 7 seeds: the fewest groups ≤ 5, balanced
