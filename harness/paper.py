@@ -455,10 +455,11 @@ def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
         hosts = ", ".join(f"{h} ({n})" for h, n in group["host"].fillna("?").value_counts().items())
         devices = ", ".join(sorted(set(group["device"].dropna().astype(str)))) or "?"
         threads = ", ".join(str(int(t)) for t in sorted(set(group["threads"].dropna()))) or "?"
+        when = (f"{started.min():%Y-%m-%d %H:%M} → {finished.max():%Y-%m-%d %H:%M} UTC ({_seconds(span)})"
+                if durations.size and np.isfinite(span) else "? (no timestamps)")
         lines.append(
             f"* `{suite}`: {len(group)} runs; summed run wall time {_seconds(durations.sum())} "
-            f"(training {_seconds(train)}); span {started.min():%Y-%m-%d %H:%M} → {finished.max():%Y-%m-%d %H:%M} UTC "
-            f"({_seconds(span) if np.isfinite(span) else '?'}); hosts (runs): {hosts}; devices: {devices}; "
+            f"(training {_seconds(train)}); span {when}; hosts (runs): {hosts}; devices: {devices}; "
             f"torch threads per run: {threads}.")
     versions = sorted(set(runs["versions_json"].dropna())) if "versions_json" in runs else []
     lines += [f"* package versions of the runs: `{v}`" for v in versions]

@@ -335,3 +335,13 @@ def test_tau_claim_compares_the_learned_tau_with_the_best_constant():
     # τ is off by 0.5 everywhere; the best constant (the median of 0..149) is off by 37.5 on average
     const = float(np.mean(np.abs(np.arange(150) - np.median(np.arange(150)))))
     assert cell.mean == pytest.approx(const - 0.5) and cell.n == 2 and cell.verdict == TOO_FEW
+
+
+def test_provenance_without_timestamps_says_so(tmp_path):
+    from harness.paper import provenance
+
+    runs = _runs([{"task": "yeast", "model": "unary", "method": "bce", "seed": 0, "started_at": pd.NaT,
+                   "finished_at": pd.NaT, "train_seconds": 5.0, "host": "box", "device": "cpu", "threads": 2,
+                   "versions_json": "{}"}])
+    text = provenance(runs, tmp_path)
+    assert "span ? (no timestamps)" in text and "box (1)" in text and "threads per run: 2" in text
