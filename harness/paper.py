@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,11 @@ def reference_table(runs: pd.DataFrame, data_dir, cache: Path | None = None) -> 
     """scikit-learn references on every (task, seed, fold) split the paper runs used (the same
     splits: :meth:`tasks.base.Task.load` with the run's seed and fold). Rows already in ``cache``
     are reused; new ones are added to it."""
+    from joblib import Parallel, delayed
+
     from harness.references import reference_rows
     from harness.store import write_parquet_atomic
+    from tasks.registry import get_task
 
     columns = ["task", "method", "seed", "fold"]
     cached = pd.read_parquet(cache) if cache is not None and cache.is_file() else pd.DataFrame(columns=columns)
@@ -110,21 +114,19 @@ def reference_table(runs: pd.DataFrame, data_dir, cache: Path | None = None) -> 
     wanted = wanted.assign(fold=wanted["fold"].fillna(0)).astype({"seed": "int64", "fold": "int64"}).drop_duplicates()
     have = set(zip(cached["task"], cached["seed"].astype("int64"), cached["fold"].astype("int64"))) \
         if len(cached) else set()
-    frames, failed = [cached], set()
     todo = sorted(u for u in wanted.itertuples(index=False, name=None) if u not in have)
-    if todo:  # a one-time cost (cached): say so, the report is otherwise quiet for minutes
-        import sys
-
+    missing = {t: get_task(t).available(data_dir) for t in sorted({u[0] for u in todo})}
+    for task, why in missing.items():
+        if why is not None:  # data missing: the report says there is no reference
+            print(f"warning: no scikit-learn reference for {task}: {why}", file=sys.stderr)
+    todo = [u for u in todo if missing[u[0]] is None]
+    frames = [cached]
+    if todo:  # a one-time cost (cached), spread over the CPUs: say so, the report is otherwise quiet
         print(f"fitting the scikit-learn references on {len(todo)} (task, seed, fold) split(s) "
               f"(cached in {cache})", file=sys.stderr)
-    for task, seed, fold in todo:
-        if task in failed:
-            continue
-        try:
-            frames.append(pd.DataFrame(reference_rows(task, data_dir, [seed], fold=fold)))
-        except (FileNotFoundError, ValueError) as exc:  # data missing: the report says there is no reference
-            print(f"warning: no scikit-learn reference for {task}: {exc}")
-            failed.add(task)
+        rows = Parallel(n_jobs=min(len(todo), os.cpu_count() or 1))(
+            delayed(reference_rows)(task, data_dir, [seed], fold=fold) for task, seed, fold in todo)
+        frames += [pd.DataFrame(r) for r in rows]
     table = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
         else pd.DataFrame(columns=columns)
     if cache is not None and len(frames) > 1 and len(table):
