@@ -102,7 +102,7 @@ def reference_table(runs: pd.DataFrame, data_dir, cache: Path | None = None) -> 
     """scikit-learn references on every (task, seed, fold) split the paper runs used (the same
     splits: :meth:`tasks.base.Task.load` with the run's seed and fold). Rows already in ``cache``
     are reused; new ones are added to it."""
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed  # type: ignore[import-untyped]  # scikit-learn's own dependency
 
     from harness.references import reference_rows
     from harness.store import write_parquet_atomic
