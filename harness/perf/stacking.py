@@ -10,6 +10,7 @@ Rows: ``ms_per_member_step`` of ``<method>[stacked=S]`` relative to ``<method>``
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -38,11 +39,31 @@ def member_data(kind: str, k: int, seed: int, n: int = 1024):
     return FitData(x, y, x[:64], y[:64])
 
 
+def ms_alone(method, space, model: str, data: list, budget, device) -> float:
+    """Milliseconds per member-step of the members fitted one after the other."""
+    from harness.perf.common import timed
+
+    def fit_each() -> None:
+        for seed, member in enumerate(data):
+            method.fit(space, model, member, {}, budget, seed=seed, device=device)
+
+    return 1e3 * timed(fit_each, device) / (len(data) * budget.max_steps)
+
+
+def ms_stacked(method, space, model: str, data: list, budget, device) -> float:
+    """Milliseconds per member-step of the members fitted as one stacked group."""
+    from ebm.stacking import Member, fit_stacked
+    from harness.perf.common import timed
+
+    members = [Member(member, seed) for seed, member in enumerate(data)]
+    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, {}, budget, device=device),
+                       device) / (len(data) * budget.max_steps)
+
+
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from baselines.registry import get_method
     from ebm.method import Budget
     from ebm.spaces import make_space
-    from ebm.stacking import Member, fit_stacked
 
     steps = 60 if config.quick else 200
     budget = Budget(max_steps=steps, batch_size=64, eval_every=10**9)
@@ -59,22 +80,9 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                 if method.check(space, model, params) is not None or not method.can_stack(space, model, params):
                     notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
                     continue
-
-                def alone(method=method) -> float:
-                    from harness.perf.common import timed
-
-                    return 1e3 * timed(lambda: [method.fit(space, model, d, {}, budget, seed=s, device=device)
-                                                for s, d in enumerate(data)], device) / (MEMBERS * steps)
-
-                def stacked(method=method) -> float:
-                    from harness.perf.common import timed
-
-                    members = [Member(d, s) for s, d in enumerate(data)]
-                    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, {}, budget, device=device),
-                                       device) / (MEMBERS * steps)
-
-                alone()  # warm-up (imports, allocator) outside the timings
-                stacked()
+                alone = partial(ms_alone, method, space, model, data, budget, device)
+                stacked = partial(ms_stacked, method, space, model, data, budget, device)
+                alone(), stacked()  # warm-up (imports, allocator) outside the timings
                 label = f"{name}[stacked={MEMBERS}]"
                 samples = interleaved({name: alone, label: stacked}, max(config.reps // 2, 2))
                 rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples, reference=name,
