@@ -64,6 +64,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from baselines.registry import get_method
     from ebm.method import Budget
     from ebm.spaces import make_space
+    from ebm.training import StepMethod
 
     steps = 60 if config.quick else 200
     budget = Budget(max_steps=steps, batch_size=64, eval_every=10**9)
@@ -77,7 +78,8 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             for name in methods:
                 method = get_method(name)
                 params = method.params({})
-                if method.check(space, model, params) is not None or not method.can_stack(space, model, params):
+                if not isinstance(method, StepMethod) or method.check(space, model, params) is not None \
+                        or not method.can_stack(space, model, params):
                     notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
                     continue
                 alone = partial(ms_alone, method, space, model, data, budget, device)
