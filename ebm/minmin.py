@@ -29,18 +29,25 @@ training example), ``minmin-scalar`` (kl, one τ for all x).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ebm.divergences import get_divergence
-from ebm.importance import TRAINING_PROPOSALS, draw_training_samples, effective_sample_fraction
-from ebm.inference import training_proposal
+from ebm.energies import Energy, UnaryEnergy
+from ebm.importance import (
+    TRAINING_PROPOSALS,
+    draw_training_samples,
+    effective_sample_fraction,
+    leave_one_out_log_mean,
+)
+from ebm.inference import partition_estimate, training_proposal, unary_log_partition
 from ebm.method import Fitted
 from ebm.objective import minmin_loss
-from ebm.spaces import OutputSpace
-from ebm.tau import TAUS, build_tau
+from ebm.spaces import OutputSpace, is_binary
+from ebm.tau import TAU_OFFSETS, TAUS, OffsetTau, build_tau
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
@@ -69,6 +76,7 @@ class MinMinMethod(StepMethod):
         "proposal": "prior",
         "proposal_prior_weight": 0.1,
         "adam_beta2": 0.999,
+        "tau_offset": "none",
     }
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
@@ -83,6 +91,10 @@ class MinMinMethod(StepMethod):
             raise ValueError(f"max_grad_norm must be positive (or None: no clipping), got {params['max_grad_norm']}")
         if not 0 <= float(params["adam_beta2"]) < 1:
             raise ValueError(f"adam_beta2 must lie in [0, 1), got {params['adam_beta2']}")
+        if params["tau_offset"] not in TAU_OFFSETS:
+            raise ValueError(f"unknown tau_offset {params['tau_offset']!r}; known: {', '.join(TAU_OFFSETS)}")
+        if params["tau_offset"] == "estimate" and int(params["n_samples"]) < 2 and not _closed_form(space, model):
+            raise ValueError("tau_offset='estimate' needs n_samples >= 2 (a leave-one-out estimate per draw)")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:
@@ -112,6 +124,8 @@ class MinMinMethod(StepMethod):
                                        "weight_decay": 0.0})
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
+        offset = params["tau_offset"] == "estimate"
+        closed_form = offset and is_binary(space) and isinstance(energy, UnaryEnergy)
         ess = EssLog()
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
@@ -124,13 +138,20 @@ class MinMinMethod(StepMethod):
                 samples = space.sample_prior((len(index), n_samples), generator=setup.sampler, device=x.device)
             g_data, g_samples = score_data_and_samples(energy, x, y, samples)
             tau_x = tau(x, index=index)
+            if closed_form:  # unary: b(x) = log Z(x) exactly, from the detached θ(x)
+                with torch.no_grad():
+                    tau_x = tau_x + unary_log_partition(energy.linear_scores(x), space).to(tau_x.dtype)
+            elif offset:  # τ_j = τ(x) + b_{−j}(x): draw j's offset is estimated from the other draws
+                log_terms = g_samples.detach() + (0.0 if log_weights is None else log_weights)
+                tau_x = tau_x[:, None] + leave_one_out_log_mean(log_terms)
             loss = minmin_loss(g_data, g_samples, tau_x, divergence, log_weights)
             ess.add(g_samples.detach(), tau_x.detach(), log_weights, divergence)
             return loss.mean(), len(index) * (1 + n_samples)
 
         info = {"method": self.name, "divergence": divergence.name, "tau": params["tau"], "prior": params["prior"],
                 "proposal": params["proposal"]}
-        snapshot = lambda: Fitted(space, energy, tau, info={**info, **ess.info()},
+        reported_tau = OffsetTau(tau, LogPartitionOffset(energy, space, n_samples)) if offset else tau
+        snapshot = lambda: Fitted(space, energy, reported_tau, info={**info, **ess.info()},
                                   divergence=divergence.name)  # noqa: E731
         fitted = ctx.train(snapshot, batch_objective, [energy, tau], n_samples=n_samples)
         fitted.info.update(ess.info())
@@ -148,7 +169,8 @@ class EssLog:
 
     @torch.no_grad()
     def add(self, g_samples: Tensor, tau: Tensor, log_weights: Tensor | None, divergence) -> None:
-        slope = divergence.conjugate_grad(g_samples.double() - tau.double()[:, None])
+        slope = divergence.conjugate_grad(g_samples.double() - (tau.double() if tau.dim() == 2 else
+                                                                tau.double()[:, None]))
         log_terms = slope.log() + (0.0 if log_weights is None else log_weights.double())
         value = float(effective_sample_fraction(log_terms).mean())
         self.steps += 1
@@ -160,6 +182,26 @@ class EssLog:
 
     def info(self) -> dict[str, object]:
         return {"ess": self.total / max(self.steps, 1), "ess_curve": list(self.curve)}
+
+
+def _closed_form(space: OutputSpace, model: str) -> bool:
+    """The unary multilabel model, whose log Z(x) has a closed form (no draws needed for an offset)."""
+    return is_binary(space) and model == "unary"
+
+
+@dataclass(frozen=True)
+class LogPartitionOffset:
+    """b(x) of the fitted model's reported τ = b + τ_net (``tau_offset="estimate"``): the energy's
+    log Z(x) by :func:`ebm.inference.partition_estimate` (closed form for unary multilabel,
+    enumeration up to 2^16 outputs, else importance sampling with ``samples`` draws per input, the
+    method's own n′ × 16). In training the offsets come from the step's own draws instead."""
+
+    energy: Energy
+    space: OutputSpace
+    n_samples: int
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return partition_estimate(self.energy, self.space, x, n_samples=max(2, 16 * self.n_samples)).estimate
 
 
 def set_adam_beta2(optimizer: torch.optim.Optimizer, beta2: float) -> None:
