@@ -140,7 +140,8 @@ class MinMinMethod(StepMethod):
             tau_x = tau(x, index=index)
             if closed_form:  # unary: b(x) = log Z(x) exactly, from the detached θ(x)
                 with torch.no_grad():
-                    tau_x = tau_x + unary_log_partition(energy.linear_scores(x), space).to(tau_x.dtype)
+                    log_z = unary_log_partition(energy.linear_scores(x), space).to(tau_x.dtype)
+                tau_x = tau_x + log_z
             elif offset:  # τ_j = τ(x) + b_{−j}(x): draw j's offset is estimated from the other draws
                 log_terms = g_samples.detach() + (0.0 if log_weights is None else log_weights)
                 tau_x = tau_x[:, None] + leave_one_out_log_mean(log_terms)

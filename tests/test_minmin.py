@@ -324,6 +324,7 @@ def test_tau_offset_reports_tau_on_top_of_log_partition_and_is_checked():
     fitted = method.fit(Multilabel(5), "unary", FitData(x, y), {"hidden": 8, "tau_offset": "estimate"},
                         Budget(max_steps=30, batch_size=32, eval_every=30), seed=0, device=CPU)
     assert isinstance(fitted.tau, OffsetTau)
+    assert float(fitted.tau.net.output_bias.abs()) > 1e-4  # τ_net is trained (starts at 0)
     space = Multilabel(5)
     log_z = torch.logsumexp(enumerate_scores(fitted.energy, space, x[:8]) + space.log_prior(space.enumerate_all()),
                             dim=1)
@@ -332,7 +333,7 @@ def test_tau_offset_reports_tau_on_top_of_log_partition_and_is_checked():
     ranks = torch.stack([torch.randperm(4) for _ in range(64)]).float()
     fitted = method.fit(Permutations(4), "permutahedron", FitData(x, ranks), {"hidden": 8, "tau_offset": "estimate"},
                         Budget(max_steps=30, batch_size=32, eval_every=30), seed=0, device=CPU)
-    assert torch.isfinite(fitted.tau_estimate(x[:8])).all()
+    assert torch.isfinite(fitted.tau_estimate(x[:8])).all() and float(fitted.tau.net.output_bias.abs()) > 1e-4
     for bad in ({"tau_offset": "estimat"}, {"tau_offset": "estimate", "n_samples": 1}):
         with pytest.raises(ValueError):
             method.check(Permutations(4), "permutahedron", method.params(bad))
