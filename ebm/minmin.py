@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ebm.divergences import get_divergence
+from ebm.divergences import get_divergence, weighted_slope
 from ebm.energies import Energy, UnaryEnergy
 from ebm.importance import (
     TRAINING_PROPOSALS,
@@ -170,9 +170,10 @@ class EssLog:
 
     @torch.no_grad()
     def add(self, g_samples: Tensor, tau: Tensor, log_weights: Tensor | None, divergence) -> None:
-        slope = divergence.conjugate_grad(g_samples.double() - (tau.double() if tau.dim() == 2 else
-                                                                tau.double()[:, None]))
-        log_terms = slope.log() + (0.0 if log_weights is None else log_weights.double())
+        margins = g_samples.double() - (tau.double() if tau.dim() == 2 else tau.double()[:, None])
+        slope = (divergence.conjugate_grad(margins) if log_weights is None
+                 else weighted_slope(divergence, margins, log_weights.double()))
+        log_terms = slope.log()
         value = float(effective_sample_fraction(log_terms).mean())
         self.steps += 1
         self.total += value

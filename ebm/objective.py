@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebm.divergences import Divergence, get_divergence
+from ebm.divergences import Divergence, get_divergence, weighted_conjugate
 
 
 def minmin_loss(
@@ -36,11 +36,13 @@ def minmin_loss(
             f"{tuple(g_samples.shape)}, {tuple(tau.shape)}"
         )
     per_draw = tau.dim() == 2
-    terms = divergence.conjugate(g_samples - (tau if per_draw else tau[:, None]))
-    if log_weights is not None:
+    margins = g_samples - (tau if per_draw else tau[:, None])
+    if log_weights is None:
+        terms = divergence.conjugate(margins)
+    else:
         if log_weights.shape != g_samples.shape:
             raise ValueError(f"log_weights has shape {tuple(log_weights.shape)}, expected {tuple(g_samples.shape)}")
-        terms = terms * log_weights.exp()
+        terms = weighted_conjugate(divergence, margins, log_weights.detach())  # guard on log w + g − τ
     if per_draw:
         return (tau + terms).mean(dim=1) - g_data
     return tau + terms.mean(dim=1) - g_data
