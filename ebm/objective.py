@@ -56,15 +56,67 @@ def expected_dual(tau: Tensor, g_all: Tensor, log_q: Tensor, divergence: Diverge
 
 @torch.no_grad()
 def optimal_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iterations: int = 200) -> Tensor:
-    """τ* = argmin_τ τ + E_q f*(g − τ), by bisection on the monotone first-order condition
-    E_q[(f*)'(g − τ)] = 1 (in float64). The root lies in [min g, max g] over the support of q,
-    because (f*)' is nondecreasing with (f*)'(0) = 1."""
+    """τ* = argmin_τ τ + E_q f*(g − τ): the root of the first-order condition
+    F(τ) = E_q[(f*)'(g − τ)] − 1 = 0 (in float64). The root lies in [min g, max g] over the support
+    of q, because (f*)' is nondecreasing with (f*)'(0) = 1.
+
+    F is decreasing and convex in τ ((f*)' is convex for kl, sparsemax, entmax and their
+    linearised tails), so Newton's method started left of the root (F ≥ 0) stays left of it and
+    converges monotonically, quadratically near the root. Bisection first narrows the bracket to
+    ``NEWTON_START_WIDTH`` (far from the root Newton only halves the distance); F′ comes with F
+    from one forward-mode pass. ~15 passes over the scores instead of bisection's ~55
+    (:func:`bisect_tau`, kept as the reference): the cost of a τ evaluation over 2^14 label sets
+    per test example."""
+    from torch.func import jvp
+
     divergence = get_divergence(divergence)
     g = g_all.double()
     q = log_q.double().exp().expand_as(g)
+    low, high = _bracket(g, q)
+    for _ in range(iterations):
+        if bool(((high - low) <= NEWTON_START_WIDTH).all()):
+            break
+        middle = 0.5 * (low + high)
+        too_low = (q * divergence.conjugate_grad(g - middle[..., None])).sum(-1) > 1
+        low = torch.where(too_low, middle, low)
+        high = torch.where(too_low, high, middle)
+    tau = low  # F(low) ≥ 0: left of the root
+    for _ in range(iterations):
+        shifted = g - tau[..., None]
+        primal_and_tangent = jvp(divergence.conjugate_grad, (shifted,), (torch.ones_like(shifted),))
+        slope, curvature = primal_and_tangent[0], primal_and_tangent[1]
+        excess, derivative = (q * slope).sum(-1) - 1.0, -(q * curvature).sum(-1)
+        step = torch.where(derivative < 0, -excess / torch.where(derivative < 0, derivative, -torch.ones_like(excess)),
+                           torch.zeros_like(excess))
+        # rounding may not overshoot the bracket; a non-positive step means the root is reached
+        tau_next = torch.minimum(tau + step.clamp(min=0), high)
+        if bool(((tau_next - tau) <= 1e-15 * (1 + tau.abs())).all()):
+            tau = tau_next
+            break
+        tau = tau_next
+    return tau.to(g_all.dtype)
+
+
+#: bracket width (in units of g) at which :func:`optimal_tau` switches from bisection to Newton
+NEWTON_START_WIDTH = 1.0
+
+
+def _bracket(g: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+    """[min g, max g] over the support of q, per row: it contains τ*."""
     support = q > 0
     low = torch.where(support, g, torch.full_like(g, float("inf"))).amin(-1)
     high = torch.where(support, g, torch.full_like(g, -float("inf"))).amax(-1)
+    return low, high
+
+
+@torch.no_grad()
+def bisect_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iterations: int = 200) -> Tensor:
+    """τ* by plain bisection on E_q[(f*)'(g − τ)] = 1 (float64, to 1e-15 relative): slow and sure,
+    the reference :func:`optimal_tau` is tested against."""
+    divergence = get_divergence(divergence)
+    g = g_all.double()
+    q = log_q.double().exp().expand_as(g)
+    low, high = _bracket(g, q)
     for _ in range(iterations):
         middle = 0.5 * (low + high)
         mass = (q * divergence.conjugate_grad(g - middle[..., None])).sum(-1)

@@ -74,7 +74,9 @@ def open_study(results_dir: str | Path, name: str, direction: str, *, attrs: dic
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=derive_seed("study", name))
+    # constant liar: trials asked while others of the study run see those as if they had the
+    # worst value so far, so a batch of concurrent asks spreads out instead of repeating one point
+    sampler = optuna.samplers.TPESampler(seed=derive_seed("study", name), constant_liar=True)
     study = optuna.create_study(study_name=name, storage=study_storage(results_dir), sampler=sampler,
                                 load_if_exists=True, direction="maximize" if direction == "max" else "minimize")
     for key, value in (attrs or {}).items():

@@ -182,3 +182,26 @@ def test_exact_sparsemax_requires_a_uniform_prior_and_exact_mle_keeps_the_caller
     mle = ExactMLE().fit(frequency, "unary", FitData(x, y), {"hidden": 4}, budget, seed=0, device=torch.device("cpu"))
     assert mle.space is frequency
     assert (sparse.divergence, mle.divergence) == ("sparsemax", "kl")
+
+
+@pytest.mark.parametrize("scale", [30.0, 0.5, 0.002])  # supports: a few entries, hundreds, nearly all
+def test_sparsemax_threshold_by_fixed_point_equals_the_full_sort(scale):
+    """Michelot's fixed point gives the full-sort τ (to rounding), whether the support is a few
+    entries, hundreds or nearly all of Y; q weighted; and its p sums to one."""
+    generator = torch.Generator().manual_seed(11)
+    n_points = 5000
+    g = scale * n_points * torch.randn(6, n_points, generator=generator, dtype=torch.float64) / 100
+    log_q = torch.log_softmax(0.3 * torch.randn(n_points, generator=generator, dtype=torch.float64), dim=0)
+    q = log_q.exp().expand_as(g)
+    s = 1 + g
+    s_sorted, order = s.sort(dim=1, descending=True)  # the textbook full sort
+    q_sorted = q.gather(1, order)
+    thresholds = ((q_sorted * s_sorted).cumsum(1) - 1) / q_sorted.cumsum(1)
+    support = (s_sorted > thresholds).sum(1, keepdim=True)
+    expected = thresholds.gather(1, support - 1).squeeze(1)
+    _, tau = sparsemax_conjugate(g, log_q)
+    torch.testing.assert_close(tau, expected, atol=1e-10, rtol=1e-10)
+    assert torch.allclose((q * torch.relu(s - tau[:, None])).sum(1), torch.ones(6, dtype=torch.float64))
+    sizes = support.squeeze(1)
+    regime = {30.0: (1, 100), 0.5: (101, n_points - 1), 0.002: (n_points, n_points)}[scale]
+    assert regime[0] <= int(sizes.min()) and int(sizes.max()) <= regime[1]

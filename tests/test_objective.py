@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from ebm.divergences import entmax15, kl, sparsemax
+from ebm.divergences import entmax15, get_divergence, kl, sparsemax
 from ebm.energies import build_energy
 from ebm.objective import expected_dual, minmin_loss, optimal_distribution, optimal_tau, variational_log_partition
 from ebm.spaces import Multilabel, PermutationMatrices, Permutations
@@ -183,3 +183,23 @@ def test_tau_modules():
         build_tau("scalr")
     with pytest.raises(ValueError, match="x_train"):
         build_tau("finite")
+
+
+@pytest.mark.parametrize("divergence", ["kl", "sparsemax", "entmax15", "entmax:1.2"])
+@pytest.mark.parametrize("scale", [40.0, 1.0, 0.01])  # sparse support / hundreds / nearly all of Y
+def test_optimal_tau_by_newton_equals_bisection(divergence, scale):
+    """Newton's root of Σ q (f*)'(g − τ) = 1 equals plain bisection's to 1e-9 and makes p sum
+    to one, from sparse to dense supports (and kl's log Σ q e^g in closed form)."""
+    from ebm.objective import bisect_tau
+
+    generator = torch.Generator().manual_seed(12)
+    n_points = 3000
+    g = scale * torch.randn(5, n_points, generator=generator, dtype=torch.float64)
+    log_q = torch.log_softmax(0.5 * torch.randn(n_points, generator=generator, dtype=torch.float64), dim=0)
+    div = get_divergence(divergence)
+    tau = optimal_tau(g, log_q, div)
+    torch.testing.assert_close(tau, bisect_tau(g, log_q, div), atol=1e-9, rtol=0)
+    p = optimal_distribution(g, log_q, tau, div)
+    torch.testing.assert_close(p.sum(1), torch.ones(5, dtype=torch.float64), atol=1e-9, rtol=0)
+    if divergence == "kl":
+        torch.testing.assert_close(tau, torch.logsumexp(g + log_q, dim=1), atol=1e-9, rtol=0)

@@ -166,3 +166,15 @@ def test_kind_tests_match_the_classes_they_narrow_to():
     for space in SPACES:
         assert is_binary(space) == isinstance(space, Multilabel)
         assert is_ranking(space) == isinstance(space, PermutationSpace)
+
+
+@pytest.mark.parametrize("start", [0, 60, 122, 126])  # in the first word, across words 1|2 and 2|3, the last bits
+def test_uniform_prior_bits_are_fair_and_independent_across_words(start):
+    """The uniform multilabel prior unpacks 63 random bits per word: at k = 130 (three words), every
+    4-label block — also those straddling a word boundary — is uniform on its 16 patterns."""
+    space = Multilabel(130)
+    samples = space.sample_prior(40_000, generator=torch.Generator().manual_seed(2))
+    assert samples.shape == (40_000, 130) and set(samples.unique().tolist()) == {0.0, 1.0}
+    block = Multilabel(4)
+    uniform = block.log_prior(block.enumerate_all()).exp()
+    assert chi_square_pvalue(block, samples[:, start:start + 4], uniform) > 0.01
