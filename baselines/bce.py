@@ -33,6 +33,7 @@ class BCE(StepMethod):
     name = "bce"
     description = "per-label binary cross-entropy (MLE of the unary multilabel model; unary part only on pairwise/mlp)"
     defaults = dict(COMMON_DEFAULTS)
+    stackable = True  # seeds train stacked (ebm.stacking)
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if not space.kind.binary:

@@ -147,6 +147,12 @@ class _ExactMethod(StepMethod):
     def _uses_closed_form(self, space: OutputSpace, model: str) -> bool:
         return self.closed_form_unary and model == "unary" and space.kind.binary
 
+    #: seeds train stacked (ebm.stacking) where Y is scored in one chunk (checkpointed chunks are not vmapped)
+    stackable = True
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        return self._uses_closed_form(space, model) or space.size <= int(params["chunk_size"])
+
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if self._uses_closed_form(space, model):
             return None

@@ -58,6 +58,7 @@ from ebm.inference import partition_estimate, training_proposal, unary_log_parti
 from ebm.method import Fitted
 from ebm.objective import minmin_loss
 from ebm.spaces import OutputSpace, is_binary
+from ebm.stacking import is_stacked
 from ebm.tau import TAU_OFFSETS, TAUS, OffsetTau, build_tau
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
@@ -90,6 +91,13 @@ class MinMinMethod(StepMethod):
         "adam_beta2": 0.999,
         "tau_offset": "none",
     }
+    #: seeds train stacked (ebm.stacking) with y′ ~ q and a neural or scalar τ; not with the
+    #: model proposal (rebuilt per batch by data-dependent code), a finite τ (one per row) nor a
+    #: τ offset (its estimate is computed per batch outside the stacked step)
+    stackable: ClassVar[bool] = True
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        return params["proposal"] == "prior" and params["tau"] != "finite" and params["tau_offset"] == "none"
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         get_divergence(params["divergence"])  # raises with "did you mean" on a bad name
@@ -182,6 +190,8 @@ class EssLog:
 
     @torch.no_grad()
     def add(self, g_samples: Tensor, tau: Tensor, log_weights: Tensor | None, divergence) -> None:
+        if is_stacked(g_samples):  # a stacked step (ebm.stacking) has no per-member float here
+            return
         margins = g_samples.double() - (tau.double() if tau.dim() == 2 else tau.double()[:, None])
         slope = (divergence.conjugate_grad(margins) if log_weights is None
                  else weighted_slope(divergence, margins, log_weights.double()))
@@ -195,7 +205,7 @@ class EssLog:
             self.window = 0.0
 
     def info(self) -> dict[str, object]:
-        return {"ess": self.total / max(self.steps, 1), "ess_curve": list(self.curve)}
+        return {"ess": self.total / self.steps if self.steps else None, "ess_curve": list(self.curve)}
 
 
 def _closed_form(space: OutputSpace, model: str) -> bool:

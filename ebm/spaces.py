@@ -88,8 +88,11 @@ def random_bits(shape: tuple[int, ...], k: int, generator: torch.Generator | Non
     words = -(-k // _BITS_PER_WORD)
     draw_device = generator.device if generator is not None else device
     raw = torch.randint(0, 2**63 - 1, (*shape, words), generator=generator, device=draw_device)
-    shifts = torch.arange(_BITS_PER_WORD, device=draw_device)
-    bits = ((raw[..., None] >> shifts) & 1).reshape(*shape, words * _BITS_PER_WORD)[..., :k]
+    # only the k bits used when k fits one word (the same bits: k = 14 unpacks 14, not 63; under
+    # a stacked step (ebm.stacking) the unused 49 cost more than the rest of the sampling)
+    per_word = min(k, _BITS_PER_WORD)
+    shifts = torch.arange(per_word, device=draw_device)
+    bits = ((raw[..., None] >> shifts) & 1).reshape(*shape, words * per_word)[..., :k]
     return bits.to(device=device or draw_device, dtype=torch.float32)
 
 

@@ -20,7 +20,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -353,6 +353,9 @@ class FitContext:
     monitor: Monitor | None
     seed: int
     device: torch.device
+    #: stacked training (:mod:`ebm.stacking`): :meth:`train` hands its arguments to this
+    #: callable (which raises) instead of training; None: a single run
+    capture: Callable[..., Any] | None = None
 
     @property
     def energy(self) -> Energy:
@@ -374,7 +377,10 @@ class FitContext:
         **extra_info: Any,
     ) -> Fitted:
         """:func:`train` with this run's budget, monitor, optimiser, batches and gradient
-        clipping (the common hyperparameter ``max_grad_norm``)."""
+        clipping (the common hyperparameter ``max_grad_norm``). Under stacking the pieces go
+        to ``capture`` instead, which trains them with the other members' (``ebm.stacking``)."""
+        if self.capture is not None:
+            self.capture(snapshot, batch_objective, modules, extra_info)
         clip = self.params.get("max_grad_norm")
         return train(self.budget, self.monitor, snapshot, self.optimizer, self.setup.batches, batch_objective, modules,
                      max_grad_norm=None if clip is None else float(clip), **extra_info)
@@ -392,9 +398,35 @@ class StepMethod(Method):
     requested model).
     """
 
+    #: opt in to stacked training (several seeds in one vmapped step, :func:`ebm.stacking.fit_stacked`):
+    #: the method's batch objective must be vmap-safe (no ``.item()``/``float()`` on batch
+    #: tensors, no data-dependent Python control flow, randomness only from ``setup.sampler``)
+    stackable: ClassVar[bool] = False
+
     def energy_model(self, model: str) -> str:
         """The energy model actually built and trained for a requested ``model`` (default: it)."""
         return model
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        """Whether runs of these full hyperparameters may train stacked (default: :attr:`stackable`)."""
+        return self.stackable
+
+    def full_params(self, space: OutputSpace, model: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The full hyperparameters (defaults + overrides, once), checked against the space and
+        :meth:`check`; a refusal is a clear ``ValueError``."""
+        params = self.params(params)
+        if params.get("prior", "uniform") not in PRIORS:
+            raise ValueError(f"{self.name}: unknown prior {params['prior']!r}; known: {', '.join(PRIORS)}")
+        if self.required_prior == "uniform" and not space.uniform_prior:
+            raise ValueError(f"{self.name} models a uniform prior q; {space!r} has another (build the space with "
+                             f"prior='uniform')")
+        verdict = self.check(space, model, params)
+        if verdict is not None:
+            raise ValueError(f"{self.name} on {space!r} with model {model!r}: {verdict[0]}: {verdict[1]}")
+        clip = params.get("max_grad_norm")
+        if clip is not None and not float(clip) > 0:
+            raise ValueError(f"{self.name}: max_grad_norm must be positive (or None: no clipping), got {clip!r}")
+        return params
 
     def fit(
         self,
@@ -412,18 +444,7 @@ class StepMethod(Method):
         refusal is a clear ``ValueError``), :func:`setup_fit`, Adam(W) over the energy, then
         :meth:`train_model` on the :class:`FitContext`. ``space`` is the model's space, prior
         q included (built by the caller from the ``prior`` hyperparameter)."""
-        params = self.params(params)
-        if params.get("prior", "uniform") not in PRIORS:
-            raise ValueError(f"{self.name}: unknown prior {params['prior']!r}; known: {', '.join(PRIORS)}")
-        if self.required_prior == "uniform" and not space.uniform_prior:
-            raise ValueError(f"{self.name} models a uniform prior q; {space!r} has another (build the space with "
-                             f"prior='uniform')")
-        verdict = self.check(space, model, params)
-        if verdict is not None:
-            raise ValueError(f"{self.name} on {space!r} with model {model!r}: {verdict[0]}: {verdict[1]}")
-        clip = params.get("max_grad_norm")
-        if clip is not None and not float(clip) > 0:
-            raise ValueError(f"{self.name}: max_grad_norm must be positive (or None: no clipping), got {clip!r}")
+        params = self.full_params(space, model, params)
         setup = setup_fit(space, self.energy_model(model), data, params, budget, seed=seed, device=device)
         optimizer = make_optimizer(setup.energy, float(params["lr"]), float(params["weight_decay"]))
         ctx = FitContext(space, model, params, setup, optimizer, budget, monitor, seed, torch.device(device))

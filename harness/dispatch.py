@@ -25,13 +25,21 @@ POLL_SECONDS = 1.0
 
 @dataclass
 class Submission:
-    """One training job of a work: ``worker.execute_run(run, method, <task data>, **kwargs)``."""
+    """One training job of a work: ``worker.execute_run(run, method, <task data>, **kwargs)``, or,
+    for a stacked ``group`` of runs (seeds of one configuration, ``run`` its first),
+    ``worker.execute_group(group, method, *<their task data>, **kwargs)``."""
 
     key: Any
     run: Any                       # a harness.plan.PlannedRun
     method: Any                    # its ebm.method.Method
     kwargs: dict[str, Any] = field(default_factory=dict)  # on top of the dispatcher's worker kwargs
     payload: Any = None            # the work's own bookkeeping
+    group: list | None = None      # the runs trained stacked in this job (None: ``run`` alone)
+
+    @property
+    def runs(self) -> list:
+        """The runs of this job (one, or the stacked group)."""
+        return list(self.group) if self.group else [self.run]
 
 
 @dataclass
@@ -56,8 +64,9 @@ class Work(Protocol):
         asks again after a job finishes) or ever."""
         ...
 
-    def finish(self, submission: Submission, outcome: Outcome) -> Finished:
-        """Turn a job's outcome (a result, a dead worker, a hard timeout) into rows."""
+    def finish(self, submission: Submission, outcome: Outcome) -> Finished | list[Finished]:
+        """Turn a job's outcome (a result, a dead worker, a hard timeout) into rows (a stacked
+        group: one :class:`Finished` per run, each written and counted on its own)."""
         ...
 
     # optional: ``recorded(submission)``, called once the submission's rows are on disk (the
@@ -90,7 +99,7 @@ class Dispatcher:
 
     def run(self, work: Work, total: int) -> Counter:
         """Run ``total`` submissions of ``work`` to the end; returns the count of each status."""
-        from harness.worker import execute_run
+        from harness.worker import execute_group, execute_run
 
         counts: Counter = Counter()
         if total <= 0:
@@ -99,31 +108,49 @@ class Dispatcher:
         shared = SharedData(executor, self.load, work.data_keys())
         progress = self.progress(total, work.title)
 
+        def data_of(run) -> Any:
+            try:
+                return shared.get(run.spec.data_key)
+            except Exception as exc:  # noqa: BLE001 - the worker turns it into a failed row
+                return exc
+
         def next_job() -> Job | None:
             submission = work.next()
             if submission is None:
                 return None
-            try:
-                data = shared.get(submission.run.spec.data_key)
-            except Exception as exc:  # noqa: BLE001 - the worker turns it into a failed row
-                data = exc
-            return Job(key=submission.key, fn=execute_run, args=(submission.run, submission.method, data),
-                       kwargs={**self.worker_kwargs, **submission.kwargs}, timeout=self.hard_timeout,
-                       payload=submission)
+            kwargs = {**self.worker_kwargs, **submission.kwargs}
+            if submission.group:
+                # each run's data a top-level argument: Ray resolves object refs only there;
+                # the hard deadline scales with the group (its soft one does: execute_group)
+                group = submission.runs
+                timeout = None if self.hard_timeout is None else self.hard_timeout * len(group)
+                return Job(key=submission.key, fn=execute_group,
+                           args=(group, submission.method, *(data_of(run) for run in group)),
+                           kwargs={k: v for k, v in kwargs.items() if k != "prune_thresholds"},
+                           timeout=timeout, payload=submission)
+            return Job(key=submission.key, fn=execute_run, args=(submission.run, submission.method,
+                       data_of(submission.run)), kwargs=kwargs, timeout=self.hard_timeout, payload=submission)
+
+        def on_submit(job: Job) -> None:
+            for _ in job.payload.runs:
+                progress.started_one()
 
         def on_done(outcome: Outcome) -> None:
             submission = outcome.job.payload
-            shared.release(submission.run.spec.data_key)
+            for run in submission.runs:
+                shared.release(run.spec.data_key)
             finished = work.finish(submission, outcome)
-            self.finished(finished, counts)
+            every = finished if isinstance(finished, list) else [finished]
+            for one in every:
+                self.finished(one, counts)
             recorded = getattr(work, "recorded", None)
             if recorded is not None:
                 recorded(submission)
-            progress.finished_one(finished.display)
+            for one in every:
+                progress.finished_one(one.display)
 
         try:
-            drive(executor, next_job, on_done, on_submit=lambda job: progress.started_one(), poll=POLL_SECONDS,
-                  on_idle=self.heartbeat)
+            drive(executor, next_job, on_done, on_submit=on_submit, poll=POLL_SECONDS, on_idle=self.heartbeat)
         finally:
             progress.close()
         return counts
@@ -136,29 +163,101 @@ class Dispatcher:
         counts[finished.status] += 1
 
 
+#: runs of one configuration trained stacked in one job at most (``ebm-bench run`` default)
+STACK_LIMIT = 5
+
+
+def stack_key(run) -> tuple | None:
+    """Runs with equal keys (one task, model, method, hyperparameters, budget and data settings;
+    any seed and fold) may train stacked in one job (:func:`harness.worker.execute_group`); None
+    when this run trains alone: its method does not opt in (``can_stack``), or its prior q
+    depends on the seed's training labels (``frequency``)."""
+    method = run.method
+    can_stack = getattr(method, "can_stack", None)
+    if can_stack is None or not getattr(method, "stackable", False):
+        return None
+    params = dict(run.spec.params)
+    if params.get("prior", "uniform") != "uniform":
+        return None
+    try:
+        from ebm.spaces import make_space
+
+        full = method.params(params)
+        if not can_stack(make_space(run.kind, run.k, run.spec.model), run.spec.model, full):
+            return None
+    except (ValueError, KeyError, TypeError):  # the worker reports what is wrong with the run
+        return None
+    return (run.spec.config_hash,)
+
+
+def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
+    """``runs`` as jobs: the stackable runs of one :func:`stack_key` split into the fewest groups
+    of at most ``limit``, of balanced sizes (7 runs, limit 5: 4 + 3), every other run alone; jobs
+    in the order of their first run. ``limit`` ≤ 1 stacks nothing."""
+    if limit <= 1:
+        return [[run] for run in runs]
+    slots: list[Any] = []   # a lone run, or the key of a stack (placed at its first run)
+    stacks: dict[tuple, list] = {}
+    for run in runs:
+        key = stack_key(run)
+        if key is None:
+            slots.append([run])
+        else:
+            if key not in stacks:
+                stacks[key] = []
+                slots.append(key)
+            stacks[key].append(run)
+    jobs: list[list] = []
+    for slot in slots:
+        if isinstance(slot, list):
+            jobs.append(slot)
+            continue
+        members = stacks[slot]
+        count = -(-len(members) // limit)
+        jobs += [members[i::count] for i in range(count)]
+    return jobs
+
+
 class SuiteRuns:
-    """The suite's runs (test split evaluated): each finished run is one ``runs`` row and its curves."""
+    """The suite's runs (test split evaluated): each finished run is one ``runs`` row and its
+    curves. Seeds of one configuration train stacked in one job, ``stack`` at most (1: none)."""
 
     title: str
 
-    def __init__(self, runs: list, title: str) -> None:
+    def __init__(self, runs: list, title: str, *, stack: int = 1) -> None:
         self.runs, self.title = list(runs), title
-        self._queue = iter(self.runs)
+        self._queue = iter(stack_groups(self.runs, stack))
 
     def data_keys(self) -> list[Any]:
         return [run.spec.data_key for run in self.runs]
 
     def next(self) -> Submission | None:
-        run = next(self._queue, None)
-        return None if run is None else Submission(key=run.run_id, run=run, method=run.method)
+        group = next(self._queue, None)
+        if group is None:
+            return None
+        return submission_of(group)
 
-    def finish(self, submission: Submission, outcome: Outcome) -> Finished:
+    def finish(self, submission: Submission, outcome: Outcome) -> Finished | list[Finished]:
         from harness.worker import failure_record
 
+        runs = submission.runs
         if outcome.ok:
-            record, curves = outcome.value.record, outcome.value.curves
+            results = outcome.value if submission.group else [outcome.value]
+            pairs = [(result.record, result.curves) for result in results]
         else:  # the job never returned: a dead worker or a hard timeout
             status = Status.TIMEOUT if outcome.timed_out else Status.FAILED
-            record, curves = failure_record(submission.run, status, outcome.failure), []
-        row = record.to_row()
-        return Finished(rows={"curves": curves, "runs": [row]}, status=record.status or Status.FAILED, display=row)
+            pairs = [(failure_record(run, status, outcome.failure), []) for run in runs]
+        finished = []
+        for record, curves in pairs:
+            row = record.to_row()
+            finished.append(Finished(rows={"curves": curves, "runs": [row]}, status=record.status or Status.FAILED,
+                                     display=row))
+        return finished if submission.group else finished[0]
+
+
+def submission_of(group: list) -> Submission:
+    """The job of one run, or of a stacked group of them (two or more)."""
+    first = group[0]
+    if len(group) == 1:
+        return Submission(key=first.run_id, run=first, method=first.method)
+    return Submission(key=tuple(run.run_id for run in group), run=first, method=first.method, group=list(group))

@@ -101,6 +101,8 @@ class RunRecord:
     stopped_early: bool | None = None      # training stopped by patience
     attempt: int | None = None             # which attempt of this run the row records (reliability)
     prior: str | None = None               # the prior q the model used
+    # contract 3
+    stacked: int | None = None             # trained stacked with this many seeds in one step (null: alone)
 
     def set_metrics(self, split: str, values: Mapping[str, float | None]) -> None:
         """Store metric name → value measured on ``split`` ("val" or "test") in their columns.

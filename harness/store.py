@@ -60,8 +60,8 @@ import pyarrow.parquet as pq
 from harness.records import runs_fields
 
 #: 2: the runs table gained config, selection, best_step, stopped_early, attempt, prior; the
-#: curves table gained attempt
-SCHEMA_VERSION = 2
+#: curves table gained attempt; 3: the runs table gained stacked
+SCHEMA_VERSION = 3
 
 _TS = pa.timestamp("us", tz="UTC")
 

@@ -187,7 +187,10 @@ class CurveMonitor:
 def tau_error(fitted, x) -> tuple[float | None, list[tuple[float, float]]]:
     """mean |τ(x) − τ*(x)| and, for KL, the (τ(x_i), log Z(x_i)) pairs (for the τ plot).
     τ* = log Z(x) for KL; for other divergences the exact minimiser (small spaces only)."""
-    tau = fitted.tau_estimate(x)
+    import torch
+
+    with torch.no_grad():  # an audit: no graph (a stacked member's modules still require grad)
+        tau = fitted.tau_estimate(x)
     if tau is None:
         return None, []
     divergence, space = fitted.divergence, fitted.space  # the method's space: its prior may differ
@@ -259,6 +262,93 @@ def _ending(monitor: CurveMonitor, n_steps: int, max_steps: int, train_seconds: 
     return Status.OK, None
 
 
+@dataclass
+class _Prepared:
+    """A run ready to train: its record (identity filled), space, tensors, budget, validation
+    scorer and curve monitor (built by :func:`_prepare`, the same for single and stacked runs)."""
+
+    run: Any
+    record: RunRecord
+    data: Any                     # the task's TaskData
+    space: Any
+    fit_data: Any
+    budget: Any
+    val: _Evaluator
+    monitor: CurveMonitor
+    device: str
+
+
+def _prepare(run, task_data, record: RunRecord, *, device: str, max_seconds: float | None,
+             prune_thresholds: dict[int, float] | None) -> _Prepared:
+    """Everything before ``fit``: data checks, the space and tensors (:func:`harness.fitdata.prepare_fit`),
+    the budget and the monitor. Raises on bad data."""
+    from ebm.method import Budget
+    from harness.fitdata import prepare_fit
+
+    record.device = device
+    record.versions_json = json.dumps(versions(), sort_keys=True)
+    if isinstance(task_data, BaseException):
+        raise RuntimeError(f"loading task data failed: {type(task_data).__name__}: {task_data}")
+    spec, data = run.spec, task_data
+    for part in ("train", "val", "test"):
+        _check_finite(spec.task, getattr(data, f"x_{part}"))
+    # the prior q was decided at plan time, into the run's params (harness.fitdata.resolve_prior)
+    space, fit_data = prepare_fit(data, run.kind, spec.model, spec.params.get("prior"))
+    budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
+                    eval_every=spec.budget["eval_every"], max_seconds=max_seconds,
+                    selection=spec.budget.get("selection", "best_val"), patience=spec.budget.get("patience"))
+    seed = spec.torch_seed
+    val = _Evaluator(run.kind, space, fit_data.x_val.to(device), np.array(data.y_val), fit_data.y_val.to(device),
+                     seed + 1)
+    monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
+    return _Prepared(run, record, data, space, fit_data, budget, val, monitor, device)
+
+
+def _evaluate(prepared: _Prepared, fitted, train_seconds: float, *, max_seconds: float | None,
+              evaluate_test: bool) -> None:
+    """Everything after ``fit``: the record's spending, selection, status and metrics (validation;
+    test unless pruned or ``evaluate_test`` is off), the τ curve rows into the monitor's curves."""
+    import torch
+
+    run, record, space, monitor, device = (prepared.run, prepared.record, prepared.space, prepared.monitor,
+                                           prepared.device)
+    spec, data, val, budget, seed = run.spec, prepared.data, prepared.val, prepared.budget, run.spec.torch_seed
+    info = fitted.info or {}
+    record.n_steps = int(info.get("steps", monitor.last_step))
+    record.train_seconds = float(info.get("train_seconds", train_seconds))
+    record.energy_evals = info.get("energy_evals")
+    # the q the model used: the run's prior, or (a method without one) that of its space
+    record.prior = spec.params.get("prior") or ("uniform" if fitted.space.uniform_prior else "frequency")
+    record.best_step, record.selection = info.get("best_step"), info.get("selection")
+    record.stopped_early = info.get("stopped_early")
+    record.stacked = info.get("stacked")
+    t1 = time.perf_counter()
+    record.set_metrics("val", val.prediction(fitted))
+    if get_metric(run.primary_metric).family == "nll" and fitted.divergence == "kl":
+        record.set_metrics("val", val.nll(fitted))
+    record.status, record.error = _ending(monitor, record.n_steps, budget.max_steps, record.train_seconds,
+                                          max_seconds)
+    if evaluate_test and record.status is not Status.PRUNED:
+        as_x = torch.tensor(np.asarray(data.x_test), dtype=torch.float32)  # a copy (Ray's arrays are read-only)
+        y_test = np.array(data.y_test)
+        test = _Evaluator(run.kind, space, as_x.to(device), y_test, space.from_labels(y_test).to(device), seed + 2)
+        values, tau_rows = _test_metrics(fitted, test, data.x_test, getattr(data, "truth", None), run.run_id,
+                                         seed + 3)
+        record.set_metrics("test", values)
+        monitor.curves += tau_rows
+    record.eval_seconds = time.perf_counter() - t1
+
+
+def _failed(record: RunRecord, exc: BaseException, *, with_traceback: bool = True) -> None:
+    """The record of a run ended by ``exc``: ``diverged`` for :class:`ebm.method.Diverged`, else ``failed``."""
+    record.status = Status.DIVERGED if _is_diverged(exc) else Status.FAILED
+    record.error = f"{type(exc).__name__}: {exc}"
+    if with_traceback:
+        record.traceback = traceback.format_exc()[-TRACEBACK_CHARS:]
+    elif exc.__traceback__ is not None:
+        record.traceback = "".join(traceback.format_exception(exc))[-TRACEBACK_CHARS:]
+
+
 def execute_run(run, method, task_data, *, device: str | None = None, threads: int = 1, gpus: float = 0.0,
                 max_seconds: float | None = None, prune_thresholds: dict[int, float] | None = None,
                 evaluate_test: bool = True) -> RunResult:
@@ -267,67 +357,98 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
 
     record = base_record(run)
     record.started_at, record.threads = utc_now(), threads
-    monitor = None
+    prepared = None
     try:
         import torch
 
-        from ebm.method import Budget
-        from harness.fitdata import prepare_fit
-
         torch.set_num_threads(max(1, int(threads)))  # Ray sets OMP_NUM_THREADS=1 otherwise
-        device = device or pick_device(gpus)
-        record.device = device
-        record.versions_json = json.dumps(versions(), sort_keys=True)
-        if isinstance(task_data, BaseException):
-            raise RuntimeError(f"loading task data failed: {type(task_data).__name__}: {task_data}")
-        spec, data = run.spec, task_data
-        for part in ("train", "val", "test"):
-            _check_finite(spec.task, getattr(data, f"x_{part}"))
-        # copies: arrays shared through Ray's object store are read-only
-        as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-        labels = lambda a: np.array(a)  # noqa: E731
-        # the prior q was decided at plan time, into the run's params (harness.fitdata.resolve_prior)
-        space, fit_data = prepare_fit(data, run.kind, spec.model, spec.params.get("prior"))
-        x_val, y_val = fit_data.x_val, fit_data.y_val
-        budget = Budget(max_steps=spec.budget["max_steps"], batch_size=spec.budget["batch_size"],
-                        eval_every=spec.budget["eval_every"], max_seconds=max_seconds,
-                        selection=spec.budget.get("selection", "best_val"), patience=spec.budget.get("patience"))
-        seed = spec.torch_seed
-        val = _Evaluator(run.kind, space, x_val.to(device), labels(data.y_val), y_val.to(device), seed + 1)
-        monitor = CurveMonitor(run.run_id, run.primary_metric, val.head(CURVE_VAL_LIMIT), prune_thresholds)
+        prepared = _prepare(run, task_data, record, device=device or pick_device(gpus), max_seconds=max_seconds,
+                            prune_thresholds=prune_thresholds)
         t0 = time.perf_counter()
-        fitted = method.fit(space, spec.model, fit_data, dict(spec.params), budget, seed=seed,
-                            device=torch.device(device), monitor=monitor)
-        train_seconds = time.perf_counter() - t0
-        info = fitted.info or {}
-        record.n_steps = int(info.get("steps", monitor.last_step))
-        record.train_seconds = float(info.get("train_seconds", train_seconds))
-        record.energy_evals = info.get("energy_evals")
-        # the q the model used: the run's prior, or (a method without one) that of its space
-        record.prior = spec.params.get("prior") or ("uniform" if fitted.space.uniform_prior else "frequency")
-        record.best_step, record.selection = info.get("best_step"), info.get("selection")
-        record.stopped_early = info.get("stopped_early")
-        t1 = time.perf_counter()
-        record.set_metrics("val", val.prediction(fitted))
-        if get_metric(run.primary_metric).family == "nll" and fitted.divergence == "kl":
-            record.set_metrics("val", val.nll(fitted))
-        record.status, record.error = _ending(monitor, record.n_steps, budget.max_steps, record.train_seconds,
-                                              max_seconds)
-        if evaluate_test and record.status is not Status.PRUNED:
-            test = _Evaluator(run.kind, space, as_x(data.x_test).to(device), labels(data.y_test),
-                              space.from_labels(labels(data.y_test)).to(device), seed + 2)
-            values, tau_rows = _test_metrics(fitted, test, data.x_test, getattr(data, "truth", None), run.run_id,
-                                             seed + 3)
-            record.set_metrics("test", values)
-            monitor.curves += tau_rows
-        record.eval_seconds = time.perf_counter() - t1
+        fitted = method.fit(prepared.space, run.spec.model, prepared.fit_data, dict(run.spec.params),
+                            prepared.budget, seed=run.spec.torch_seed, device=torch.device(prepared.device),
+                            monitor=prepared.monitor)
+        _evaluate(prepared, fitted, time.perf_counter() - t0, max_seconds=max_seconds, evaluate_test=evaluate_test)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
-        record.status = Status.DIVERGED if _is_diverged(exc) else Status.FAILED
-        record.error = f"{type(exc).__name__}: {exc}"
-        record.traceback = traceback.format_exc()[-TRACEBACK_CHARS:]
+        _failed(record, exc)
     record.finished_at = utc_now()
+    monitor = prepared.monitor if prepared else None
     return RunResult(record=record, curves=monitor.curves if monitor else [],
                      intermediate=monitor.intermediate if monitor else [])
+
+
+def execute_group(runs: list, method, *task_data, device: str | None = None, threads: int = 1, gpus: float = 0.0,
+                  max_seconds: float | None = None, evaluate_test: bool = True) -> list[RunResult]:
+    """Train ``runs`` (one configuration, different seeds; ``task_data[i]`` is run i's data) as
+    one stacked group (:func:`ebm.stacking.fit_stacked`) and evaluate each member exactly as
+    :func:`execute_run` does: one :class:`RunResult` per run, in order, same rows and run ids.
+    Never raises. A member that fails before training gets its own ``failed`` row; one that
+    diverges its ``diverged`` row; when the group cannot train stacked (members of unequal
+    training shapes or spaces, a refusal) each run is executed alone. ``max_seconds`` (the
+    per-run training timeout) is the group's: len(runs) × it, on the group's wall clock."""
+    from harness.store import utc_now
+
+    if len(task_data) != len(runs):
+        raise ValueError(f"execute_group: {len(runs)} runs but {len(task_data)} task data")
+    alone: dict[str, Any] = dict(device=device, threads=threads, gpus=gpus, max_seconds=max_seconds,
+                                 evaluate_test=evaluate_test)
+    records = [base_record(run) for run in runs]
+    prepared: list[_Prepared | None] = [None] * len(runs)
+    group_seconds = None if max_seconds is None else max_seconds * len(runs)
+    try:
+        import torch
+
+        from ebm.stacking import Member, fit_stacked
+
+        torch.set_num_threads(max(1, int(threads)))
+        device = device or pick_device(gpus)
+        for i, (run, data) in enumerate(zip(runs, task_data)):
+            records[i].started_at, records[i].threads = utc_now(), threads
+            try:
+                prepared[i] = _prepare(run, data, records[i], device=device, max_seconds=group_seconds,
+                                       prune_thresholds=None)
+            except Exception as exc:  # noqa: BLE001 - this member's row
+                _failed(records[i], exc)
+        ready = [p for p in prepared if p is not None]
+        if len(ready) > 1 and len({repr(p.space) for p in ready}) == 1:
+            spec = ready[0].run.spec
+            members = [Member(p.fit_data, p.run.spec.torch_seed, p.monitor) for p in ready]
+            t0 = time.perf_counter()
+            outcomes = fit_stacked(method, ready[0].space, spec.model, members, dict(spec.params),
+                                   ready[0].budget, device=torch.device(device))
+            seconds = time.perf_counter() - t0
+            for p, outcome in zip(ready, outcomes):
+                try:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    _evaluate(p, outcome, seconds, max_seconds=group_seconds, evaluate_test=evaluate_test)
+                except Exception as exc:  # noqa: BLE001 - this member's row
+                    _failed(p.record, exc)
+                p.record.finished_at = utc_now()
+        elif ready:
+            raise _Unstackable
+    except Exception:  # noqa: BLE001 - the group cannot train stacked: each run alone
+        return [execute_run(run, method, data, **alone) if p is not None else
+                RunResult(record=_finished(records[i])) for i, (run, data, p) in
+                enumerate(zip(runs, task_data, prepared))]
+    results = []
+    for record, member in zip(records, prepared):
+        if record.finished_at is None:
+            record.finished_at = utc_now()
+        results.append(RunResult(record=record, curves=member.monitor.curves if member else [],
+                                 intermediate=member.monitor.intermediate if member else []))
+    return results
+
+
+class _Unstackable(Exception):
+    """The group's members cannot share a stacked model (their spaces differ)."""
+
+
+def _finished(record: RunRecord) -> RunRecord:
+    from harness.store import utc_now
+
+    record.finished_at = record.finished_at or utc_now()
+    return record
 
 
 def _is_diverged(exc: BaseException) -> bool:

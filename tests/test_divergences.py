@@ -128,3 +128,11 @@ def test_weighted_conjugate_guards_the_terms_size_not_the_margin():
     assert math.isclose(float(grad), math.exp(5.0), rel_tol=1e-4)
     (capped,) = torch.autograd.grad((kl.conjugate(far) * math.exp(-55.0)).sum(), far)
     assert float(capped) < 1e-6  # what guarding the margin alone gives
+
+
+def test_entmax15_closed_form_equals_the_generic_entmax_at_one_point_five():
+    """The polynomial α = 1.5 conjugate and ratio equal entmax(1.5)'s log1p/expm1 forms, guard included."""
+    s = torch.cat([torch.linspace(-5, 5, 1001, dtype=torch.float64), torch.tensor([1e6, 1e12], dtype=torch.float64)])
+    generic = entmax(1.5)
+    torch.testing.assert_close(entmax15.conjugate(s), generic.conjugate(s), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(entmax15.conjugate_grad(s), generic.conjugate_grad(s), rtol=1e-12, atol=1e-12)

@@ -46,6 +46,9 @@ class RunOptions:
     progress: bool = True
     tune_only: bool = False
     claim_ttl: float | None = None   # seconds before an unrenewed claim is stale (None: claims.DEFAULT_TTL)
+    #: seeds of one configuration trained stacked in one job, at most (1: each run alone;
+    #: ``--no-stack``); see harness.dispatch.stack_groups
+    stack: int = 5
 
 
 @dataclass
@@ -149,7 +152,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
             summary.to_run, summary.already_done = len(todo), len(runnable) - len(todo)
             todo_ids = {r.run_id for r in todo}
             summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
-            summary.counts.update(dispatcher.run(_ClaimedRuns(todo, suite.name, claims, index, options), len(todo)))
+            work = _ClaimedRuns(todo, suite.name, claims, index, options)
+            summary.counts.update(dispatcher.run(work, len(todo)))
             summary.held_elsewhere = claims.skipped
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -183,40 +187,49 @@ class _ClaimedRuns:
     def __init__(self, runs: list, title: str, claims, index, options: RunOptions) -> None:
         from harness.dispatch import SuiteRuns
 
-        self.inner = SuiteRuns(runs, title)
+        self.inner = SuiteRuns(runs, title, stack=options.stack)
         self.title, self.claims, self.index, self.options = title, claims, index, options
 
     def data_keys(self) -> list:
         return self.inner.data_keys()
 
     def next(self):
+        """The next job: the runs of the inner job this driver could claim and that still need
+        running (a stacked group whose members are partly stored runs only the missing ones)."""
+        from harness.dispatch import submission_of
+
         while True:
             submission = self.inner.next()
             if submission is None:
                 return None
-            run_id = submission.run.run_id
-            if not self.claims.try_claim(run_id):
+            claimed = [run for run in submission.runs if self.claims.try_claim(run.run_id)]
+            if not claimed:
                 continue
             self.index.refresh()
-            if not self.options.force and not needs_run(submission.run, self.index.status, self.options):
-                self.claims.release(run_id)
+            todo = [run for run in claimed if self.options.force or needs_run(run, self.index.status, self.options)]
+            for run in claimed:
+                if run not in todo:
+                    self.claims.release(run.run_id)
+            if not todo:
                 continue
-            return submission
+            return submission if len(todo) == len(submission.runs) else submission_of(todo)
 
     def finish(self, submission, outcome):
         from harness.dispatch import Finished
 
         finished = self.inner.finish(submission, outcome)
-        attempt = self.index.next_attempt(submission.run.run_id)
-        rows = {table: [{**row, "attempt": attempt, **({"attempts": attempt} if table == "runs" else {})}
-                        for row in table_rows] for table, table_rows in finished.rows.items()}
-        runs_row = rows.get("runs", [finished.display])[0]
-        return Finished(rows=rows, status=finished.status, display=runs_row)
+        out = []
+        for run, one in zip(submission.runs, finished if isinstance(finished, list) else [finished]):
+            attempt = self.index.next_attempt(run.run_id)
+            rows = {table: [{**row, "attempt": attempt, **({"attempts": attempt} if table == "runs" else {})}
+                            for row in table_rows] for table, table_rows in one.rows.items()}
+            out.append(Finished(rows=rows, status=one.status, display=rows.get("runs", [one.display])[0]))
+        return out if isinstance(finished, list) else out[0]
 
     def recorded(self, submission) -> None:
-        run_id = submission.run.run_id
-        self.index.attempts[run_id] = self.index.next_attempt(run_id)
-        self.claims.release(run_id)
+        for run in submission.runs:
+            self.index.attempts[run.run_id] = self.index.next_attempt(run.run_id)
+            self.claims.release(run.run_id)
 
 
 #: signals that stop a driver the way Ctrl-C does (finished runs are already on disk)
@@ -402,6 +415,10 @@ def register(subparsers) -> None:
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     parser.add_argument("--strict", action="store_true",
                         help="stop at a damaged results file instead of skipping it with a warning")
+    parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
+                        help="train up to N runs of one configuration (other seeds or folds) of a method that "
+                             "opts in stacked in one vmapped step, each with its own row (default 5)")
+    parser.add_argument("--no-stack", action="store_true", help="train every run alone (same as --stack 1)")
     parser.set_defaults(func=main)
 
 
@@ -422,6 +439,8 @@ def options_from_args(args, *, tune_only: bool = False):
                          "value as retrying forever)")
     if args.tune_trials is not None and args.tune_trials < 0:
         raise ValueError("--tune-trials must be >= 0")
+    if getattr(args, "stack", 1) < 1:
+        raise ValueError(f"--stack must be at least 1 (1: every run alone), got {args.stack}")
     filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
                       models=Filters.parse_list(args.models), seeds=args.seeds, max_steps=args.max_steps)
     options = RunOptions(results_dir=Path(args.results_dir), data_dir=resolve_data_dir(args.data_dir),
@@ -429,7 +448,8 @@ def options_from_args(args, *, tune_only: bool = False):
                          cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                          timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
                          tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
-                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only)
+                         max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only,
+                         stack=1 if getattr(args, "no_stack", False) else getattr(args, "stack", RunOptions.stack))
     return filters, options
 
 

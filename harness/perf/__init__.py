@@ -7,6 +7,8 @@ process, in interleaved repetitions, medians — see :mod:`harness.perf.common`)
 * ``time_to_quality`` (:mod:`~harness.perf.quality`): seconds to within 2% of exact-mle's
   validation NLL, ratio to exact-mle;
 * ``harness`` (:mod:`~harness.perf.scaling`): 16 short runs, serial vs Ray 1 vs Ray 2 workers;
+* ``throughput`` (:mod:`~harness.perf.throughput`): finished runs per hour on a mini-grid of every
+  method, stacked vs unstacked;
 * ``flops`` (:mod:`~harness.perf.hardware`): FLOP/s of the enumerated pairwise energy vs matmuls;
 * ``memory`` (:mod:`~harness.perf.memory`): peak memory of exact-mle at its largest k.
 
@@ -35,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "flops": "harness.perf.hardware",
     "memory": "harness.perf.memory",
     "harness": "harness.perf.scaling",
+    "throughput": "harness.perf.throughput",
 }
 
 __all__ = ["BENCHMARKS", "PerfConfig", "PerfResult", "run_perf", "select_benchmarks"]

@@ -43,6 +43,8 @@ TARGETS = (
            "ratio", "<=", 1.10, "overhead ≤ 10%"),
     Target({"benchmark": "harness", "method": "ray-2", "metric": "wall_seconds", "reference_method": "ray-1"},
            "ratio", "<=", 1 / 1.6, "speedup ≥ 1.6×"),
+    Target({"benchmark": "throughput", "method": "stacked", "metric": "runs_per_hour",
+            "reference_method": "unstacked"}, "ratio", ">=", 3.0, "≥ 3× runs/h"),
     Target({"benchmark": "memory", "method": "exact-mle", "metric": "peak_memory"}, "value", "<=", 2.0, "< 2 GiB"),
 )
 

@@ -1,0 +1,280 @@
+"""Stacked training: several runs that differ only in seed train in one vmapped step.
+
+At batch 64 a training step is bound by per-operation overhead, not arithmetic (issue 15), so
+S runs of one configuration are trained as one model whose parameters carry a leading member
+axis: ``torch.func.stack_module_state`` stacks the members' modules, and
+``vmap(functional_call(...), randomness="different")`` evaluates the method's own batch
+objective for every member at once. The summed loss Σ_s L_s has ∂/∂θ_s = ∂L_s/∂θ_s, and
+Adam(W) is elementwise, so one optimiser over the stacked leaves is S independent ones.
+
+What stays each member's own, exactly as in a single run (:func:`ebm.training.train`):
+
+* its initial parameters (built from its seed, in the same order as :meth:`StepMethod.fit`),
+  its training rows (the validation carve-out depends on the seed) and its mini-batch order
+  (its own generator, seeded as a single run's);
+* gradient-norm clipping (``max_grad_norm``, on the member's own norm), its
+  :class:`~ebm.training.TrainLoop` (monitor, model selection, patience, time budget) and its
+  divergence check: a member whose loss turns non-finite gets a :class:`~ebm.method.Diverged`
+  result, its gradients are zeroed from then on, and the others go on;
+* its :class:`~ebm.method.Fitted` (its own modules, loaded with its selected parameters), with
+  ``info["stacked"] = S``; ``train_seconds`` is the group's wall time.
+
+What is shared: the draws. One generator (seeded from the first member's seed) feeds every
+member's samples under ``randomness="different"``, so each member's draws differ from the
+others' and from its single run's: a stacked member is the same *distribution* of outcomes as
+its single run, not the same numbers, except for methods without sampling (``bce``,
+``exact-mle``), whose stacked members equal their single runs to float tolerance
+(tests/test_stacking.py).
+
+How a method's objective is reused unchanged: :meth:`StepMethod.train_model` runs once per
+member and once on a *template* context whose ``x_train``/``y_train`` are the members' rows
+concatenated (member s's batch indices are offset by the earlier members' row counts, so the
+closure's ``x_train[index]`` reads the member's own rows; members may differ in their number of
+rows, e.g. folds, as long as the batch size is the same); in every one ``ctx.train`` hands its pieces to a ``capture``
+(:class:`~ebm.training.FitContext`) instead of training. The template's closure and optimiser
+structure (learning rates, betas, decay per parameter group) run the stacked step; the
+members' modules hold their slices for the monitor and for the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ebm.method import Budget, Diverged, FitData, Fitted, Monitor
+from ebm.spaces import OutputSpace
+from ebm.training import (
+    BatchObjective,
+    FitContext,
+    TrainLoop,
+    check_fit_data,
+    loop_info,
+    make_optimizer,
+    minibatches,
+    setup_fit,
+)
+
+if TYPE_CHECKING:
+    from ebm.training import StepMethod
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of a stacked group: its data (features and labels shaped as the others'; the
+    number of rows may differ), its seed (initial parameters and mini-batch order) and its monitor."""
+
+    data: FitData
+    seed: int
+    monitor: Monitor | None = None
+
+
+def is_stacked(tensor: Tensor) -> bool:
+    """True inside a stacked step (a tensor batched by ``vmap``): code that turns a tensor into
+    a Python number (``float``, ``.item()``) must skip it there."""
+    return bool(torch._C._functorch.is_batchedtensor(tensor))
+
+
+@dataclass
+class _Captured:
+    """What ``ctx.train`` was called with (:meth:`ebm.training.FitContext.train`)."""
+
+    snapshot: Callable[[], Fitted]
+    batch_objective: BatchObjective
+    modules: list[nn.Module]
+    extra_info: dict[str, Any]
+    optimizer: torch.optim.Optimizer | None = None
+
+
+class _CaptureSignal(Exception):
+    def __init__(self, captured: _Captured) -> None:
+        super().__init__("captured")
+        self.captured = captured
+
+
+def _capture(method: StepMethod, space: OutputSpace, model: str, data: FitData, params: dict[str, Any],
+             budget: Budget, seed: int, device: torch.device, monitor: Monitor | None) -> _Captured:
+    """Run ``method.train_model`` up to its ``ctx.train`` call (the same setup as
+    :meth:`StepMethod.fit`, so the modules start from the seed's single-run initialisation)."""
+
+    def capture(snapshot, batch_objective, modules, extra_info):
+        raise _CaptureSignal(_Captured(snapshot, batch_objective, list(modules), dict(extra_info)))
+
+    setup = setup_fit(space, method.energy_model(model), data, params, budget, seed=seed, device=device)
+    optimizer = make_optimizer(setup.energy, float(params["lr"]), float(params["weight_decay"]))
+    ctx = FitContext(space, model, params, setup, optimizer, budget, monitor, seed, device, capture=capture)
+    try:
+        method.train_model(ctx)
+    except _CaptureSignal as signal:
+        signal.captured.optimizer = optimizer
+        return signal.captured
+    raise RuntimeError(f"{method.name}.train_model returned without calling ctx.train: it cannot be stacked")
+
+
+class _Objective(nn.Module):
+    """The template's modules (so ``functional_call`` can swap in a member's parameters) and
+    its batch objective; ``forward`` returns the scalar loss (vmap outputs must be tensors)."""
+
+    def __init__(self, modules: list[nn.Module], batch_objective: BatchObjective) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(modules)
+        self.batch_objective = batch_objective
+        self.energy_evals = 0
+
+    def forward(self, index: Tensor) -> Tensor:
+        loss, self.energy_evals = self.batch_objective(index)
+        return loss
+
+
+@dataclass
+class _Group:
+    """The stacked state: leaves ``params`` / ``buffers`` (name → (S, ...)), each member's modules."""
+
+    params: dict[str, Tensor]
+    buffers: dict[str, Tensor]
+    members: list[nn.Module]
+
+    @torch.no_grad()
+    def load(self, s: int) -> None:
+        """Copy member ``s``'s slices into its own modules (for its monitor and its result)."""
+        holder = self.members[s]
+        for name, p in holder.named_parameters():
+            p.copy_(self.params[name][s])
+        for name, b in holder.named_buffers():
+            b.copy_(self.buffers[name][s])
+
+
+def _stacked_optimizer(template: torch.optim.Optimizer, wrapper: nn.Module,
+                       params: dict[str, Tensor]) -> torch.optim.Optimizer:
+    """The template's optimiser (class, per-group hyperparameters) over the stacked leaves."""
+    name_of = {id(p): name for name, p in wrapper.named_parameters()}
+    groups = []
+    for group in template.param_groups:
+        settings = {k: v for k, v in group.items() if k != "params"}
+        leaves = [params[name_of[id(p)]] for p in group["params"] if id(p) in name_of]
+        if leaves:
+            groups.append({**settings, "params": leaves})
+    accepted = inspect.signature(type(template).__init__).parameters
+    defaults = {k: v for k, v in template.defaults.items() if k in accepted}
+    return type(template)(groups, **defaults)
+
+
+def _clip_per_member(grads: list[Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` on each member's own global norm (the leading axis is the member)."""
+    norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (S,)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+
+def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: list[Member],
+                params: dict[str, Any], budget: Budget, *,
+                device: torch.device | str) -> list[Fitted | BaseException]:
+    """Train ``members`` (same method, space, model, hyperparameters and budget; their own
+    seeds, data rows and monitors) stacked; see the module docstring. Returns one entry per
+    member, in order: its :class:`Fitted`, or the exception that ended it alone (a
+    :class:`Diverged`). A ``ValueError`` (refused configuration, members of unequal shapes) or
+    an error of the whole group is raised."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    device = torch.device(device)
+    params = method.full_params(space, model, params)
+    if not method.can_stack(space, model, params):
+        raise ValueError(f"{method.name} cannot train {model!r} on {space!r} stacked with these hyperparameters")
+    if not members:
+        return []
+    for member in members:
+        check_fit_data(space, member.data)
+    # one batch shape for all: the same features and label shape, and the same batch size
+    # min(batch_size, n) (fold sizes may differ by a row; each member draws from its own n)
+    shapes = {(tuple(m.data.x_train.shape[1:]), min(budget.batch_size, m.data.x_train.shape[0])) for m in members}
+    if len(shapes) != 1:
+        raise ValueError(f"stacked members need one feature shape and batch size, got {sorted(shapes)}")
+    size, rows_per_member = len(members), [m.data.x_train.shape[0] for m in members]
+
+    captured = [_capture(method, space, model, m.data, params, budget, m.seed, device, m.monitor) for m in members]
+    rows = FitData(torch.cat([m.data.x_train for m in members]), torch.cat([m.data.y_train for m in members]))
+    template = _capture(method, space, model, rows, params, budget, members[0].seed, device, None)
+
+    wrapper = _Objective(template.modules, template.batch_objective)
+    # each member's modules in a module of the wrapper's structure: the same leaf names
+    holders = [_Objective(c.modules, c.batch_objective) for c in captured]
+    stacked_params, stacked_buffers = stack_module_state(holders)
+    group = _Group(dict(stacked_params), dict(stacked_buffers), list[nn.Module](holders))
+    assert template.optimizer is not None  # set by _capture
+    optimizer = _stacked_optimizer(template.optimizer, wrapper, group.params)
+    leaves = [p for g in optimizer.param_groups for p in g["params"]]
+    clip = params.get("max_grad_norm")
+    max_grad_norm = None if clip is None else float(clip)
+
+    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor) -> Tensor:
+        return functional_call(wrapper, (p, b), (index,))
+
+    step_losses = vmap(member_loss, randomness="different")
+    streams: list[Iterator[Tensor]] = [
+        minibatches(n, budget.batch_size, generator=torch.Generator().manual_seed(m.seed), device=device)
+        for m, n in zip(members, rows_per_member)]
+    # member s's rows start at the sum of the earlier members' row counts in the template's data
+    offsets = torch.tensor([sum(rows_per_member[:s]) for s in range(size)], device=device)[:, None]
+    loops = [TrainLoop(budget, m.monitor, c.snapshot, c.modules) for m, c in zip(members, captured)]
+    results: list[Fitted | BaseException | None] = [None] * size
+    active = [True] * size
+
+    def finish(s: int) -> None:
+        """Member ``s`` is done (budget, monitor, patience): its result from its own modules."""
+        active[s] = False
+        group.load(s)
+        for module in captured[s].modules:
+            if any(not torch.isfinite(p).all() for p in module.parameters()):
+                results[s] = Diverged(f"non-finite parameter in {type(module).__name__} after "
+                                      f"{loops[s].steps} steps")
+                return
+        loops[s].restore_selected()
+        fitted = captured[s].snapshot()
+        fitted.info.update(loop_info(loops[s], **captured[s].extra_info, stacked=size))
+        results[s] = fitted
+
+    while True:
+        for s in range(size):
+            if active[s] and not loops[s].running():
+                finish(s)
+        if not any(active):
+            break
+        index = torch.stack([next(stream) for stream in streams]) + offsets
+        for module in template.modules:
+            module.train()
+        optimizer.zero_grad(set_to_none=True)
+        losses = step_losses(group.params, group.buffers, index)  # (S,)
+        values = losses.detach().tolist()
+        live = [active[s] and math.isfinite(values[s]) for s in range(size)]
+        if any(live):
+            if all(live):
+                losses.sum().backward()
+            else:
+                mask = torch.tensor(live, device=losses.device)
+                torch.where(mask, losses, torch.zeros_like(losses)).sum().backward()
+                for p in leaves:  # a dead member's backward may still carry NaN: zero it
+                    if p.grad is not None:
+                        p.grad.copy_(torch.where(mask.view(-1, *([1] * (p.dim() - 1))), p.grad,
+                                                 torch.zeros_like(p.grad)))
+            if max_grad_norm is not None:
+                _clip_per_member([p.grad if p.grad is not None else torch.zeros_like(p) for p in leaves],
+                                 max_grad_norm)
+            optimizer.step()
+        for s in range(size):
+            if not active[s]:
+                continue
+            loop = loops[s]
+            upcoming = loop.steps + 1
+            if upcoming % budget.eval_every == 0 or upcoming == budget.max_steps:
+                group.load(s)  # the monitor's snapshot reads the member's own modules
+            try:
+                loop.step(values[s], wrapper.energy_evals)
+            except Diverged as exc:
+                active[s], results[s] = False, exc
+    return [r if r is not None else RuntimeError("stacked member produced no result") for r in results]

@@ -1,0 +1,111 @@
+"""Benchmark ``throughput``: finished runs per hour on a fixed mini-grid, with and without
+stacking (several seeds of one configuration trained as one stacked model), side by side.
+
+Each contender is a full ``run_suite`` (planning, shared task data, execution on a local Ray
+instance with 2 workers, evaluation, durable Parquet writes) of the same grid into a fresh
+results directory: every registered method on a multilabel and a ranking task, seeds 5,
+300 steps (the issue's mini-grid: yeast/unary and lr-glass/permutahedron with the data sets;
+without them syn-ising-k8/unary and syn-pl-k6/permutahedron). ``--quick``: 3 seeds, 60 steps,
+the synthetic tasks. Ray start-up is paid outside the timed suite (as in ``harness``).
+
+Rows: ``runs_per_hour`` (ok runs / the driver's wall seconds × 3600) of ``stacked`` relative to
+``unstacked`` (goal ≥ 3×), and ``wall_seconds`` of both.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from harness.perf.common import PerfConfig, interleaved, perf_rows
+
+SUITE_TOML = """
+[suite]
+name = "perf-throughput"
+seeds = {seeds}
+tune_trials = 0
+
+[budget]
+max_steps = {steps}
+batch_size = 64
+eval_every = {eval_every}
+
+[[grid]]
+tasks = ["{multilabel}"]
+models = ["unary"]
+methods = ["*"]
+
+[[grid]]
+tasks = ["{ranking}"]
+models = ["permutahedron"]
+methods = ["*"]
+"""
+#: (multilabel task, ranking task) with the data sets, and without
+REAL_TASKS, BUNDLED_TASKS = ("yeast", "lr-glass"), ("syn-ising-k8", "syn-pl-k6")
+#: contender → RunOptions.stack (the most seeds of one configuration trained as one job)
+CONTENDERS = {"unstacked": 1, "stacked": 5}
+WORKERS = 2
+
+
+def mini_grid_tasks(config: PerfConfig) -> tuple[str, str]:
+    """The issue's tasks when their files are in the data directory (not in ``--quick``)."""
+    from tasks.registry import get_task
+
+    if config.quick:
+        return BUNDLED_TASKS
+    try:
+        for name in REAL_TASKS:
+            get_task(name).load(config.data_dir, seed=0, fold=0, val_fraction=0.2)
+    except (FileNotFoundError, ValueError, OSError):
+        return BUNDLED_TASKS
+    return REAL_TASKS
+
+
+def throughput_suite(config: PerfConfig, tasks: tuple[str, str]):
+    from harness.suites import parse_suite
+
+    seeds, steps = (3, 60) if config.quick else (5, 300)
+    text = SUITE_TOML.format(seeds=seeds, steps=steps, eval_every=max(steps // 10, 1), multilabel=tasks[0],
+                             ranking=tasks[1])
+    return parse_suite(text, source="<perf throughput>")
+
+
+def suite_outcome(config: PerfConfig, tasks: tuple[str, str], stack: int) -> tuple[float, int]:
+    """(wall seconds, ok runs) of the mini-grid run on a fresh local Ray instance."""
+    import ray
+
+    from harness.commands.run import RunOptions, run_suite
+    from harness.perf.scaling import start_ray
+
+    with tempfile.TemporaryDirectory(prefix="ebm-perf-throughput-") as results_dir:
+        options = RunOptions(results_dir=Path(results_dir), data_dir=config.data_dir, progress=False,
+                             executor="ray", cpus_per_run=1.0, stack=stack)
+        start_ray(WORKERS)
+        try:
+            summary = run_suite(throughput_suite(config, tasks), None, options)
+        finally:
+            ray.shutdown()
+    return summary.seconds, int(summary.counts.get("ok", 0))
+
+
+def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    import ray
+
+    if ray.is_initialized():
+        return [], ["throughput skipped: Ray is already running in this process (the benchmark starts its own)"]
+    tasks = mini_grid_tasks(config)
+    samples = interleaved({name: partial(suite_outcome, config, tasks, stack) for name, stack in CONTENDERS.items()}, 1)
+    oks = {name: values[0][1] for name, values in samples.items()}
+    if len(set(oks.values())) != 1 or not next(iter(oks.values())):
+        raise RuntimeError(f"throughput benchmark: the contenders finished different numbers of ok runs: {oks}")
+    seconds = {name: [values[0][0]] for name, values in samples.items()}
+    per_hour = {name: [oks[name] / s[0] * 3600.0] for name, s in seconds.items()}
+    ids: dict[str, Any] = {"task": "+".join(tasks), "model": "unary+permutahedron", "k": None}
+    rows = perf_rows(config, "throughput", "runs_per_hour", "runs/h", per_hour, reference="unstacked", **ids)
+    rows += perf_rows(config, "throughput", "wall_seconds", "s", seconds, reference="unstacked", **ids)
+    suite = throughput_suite(config, tasks)
+    note = (f"throughput: {oks['stacked']} ok runs per contender ({', '.join(tasks)}, every method, "
+            f"{suite.seeds} seeds, {suite.budget['max_steps']} steps), Ray {WORKERS} workers")
+    return rows, [note]

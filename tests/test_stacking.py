@@ -1,0 +1,243 @@
+"""Stacked training (ebm.stacking, harness.worker.execute_group): several seeds in one step.
+
+References: each member's own single run. Where the objective draws nothing (bce, exact-mle)
+the stacked arithmetic is the single run's up to float summation order, so parameters, model
+selection and patience must match to float tolerance; where it samples (min-min) the draws
+differ (one generator, ``randomness="different"``), so members are compared with single runs
+as distributions (a Welch t-test on the exact NLL of the fitted models)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from baselines.registry import get_method
+from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted
+from ebm.spaces import make_space
+from ebm.stacking import Member, fit_stacked
+
+CPU = torch.device("cpu")
+N, D = 160, 8
+
+
+def _data(space, seed: int, *, nan_row: int | None = None, rows: int = N) -> FitData:
+    """Inputs and labels from a planted linear model (labels in the space's encoding)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, D, generator=g)
+    w = torch.randn(D, *space.event_shape, generator=g)
+    if space.kind.binary:
+        y = (torch.rand(rows, space.k, generator=g) < torch.sigmoid(x @ w)).float()
+    else:  # rankings: the rank vector of noisy linear scores (Permutations encoding)
+        scores = x @ w + 0.5 * torch.randn(rows, space.k, generator=g)
+        y = scores.argsort(-1).argsort(-1).float()
+    if nan_row is not None:
+        x[nan_row, 0] = float("nan")
+    return FitData(x, y, x[:40], y[:40])
+
+
+def _max_difference(a: Fitted, b: Fitted) -> float:
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a.energy.parameters(), b.energy.parameters()))
+
+
+class _Scripted:
+    """A monitor whose validation value is a fixed function of the step (the same in a single
+    and a stacked run), so model selection and patience can be compared exactly."""
+
+    def __init__(self, values: dict[int, float]) -> None:
+        self.values, self.steps = values, []
+
+    def __call__(self, progress, model) -> Evaluation:
+        self.steps.append(progress.step)
+        return Evaluation(self.values.get(progress.step, -1.0), maximize=True)
+
+
+@pytest.mark.parametrize(("name", "kind", "k", "model", "params"), [
+    ("exact-mle", "multilabel", 6, "unary", {"weight_decay": 1e-2}),
+    ("bce", "multilabel", 6, "unary", {"max_grad_norm": 0.05, "lr": 1e-2}),
+    ("exact-mle", "ranking", 5, "permutahedron", {"max_grad_norm": 0.05, "dropout": 0.0}),
+])
+def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, params):
+    """Same seeds → same initialisation, batch order, clipping (per member), Adam(W) state and
+    model selection: equal to float tolerance. Member 0 is stopped by patience (its scripted
+    validation peaks at step 10), member 1 runs to the end with its best at step 30; member 0
+    has 7 more training rows (another fold), so the later members' rows start further on."""
+    space, method = make_space(kind, k, model), get_method(name)
+    budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
+    scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
+    seeds, rows = [11, 12, 13], [N + 7, N, N]
+    singles = [method.fit(space, model, _data(space, s, rows=r), params, budget, seed=s, device=CPU,
+                          monitor=_Scripted(v)) for s, r, v in zip(seeds, rows, scripts)]
+    monitors = [_Scripted(v) for v in scripts]
+    stacked = fit_stacked(method, space, model, [Member(_data(space, s, rows=r), s, m) for s, r, m in
+                                                 zip(seeds, rows, monitors)], params, budget, device=CPU)
+    assert [f.info["best_step"] for f in stacked] == [f.info["best_step"] for f in singles] == [10, 30, 10]
+    assert [f.info["stopped_early"] for f in stacked] == [True, False, True]
+    assert [f.info["steps"] for f in stacked] == [f.info["steps"] for f in singles] == [30, 40, 30]
+    assert monitors[0].steps == [10, 20, 30] and monitors[1].steps == [10, 20, 30, 40]
+    for single, member in zip(singles, stacked):
+        assert member.info["stacked"] == 3
+        assert _max_difference(single, member) < 1e-5
+        x = _data(space, 99).x_train
+        assert torch.equal(single.predict(x), member.predict(x))
+
+
+def test_a_diverging_member_is_dropped_and_the_others_are_unchanged():
+    """A NaN feature in member 1's rows makes its loss non-finite at the first batch that holds
+    the row: it ends ``Diverged``; members 0 and 2 equal their single runs (exact-mle draws nothing)."""
+    space, method, model = make_space("multilabel", 6, "unary"), get_method("exact-mle"), "unary"
+    budget = Budget(max_steps=30, batch_size=16, eval_every=10)
+    seeds = [1, 2, 3]
+    data = [_data(space, s, nan_row=7 if i == 1 else None) for i, s in enumerate(seeds)]
+    with pytest.raises(Diverged):
+        method.fit(space, model, data[1], {}, budget, seed=seeds[1], device=CPU)
+    stacked = fit_stacked(method, space, model, [Member(d, s) for d, s in zip(data, seeds)], {}, budget, device=CPU)
+    assert isinstance(stacked[1], Diverged) and "non-finite" in str(stacked[1])
+    for i in (0, 2):
+        single = method.fit(space, model, data[i], {}, budget, seed=seeds[i], device=CPU)
+        assert isinstance(stacked[i], Fitted) and stacked[i].info["steps"] == 30
+        assert _max_difference(single, stacked[i]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["minmin-logistic", "nce"])
+def test_sampling_members_are_distributed_like_single_runs(name):
+    """min-min and NCE sample y′ ~ q: stacked members draw other samples than their single runs, so
+    compare outcomes. Six seeds each way, paired by seed (same initialisation and batch order):
+    the exact test NLL (|Y| = 64, enumerated) of stacked members and single runs must not differ
+    by a paired t-test (α = 0.01), and two members with the same seed and data must differ
+    (their draws are their own)."""
+    from scipy import stats
+
+    space, method, model = make_space("multilabel", 6, "unary"), get_method(name), "unary"
+    budget = Budget(max_steps=100, batch_size=32, eval_every=100)
+    params = {"n_samples": 8, "hidden": 32}
+    seeds = list(range(20, 26))
+    test = _data(space, 1234)
+
+    def nll(fitted: Fitted) -> float:
+        return float(fitted.nll(test.x_train, test.y_train)[0].mean())
+
+    singles = [nll(method.fit(space, model, _data(space, 7), params, budget, seed=s, device=CPU)) for s in seeds]
+    stacked = fit_stacked(method, space, model, [Member(_data(space, 7), s) for s in seeds], params, budget,
+                          device=CPU)
+    members = [nll(f) for f in stacked]
+    assert all(math.isfinite(v) for v in singles + members)
+    assert stats.ttest_rel(singles, members).pvalue > 0.01
+    twins = fit_stacked(method, space, model, [Member(_data(space, 7), 5), Member(_data(space, 7), 5)], params,
+                        Budget(max_steps=20, batch_size=32, eval_every=20), device=CPU)
+    assert _max_difference(*twins) > 0  # type: ignore[arg-type]
+
+
+def test_methods_opt_in():
+    space = make_space("multilabel", 6, "unary")
+    finite = get_method("minmin-finite")
+    assert not finite.can_stack(space, "unary", finite.params({}))
+    logistic_is = get_method("minmin-logistic-is")
+    assert not logistic_is.can_stack(space, "unary", logistic_is.params({}))
+    with pytest.raises(ValueError, match="stacked"):
+        fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
+    assert not getattr(get_method("mcmc-pcd"), "stackable", False)
+    for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar",
+                 "nce"):
+        method = get_method(name)
+        assert method.can_stack(space, "unary", method.params({})), name
+
+
+def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path):
+    """``run`` with stacking (the default) and with ``--no-stack`` (RunOptions.stack = 1): the same
+    run ids, one row and its curves per run; bce and exact-mle give equal test metrics; a group
+    whose members are partly stored runs only the missing ones."""
+    from harness_fixtures import serial_options, write_suite
+
+    from harness import store
+    from harness.commands.run import run_suite
+    from harness.plan import Filters
+
+    suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic"), seeds=3, steps=20)
+    stacked = run_suite(suite, options=serial_options(tmp_path / "stacked"))
+    alone = run_suite(suite, options=serial_options(tmp_path / "alone", stack=1))
+    assert stacked.counts == alone.counts == {"ok": 9}
+    a = store.read_table(tmp_path / "stacked", "runs").set_index("run_id").sort_index()
+    b = store.read_table(tmp_path / "alone", "runs").set_index("run_id").sort_index()
+    assert list(a.index) == list(b.index) and a.groupby("method").size().to_dict() == {
+        "bce": 3, "exact-mle": 3, "minmin-logistic": 3}
+    assert (a["stacked"] == 3).all() and b["stacked"].isna().all()
+    exact = a["method"] != "minmin-logistic"
+    assert (a.loc[exact, "test_nll"] - b.loc[exact, "test_nll"]).abs().max() < 1e-4
+    curves = store.read_table(tmp_path / "stacked", "curves")
+    assert set(curves["run_id"]) == set(a.index)
+    assert (curves[curves["split"] == "val"].groupby("run_id").size() == 2).all()
+
+    partial = tmp_path / "partial"
+    run_suite(suite, Filters(seeds=1), serial_options(partial))
+    resumed = run_suite(suite, options=serial_options(partial))
+    assert resumed.to_run == 6 and resumed.counts == {"ok": 6}
+    assert sorted(store.read_table(partial, "runs")["run_id"]) == list(a.index)
+
+
+def test_a_group_member_claimed_by_another_driver_is_left_to_it(tmp_path):
+    """Another live driver holds seed 1's claim: this driver's group trains seeds 0 and 2
+    stacked (``stacked`` = 2) and leaves seed 1 to the holder (counted as held elsewhere)."""
+    from harness_fixtures import serial_options, write_suite
+
+    from harness import store
+    from harness.claims import Claims
+    from harness.commands.run import run_suite
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+
+    suite = write_suite(tmp_path, methods=("bce",), seeds=3, steps=10)
+    plan = sorted(plan_runs(load_suite(suite)), key=lambda run: run.spec.seed)
+    other = Claims(tmp_path / "r", "another-driver")
+    assert other.try_claim(plan[1].run_id)
+    summary = run_suite(suite, options=serial_options(tmp_path / "r"))
+    other.close()
+    runs = store.read_table(tmp_path / "r", "runs")
+    assert summary.held_elsewhere == 1 and summary.counts == {"ok": 2}
+    assert sorted(runs["seed"]) == [0, 2] and (runs["stacked"] == 2).all()
+
+
+def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alone(tmp_path):
+    from harness_fixtures import write_suite
+
+    from harness.dispatch import stack_groups
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+
+    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "mcmc-pcd", "minmin-finite"), seeds=7)))
+    jobs = stack_groups(plan.runnable(), 5)
+    stacked = [job for job in jobs if len(job) > 1]
+    assert sorted(len(job) for job in stacked) == [3, 4]  # 7 seeds: the fewest groups ≤ 5, balanced
+    assert {run.spec.method for job in stacked for run in job} == {"bce"}
+    assert sorted(run.spec.seed for job in stacked for run in job) == list(range(7))
+    assert sum(len(job) for job in jobs) == len(plan.runnable()) == 21
+    assert all(len(job) == 1 for job in stack_groups(plan.runnable(), 1))
+    frequency = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, name="frequency.toml",
+                                                 params='{bce = {prior = "frequency"}}')))
+    assert all(len(job) == 1 for job in stack_groups(frequency.runnable(), 5))  # q depends on the seed's labels
+
+
+def test_execute_group_rows_for_bad_members_and_unstackable_groups(tmp_path):
+    """A member whose data failed to load gets its own ``failed`` row while the others train
+    stacked; a group whose method cannot stack (minmin-finite) runs each member alone."""
+    from harness_fixtures import write_suite
+
+    from harness.commands.run import _loader
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+    from harness.worker import execute_group
+
+    load = _loader(None)
+    bce = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, steps=10))).runnable()
+    data = [load(run.spec.data_key) for run in bce]
+    results = execute_group(bce, bce[0].method, data[0], RuntimeError("disk on fire"), data[2])
+    assert [r.record.run_id for r in results] == [run.run_id for run in bce]
+    assert [r.record.status for r in results] == ["ok", "failed", "ok"]
+    assert "disk on fire" in results[1].record.error and results[1].curves == []
+    assert [r.record.stacked for r in results] == [2, None, 2]
+    finite = plan_runs(load_suite(write_suite(tmp_path, methods=("minmin-finite",), seeds=2, steps=10,
+                                              name="finite.toml"))).runnable()
+    alone = execute_group(finite, finite[0].method, *(load(run.spec.data_key) for run in finite))
+    assert [r.record.status for r in alone] == ["ok", "ok"] and all(r.record.stacked is None for r in alone)
+    assert all(r.curves for r in alone)
