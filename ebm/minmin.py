@@ -145,7 +145,7 @@ class MinMinMethod(StepMethod):
         set_adam_beta2(ctx.optimizer, float(params["adam_beta2"]))
         use_model, prior_weight = params["proposal"] == "model", float(params["proposal_prior_weight"])
         offset = params["tau_offset"] == "estimate"
-        closed_form = offset and is_binary(space) and isinstance(energy, UnaryEnergy)
+        unary = energy if offset and isinstance(energy, UnaryEnergy) else None  # its log Z: closed form
         ess = EssLog()
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
@@ -158,9 +158,9 @@ class MinMinMethod(StepMethod):
                 samples = space.sample_prior((len(index), n_samples), generator=setup.sampler, device=x.device)
             g_data, g_samples = score_data_and_samples(energy, x, y, samples)
             tau_x = tau(x, index=index)
-            if closed_form:  # unary: b(x) = log Z(x) exactly, from the detached θ(x)
+            if unary is not None and is_binary(space):  # unary: b(x) = log Z(x) exactly, from the detached θ(x)
                 with torch.no_grad():
-                    log_z = unary_log_partition(energy.linear_scores(x), space).to(tau_x.dtype)
+                    log_z = unary_log_partition(unary.linear_scores(x), space).to(tau_x.dtype)
                 tau_x = tau_x + log_z
             elif offset:  # τ_j = τ(x) + b_{−j}(x): draw j's offset is estimated from the other draws
                 log_terms = g_samples.detach() + (0.0 if log_weights is None else log_weights)
