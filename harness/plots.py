@@ -24,6 +24,12 @@
   Nemenyi post-hoc test does not separate, and the Friedman test in the title
   (:mod:`harness.stats`; drawn when there are ≥ 3 configs and ≥ 2 shared cells).
 
+The paper-reproduction report (:mod:`harness.paper`) adds two figures of its own:
+:func:`plot_paper_convergence` (a 2 × 2 grid: training objective on a symlog axis and validation
+metric, against steps and wall seconds; mean over seeds with a min–max band) and
+:func:`plot_tau_panels` (``tau-vs-logz.png``: one panel per task × model, 100 unseen x per
+configuration).
+
 Lines, bars and points are per configuration label (``config``: method plus non-default
 hyperparameters, see :func:`harness.plan.config_label`), not per method.
 A configuration keeps its colour in every figure of a results directory (colours follow the
@@ -334,3 +340,110 @@ def plot_all(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *, on_c
     primary = leaderboard.primary_metrics(runs, sorted(board["task"].unique()))
     return (plot_convergence(curves, runs, out_dir) + plot_tau_vs_logz(curves, runs, out_dir)
             + plot_leaderboard_bars(board, primary, out_dir) + plot_critical_difference(board, primary, out_dir))
+
+
+# ----------------------------------------------------------------------------- the paper's figures
+
+def _band(ax, line: pd.DataFrame, x: str, colour, label: str) -> None:
+    ax.plot(line[x], line["mean"], color=colour, label=label, linewidth=1.4)
+    ax.fill_between(line[x], line["low"], line["high"], color=colour, alpha=0.18, linewidth=0)
+
+
+def mean_band(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per config and step: mean, ``low`` / ``high`` (the smallest and largest value over runs,
+    i.e. seeds) of ``value``, mean ``seconds``, and ``n`` runs. Steps that not every run of the
+    config reached are dropped (a band over fewer seeds than the rest would jump)."""
+    stats = rows.groupby(["config", "step"]).agg(mean=("value", "mean"), low=("value", "min"), high=("value", "max"),
+                                                 seconds=("seconds", "mean"), n=("run_id", "nunique")).reset_index()
+    runs = rows.groupby("config")["run_id"].nunique()
+    return stats[stats["n"] == stats["config"].map(runs)].sort_values(["config", "step"])
+
+
+def plot_paper_convergence(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
+    """The paper's convergence figure, one per task × model of ``runs`` (the ``paper-convergence``
+    suite): a 2 × 2 grid, rows = each config's own training objective (symlog y axis, readable
+    across the orders of magnitude the objectives span and through their spikes) and the
+    validation primary metric; columns = optimiser steps and wall seconds (log axis: n′ = 1000
+    costs far more per step than n′ = 1). One line per config (n′ shows in the label,
+    ``minmin-logistic[n_samples=10]``), the mean over its ok runs (seeds), and a band from the
+    smallest to the largest run (a ± std band of a heavy-tailed objective would reach far below
+    every run). The constant floor is a dashed horizontal line on the validation panels (it does
+    not train)."""
+    plt = _pyplot()
+    joined = _ok_curves(curves[curves["split"].isin(["train", "val"])], runs)
+    colours = method_colours(joined["config"].dropna()) if len(joined) else {}
+    paths = []
+    for (task, model), rows in joined.groupby(["task", "model"]):
+        primary = rows["primary_metric"].dropna().iloc[0] if "primary_metric" in rows and rows[
+            "primary_metric"].notna().any() else None
+        val = rows[(rows["split"] == "val") & ((rows["metric"] == primary) if primary else True)]
+        objective = rows[(rows["split"] == "train") & (rows["metric"] == "objective")]
+        floor = val[val["config"] == FLOOR]
+        val, objective = val[val["config"] != FLOOR], objective[objective["config"] != FLOOR]
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+        for col, x in enumerate(("step", "seconds")):
+            for row, (data, name) in enumerate(((objective, "training objective (own loss; symlog)"),
+                                                (val, f"validation {primary or 'metric'}"))):
+                ax = axes[row, col]
+                for config, line in mean_band(data).groupby("config"):
+                    _band(ax, line, x, colours[config], config)
+                if x == "seconds":
+                    ax.set_xscale("log")
+                if row == 0:
+                    ax.set_yscale("symlog", linthresh=1.0)
+                elif len(floor):
+                    ax.axhline(float(floor["value"].mean()), color="grey", linestyle="--", linewidth=1,
+                               label=f"{FLOOR} floor")
+                ax.set_xlabel("optimiser steps" if x == "step" else "wall seconds (mean over seeds)")
+                ax.set_ylabel(name)
+                ax.grid(alpha=0.3)
+        handles, labels = axes[1, 0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 3), frameon=False,
+                       bbox_to_anchor=(0.5, 0.0))
+        seeds = runs[(runs["task"] == task) & (runs["model"] == model)]["seed"].nunique()
+        fig.suptitle(f"{task} / {model}: convergence; line = mean over {seeds} seed(s), band = min–max over seeds",
+                     fontsize=12)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        paths.append(_save(fig, Path(out_dir) / f"convergence-{_slug(task)}-{_slug(model)}.png"))
+    return paths
+
+
+def plot_tau_panels(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike, *,
+                    n_points: int = 100, name: str = "tau-vs-logz.png") -> list[Path]:
+    """The τ(x)-vs-log Z(x) figure: one panel per task × model with τ points, ``n_points`` unseen
+    (test) inputs per config (those of its run with the lowest seed, then fold), the identity line,
+    and each config's mean |τ − log Z| over those points in the legend."""
+    plt = _pyplot()
+    from harness.leaderboard import with_config
+
+    ok = with_config(runs).loc[runs["status"] == Status.OK, ["run_id", "task", "model", "config", "seed", "fold"]]
+    points = tau_points(curves).merge(ok, on="run_id")
+    if points.empty:
+        return []
+    first = points.sort_values(["seed", "fold", "run_id"]).groupby(["task", "model", "config"])["run_id"].first()
+    points = points[points["run_id"].isin(set(first))]
+    points = points[points.groupby("run_id")["step"].rank(method="first") <= n_points]
+    colours = method_colours(ok["config"].dropna())
+    panels = sorted(points.groupby(["task", "model"]).groups)
+    columns = min(3, len(panels))
+    rows_n = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.6 * columns, 4.3 * rows_n), squeeze=False)
+    for ax, (task, model) in zip(axes.flat, panels):
+        rows = points[(points["task"] == task) & (points["model"] == model)]
+        for config, group in rows.groupby("config"):
+            mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
+            ax.scatter(group["logz"], group["tau"], s=9, alpha=0.6, color=colours.get(config),
+                       label=f"{config} (MAE {mae:.3g})")
+        low = float(min(rows["logz"].min(), rows["tau"].min()))
+        high = float(max(rows["logz"].max(), rows["tau"].max()))
+        ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
+        ax.set_title(f"{task} / {model} ({rows.groupby('config').size().max()} unseen x)", fontsize=10)
+        ax.set_xlabel("log Z(x)")
+        ax.set_ylabel("learned τ(x)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return [_save(fig, Path(out_dir) / name)]

@@ -8,32 +8,190 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.paper import PAPER_MULTILABEL, comparison_table, tau_table
+from harness.paper import base_config, coverage, dataset_table, failures_table, planned_units, tau_table
+from harness.paper_evidence import (
+    AGAINST,
+    FOR,
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    PAPER_MULTILABEL,
+    SUPPORTED,
+    TOO_FEW,
+    UNCLEAR,
+    cell_verdict,
+    paper_claims,
+    select_config,
+    targets,
+)
 from harness.references import fit_predict_multilabel, fit_predict_ranking, reference_rows
 
 
 def _runs(rows):
-    base = {"status": "ok", "suite": "paper", "k": 14, "params_json": json.dumps({}), "tau_mae": np.nan}
-    return pd.DataFrame([{**base, **r} for r in rows])
+    base = {"status": "ok", "suite": "paper", "k": 14, "params_json": json.dumps({}), "tau_mae": np.nan,
+            "fold": 0, "tuned": False}
+    return pd.DataFrame([{**base, "run_id": f"run{i}", **r} for i, r in enumerate(rows)])
 
 
-def test_comparison_table_picks_the_better_minmin_variant_and_computes_the_gap():
-    logistic = [0.60, 0.62, 0.64]   # mean 62, sample std 2
-    sparsemax = [0.66, 0.66, 0.66]  # mean 66, std 0
-    runs = _runs([{"task": "yeast", "model": "unary", "method": "minmin-logistic", "seed": i,
-                   "test_f1_example": v, "test_f1_micro": v} for i, v in enumerate(logistic)]
-                 + [{"task": "yeast", "model": "unary", "method": "minmin-sparsemax", "seed": i,
-                     "test_f1_example": v, "test_f1_micro": v} for i, v in enumerate(sparsemax)]
-                 + [{"task": "yeast", "model": "unary", "method": "minmin-logistic", "seed": 9, "status": "failed",
-                     "test_f1_example": 0.0, "test_f1_micro": 0.0}])
-    refs = pd.DataFrame([{"task": "yeast", "method": "sk-ovr-logreg", "seed": s, "test_f1_example": v}
-                         for s, v in enumerate([0.5, 0.7])])
-    table = comparison_table(runs, refs, kind="multilabel").set_index("dataset")
-    assert table.at["yeast", "minmin-logistic f1_example"].startswith("62.00 ± 2.00")  # the failed run is not averaged
-    assert table.at["yeast", "ours (best min-min)"] == "66.00 ± 0.00 [sparsemax]"
-    assert table.at["yeast", "gap vs paper"] == f"{66.0 - PAPER_MULTILABEL['yeast'][0]:+.2f}"
-    assert table.at["yeast", "best sklearn reference"] == f"60.00 ± {np.std([50, 70], ddof=1):.2f} [sk-ovr-logreg]"
-    assert table.at["scene", "ours (best min-min)"] == "–"  # no runs: shown as missing, not as zero
+def _method_runs(task, model, method, test, val=None, *, config=None, start_seed=0, **extra):
+    """One ok run per seed: test (and validation) example- and micro-F1 set to the given values."""
+    val = test if val is None else val
+    return [{"task": task, "model": model, "method": method, "config": config or method, "seed": start_seed + i,
+             "test_f1_example": t, "test_f1_micro": t, "val_f1_example": v, "val_f1_micro": v, **extra}
+            for i, (t, v) in enumerate(zip(test, val))]
+
+
+NOISE = np.array([0.011, -0.004, 0.007, -0.012, 0.002])
+
+
+def _claim(claims, name):
+    return next(c for c in claims if c.name == name)
+
+
+def test_min_min_ten_points_better_on_five_paired_seeds_is_supported():
+    base = 0.50 + NOISE
+    runs = _runs(_method_runs("yeast", "unary", "minmin-logistic", base + 0.10)
+                 + _method_runs("yeast", "unary", "exact-mle", base + np.array([0.0, 0.01, -0.01, 0.005, 0.0])))
+    claim = _claim(paper_claims(runs), "beats-mle-f1_example")
+    (cell,) = claim.comparisons
+    assert cell.n == 5 and cell.verdict == FOR
+    d = (base + 0.10 - (base + np.array([0.0, 0.01, -0.01, 0.005, 0.0]))) * 100
+    assert cell.mean == pytest.approx(d.mean())
+    from scipy import stats
+
+    assert cell.p_value == pytest.approx(stats.ttest_rel(base + 0.10, base + [0.0, 0.01, -0.01, 0.005, 0.0]).pvalue)
+    assert claim.verdict == SUPPORTED
+
+
+def test_equal_methods_do_not_support_a_superiority_claim_and_two_seeds_are_too_few():
+    noise_b = np.array([-0.006, 0.009, -0.003, 0.010, -0.008])
+    runs = _runs(_method_runs("yeast", "unary", "minmin-logistic", 0.5 + NOISE)
+                 + _method_runs("yeast", "unary", "exact-mle", 0.5 + noise_b))
+    claim = _claim(paper_claims(runs), "beats-mle-f1_example")
+    assert claim.comparisons[0].verdict == UNCLEAR and claim.verdict == NOT_SUPPORTED
+    # worse by 10 points: against, still "not supported"
+    worse = _runs(_method_runs("yeast", "unary", "minmin-logistic", 0.4 + NOISE)
+                  + _method_runs("yeast", "unary", "exact-mle", 0.5 + noise_b))
+    claim = _claim(paper_claims(worse), "beats-mle-f1_example")
+    assert claim.comparisons[0].verdict == AGAINST and claim.verdict == NOT_SUPPORTED
+    two = _runs(_method_runs("yeast", "unary", "minmin-logistic", [0.6, 0.7])
+                + _method_runs("yeast", "unary", "exact-mle", [0.5, 0.5]))
+    claim = _claim(paper_claims(two), "beats-mle-f1_example")
+    assert claim.comparisons[0].verdict == TOO_FEW and claim.verdict == INCONCLUSIVE
+
+
+def test_equivalence_rule_uses_one_pooled_std_as_its_margin():
+    assert cell_verdict(5, 0.3, -0.5, 1.1, "equivalent", margin=1.0) == FOR
+    assert cell_verdict(5, 3.0, 2.0, 4.0, "equivalent", margin=1.0) == AGAINST  # the whole CI beyond the margin
+    assert cell_verdict(5, 1.5, 0.5, 2.5, "equivalent", margin=1.0) == UNCLEAR
+    assert cell_verdict(2, 0.0, -1.0, 1.0, "equivalent", margin=1.0) == TOO_FEW
+    # pairwise ≈ unary: the same F1 up to noise on both models → supported; 10 points apart → not
+    same = _runs(_method_runs("scene", "pairwise", "minmin-sparsemax", 0.7 + NOISE)
+                 + _method_runs("scene", "unary", "minmin-sparsemax", 0.7 - NOISE[::-1]))
+    claim = _claim(paper_claims(same), "pairwise-unary")
+    (cell,) = claim.comparisons
+    pooled = np.sqrt((np.var((0.7 + NOISE) * 100, ddof=1) + np.var((0.7 - NOISE[::-1]) * 100, ddof=1)) / 2)
+    assert cell.margin == pytest.approx(pooled) and cell.verdict == FOR and claim.verdict == SUPPORTED
+    apart = _runs(_method_runs("scene", "pairwise", "minmin-sparsemax", 0.6 + NOISE)
+                  + _method_runs("scene", "unary", "minmin-sparsemax", 0.7 - NOISE[::-1]))
+    assert _claim(paper_claims(apart), "pairwise-unary").verdict == NOT_SUPPORTED
+
+
+def test_best_config_is_chosen_on_validation_not_test():
+    runs = _runs(_method_runs("yeast", "unary", "minmin-logistic", [0.9] * 3, val=[0.5] * 3)
+                 + _method_runs("yeast", "unary", "minmin-sparsemax", [0.6] * 3, val=[0.7] * 3))
+    from harness.paper_evidence import prepare
+
+    assert select_config(prepare(runs), "yeast", "unary", ("minmin-logistic", "minmin-sparsemax"),
+                         "f1_example") == ("unary", "minmin-sparsemax")
+
+
+def test_targets_compare_with_the_paper_the_references_and_the_floor():
+    paper = PAPER_MULTILABEL["yeast"][0] / 100
+    runs = _runs(_method_runs("yeast", "unary", "minmin-sparsemax", paper + 0.02 + NOISE)
+                 + _method_runs("yeast", "unary", "constant", 0.30 + NOISE[::-1])
+                 + _method_runs("scene", "unary", "minmin-logistic", 0.40 + NOISE)
+                 + _method_runs("scene", "unary", "constant", 0.395 + NOISE[::-1]))
+    refs = pd.DataFrame([{"task": t, "method": "sk-ovr-logreg", "seed": i, "fold": 0, "test_f1_example": v}
+                         for t, base in (("yeast", 0.55), ("scene", 0.60)) for i, v in enumerate(base + NOISE)])
+    found = {t.task: t for t in targets(runs, refs, ["yeast", "scene", "birds"])}
+    yeast, scene, birds = found["yeast"], found["scene"], found["birds"]
+    assert (yeast.beats_paper, yeast.beats_reference, yeast.above_floor, yeast.met) == (True, True, True, True)
+    assert yeast.versus_reference.mean == pytest.approx((paper + 0.02 - 0.55) * 100)
+    assert (scene.beats_paper, scene.beats_reference, scene.above_floor, scene.met) == (False, False, False, False)
+    misses = " ".join(scene.misses())
+    assert "below the paper's 75.83" in misses and "sk-ovr-logreg" in misses and "constant floor" in misses
+    assert birds.config is None and birds.met is None and birds.misses() == ["no ok min-min run"]
+
+
+def test_coverage_counts_planned_against_stored_and_a_tuned_run_covers_its_planned_config():
+    planned = pd.DataFrame([{"task": t, "model": "unary", "config": c, "seed": s, "fold": 0, "status": st,
+                             "reason": r}
+                            for t in ("yeast", "scene") for s in range(3)
+                            for c, st, r in (("bce", None, None), ("exact-mle[prior=frequency]", None, None),
+                                             ("exact-mle", "skipped", "|Y| exceeds max_subsets"),
+                                             ("mcmc-pcd", "skipped", "data not available: missing file"))])
+    runs = _runs([{"task": "yeast", "model": "unary", "method": "bce", "config": "bce[tuned]", "seed": 0},
+                  {"task": "yeast", "model": "unary", "method": "bce", "config": "bce", "seed": 1,
+                   "status": "timeout"},
+                  {"task": "yeast", "model": "unary", "method": "exact-mle",
+                   "config": "exact-mle[prior=frequency,tuned]", "seed": 2},
+                  {"task": "yeast", "model": "unary", "method": "mcmc-pcd", "config": "mcmc-pcd", "seed": 0,
+                   "status": "skipped"},
+                  {"task": "scene", "model": "unary", "method": "bce", "config": "bce[lr=0.1]", "seed": 0}])
+    table = coverage(planned, runs).set_index("task")
+    # per task: bce, exact-mle[prior=frequency] and mcmc-pcd (data missing here, still planned) × 3 seeds
+    assert table.loc["yeast", ["planned", "stored", "ok", "failed", "missing", "not applicable"]].tolist() == \
+        [9, 3, 2, 1, 6, 3]
+    assert table.loc["scene", "stored"] == 0  # bce[lr=0.1] is not the planned configuration
+    assert table.loc["**all**", "planned"] == 18 and table.loc["**all**", "missing"] == 15
+    assert base_config("exact-mle[prior=frequency,tuned]") == "exact-mle[prior=frequency]"
+    assert base_config("bce[tuned]") == "bce" and base_config("bce") == "bce"
+
+
+def test_planned_units_is_the_suite_grid():
+    planned = planned_units("paper-convergence", None)
+    # 7 configurations (exact-mle, constant, n' ∈ {1, 10, 100, 1000}, minmin-logistic-is) × 3 seeds × 1 fold
+    assert len(planned) == 21 and planned["config"].nunique() == 7
+    assert "minmin-logistic[n_samples=1000]" in set(planned["config"])
+
+
+def test_every_failure_is_listed_with_its_message_and_count():
+    runs = _runs([{"task": "cal500", "model": "pairwise", "method": "perceptron", "seed": s, "status": "timeout",
+                   "error": f"training stopped at the 120 s limit after {n} of 2000 steps"}
+                  for s, n in ((0, 870), (1, 560), (2, 870))]
+                 + [{"task": "yeast", "model": "unary", "method": "bce", "seed": 0, "status": "failed",
+                     "error": "ValueError: boom\n  at line 3"},
+                    {"task": "yeast", "model": "unary", "method": "bce", "seed": 1, "status": "failed",
+                     "error": None},
+                    {"task": "yeast", "model": "unary", "method": "bce", "seed": 2, "status": "diverged",
+                     "error": "loss is nan"},
+                    {"task": "yeast", "model": "unary", "method": "bce", "seed": 3}])
+    table = failures_table(runs)
+    assert table["runs"].sum() == 6 and len(table) == 4
+    timeout = table[table["status"] == "timeout"].iloc[0]
+    assert timeout["runs"] == 3 and timeout["seed/fold"] == "0/0, 1/0, 2/0"  # one pattern, whatever the step
+    assert set(table["message"]) == {"e.g. training stopped at the 120 s limit after 870 of 2000 steps",
+                                     "ValueError: boom at line 3",
+                                     "(no message recorded)", "loss is nan"}
+
+
+def test_dataset_table_marks_the_tied_best_and_lists_paper_and_references():
+    from harness.leaderboard import build_leaderboard
+    from harness.paper_evidence import prepare
+
+    runs = _runs(_method_runs("yeast", "unary", "minmin-sparsemax", 0.60 + NOISE)
+                 + _method_runs("yeast", "unary", "exact-mle", 0.601 + NOISE[::-1])
+                 + _method_runs("yeast", "unary", "constant", 0.30 + NOISE))
+    refs = pd.DataFrame([{"task": "yeast", "method": m, "seed": 0, "fold": 0, "test_f1_example": v,
+                          "test_f1_micro": v} for m, v in (("sk-mlp", 0.5), ("sk-ovr-logreg", 0.55))])
+    table = dataset_table("yeast", build_leaderboard(runs), prepare(runs), refs).set_index("config")
+    expected = f"**{(0.60 + NOISE).mean() * 100:.2f} ± {np.std((0.60 + NOISE) * 100, ddof=1):.2f}**"
+    assert table.at["minmin-sparsemax", "example-F1"] == expected  # not separable from the best (exact-mle)
+    floor = table.at["constant", "example-F1"]
+    assert floor.startswith(f"{(0.30 + NOISE).mean() * 100:.2f}") and "**" not in floor
+    assert table.at["minmin-sparsemax", "note"] == "best min-min (validation)"
+    assert table.at["paper: min-min logistic", "example-F1"] == f"{PAPER_MULTILABEL['yeast'][0]:.2f}"
+    assert table.at["sklearn: sk-ovr-logreg", "note"] == "best reference"
 
 
 def test_tau_table_says_when_log_z_is_exact():
@@ -44,6 +202,7 @@ def test_tau_table_says_when_log_z_is_exact():
                   {"task": "yeast", "model": "unary", "method": "minmin-sparsemax", "k": 14, "tau_mae": 9.0,
                    "params_json": json.dumps({"divergence": "sparsemax"})}])
     table = tau_table(runs).set_index(["dataset", "model"])
+    assert set(table["config"]) == {"minmin-logistic"}
     assert table.loc[("birds", "unary"), "log Z"] == "exact"
     assert table.loc[("birds", "unary"), "mean |τ(x) − log Z(x)| (nats)"] == f"2.00 ± {np.std([1.0, 3.0], ddof=1):.2f}"
     assert table.loc[("birds", "pairwise"), "log Z"] == "importance sampling"  # 2^19 > 2^16
@@ -82,3 +241,107 @@ def test_reference_rows_on_a_bundled_task():
     assert {r["method"] for r in rows} == {"sk-ridge-ranks", "sk-knn-borda", "sk-mlp-ranks"}
     for r in rows:
         assert -1.0 <= r["test_kendall"] <= 1.0 and 0.0 <= r["test_exact_match"] <= 1.0
+
+
+def test_prior_comparison_pairs_each_config_with_its_uniform_twin():
+    from harness.paper_evidence import prior_comparisons, uniform_twin
+
+    assert uniform_twin("bce[prior=frequency,tuned]") == "bce[tuned]"
+    assert uniform_twin("exact-mle[prior=frequency]") == "exact-mle" and uniform_twin("bce[tuned]") is None
+    runs = _runs(_method_runs("yeast", "unary", "bce", 0.60 + NOISE, config="bce[prior=frequency,tuned]")
+                 + _method_runs("yeast", "unary", "bce", 0.50 + NOISE[::-1], config="bce[tuned]")
+                 + _method_runs("yeast", "unary", "exact-mle", 0.50 + NOISE, config="exact-mle[prior=frequency]"))
+    (cell,) = prior_comparisons(runs)  # exact-mle has no uniform twin here
+    assert (cell.a, cell.b, cell.verdict) == ("bce[prior=frequency,tuned]", "bce[tuned]", FOR)
+    assert cell.mean == pytest.approx(((0.60 + NOISE) - (0.50 + NOISE[::-1])).mean() * 100)
+
+
+def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every_failure(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from harness import store
+    from harness.paper import write_paper_report
+
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    rows = (_method_runs("yeast", "unary", "minmin-logistic", 0.62 + NOISE)
+            + _method_runs("yeast", "unary", "exact-mle", 0.55 + NOISE[::-1])
+            + _method_runs("yeast", "unary", "constant", 0.30 + NOISE)
+            + [{"task": "yeast", "model": "pairwise", "method": "exact-mle", "config": "exact-mle", "seed": s,
+                "status": "timeout", "error": "training stopped at the 120 s limit"} for s in range(2)])
+    runs = [{"status": "ok", **r, "run_id": f"run{i}", "suite": "paper", "fold": 0, "k": 14, "host": "box",
+             "started_at": start + timedelta(minutes=i), "finished_at": start + timedelta(minutes=i, seconds=30),
+             "train_seconds": 20.0, "params_json": "{}"} for i, r in enumerate(rows)]
+    store.append_rows(tmp_path / "results", "runs", runs)
+    report = write_paper_report(tmp_path / "results", tmp_path / "out", data_dir=tmp_path / "no-data",
+                                notes="NOTES-MARKER").read_text()
+    assert "NOTES-MARKER" in report and "zero_division=1.0" in report
+    # coverage: 17 runs stored of the paper protocol's planned ones (data missing here still counts as planned)
+    planned = planned_units("paper", tmp_path / "no-data")
+    assert f"17 of {int(coverage(planned, pd.DataFrame(runs))['planned'].iloc[-1])} planned runs are stored" in report
+    # what the method cannot do is not planned, with or without the data (exact MLE past 2^16 labellings)
+    exact = planned[(planned["task"] == "cal500") & (planned["model"] == "pairwise")
+                    & (planned["config"] == "exact-mle")]
+    assert len(exact) and set(exact["status"]) == {"skipped"} and "max_subsets" in exact["reason"].iloc[0]
+    assert "| min-min beats exact MLE in F1 (example-F1) | **supported** |" in report
+    assert "training stopped at the 120 s limit" in report and "## Failures (2 runs)" in report
+    assert "summed run wall time 8.5 min" in report  # 17 runs × 30 s
+    assert "_No runs of this dataset are stored._" in report  # e.g. scene
+    assert "| yeast | minmin-logistic (unary) |" in report
+
+
+def _curves_and_runs():
+    """Two seeds of two configs on cal500/unary with train-objective and validation curves, and
+    τ points (150 test inputs) for one config."""
+    runs, curves = [], []
+    for config, method, offset in (("exact-mle", "exact-mle", 0.0), ("minmin-logistic[n_samples=10]",
+                                                                     "minmin-logistic", 1.0)):
+        for seed in range(2):
+            run_id = f"{method}-{seed}"
+            runs.append({"run_id": run_id, "task": "cal500", "model": "unary", "method": method, "config": config,
+                         "seed": seed, "fold": 0, "status": "ok", "primary_metric": "f1_example",
+                         "params_json": "{}", "tuned": False})
+            for step in (10, 20, 30):
+                curves += [{"run_id": run_id, "step": step, "seconds": step / 10 * (1 + seed), "split": "train",
+                            "metric": "objective", "value": 100.0 / step + offset + seed},
+                           {"run_id": run_id, "step": step, "seconds": step / 10 * (1 + seed), "split": "val",
+                            "metric": "f1_example", "value": 0.3 + step / 100 + 0.01 * seed}]
+            if method == "minmin-logistic":
+                curves += [{"run_id": run_id, "step": i, "seconds": None, "split": "tau", "metric": m,
+                            "value": float(i) + (0.5 if m == "tau" else 0.0)}
+                           for i in range(150) for m in ("tau", "logz")]
+    return pd.DataFrame(curves), pd.DataFrame(runs)
+
+
+def test_convergence_band_is_the_mean_and_range_over_seeds_and_the_figures_are_written(tmp_path):
+    from harness.plots import mean_band, plot_paper_convergence, plot_tau_panels, tau_points
+
+    curves, runs = _curves_and_runs()
+    joined = curves[curves["split"] == "train"].merge(runs[["run_id", "config"]], on="run_id")
+    band = mean_band(joined).set_index(["config", "step"])
+    row = band.loc[("exact-mle", 10)]
+    assert (row["mean"], row["low"], row["high"]) == (10.5, 10.0, 11.0)  # 100/10 + seed, seeds 0 and 1
+    assert row["seconds"] == pytest.approx((1.0 + 2.0) / 2)
+    (path,) = plot_paper_convergence(curves, runs, tmp_path)
+    assert path.name == "convergence-cal500-unary.png" and path.stat().st_size > 10_000
+    (tau,) = plot_tau_panels(curves, runs, tmp_path)
+    assert tau.name == "tau-vs-logz.png" and tau.stat().st_size > 10_000
+    assert len(tau_points(curves)) == 300  # the figure draws 100 of seed 0's 150 points (title says so)
+
+
+def test_tau_claim_compares_the_learned_tau_with_the_best_constant():
+    curves, runs = _curves_and_runs()
+    runs = runs.assign(suite="paper", k=174, test_f1_example=0.5, val_f1_example=0.5)
+    (cell,) = _claim(paper_claims(runs, curves), "tau").comparisons
+    # τ is off by 0.5 everywhere; the best constant (the median of 0..149) is off by 37.5 on average
+    const = float(np.mean(np.abs(np.arange(150) - np.median(np.arange(150)))))
+    assert cell.mean == pytest.approx(const - 0.5) and cell.n == 2 and cell.verdict == TOO_FEW
+
+
+def test_provenance_without_timestamps_says_so(tmp_path):
+    from harness.paper import provenance
+
+    runs = _runs([{"task": "yeast", "model": "unary", "method": "bce", "seed": 0, "started_at": pd.NaT,
+                   "finished_at": pd.NaT, "train_seconds": 5.0, "host": "box", "device": "cpu", "threads": 2,
+                   "versions_json": "{}"}])
+    text = provenance(runs, tmp_path)
+    assert "span ? (no timestamps)" in text and "box (1)" in text and "threads per run: 2" in text

@@ -11,8 +11,14 @@ results dir) with the run counts by status, the leaderboard of every task (test 
 mean ± std over seeds, best in bold), the mean rank of each method across tasks, the
 figures of `ebm-bench plot` (written to OUT/plots/) and the failed runs with their messages.
 
---paper writes the paper-reproduction report instead: our numbers beside the paper's and
-beside scikit-learn references on the same splits.
+--paper writes the paper-reproduction report instead (from the `paper` and `paper-convergence`
+suites' runs, partial runs included): coverage of the protocol (planned vs stored runs), the
+issue-16 targets per dataset, the paper's claims with paired evidence and computed verdicts, one
+table per dataset (every config, the paper's figure, scikit-learn references fitted on the same
+splits, cached in OUT/references.parquet), critical-difference diagrams, the τ and convergence
+figures, every failure with its message, and provenance (wall time, machine, commands).
+
+  ebm-bench report --paper --results-dir results/paper --notes results/paper/NOTES.md
 """
 
 
@@ -25,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the paper-reproduction report: our numbers beside the paper's and beside "
                              "scikit-learn references on the same splits (needs the paper suite's runs)")
     parser.add_argument("--data-dir", default=None, help="with --paper: dataset directory (default: $EBM_BENCH_DATA)")
-    parser.add_argument("--notes", default=None, help="with --paper: a Markdown file inserted after the summary")
+    parser.add_argument("--notes", default=None,
+                        help="with --paper: a Markdown file inserted after the summary (e.g. the command "
+                             "sequence and what was cut)")
     parser.set_defaults(func=run)
 
 

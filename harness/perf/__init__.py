@@ -4,6 +4,7 @@ Benchmarks (each its own module; every figure is a ratio of things timed in the 
 process, in interleaved repetitions, medians — see :mod:`harness.perf.common`):
 
 * ``step_cost`` (:mod:`~harness.perf.steps`): ms per training step vs |Y|, ratio to bce;
+* ``stacking`` (:mod:`~harness.perf.stacking`): ms per member-step, 5 runs stacked vs alone;
 * ``time_to_quality`` (:mod:`~harness.perf.quality`): seconds to within 2% of exact-mle's
   validation NLL, ratio to exact-mle;
 * ``harness`` (:mod:`~harness.perf.scaling`): 16 short runs, serial vs Ray 1 vs Ray 2 workers;
@@ -33,6 +34,7 @@ from harness.perf.common import PerfConfig
 #: benchmark name → module (each exposes ``run(config) -> (rows, notes)``), in run order
 BENCHMARKS: dict[str, str] = {
     "step_cost": "harness.perf.steps",
+    "stacking": "harness.perf.stacking",
     "time_to_quality": "harness.perf.quality",
     "flops": "harness.perf.hardware",
     "memory": "harness.perf.memory",

@@ -1,0 +1,93 @@
+"""Benchmark ``stacking``: milliseconds per member-step of S runs trained as one stacked model
+(:func:`ebm.stacking.fit_stacked`) against the same S runs trained one after the other.
+
+Both contenders fit the same S seeds on the same data (random features, d = 103 like yeast;
+multilabel unary k = 14, pairwise k = 16, rankings k = 6 on the permutahedron), with the
+same budget and no monitor, in interleaved repetitions; the figure is wall time / (S × steps).
+Rows: ``ms_per_member_step`` of ``<method>[stacked=S]`` relative to ``<method>`` alone
+(speed-up = 1 / ratio).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+
+from harness.perf.common import PerfConfig, Threads, interleaved, perf_rows
+
+MEMBERS = 5
+#: (kind, model, k) × the stackable methods measured on it
+CASES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
+    ("multilabel", "unary", 14, ("bce", "minmin-logistic", "exact-mle", "nce")),
+    ("multilabel", "pairwise", 16, ("bce", "minmin-logistic", "nce")),
+    ("ranking", "permutahedron", 6, ("minmin-logistic", "exact-mle", "nce")),
+)
+IN_FEATURES = 103
+
+
+def member_data(kind: str, k: int, seed: int, n: int = 1024):
+    """Random (x, y) of one member: standard-normal features, labels or rankings drawn from the prior."""
+    from ebm.method import FitData
+    from ebm.spaces import make_space
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, IN_FEATURES, generator=generator)
+    space = make_space(kind, k, "unary" if kind == "multilabel" else "permutahedron")
+    y = space.sample_prior(n, generator=generator)
+    return FitData(x, y, x[:64], y[:64])
+
+
+def ms_alone(method, space, model: str, data: list, budget, device) -> float:
+    """Milliseconds per member-step of the members fitted one after the other."""
+    from harness.perf.common import timed
+
+    def fit_each() -> None:
+        for seed, member in enumerate(data):
+            method.fit(space, model, member, {}, budget, seed=seed, device=device)
+
+    return 1e3 * timed(fit_each, device) / (len(data) * budget.max_steps)
+
+
+def ms_stacked(method, space, model: str, data: list, budget, device) -> float:
+    """Milliseconds per member-step of the members fitted as one stacked group."""
+    from ebm.stacking import Member, fit_stacked
+    from harness.perf.common import timed
+
+    members = [Member(member, seed) for seed, member in enumerate(data)]
+    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, {}, budget, device=device),
+                       device) / (len(data) * budget.max_steps)
+
+
+def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    from baselines.registry import get_method
+    from ebm.method import Budget
+    from ebm.spaces import make_space
+    from ebm.training import StepMethod
+
+    steps = 60 if config.quick else 200
+    budget = Budget(max_steps=steps, batch_size=64, eval_every=10**9)
+    device = config.torch_device
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    with Threads(config.threads):
+        for kind, model, k, methods in CASES:
+            space = make_space(kind, k, model)
+            data = [member_data(kind, k, seed).to(device) for seed in range(MEMBERS)]
+            for name in methods:
+                method = get_method(name)
+                params = method.params({})
+                if not isinstance(method, StepMethod) or method.check(space, model, params) is not None \
+                        or not method.can_stack(space, model, params):
+                    notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
+                    continue
+                alone = partial(ms_alone, method, space, model, data, budget, device)
+                stacked = partial(ms_stacked, method, space, model, data, budget, device)
+                alone(), stacked()  # warm-up (imports, allocator) outside the timings
+                label = f"{name}[stacked={MEMBERS}]"
+                samples = interleaved({name: alone, label: stacked}, max(config.reps // 2, 2))
+                rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples, reference=name,
+                                  task="random-d103", model=model, k=k)
+    notes.append(f"stacking: {MEMBERS} members vs {MEMBERS} lone fits, {steps} steps of batch 64 each")
+    return rows, notes
