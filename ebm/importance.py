@@ -423,6 +423,21 @@ def draw_training_samples(proposal: Proposal, space: OutputSpace, m: int, genera
     return samples, log_weights.to(dtype)
 
 
+def leave_one_out_log_mean(log_terms: Tensor) -> Tensor:
+    """b_{−j} = log (1/(m − 1)) Σ_{i≠j} e^{ℓ_i} for every j of each row of ℓ (n, m) → (n, m), m ≥ 2.
+
+    With ℓ_j = log w_j + g(x, y_j) this is the importance-sampling estimate of log Z(x) from every
+    draw but the j-th: it does not depend on draw j, so a term of draw j offset by it stays an
+    unbiased estimate given the others (the estimate from all m draws would make the sample term
+    self-normalised, i.e. biased)."""
+    n, m = log_terms.shape
+    if m < 2:
+        raise ValueError(f"a leave-one-out estimate needs at least 2 draws per input, got {m}")
+    others = log_terms.unsqueeze(1).expand(n, m, m).masked_fill(
+        torch.eye(m, dtype=torch.bool, device=log_terms.device), -math.inf)
+    return torch.logsumexp(others, dim=-1) - math.log(m - 1)
+
+
 def effective_sample_fraction(log_terms: Tensor) -> Tensor:
     """ESS/m = (Σ_j ω_j)² / (m Σ_j ω_j²) per row of log ω (n, m): 1 when every draw counts the same,
     1/m when one draw carries all the weight (rows with no positive weight give 0)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebm.divergences import Divergence, get_divergence
+from ebm.divergences import Divergence, get_divergence, weighted_conjugate
 
 
 def minmin_loss(
@@ -23,19 +23,28 @@ def minmin_loss(
     divergence: Divergence | str,
     log_weights: Tensor | None = None,
 ) -> Tensor:
-    """Per-example L = τ + mean_j w_j f*(g_j − τ) − g_data; shapes (n,), (n, m), (n,) [, (n, m)] → (n,)."""
+    """Per-example L = τ + mean_j w_j f*(g_j − τ) − g_data; shapes (n,), (n, m), (n,) [, (n, m)] → (n,).
+
+    τ may also be (n, m), one τ_j per draw: L = mean_j (τ_j + w_j f*(g_j − τ_j)) − g_data (used with
+    leave-one-out offsets τ_j that do not depend on draw j, so each term stays unbiased)."""
     divergence = get_divergence(divergence)
     n = g_data.shape[0]
-    if g_data.shape != (n,) or tau.shape != (n,) or g_samples.dim() != 2 or g_samples.shape[0] != n:
+    if (g_data.shape != (n,) or g_samples.dim() != 2 or g_samples.shape[0] != n
+            or tau.shape not in ((n,), g_samples.shape)):
         raise ValueError(
-            f"minmin_loss needs g_data (n,), g_samples (n, m), tau (n,); got {tuple(g_data.shape)}, "
+            f"minmin_loss needs g_data (n,), g_samples (n, m), tau (n,) or (n, m); got {tuple(g_data.shape)}, "
             f"{tuple(g_samples.shape)}, {tuple(tau.shape)}"
         )
-    terms = divergence.conjugate(g_samples - tau[:, None])
-    if log_weights is not None:
+    per_draw = tau.dim() == 2
+    margins = g_samples - (tau if per_draw else tau[:, None])
+    if log_weights is None:
+        terms = divergence.conjugate(margins)
+    else:
         if log_weights.shape != g_samples.shape:
             raise ValueError(f"log_weights has shape {tuple(log_weights.shape)}, expected {tuple(g_samples.shape)}")
-        terms = terms * log_weights.exp()
+        terms = weighted_conjugate(divergence, margins, log_weights.detach())  # guard on log w + g − τ
+    if per_draw:
+        return (tau + terms).mean(dim=1) - g_data
     return tau + terms.mean(dim=1) - g_data
 
 

@@ -7,6 +7,8 @@ training set), which only :class:`FiniteTau` uses; so a training loop can call
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +16,9 @@ from ebm import unknown_name_error
 from ebm.energies import mlp
 
 TAUS = ("neural", "finite", "scalar")
+#: what τ is learned on top of: "none" (τ itself) or "estimate" (a detached log-partition estimate
+#: b(x) of the current energy, see :class:`OffsetTau`)
+TAU_OFFSETS = ("none", "estimate")
 
 
 class NeuralTau(nn.Module):
@@ -80,6 +85,26 @@ class ScalarTau(nn.Module):
 
     def forward(self, x: Tensor, index: Tensor | None = None) -> Tensor:
         return self.value.expand(x.shape[0])
+
+
+class OffsetTau(nn.Module):
+    """τ(x) = b(x) + τ_net(x): a learned correction τ_net on top of an estimate b(x) of the current
+    energy's log-partition, computed without gradient (a warm start that moves with g: τ_net only
+    learns the residual, so τ never lags far behind log Z while g changes quickly).
+
+    ``offset`` maps x (n, d) → b(x) (n,); it holds the energy by reference, so the energy's
+    parameters are not this module's (its state is τ_net's). During training the min-min step
+    adds its own offsets (closed form, or leave-one-out importance estimates per draw) to
+    ``net``'s output; this module is the τ(x) the fitted model reports."""
+
+    def __init__(self, net: nn.Module, offset: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.net, self.offset = net, offset
+
+    def forward(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        with torch.no_grad():
+            base = self.offset(x)
+        return self.net(x, index=index) + base.to(x.dtype)
 
 
 def build_tau(

@@ -106,6 +106,30 @@ def test_get_divergence_names():
         get_divergence("entmax:abc")
 
 
+def test_weighted_conjugate_guards_the_terms_size_not_the_margin():
+    """w·f*(s) for importance-weighted draws: the value w(eˢ − 1) (and for sparsemax w·f*(s)) where
+    nothing is guarded; for kl at s = 60, log w = −55 (a draw at log p/q ≈ 60 from a model-informed
+    proposal, k = 174) its s-gradient is w eˢ = e⁵ exactly, where guarding s alone gives w e⁴⁰ = e⁻¹⁵."""
+    from ebm.divergences import get_divergence, weighted_conjugate, weighted_slope
+
+    kl = get_divergence("kl")
+    s = torch.tensor([-3.0, 0.0, 2.5], dtype=torch.float64, requires_grad=True)
+    log_w = torch.tensor([0.7, -1.2, 2.0], dtype=torch.float64)
+    value = weighted_conjugate(kl, s, log_w)
+    assert torch.allclose(value, log_w.exp() * torch.expm1(s), rtol=1e-12)
+    (grad,) = torch.autograd.grad(value.sum(), s)
+    assert torch.allclose(grad, log_w.exp() * s.detach().exp(), rtol=1e-12)
+    assert torch.allclose(weighted_slope(kl, s.detach(), log_w), grad, rtol=1e-12)
+    sparsemax = get_divergence("sparsemax")
+    assert torch.allclose(weighted_conjugate(sparsemax, s, log_w), log_w.exp() * sparsemax.conjugate(s))
+
+    far = torch.tensor([60.0], requires_grad=True)  # float32, as in training
+    (grad,) = torch.autograd.grad(weighted_conjugate(kl, far, torch.tensor([-55.0])).sum(), far)
+    assert math.isclose(float(grad), math.exp(5.0), rel_tol=1e-4)
+    (capped,) = torch.autograd.grad((kl.conjugate(far) * math.exp(-55.0)).sum(), far)
+    assert float(capped) < 1e-6  # what guarding the margin alone gives
+
+
 def test_entmax15_closed_form_equals_the_generic_entmax_at_one_point_five():
     """The polynomial α = 1.5 conjugate and ratio equal entmax(1.5)'s log1p/expm1 forms, guard included."""
     s = torch.cat([torch.linspace(-5, 5, 1001, dtype=torch.float64), torch.tensor([1e6, 1e12], dtype=torch.float64)])

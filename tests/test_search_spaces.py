@@ -20,7 +20,7 @@ def registered_methods():
 #: sweeps), the model's definition (divergence, τ, proposal), limits, and variance controls set
 #: per suite (max_grad_norm, adam_beta2)
 NOT_TUNED = {"n_samples", "chains", "sweeps", "init", "divergence", "tau", "tau_shares_trunk", "tau_lr_mult",
-             "proposal", "proposal_prior_weight", "max_grad_norm", "adam_beta2", "max_subsets",
+             "tau_offset", "proposal", "proposal_prior_weight", "max_grad_norm", "adam_beta2", "max_subsets",
              "max_permutations", "chunk_size"}
 
 
