@@ -186,11 +186,16 @@ class CurveMonitor:
 
 def tau_error(fitted, x) -> tuple[float | None, list[tuple[float, float]]]:
     """mean |τ(x) − τ*(x)| and, for KL, the (τ(x_i), log Z(x_i)) pairs (for the τ plot).
-    τ* = log Z(x) for KL; for other divergences the exact minimiser (small spaces only)."""
+    τ* = log Z(x) for KL; for other divergences the exact minimiser (small spaces only).
+    An audit: computed without a graph (a stacked member's modules still require grad)."""
     import torch
 
-    with torch.no_grad():  # an audit: no graph (a stacked member's modules still require grad)
-        tau = fitted.tau_estimate(x)
+    with torch.no_grad():
+        return _tau_error(fitted, x)
+
+
+def _tau_error(fitted, x) -> tuple[float | None, list[tuple[float, float]]]:
+    tau = fitted.tau_estimate(x)
     if tau is None:
         return None, []
     divergence, space = fitted.divergence, fitted.space  # the method's space: its prior may differ
