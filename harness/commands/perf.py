@@ -23,8 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"fewer repetitions, shorter runs (under {QUICK_MINUTES} min on an idle 2-core machine)")
     parser.add_argument("--data-dir", help="dataset directory for yeast and lr-glass (default: $EBM_BENCH_DATA)")
-    parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, time_to_quality, flops, memory, harness, "
-                                             "throughput (default: all)")
+    parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, time_to_quality, flops, memory, "
+                                             "harness, throughput (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for the timed work (default: cpu)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while timing (default 1, what a harness run gets per CPU)")
