@@ -222,6 +222,20 @@ def tau_points(curves: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def _tau_panel(ax, rows: pd.DataFrame, colours: dict, *, size: float) -> None:
+    """τ(x) against log Z(x), one colour per config with its mean |τ − log Z| in the label, and
+    the identity line (the caller sets titles, the x label and the legend)."""
+    for config, group in rows.groupby("config"):
+        mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
+        ax.scatter(group["logz"], group["tau"], s=size, alpha=0.6, color=colours.get(config),
+                   label=f"{config} (MAE {mae:.3g})")
+    low = float(min(rows["logz"].min(), rows["tau"].min()))
+    high = float(max(rows["logz"].max(), rows["tau"].max()))
+    ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
+    ax.set_ylabel("learned τ(x)")
+    ax.grid(alpha=0.3)
+
+
 def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """One scatter of τ(x) vs exact log Z(x) on test inputs per task × model that has such points."""
     plt = _pyplot()
@@ -233,18 +247,10 @@ def plot_tau_vs_logz(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os
     paths = []
     for (task, model), rows in points.groupby(["task", "model"]):
         fig, ax = plt.subplots(figsize=(5.5, 5))
-        for config, group in rows.groupby("config"):
-            mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
-            ax.scatter(group["logz"], group["tau"], s=8, alpha=0.6, color=colours.get(config),
-                       label=f"{config} (MAE {mae:.3g})")
-        low = float(min(rows["logz"].min(), rows["tau"].min()))
-        high = float(max(rows["logz"].max(), rows["tau"].max()))
-        ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
+        _tau_panel(ax, rows, colours, size=8)
         ax.set_xlabel("exact log Z(x)  (test inputs)")
-        ax.set_ylabel("learned τ(x)")
         ax.set_title(f"{task} / {model}")
         ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
         paths.append(_save(fig, Path(out_dir) / f"tau-{_slug(task)}-{_slug(model)}.png"))
     return paths
 
@@ -431,18 +437,10 @@ def plot_tau_panels(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | os.
     fig, axes = plt.subplots(rows_n, columns, figsize=(4.6 * columns, 4.3 * rows_n), squeeze=False)
     for ax, (task, model) in zip(axes.flat, panels):
         rows = points[(points["task"] == task) & (points["model"] == model)]
-        for config, group in rows.groupby("config"):
-            mae = float(np.mean(np.abs(group["tau"] - group["logz"])))
-            ax.scatter(group["logz"], group["tau"], s=9, alpha=0.6, color=colours.get(config),
-                       label=f"{config} (MAE {mae:.3g})")
-        low = float(min(rows["logz"].min(), rows["tau"].min()))
-        high = float(max(rows["logz"].max(), rows["tau"].max()))
-        ax.plot([low, high], [low, high], color="black", linewidth=1, label="τ = log Z")
+        _tau_panel(ax, rows, colours, size=9)
         ax.set_title(f"{task} / {model} ({rows.groupby('config').size().max()} unseen x)", fontsize=10)
         ax.set_xlabel("log Z(x)")
-        ax.set_ylabel("learned τ(x)")
         ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()

@@ -189,23 +189,11 @@ def test_importance_weighted_gradient_is_unbiased(space, model, divergence):
     """The expectation over y′ ~ r (the model-informed training proposal, 10% prior) of the
     weighted gradient equals the exact gradient of τ + E_q f*(g − τ) − g(x, y) computed by
     enumeration (relative error < 5% over 64,000 draws), while unweighted draws from r are biased."""
-    from ebm.energies import build_energy
     from ebm.importance import draw_training_samples
     from ebm.inference import training_proposal
     from ebm.objective import expected_dual, minmin_loss
-    from ebm.tau import NeuralTau
 
-    torch.manual_seed(0)
-    energy = build_energy(space, model, 5, hidden=8, rank=2)
-    tau = NeuralTau(5, hidden=8, init=0.5)
-    with torch.no_grad():  # a peaked model, far from q: the proposal differs from q
-        for p in energy.parameters():
-            p.mul_(3.0)
-        if model == "pairwise":
-            energy.coupling.normal_(std=1.0)
-    parameters = [*energy.parameters(), *tau.parameters()]
-    x, y = torch.randn(4, 5), space.sample_prior(4, generator=torch.Generator().manual_seed(3))
-    everything, log_q = space.enumerate_all(), space.log_prior(space.enumerate_all())
+    energy, tau, parameters, x, y, everything, log_q = _peaked_model(space, model)
 
     def gradient(loss):
         grads = torch.autograd.grad(loss, parameters, allow_unused=True, retain_graph=True)
@@ -266,23 +254,11 @@ def test_leave_one_out_tau_offset_keeps_the_gradient_unbiased(space, model):
     8,000 groups of 8 must equal the enumerated gradient of τ + E_q e^{g − τ} − g(x, y) at τ_eff,
     e^{−τ_eff} = e^{−τ(x)} · mean e^{−b_{−j}} (relative error < 5%), while offsetting every draw by
     the estimate from all draws of its group (self-normalised) is biased."""
-    from ebm.energies import build_energy
     from ebm.importance import draw_training_samples, leave_one_out_log_mean
     from ebm.inference import training_proposal
     from ebm.objective import expected_dual, minmin_loss
-    from ebm.tau import NeuralTau
 
-    torch.manual_seed(0)
-    energy = build_energy(space, model, 5, hidden=8, rank=2)
-    tau = NeuralTau(5, hidden=8, init=0.5)
-    with torch.no_grad():  # a peaked model, far from q
-        for p in energy.parameters():
-            p.mul_(3.0)
-        if model == "pairwise":
-            energy.coupling.normal_(std=1.0)
-    parameters = [*energy.parameters(), *tau.parameters()]
-    x, y = torch.randn(4, 5), space.sample_prior(4, generator=torch.Generator().manual_seed(3))
-    everything, log_q = space.enumerate_all(), space.log_prior(space.enumerate_all())
+    energy, tau, parameters, x, y, everything, log_q = _peaked_model(space, model)
     groups, m = 8_000, 8
 
     def gradient(loss):
@@ -338,3 +314,23 @@ def test_tau_offset_reports_tau_on_top_of_log_partition_and_is_checked():
         with pytest.raises(ValueError):
             method.check(Permutations(4), "permutahedron", method.params(bad))
     assert method.check(Multilabel(3), "unary", method.params({"tau_offset": "estimate", "n_samples": 1})) is None
+
+
+def _peaked_model(space, model):
+    """A small energy made peaked (far from q, so a model proposal differs from q), a neural τ,
+    their parameters, 4 inputs with prior-drawn targets, and the enumerated space with log q."""
+    from ebm.energies import build_energy
+    from ebm.tau import NeuralTau
+
+    torch.manual_seed(0)
+    energy = build_energy(space, model, 5, hidden=8, rank=2)
+    tau = NeuralTau(5, hidden=8, init=0.5)
+    with torch.no_grad():
+        for p in energy.parameters():
+            p.mul_(3.0)
+        if model == "pairwise":
+            energy.coupling.normal_(std=1.0)
+    parameters = [*energy.parameters(), *tau.parameters()]
+    x, y = torch.randn(4, 5), space.sample_prior(4, generator=torch.Generator().manual_seed(3))
+    everything = space.enumerate_all()
+    return energy, tau, parameters, x, y, everything, space.log_prior(everything)
