@@ -157,12 +157,16 @@ def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple
 
     states: dict[str, StudyState] = {}
     notes: list[str] = []
+    untunable: set[str] = set()
     for run in sorted(runs, key=lambda r: (r.spec.seed, r.spec.fold)):
         name = study_name(run)
-        if name in states:
+        if name in states or name in untunable:
             continue
-        if not tunable(run.method):
-            notes.append(f"{run.spec.method}: empty search space, default hyperparameters used")
+        if not tunable(run.method):  # one note per method, not per run or study
+            untunable.add(name)
+            note = f"{run.spec.method}: empty search space, default hyperparameters used"
+            if note not in notes:
+                notes.append(note)
             continue
         study = open_study(results_dir, name, direction(run.primary_metric), attrs=cell_attrs(run))
         remaining = max(0, n_trials - _finished_count(study))

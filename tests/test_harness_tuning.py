@@ -121,3 +121,13 @@ def test_one_study_store_per_results_dir_with_tagged_trials(tmp_path):
             # the run id is the id of the run with the trial's parameters
             base = next(r for r in plan.values() if r.spec.method == attrs["method"] and r.spec.seed == 0)
             assert attrs["run_id"] == tuning.with_params(base, json.loads(attrs["params"]), tuned=False).run_id
+
+
+def test_a_method_without_search_space_is_noted_once_not_per_run(tmp_path):
+    """`constant` has nothing to tune: one note for the method, however many runs and studies."""
+    suite = write_suite(tmp_path, methods=("constant", "test-constant"), seeds=4, trials=1)
+    runs = plan_runs(load_suite(suite)).runnable()
+    assert sum(r.spec.method == "constant" for r in runs) == 4
+    states, notes = tuning.prepare_studies(runs, tmp_path / "results", n_trials=1)
+    assert notes == ["constant: empty search space, default hyperparameters used"]
+    assert {s.run.spec.method for s in states.values()} == {"test-constant"}
