@@ -241,7 +241,7 @@ class AssignmentProposal(Proposal):
         n, k, _ = self.log_potentials.shape
         device = self.log_potentials.device
         taken = torch.zeros((n, m, k), dtype=torch.bool, device=device)
-        sampled = torch.empty((n, m, k), dtype=torch.long, device=device) if positions is None else positions
+        sampled = torch.zeros((n, m, k), dtype=torch.long, device=device) if positions is None else positions
         log_prob = torch.zeros((n, m), dtype=torch.float64, device=device)
         rows = torch.arange(n, device=device)
         for t in range(k):
@@ -251,7 +251,8 @@ class AssignmentProposal(Proposal):
             if positions is None:
                 column = (log_softmax + gumbel_noise((n, m, k), generator,
                                                      device)).argmax(dim=-1)  # Gumbel-max: a draw from the softmax
-                sampled.scatter_(2, label[:, None, None].expand(n, m, 1), column.unsqueeze(-1))
+                # out of place: under a stacked step (ebm.stacking) the columns are batched, the buffer not
+                sampled = sampled.scatter(2, label[:, None, None].expand(n, m, 1), column.unsqueeze(-1))
             else:
                 column = positions.gather(2, label[:, None, None].expand(n, m, 1)).squeeze(-1)
             log_prob = log_prob + log_softmax.gather(2, column.unsqueeze(-1)).squeeze(-1)

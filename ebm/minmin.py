@@ -91,13 +91,18 @@ class MinMinMethod(StepMethod):
         "adam_beta2": 0.999,
         "tau_offset": "none",
     }
-    #: seeds train stacked (ebm.stacking) with y′ ~ q and a neural or scalar τ; not with the
-    #: model proposal (rebuilt per batch by data-dependent code), a finite τ (one per row) nor a
-    #: τ offset (its estimate is computed per batch outside the stacked step)
+    #: seeds train stacked (ebm.stacking) with a neural or scalar τ, whatever the proposal and τ
+    #: offset: the model proposal r(·|x) (built from the detached energy, ebm.inference.training_proposal),
+    #: its draws and weights, and the offsets (closed form, or leave-one-out estimates from the step's
+    #: draws) are computed inside the vmapped objective from tensors only, with no Python number of a
+    #: batch tensor and no branch on one, on every model (unary, pairwise, mlp, permutahedron,
+    #: birkhoff); only the ESS log is skipped there (EssLog.add). Not a finite τ: one τ per training
+    #: row, whose rows differ between members (tests/test_stacking.py: a group of one, and members of
+    #: one seed under randomness="same", give their lone runs' numbers)
     stackable: ClassVar[bool] = True
 
     def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
-        return params["proposal"] == "prior" and params["tau"] != "finite" and params["tau_offset"] == "none"
+        return params["tau"] != "finite"
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         get_divergence(params["divergence"])  # raises with "did you mean" on a bad name

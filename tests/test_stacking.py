@@ -26,12 +26,12 @@ def _data(space, seed: int, *, nan_row: int | None = None, rows: int = N) -> Fit
     """Inputs and labels from a planted linear model (labels in the space's encoding)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, D, generator=g)
-    w = torch.randn(D, *space.event_shape, generator=g)
+    w = torch.randn(D, space.k, generator=g)
     if space.kind.binary:
         y = (torch.rand(rows, space.k, generator=g) < torch.sigmoid(x @ w)).float()
-    else:  # rankings: the rank vector of noisy linear scores (Permutations encoding)
+    else:  # rankings: labels by decreasing noisy linear score (position 0: the highest)
         scores = x @ w + 0.5 * torch.randn(rows, space.k, generator=g)
-        y = scores.argsort(-1).argsort(-1).float()
+        y = space.from_labels((-scores).argsort(-1).argsort(-1).numpy())
     if nan_row is not None:
         x[nan_row, 0] = float("nan")
     return FitData(x, y, x[:40], y[:40])
@@ -100,6 +100,158 @@ def test_a_diverging_member_is_dropped_and_the_others_are_unchanged():
         assert _max_difference(single, stacked[i]) < 1e-5
 
 
+#: the models minmin-logistic-is trains stacked (its default: model proposal, τ offset), as (kind, k, model)
+IS_MODELS = [("multilabel", 6, "unary"), ("multilabel", 6, "pairwise"), ("multilabel", 6, "mlp"),
+             ("ranking", 5, "permutahedron"), ("ranking", 4, "birkhoff")]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: threads only add overhead (and the machine may be shared)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("kind", "k", "model"), IS_MODELS, ids=[case[2] for case in IS_MODELS])
+def test_importance_weighted_members_compute_their_single_runs_objective(kind, k, model, monkeypatch):
+    """minmin-logistic-is builds its proposal r(·|x) from the current energy, draws from it, weighs
+    the draws by q/r and offsets τ by a log Z estimate (closed form for unary, leave-one-out from
+    the draws otherwise), all inside the vmapped step. With the draws made equal, that step must be
+    each member's own single-run step:
+
+    * a group of one draws exactly what its single run draws (``randomness="different"`` with one
+      member takes the same numbers from the same generator): equal to float tolerance;
+    * three members of one seed (one initialisation, batch order and generator stream) on different
+      training rows, under ``randomness="same"`` (every member gets the single run's draws), with
+      their own scripted validation (member 0 stops by patience at step 30, its best at step 10)
+      and a NaN feature in member 2's rows (its loss turns non-finite at the first batch holding
+      it): members 0 and 1 equal their single runs, member 2 ends ``Diverged`` as its single run.
+
+    A proposal, weight or offset computed from another member's energy or rows, or from the
+    wrong slice of the draws, would break the equalities (members 0 and 1 differ by ≫ 1e-3)."""
+    import torch.func
+
+    space, method = make_space(kind, k, model), get_method("minmin-logistic-is")
+    budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
+    scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
+    data = [_data(space, 3), _data(space, 4), _data(space, 5, nan_row=7)]
+    tolerance = 1e-4 if model == "mlp" else 1e-5  # its ReLU head sums in another order under vmap
+
+    single = method.fit(space, model, data[0], {}, budget, seed=3, device=CPU, monitor=_Scripted(scripts[0]))
+    (alone,) = fit_stacked(method, space, model, [Member(data[0], 3, _Scripted(scripts[0]))], {}, budget, device=CPU)
+    assert isinstance(alone, Fitted) and alone.info["stacked"] == 1
+    assert _max_difference(single, alone) < tolerance
+
+    singles: list[Fitted | BaseException] = []
+    for d, v in zip(data, scripts):
+        try:
+            singles.append(method.fit(space, model, d, {}, budget, seed=3, device=CPU, monitor=_Scripted(v)))
+        except Diverged as exc:
+            singles.append(exc)
+    vmap = torch.func.vmap
+    monkeypatch.setattr(torch.func, "vmap", lambda f, **kw: vmap(f, **{**kw, "randomness": "same"}))
+    stacked = fit_stacked(method, space, model, [Member(d, 3, _Scripted(v)) for d, v in zip(data, scripts)], {},
+                          budget, device=CPU)
+    assert isinstance(singles[2], Diverged) and isinstance(stacked[2], Diverged)
+    assert "non-finite" in str(stacked[2])
+    for single, member in zip(singles[:2], stacked[:2]):
+        assert isinstance(single, Fitted) and isinstance(member, Fitted)
+        assert (member.info["best_step"], member.info["stopped_early"], member.info["steps"]) == (
+            single.info["best_step"], single.info["stopped_early"], single.info["steps"])
+        assert _max_difference(single, member) < tolerance
+    assert [m.info["steps"] for m in stacked[:2]] == [30, 40]  # type: ignore[union-attr]
+    assert _max_difference(singles[0], singles[1]) > 1e-3  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("kind", "k", "model"), [IS_MODELS[i] for i in (0, 1, 3, 4)],
+                         ids=[IS_MODELS[i][2] for i in (0, 1, 3, 4)])
+def test_stacked_importance_weighted_gradient_is_each_members_exact_gradient(kind, k, model):
+    """Under ``randomness="different"`` every member draws its own y′ ~ r_s(·|x) (its own proposal,
+    from its own energy) and weighs them by q/r_s: for each of two members with different peaked
+    energies, the weighted gradient over 40,000 draws per input equals that member's exact gradient
+    of τ + E_q e^{g − τ} − g(x, y), enumerated over Y (relative error < 5%), and is far (> 30%) from
+    the other member's (the reference could tell members apart)."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from ebm.energies import build_energy
+    from ebm.importance import draw_training_samples
+    from ebm.inference import training_proposal
+    from ebm.objective import expected_dual, minmin_loss
+    from ebm.tau import NeuralTau
+
+    space = make_space(kind, k, model)
+    x, y = torch.randn(4, 5, generator=torch.Generator().manual_seed(2)), space.sample_prior(
+        4, generator=torch.Generator().manual_seed(3))
+    everything, log_q = space.enumerate_all(), space.log_prior(space.enumerate_all())
+
+    class Step(torch.nn.Module):
+        def __init__(self, seed: int) -> None:
+            super().__init__()
+            torch.manual_seed(seed)
+            self.energy, self.tau = build_energy(space, model, 5, hidden=8, rank=2), NeuralTau(5, hidden=8, init=0.5)
+            with torch.no_grad():  # peaked: the model proposal is far from q
+                for p in self.energy.parameters():
+                    p.mul_(3.0)
+
+        def forward(self, draws: int, generator: torch.Generator | None) -> torch.Tensor:
+            g_data = self.energy(x, y.unsqueeze(1)).squeeze(1)
+            if generator is None:  # exact: enumerate Y
+                return (expected_dual(self.tau(x), self.energy(x, everything), log_q, "kl") - g_data).mean()
+            proposal = training_proposal(self.energy, space, x, y, 0.1, generator)
+            samples, log_weights = draw_training_samples(proposal, space, draws, generator, x.dtype)
+            return minmin_loss(g_data, self.energy(x, samples), self.tau(x), "kl", log_weights).mean()
+
+    members = [Step(0), Step(1)]
+    params, buffers = stack_module_state(members)  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(4)
+    losses = vmap(lambda p, b: functional_call(members[0], (p, b), (40_000, generator)),
+                  randomness="different")(params, buffers)
+    names = list(params)
+    stacked = torch.autograd.grad(losses.sum(), [params[n] for n in names], allow_unused=True)
+    estimate = [torch.cat([g[s].reshape(-1) for g in stacked if g is not None]) for s in range(2)]
+    exact = []
+    for member in members:
+        grads = torch.autograd.grad(member(0, None), [dict(member.named_parameters())[n] for n in names],
+                                    allow_unused=True)
+        exact.append(torch.cat([g.reshape(-1) for g, s in zip(grads, stacked) if s is not None]))
+    error = [[float((estimate[s] - exact[t]).norm() / exact[t].norm()) for t in range(2)] for s in range(2)]
+    print(f"\n{model}: relative gradient errors (member × reference) {error}")
+    assert error[0][0] < 0.05 and error[1][1] < 0.05
+    assert error[0][1] > 0.3 and error[1][0] > 0.3
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("kind", "k", "model"), [IS_MODELS[i] for i in (0, 1, 3)],
+                         ids=[IS_MODELS[i][2] for i in (0, 1, 3)])
+def test_importance_weighted_members_are_distributed_like_single_runs(kind, k, model):
+    """minmin-logistic-is stacked in groups of 3 (its defaults: model proposal, τ offset): members
+    draw other y′ than their single runs (one generator, ``randomness="different"``), so outcomes
+    are compared as distributions: the exact test NLL (enumerated) of two groups of 3 and of the
+    six single runs with the same seeds (same initialisation and batch order) must not differ by a
+    paired t-test (α = 0.01)."""
+    from scipy import stats
+
+    space, method = make_space(kind, k, model), get_method("minmin-logistic-is")
+    budget = Budget(max_steps=100, batch_size=32, eval_every=100)
+    params = {"n_samples": 8, "hidden": 32}
+    test = _data(space, 1234)
+
+    def nll(fitted: Fitted | BaseException) -> float:
+        assert isinstance(fitted, Fitted)
+        return float(fitted.nll(test.x_train, test.y_train)[0].mean())
+
+    seeds = list(range(20, 26))
+    singles = [nll(method.fit(space, model, _data(space, 7), params, budget, seed=s, device=CPU)) for s in seeds]
+    members = [nll(f) for group in (seeds[:3], seeds[3:]) for f in fit_stacked(
+        method, space, model, [Member(_data(space, 7), s) for s in group], params, budget, device=CPU)]
+    assert all(math.isfinite(v) for v in singles + members)
+    print(f"\n{model}: test NLL single {[round(v, 3) for v in singles]}, stacked {[round(v, 3) for v in members]}")
+    assert stats.ttest_rel(singles, members).pvalue > 0.01
+
+
 @pytest.mark.parametrize("name", ["minmin-logistic", "nce"])
 def test_sampling_members_are_distributed_like_single_runs(name):
     """min-min and NCE sample y′ ~ q: stacked members draw other samples than their single runs, so
@@ -134,7 +286,9 @@ def test_methods_opt_in():
     finite = get_method("minmin-finite")
     assert not finite.can_stack(space, "unary", finite.params({}))
     logistic_is = get_method("minmin-logistic-is")
-    assert not logistic_is.can_stack(space, "unary", logistic_is.params({}))
+    for kind, k, model in IS_MODELS:
+        assert logistic_is.can_stack(make_space(kind, k, model), model, logistic_is.params({})), model
+    assert not logistic_is.can_stack(space, "unary", logistic_is.params({"tau": "finite"}))
     with pytest.raises(ValueError, match="stacked"):
         fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
     assert not getattr(get_method("mcmc-pcd"), "stackable", False)
