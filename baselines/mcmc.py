@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ebm.method import Fitted
 from ebm.samplers import mcmc_steps
 from ebm.spaces import OutputSpace
+from ebm.stacking import write_rows
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
@@ -65,7 +66,8 @@ class PersistentChains:
             states, evals = kernel(energy, space, x, self.states[index])
         finally:
             energy.train(was_training)
-        self.states[index] = states.detach()
+        # in place in a single run; under stacking deferred to the end of the vmapped step
+        write_rows(self.states, index, states.detach())
         return states.detach(), evals
 
 
@@ -95,6 +97,11 @@ class PersistentContrastiveDivergence(StepMethod):
     name = "mcmc-pcd"
     description = "persistent contrastive divergence: per-example persistent chains (Gibbs sweeps / MH transpositions)"
     defaults = {**COMMON_DEFAULTS, "sweeps": 1, "chains": 4, "init": "prior"}
+    #: seeds train stacked (ebm.stacking): the kernels are vmap-safe (a fixed number of sweeps,
+    #: site updates and MH steps; acceptance by torch.where, never a Python branch on a state),
+    #: draw from setup.sampler, and the chains are one tensor over the members' concatenated
+    #: rows written back by ebm.stacking.write_rows (member s's chains are its own rows)
+    stackable = True
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {
