@@ -19,6 +19,11 @@ multilabel: systematic-scan Gibbs sweeps (k site updates each); ranking (permuta
 Birkhoff): ``sweeps · k`` Metropolis–Hastings steps with uniformly random transpositions of two
 labels (about the cost of a Gibbs sweep: one energy evaluation per proposal).
 
+Stacked seeds (:mod:`ebm.stacking`): the template's chains cover the members' concatenated
+rows, so member s's chains are the rows at its offset, its own; the kernel's draws (and, under
+``init="prior"``, the starting states) come from the group's generator, so a stacked member is
+distributed like its single run without equalling it.
+
 ``energy_evals`` counts every evaluation the kernels report (a single-site difference or a
 full g counts one) plus the 1 + chains scores of the surrogate. Sampling runs with the energy
 in eval mode (dropout off), since a randomised energy would break detailed balance.

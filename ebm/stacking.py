@@ -23,8 +23,8 @@ What is shared: the draws. One generator (seeded from the first member's seed) f
 member's samples under ``randomness="different"``, so each member's draws differ from the
 others' and from its single run's: a stacked member is the same *distribution* of outcomes as
 its single run, not the same numbers, except for methods without sampling (``bce``,
-``exact-mle``), whose stacked members equal their single runs to float tolerance
-(tests/test_stacking.py).
+``exact-mle``, ``perceptron``), whose stacked members equal their single runs to float tolerance
+(tests/test_stacking.py). PCD's chains started from q (``init="prior"``) are drawn from it too.
 
 How a method's objective is reused unchanged: :meth:`StepMethod.train_model` runs once per
 member and once on a *template* context whose ``x_train``/``y_train`` are the members' rows
