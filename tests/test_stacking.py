@@ -249,7 +249,7 @@ def test_methods_opt_in():
 
 def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path):
     """``run`` with stacking (the default) and with ``--no-stack`` (RunOptions.stack = 1): the same
-    run ids, one row and its curves per run; bce and exact-mle give equal test metrics; a group
+    run ids, one row and its curves per run; bce, exact-mle and perceptron give equal test metrics; a group
     whose members are partly stored runs only the missing ones."""
     from harness_fixtures import serial_options, write_suite
 
@@ -257,16 +257,17 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     from harness.commands.run import run_suite
     from harness.plan import Filters
 
-    suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic"), seeds=3, steps=20)
+    suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic", "mcmc-pcd", "perceptron"), seeds=3,
+                        steps=20)
     stacked = run_suite(suite, options=serial_options(tmp_path / "stacked"))
     alone = run_suite(suite, options=serial_options(tmp_path / "alone", stack=1))
-    assert stacked.counts == alone.counts == {"ok": 9}
+    assert stacked.counts == alone.counts == {"ok": 15}
     a = store.read_table(tmp_path / "stacked", "runs").set_index("run_id").sort_index()
     b = store.read_table(tmp_path / "alone", "runs").set_index("run_id").sort_index()
     assert list(a.index) == list(b.index) and a.groupby("method").size().to_dict() == {
-        "bce": 3, "exact-mle": 3, "minmin-logistic": 3}
+        "bce": 3, "exact-mle": 3, "mcmc-pcd": 3, "minmin-logistic": 3, "perceptron": 3}
     assert (a["stacked"] == 3).all() and b["stacked"].isna().all()
-    exact = a["method"] != "minmin-logistic"
+    exact = ~a["method"].isin(["minmin-logistic", "mcmc-pcd"])
     assert (a.loc[exact, "test_nll"] - b.loc[exact, "test_nll"]).abs().max() < 1e-4
     curves = store.read_table(tmp_path / "stacked", "curves")
     assert set(curves["run_id"]) == set(a.index)
@@ -275,7 +276,7 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     partial = tmp_path / "partial"
     run_suite(suite, Filters(seeds=1), serial_options(partial))
     resumed = run_suite(suite, options=serial_options(partial))
-    assert resumed.to_run == 6 and resumed.counts == {"ok": 6}
+    assert resumed.to_run == 10 and resumed.counts == {"ok": 10}
     assert sorted(store.read_table(partial, "runs")["run_id"]) == list(a.index)
 
 
