@@ -158,7 +158,8 @@ class _ExactMethod(StepMethod):
             return None
         key = space.kind.size_limit
         if space.size > int(params[key]):
-            return ("skipped", f"|Y| = {space.size} exceeds {key} = {int(params[key])} for exact enumeration")
+            size = space.size if space.size < 10**12 else f"{float(space.size):.3g}"  # 2^174 as 2.39e+52, not 53 digits
+            return ("skipped", f"|Y| = {size} exceeds {key} = {int(params[key])} for exact enumeration")
         return None
 
     def search_space(self, trial: Any) -> dict[str, Any]:

@@ -192,8 +192,10 @@ def stack_key(run) -> tuple | None:
 
 def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
     """``runs`` as jobs: the stackable runs of one :func:`stack_key` split into the fewest groups
-    of at most ``limit``, of balanced sizes (7 runs, limit 5: 4 + 3), every other run alone; jobs
-    in the order of their first run. ``limit`` ≤ 1 stacks nothing."""
+    of at most ``limit``, of balanced sizes (7 runs, limit 5: 4 + 3), every other run alone. The
+    largest groups come first (a group of S runs costs about as much as S/1.5 lone ones: started
+    last, it would leave the other workers idle at the end — longest job first), then the
+    order of their first run. ``limit`` ≤ 1 stacks nothing."""
     if limit <= 1:
         return [[run] for run in runs]
     slots: list[Any] = []   # a lone run, or the key of a stack (placed at its first run)
@@ -215,7 +217,7 @@ def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
         members = stacks[slot]
         count = -(-len(members) // limit)
         jobs += [members[i::count] for i in range(count)]
-    return jobs
+    return sorted(jobs, key=len, reverse=True)  # stable: equal sizes keep their order
 
 
 class SuiteRuns:

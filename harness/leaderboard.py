@@ -334,6 +334,12 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f}" if std is None or math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
+def _flags(values):
+    """True / False / missing (None, NaN, NA) as plain booleans, missing → False (through pandas'
+    nullable boolean: ``fillna`` on an object column would downcast, which pandas deprecates)."""
+    return values.astype("boolean").fillna(False).astype(bool)
+
+
 def pivot(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Wide view: one row per task/model/config, one ``mean ± std`` column per metric, then
     n_ok / n_failed. Also returns a same-shaped boolean frame marking the cells that are best or
@@ -347,12 +353,12 @@ def pivot(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     tied = board["tied_best"] if "tied_best" in board else board["rank"].eq(1)
     cells = board.assign(cell=[_cell(m, s) + (f" {MARK_FLOOR}" if b is False else "")
                                for m, s, b in zip(board["mean"], board["std"], beats.astype(object))],
-                         best=tied.fillna(False).astype(bool))
+                         best=_flags(tied))
     metrics = list(dict.fromkeys(cells["metric"]))
     wide = cells.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first", sort=True).reindex(
         columns=metrics).fillna("")
-    best = cells.pivot_table(index=keys, columns="metric", values="best", aggfunc="any", sort=True).reindex(
-        columns=metrics).fillna(False).astype(bool)
+    best = _flags(cells.pivot_table(index=keys, columns="metric", values="best", aggfunc="any", sort=True).reindex(
+        columns=metrics))
     counts = cells.groupby(keys)[["n_ok", "n_failed"]].max()
     wide = wide.join(counts).reset_index()
     wide.columns.name = None

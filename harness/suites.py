@@ -11,6 +11,8 @@ the same format)::
     tune_trials = 0        # Optuna trials per (task, model, method); 0 = default hyperparameters
     val_fraction = 0.2     # validation carve-out of the training split
     prior = "uniform"      # multilabel prior q: "uniform" | "frequency"
+    stack = 1              # optional: seeds trained stacked in one job, at most (default 5; 1 = each
+                           # run alone, e.g. for curves read against wall seconds); --stack overrides
 
     [budget]               # every method gets the same budget
     max_steps = 500
@@ -51,7 +53,7 @@ DEFAULT_BUDGET: dict[str, Any] = {"max_steps": 500, "batch_size": 64, "eval_ever
 #: without a better validation value before training stops (absent: never)
 _SELECTIONS = ("best_val", "last")
 
-_SUITE_KEYS = {"name", "description", "seeds", "folds", "tune_trials", "val_fraction", "prior"}
+_SUITE_KEYS = {"name", "description", "seeds", "folds", "tune_trials", "val_fraction", "prior", "stack"}
 _BUDGET_KEYS = set(DEFAULT_BUDGET) | {"patience"}
 _GRID_KEYS = {"tasks", "models", "methods", "optional", "max_k", "budget", "params"}
 _TOP_KEYS = {"suite", "budget", "grid", "tasks"}
@@ -83,6 +85,8 @@ class Suite:
     val_fraction: float = 0.2
     prior: str = "uniform"
     budget: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
+    #: seeds of one configuration trained stacked in one job, at most (None: ``run``'s default)
+    stack: int | None = None
     source: str = ""
     user_tasks: tuple[str, ...] = ()
 
@@ -150,6 +154,9 @@ def parse_suite(text: str, *, source: str = "<string>", base_dir: Path | None = 
     prior = head.get("prior", "uniform")
     if prior not in ("uniform", "frequency"):
         raise SuiteError(f"{source} [suite]: prior must be \"uniform\" or \"frequency\", got {prior!r}")
+    stack = head.get("stack")
+    if stack is not None and (not isinstance(stack, int) or isinstance(stack, bool) or stack < 1):
+        raise SuiteError(f"{source} [suite]: stack must be a positive integer (1: each run alone), got {stack!r}")
     budget = {**DEFAULT_BUDGET, **_budget(f"{source} [budget]", doc.get("budget", {}))}
 
     blocks = doc.get("grid")
@@ -188,7 +195,7 @@ def parse_suite(text: str, *, source: str = "<string>", base_dir: Path | None = 
             raise SuiteError(f"{source} [tasks]: {exc}") from None
     return Suite(name=str(name), grid=tuple(grid), description=str(head.get("description", "")), seeds=seeds,
                  folds=folds, tune_trials=trials, val_fraction=float(val_fraction), prior=prior, budget=budget,
-                 source=source, user_tasks=user_tasks)
+                 stack=stack, source=source, user_tasks=user_tasks)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:

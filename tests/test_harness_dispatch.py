@@ -79,3 +79,23 @@ def test_nothing_to_do_starts_no_executor():
                             hard_timeout=None, progress=_Progress)
     assert dispatcher.run(SuiteRuns([], "empty"), 0) == Counter()
     assert started == []
+
+
+def test_stacked_groups_are_submitted_first_largest_first(tmp_path):
+    """Longest job first: a stacked group (about the cost of several lone runs) started last would
+    leave the other workers idle; lone runs keep their plan order after the groups."""
+    from harness_fixtures import write_suite
+
+    from harness.dispatch import SuiteRuns, stack_groups
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+
+    runs = plan_runs(load_suite(write_suite(tmp_path, methods=("minmin-finite", "bce", "exact-mle"), seeds=7)))
+    runs = sorted(runs.runnable(), key=lambda r: (r.spec.method != "minmin-finite", r.spec.method, r.spec.seed))
+    sizes = [len(job) for job in stack_groups(runs, 5)]
+    assert sizes == [4, 4, 3, 3] + [1] * 7  # bce and exact-mle: 4 + 3 each; minmin-finite (first in plan) alone
+    work = SuiteRuns(runs, "t", stack=5)
+    first = work.next()
+    assert first is not None and first.group is not None and len(first.group) == 4
+    lone = [job[0].spec.seed for job in stack_groups(runs, 5) if len(job) == 1]
+    assert lone == list(range(7))

@@ -121,6 +121,7 @@ def test_malformed_toml_names_the_line(tmp_path):
     ('[budget]\nmax_steps = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "positive integer"),
     ('[budget]\nselection = "best"\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "selection must be"),
     ('[budget]\npatience = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "patience must be a positive integer"),
+    ('[suite]\nstack = 0\n[[grid]]\ntasks=["a"]\nmethods=["b"]\n', "stack must be a positive integer"),
 ])
 def test_suite_validation_messages(text, message):
     with pytest.raises(SuiteError, match=message):

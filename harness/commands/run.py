@@ -26,6 +26,10 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.suites import Suite
 
 
 @dataclass
@@ -47,8 +51,17 @@ class RunOptions:
     tune_only: bool = False
     claim_ttl: float | None = None   # seconds before an unrenewed claim is stale (None: claims.DEFAULT_TTL)
     #: seeds of one configuration trained stacked in one job, at most (1: each run alone;
-    #: ``--no-stack``); see harness.dispatch.stack_groups
-    stack: int = 5
+    #: ``--no-stack``; None: the suite's ``stack``, else harness.dispatch.STACK_LIMIT); see
+    #: harness.dispatch.stack_groups
+    stack: int | None = None
+
+    def stack_for(self, suite: Suite) -> int:
+        """The stacking limit of this invocation: ``--stack``, else the suite's, else the default."""
+        from harness.dispatch import STACK_LIMIT
+
+        if self.stack is not None:
+            return self.stack
+        return suite.stack if suite.stack is not None else STACK_LIMIT
 
 
 @dataclass
@@ -152,7 +165,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
             summary.to_run, summary.already_done = len(todo), len(runnable) - len(todo)
             todo_ids = {r.run_id for r in todo}
             summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
-            work = _ClaimedRuns(todo, suite.name, claims, index, options)
+            work = _ClaimedRuns(todo, suite.name, claims, index, options, stack=options.stack_for(suite))
             summary.counts.update(dispatcher.run(work, len(todo)))
             summary.held_elsewhere = claims.skipped
     except KeyboardInterrupt:
@@ -184,10 +197,10 @@ class _ClaimedRuns:
     claim only once the run's row is on disk), numbered with its attempt, and released once
     its rows are written (:meth:`recorded`, called by the dispatcher after the write)."""
 
-    def __init__(self, runs: list, title: str, claims, index, options: RunOptions) -> None:
+    def __init__(self, runs: list, title: str, claims, index, options: RunOptions, *, stack: int) -> None:
         from harness.dispatch import SuiteRuns
 
-        self.inner = SuiteRuns(runs, title, stack=options.stack)
+        self.inner = SuiteRuns(runs, title, stack=stack)
         self.title, self.claims, self.index, self.options = title, claims, index, options
 
     def data_keys(self) -> list:
@@ -417,7 +430,8 @@ def register(subparsers) -> None:
                         help="stop at a damaged results file instead of skipping it with a warning")
     parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
                         help="train up to N runs of one configuration (other seeds or folds) of a method that "
-                             "opts in stacked in one vmapped step, each with its own row (default 5)")
+                             "opts in stacked in one vmapped step, each with its own row (default: the suite's "
+                             "`stack`, else 5)")
     parser.add_argument("--no-stack", action="store_true", help="train every run alone (same as --stack 1)")
     parser.set_defaults(func=main)
 
@@ -439,7 +453,7 @@ def options_from_args(args, *, tune_only: bool = False):
                          "value as retrying forever)")
     if args.tune_trials is not None and args.tune_trials < 0:
         raise ValueError("--tune-trials must be >= 0")
-    if getattr(args, "stack", 1) < 1:
+    if getattr(args, "stack", None) is not None and args.stack < 1:
         raise ValueError(f"--stack must be at least 1 (1: every run alone), got {args.stack}")
     filters = Filters(tasks=Filters.parse_list(args.tasks), methods=Filters.parse_list(args.methods),
                       models=Filters.parse_list(args.models), seeds=args.seeds, max_steps=args.max_steps)
@@ -539,6 +553,9 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     lines += [f"note: {note}\n" for note in plan.notes]
     if trials > 0:
         lines.append(f"tuning first: {trials} Optuna trials per task × model × method (tuned runs get new ids)\n")
+    stack = options.stack_for(suite)
+    lines.append(f"stacking: up to {stack} runs of one configuration per job (methods that opt in)\n" if stack > 1
+                 else "stacking: off (every run alone)\n")
     budget = plan[0].spec.budget if plan else {}
     lines.append(f"{len(plan)} planned runs: {to_run} to run, {done} already stored, {at_plan} skipped or "
                  f"unsupported at plan time (budget {', '.join(f'{k}={v}' for k, v in budget.items())})\n")
