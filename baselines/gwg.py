@@ -87,6 +87,9 @@ class GibbsWithGradients(PersistentContrastiveDivergence):
     name = "mcmc-gwg"
     description = "PCD with Gibbs-with-Gradients proposals (gradient-informed single flips + MH), multilabel only"
     defaults = dict(PersistentContrastiveDivergence.defaults)
+    #: trains alone (not ebm.stacking): its kernel reads the acceptance rate as a Python float
+    #: every step (GWGKernel.acceptance) and differentiates the energy w.r.t. y inside the step
+    stackable = False
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if not space.kind.binary:

@@ -19,6 +19,11 @@ multilabel: systematic-scan Gibbs sweeps (k site updates each); ranking (permuta
 Birkhoff): ``sweeps · k`` Metropolis–Hastings steps with uniformly random transpositions of two
 labels (about the cost of a Gibbs sweep: one energy evaluation per proposal).
 
+Stacked seeds (:mod:`ebm.stacking`): the template's chains cover the members' concatenated
+rows, so member s's chains are the rows at its offset, its own; the kernel's draws (and, under
+``init="prior"``, the starting states) come from the group's generator, so a stacked member is
+distributed like its single run without equalling it.
+
 ``energy_evals`` counts every evaluation the kernels report (a single-site difference or a
 full g counts one) plus the 1 + chains scores of the surrogate. Sampling runs with the energy
 in eval mode (dropout off), since a randomised energy would break detailed balance.
@@ -34,6 +39,7 @@ from torch import Tensor, nn
 from ebm.method import Fitted
 from ebm.samplers import mcmc_steps
 from ebm.spaces import OutputSpace
+from ebm.stacking import write_rows
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 
 
@@ -65,7 +71,8 @@ class PersistentChains:
             states, evals = kernel(energy, space, x, self.states[index])
         finally:
             energy.train(was_training)
-        self.states[index] = states.detach()
+        # in place in a single run; under stacking deferred to the end of the vmapped step
+        write_rows(self.states, index, states.detach())
         return states.detach(), evals
 
 
@@ -95,6 +102,11 @@ class PersistentContrastiveDivergence(StepMethod):
     name = "mcmc-pcd"
     description = "persistent contrastive divergence: per-example persistent chains (Gibbs sweeps / MH transpositions)"
     defaults = {**COMMON_DEFAULTS, "sweeps": 1, "chains": 4, "init": "prior"}
+    #: seeds train stacked (ebm.stacking): the kernels are vmap-safe (a fixed number of sweeps,
+    #: site updates and MH steps; acceptance by torch.where, never a Python branch on a state),
+    #: draw from setup.sampler, and the chains are one tensor over the members' concatenated
+    #: rows written back by ebm.stacking.write_rows (member s's chains are its own rows)
+    stackable = True
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {

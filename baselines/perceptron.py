@@ -131,6 +131,19 @@ class Perceptron(StepMethod):
     description = ("structured perceptron / margin-rescaled hinge: "
                    "max_y' [g + log q + μΔ](y') − [g + log q](y) via the mode oracle")
     defaults = {**COMMON_DEFAULTS, "margin": 0.0}
+    #: seeds train stacked (ebm.stacking) where the (loss-augmented) mode is a tensor oracle on
+    #: θ(x): see :meth:`can_stack`
+    stackable = True
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        """Unary multilabel (a threshold, any margin) and the permutahedron with margin 0 (an
+        argsort). Not the Birkhoff polytope nor the permutahedron with a margin (the Hungarian
+        oracle runs in scipy on numbers taken out of the tensors), nor pairwise/mlp energies
+        (enumeration selects its best candidates by boolean indexing, ICM and greedy search
+        stop on a Python test of the states: data-dependent shapes and control flow)."""
+        if model == "unary" and space.kind.binary:
+            return True
+        return isinstance(space, Permutations) and model == "permutahedron" and float(params["margin"]) == 0
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {**suggest_common(trial, self.required_prior), "margin": trial.suggest_categorical("margin", [0.0, 0.5,

@@ -23,8 +23,8 @@ What is shared: the draws. One generator (seeded from the first member's seed) f
 member's samples under ``randomness="different"``, so each member's draws differ from the
 others' and from its single run's: a stacked member is the same *distribution* of outcomes as
 its single run, not the same numbers, except for methods without sampling (``bce``,
-``exact-mle``), whose stacked members equal their single runs to float tolerance
-(tests/test_stacking.py).
+``exact-mle``, ``perceptron``), whose stacked members equal their single runs to float tolerance
+(tests/test_stacking.py). PCD's chains started from q (``init="prior"``) are drawn from it too.
 
 How a method's objective is reused unchanged: :meth:`StepMethod.train_model` runs once per
 member and once on a *template* context whose ``x_train``/``y_train`` are the members' rows
@@ -34,6 +34,14 @@ rows, e.g. folds, as long as the batch size is the same); in every one ``ctx.tra
 (:class:`~ebm.training.FitContext`) instead of training. The template's closure and optimiser
 structure (learning rates, betas, decay per parameter group) run the stacked step; the
 members' modules hold their slices for the monitor and for the result.
+
+Per-row state that an objective carries from step to step (PCD's persistent chains,
+``baselines.mcmc``) lives in the template's closure as one tensor over the concatenated rows,
+so member s's rows of it are its own (the same offsets as its data). The objective reads it
+with its batch's (offset) indices and writes it back with :func:`write_rows`: in a single run
+an in-place ``target[index] = values``; inside the stacked step, where ``values`` has a member
+axis that an unbatched tensor cannot take in place, the write is deferred, returned from the
+vmapped call and applied for all members at once after it (their rows are disjoint).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +87,45 @@ def is_stacked(tensor: Tensor) -> bool:
     """True inside a stacked step (a tensor batched by ``vmap``): code that turns a tensor into
     a Python number (``float``, ``.item()``) must skip it there."""
     return bool(torch._C._functorch.is_batchedtensor(tensor))
+
+
+@dataclass(frozen=True)
+class _RowWrite:
+    """A deferred ``target[index] = values`` of a stacked step: ``target`` the template's
+    (unbatched) tensor, ``index`` and ``values`` the member's (batched by vmap)."""
+
+    target: Tensor
+    index: Tensor
+    values: Tensor
+
+
+#: the row writes of the stacked step being evaluated (None outside one)
+_PENDING_WRITES: ContextVar[list[_RowWrite] | None] = ContextVar("pending_row_writes", default=None)
+
+
+@torch.no_grad()
+def write_rows(target: Tensor, index: Tensor, values: Tensor) -> None:
+    """``target[index] = values`` (rows along the first axis), also inside a stacked step.
+
+    A single run writes in place, now. Inside a stacked step ``index``/``values`` carry a
+    member axis and ``target`` (the template's rows of all members) none, so the write is
+    recorded and :func:`fit_stacked` applies it for every member when the step's vmapped
+    call returns; the caller must not read ``target[index]`` again within the same step."""
+    if not (is_stacked(index) or is_stacked(values)):
+        target[index] = values
+        return
+    pending = _PENDING_WRITES.get()
+    if pending is None:
+        raise RuntimeError("write_rows got a batched tensor outside a stacked step (ebm.stacking.fit_stacked)")
+    pending.append(_RowWrite(target, index, values))
+
+
+def _apply_writes(targets: list[Tensor], indices: list[Tensor], values: list[Tensor]) -> None:
+    """The deferred writes of a step, all members at once: ``indices`` (S, b) already carry
+    each member's row offset, so the members' rows never overlap."""
+    with torch.no_grad():
+        for target, index, value in zip(targets, indices, values):
+            target[index.reshape(-1)] = value.reshape(-1, *value.shape[2:]).to(target.dtype)
 
 
 @dataclass
@@ -118,17 +166,26 @@ def _capture(method: StepMethod, space: OutputSpace, model: str, data: FitData, 
 
 class _Objective(nn.Module):
     """The template's modules (so ``functional_call`` can swap in a member's parameters) and
-    its batch objective; ``forward`` returns the scalar loss (vmap outputs must be tensors)."""
+    its batch objective; ``forward`` returns the scalar loss and the indices and values of the
+    objective's deferred :func:`write_rows` (vmap outputs must be tensors; their targets are
+    kept in ``write_targets``)."""
 
     def __init__(self, modules: list[nn.Module], batch_objective: BatchObjective) -> None:
         super().__init__()
         self.parts = nn.ModuleList(modules)
         self.batch_objective = batch_objective
         self.energy_evals = 0
+        self.write_targets: list[Tensor] = []
 
-    def forward(self, index: Tensor) -> Tensor:
-        loss, self.energy_evals = self.batch_objective(index)
-        return loss
+    def forward(self, index: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        writes: list[_RowWrite] = []
+        token = _PENDING_WRITES.set(writes)
+        try:
+            loss, self.energy_evals = self.batch_objective(index)
+        finally:
+            _PENDING_WRITES.reset(token)
+        self.write_targets = [w.target for w in writes]
+        return loss, [w.index for w in writes], [w.values for w in writes]
 
 
 @dataclass
@@ -212,7 +269,8 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     clip = params.get("max_grad_norm")
     max_grad_norm = None if clip is None else float(clip)
 
-    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor) -> Tensor:
+    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor],
+                    index: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         return functional_call(wrapper, (p, b), (index,))
 
     step_losses = vmap(member_loss, randomness="different")
@@ -249,7 +307,8 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         for module in template.modules:
             module.train()
         optimizer.zero_grad(set_to_none=True)
-        losses = step_losses(group.params, group.buffers, index)  # (S,)
+        losses, write_indices, write_values = step_losses(group.params, group.buffers, index)  # (S,), ...
+        _apply_writes(wrapper.write_targets, write_indices, write_values)
         values = losses.detach().tolist()
         live = [active[s] and math.isfinite(values[s]) for s in range(size)]
         if any(live):

@@ -1,10 +1,11 @@
 """Stacked training (ebm.stacking, harness.worker.execute_group): several seeds in one step.
 
-References: each member's own single run. Where the objective draws nothing (bce, exact-mle)
-the stacked arithmetic is the single run's up to float summation order, so parameters, model
-selection and patience must match to float tolerance; where it samples (min-min) the draws
-differ (one generator, ``randomness="different"``), so members are compared with single runs
-as distributions (a Welch t-test on the exact NLL of the fitted models)."""
+References: each member's own single run. Where the objective draws nothing (bce, exact-mle,
+perceptron; mcmc-pcd with a deterministic test kernel and chains started at the data) the
+stacked arithmetic is the single run's up to float summation order, so parameters, model
+selection and patience must match to float tolerance; where it samples (min-min, nce, mcmc-pcd)
+the draws differ (one generator, ``randomness="different"``), so members are compared with single
+runs as distributions (a paired t-test on the exact NLL of the fitted models)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import math
 import pytest
 import torch
 
+from baselines.mcmc import Kernel, PersistentContrastiveDivergence
 from baselines.registry import get_method
 from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted
-from ebm.spaces import make_space
+from ebm.spaces import PermutationMatrices, Permutations, make_space
 from ebm.stacking import Member, fit_stacked
 
 CPU = torch.device("cpu")
@@ -57,6 +59,8 @@ class _Scripted:
     ("exact-mle", "multilabel", 6, "unary", {"weight_decay": 1e-2}),
     ("bce", "multilabel", 6, "unary", {"max_grad_norm": 0.05, "lr": 1e-2}),
     ("exact-mle", "ranking", 5, "permutahedron", {"max_grad_norm": 0.05, "dropout": 0.0}),
+    ("perceptron", "multilabel", 6, "unary", {"margin": 1.0, "lr": 1e-2}),
+    ("perceptron", "ranking", 5, "permutahedron", {"max_grad_norm": 0.05}),
 ])
 def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, params):
     """Same seeds → same initialisation, batch order, clipping (per member), Adam(W) state and
@@ -252,18 +256,24 @@ def test_importance_weighted_members_are_distributed_like_single_runs(kind, k, m
     assert stats.ttest_rel(singles, members).pvalue > 0.01
 
 
-@pytest.mark.parametrize("name", ["minmin-logistic", "nce"])
-def test_sampling_members_are_distributed_like_single_runs(name):
-    """min-min and NCE sample y′ ~ q: stacked members draw other samples than their single runs, so
-    compare outcomes. Six seeds each way, paired by seed (same initialisation and batch order):
-    the exact test NLL (|Y| = 64, enumerated) of stacked members and single runs must not differ
-    by a paired t-test (α = 0.01), and two members with the same seed and data must differ
-    (their draws are their own)."""
+@pytest.mark.parametrize(("name", "kind", "k", "model", "params"), [
+    ("minmin-logistic", "multilabel", 6, "unary", {"n_samples": 8, "hidden": 32}),
+    ("nce", "multilabel", 6, "unary", {"n_samples": 8, "hidden": 32}),
+    ("mcmc-pcd", "multilabel", 6, "unary", {"hidden": 32}),
+    ("mcmc-pcd", "ranking", 5, "permutahedron", {"hidden": 32, "init": "data", "sweeps": 2}),
+])
+def test_sampling_members_are_distributed_like_single_runs(name, kind, k, model, params):
+    """min-min and NCE sample y′ ~ q, PCD advances its chains with random Gibbs / MH moves (and
+    draws them from q under ``init="prior"``): stacked members draw other samples than their
+    single runs (the group shares one generator), so compare outcomes. Six seeds each way,
+    paired by seed (same initialisation and batch order): the exact test NLL (|Y| = 64 or 120,
+    enumerated) of stacked members and single runs must not differ by a paired t-test
+    (α = 0.01), and two members with the same seed and data must differ (their draws are
+    their own)."""
     from scipy import stats
 
-    space, method, model = make_space("multilabel", 6, "unary"), get_method(name), "unary"
+    space, method = make_space(kind, k, model), get_method(name)
     budget = Budget(max_steps=100, batch_size=32, eval_every=100)
-    params = {"n_samples": 8, "hidden": 32}
     seeds = list(range(20, 26))
     test = _data(space, 1234)
 
@@ -281,6 +291,84 @@ def test_sampling_members_are_distributed_like_single_runs(name):
     assert _max_difference(*twins) > 0  # type: ignore[arg-type]
 
 
+class _RollKernel(Kernel):
+    """A deterministic test kernel: moves every label's value to the next label (a cyclic shift
+    along the label axis; a permutation stays a permutation). A chain started at the data
+    (``init="data"``) holds roll^m(y) after its example's m-th batch, so the objective depends
+    on how often *this member's* example was visited: members that shared or mixed chains, or
+    whose chains were not written back, would not equal their single runs."""
+
+    def __call__(self, energy, space, x, y):
+        return torch.roll(y, 1, dims=y.dim() - len(space.event_shape)), 0
+
+
+class _RollPCD(PersistentContrastiveDivergence):
+    def make_kernel(self, space, params, generator):
+        return _RollKernel()
+
+
+@pytest.mark.parametrize(("kind", "k", "model"), [("multilabel", 6, "unary"), ("ranking", 5, "permutahedron"),
+                                                  ("ranking", 4, "birkhoff")])
+def test_pcd_members_keep_their_own_chains(kind, k, model):
+    """With the deterministic kernel and chains started at each member's own labels nothing is
+    drawn, so stacked members equal their single runs (parameters to float tolerance, model
+    selection and patience exactly). Each member has other data (and member 0 more rows: its
+    chains start further on in the template's rows), so chains taken from another member, a
+    pool shared by the members or chains never advanced would change the objective."""
+    space, method = make_space(kind, k, model), _RollPCD()
+    params = {"init": "data", "chains": 2, "lr": 1e-2, "hidden": 16}
+    budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
+    scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
+    seeds, rows = [11, 12, 13], [N + 7, N, N]
+    singles = [method.fit(space, model, _data(space, s, rows=r), params, budget, seed=s, device=CPU,
+                          monitor=_Scripted(v)) for s, r, v in zip(seeds, rows, scripts)]
+    stacked = fit_stacked(method, space, model, [Member(_data(space, s, rows=r), s, _Scripted(v)) for s, r, v in
+                                                 zip(seeds, rows, scripts)], params, budget, device=CPU)
+    assert [f.info["best_step"] for f in stacked] == [f.info["best_step"] for f in singles] == [10, 30, 10]
+    assert [f.info["steps"] for f in stacked] == [f.info["steps"] for f in singles] == [30, 40, 30]
+    for single, member in zip(singles, stacked):
+        assert isinstance(member, Fitted) and member.info["stacked"] == 3
+        assert member.info["energy_evals"] == single.info["energy_evals"]
+        assert _max_difference(single, member) < 1e-5
+
+
+@pytest.mark.parametrize("kernel", ["roll", "gibbs"])
+def test_a_diverging_pcd_member_is_dropped_and_the_others_go_on(kernel):
+    """A NaN feature in member 1's rows: its surrogate (and its chains' Gibbs conditionals)
+    turn non-finite at the first batch holding the row, it ends ``Diverged`` and the others
+    train to the end; with the deterministic kernel they equal their single runs."""
+    space, model = make_space("multilabel", 6, "unary"), "unary"
+    method = _RollPCD() if kernel == "roll" else get_method("mcmc-pcd")
+    params = {"init": "data", "hidden": 16}
+    budget = Budget(max_steps=30, batch_size=16, eval_every=10)
+    seeds = [1, 2, 3]
+    data = [_data(space, s, nan_row=7 if i == 1 else None) for i, s in enumerate(seeds)]
+    with pytest.raises(Diverged):
+        method.fit(space, model, data[1], params, budget, seed=seeds[1], device=CPU)
+    stacked = fit_stacked(method, space, model, [Member(d, s) for d, s in zip(data, seeds)], params, budget,
+                          device=CPU)
+    assert isinstance(stacked[1], Diverged) and "non-finite" in str(stacked[1])
+    for i in (0, 2):
+        member = stacked[i]
+        assert isinstance(member, Fitted) and member.info["steps"] == 30
+        assert all(torch.isfinite(p).all() for p in member.energy.parameters())
+        if kernel == "roll":
+            single = method.fit(space, model, data[i], params, budget, seed=seeds[i], device=CPU)
+            assert _max_difference(single, member) < 1e-5
+
+
+def test_write_rows_writes_in_place_alone_and_refuses_a_batched_write_outside_a_step():
+    from torch.func import vmap
+
+    from ebm.stacking import write_rows
+
+    target = torch.zeros(5, 2)
+    write_rows(target, torch.tensor([3, 1]), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert torch.equal(target, torch.tensor([[0.0, 0], [3, 4], [0, 0], [1, 2], [0, 0]]))
+    with pytest.raises(RuntimeError, match="outside a stacked step"):
+        vmap(lambda i: write_rows(target, i, torch.ones(2, 2)) or i)(torch.tensor([[0, 1], [2, 3]]))
+
+
 def test_methods_opt_in():
     space = make_space("multilabel", 6, "unary")
     finite = get_method("minmin-finite")
@@ -291,16 +379,29 @@ def test_methods_opt_in():
     assert not logistic_is.can_stack(space, "unary", logistic_is.params({"tau": "finite"}))
     with pytest.raises(ValueError, match="stacked"):
         fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
-    assert not getattr(get_method("mcmc-pcd"), "stackable", False)
+    gwg = get_method("mcmc-gwg")  # its kernel reads a Python float every step
+    assert not gwg.can_stack(space, "unary", gwg.params({}))
     for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar",
-                 "nce"):
+                 "nce", "mcmc-pcd", "perceptron"):
         method = get_method(name)
         assert method.can_stack(space, "unary", method.params({})), name
+    pcd, perceptron = get_method("mcmc-pcd"), get_method("perceptron")
+    for kind, k, model in [("multilabel", 6, "pairwise"), ("multilabel", 6, "mlp"), ("ranking", 5, "permutahedron"),
+                           ("ranking", 5, "birkhoff")]:
+        for overrides in ({}, {"init": "data", "sweeps": 3}):
+            assert pcd.can_stack(make_space(kind, k, model), model, pcd.params(overrides)), (model, overrides)
+    ranking = make_space("ranking", 5, "permutahedron")
+    assert perceptron.can_stack(ranking, "permutahedron", perceptron.params({}))
+    assert perceptron.can_stack(space, "unary", perceptron.params({"margin": 1.0}))
+    # the Hungarian oracle (scipy), enumeration's boolean indexing: alone
+    assert not perceptron.can_stack(ranking, "permutahedron", perceptron.params({"margin": 1.0}))
+    assert not perceptron.can_stack(make_space("ranking", 5, "birkhoff"), "birkhoff", perceptron.params({}))
+    assert not perceptron.can_stack(make_space("multilabel", 6, "pairwise"), "pairwise", perceptron.params({}))
 
 
 def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path):
     """``run`` with stacking (the default) and with ``--no-stack`` (RunOptions.stack = 1): the same
-    run ids, one row and its curves per run; bce and exact-mle give equal test metrics; a group
+    run ids, one row and its curves per run; bce, exact-mle and perceptron give equal test metrics; a group
     whose members are partly stored runs only the missing ones."""
     from harness_fixtures import serial_options, write_suite
 
@@ -308,16 +409,17 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     from harness.commands.run import run_suite
     from harness.plan import Filters
 
-    suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic"), seeds=3, steps=20)
+    suite = write_suite(tmp_path, methods=("bce", "exact-mle", "minmin-logistic", "mcmc-pcd", "perceptron"), seeds=3,
+                        steps=20)
     stacked = run_suite(suite, options=serial_options(tmp_path / "stacked"))
     alone = run_suite(suite, options=serial_options(tmp_path / "alone", stack=1))
-    assert stacked.counts == alone.counts == {"ok": 9}
+    assert stacked.counts == alone.counts == {"ok": 15}
     a = store.read_table(tmp_path / "stacked", "runs").set_index("run_id").sort_index()
     b = store.read_table(tmp_path / "alone", "runs").set_index("run_id").sort_index()
     assert list(a.index) == list(b.index) and a.groupby("method").size().to_dict() == {
-        "bce": 3, "exact-mle": 3, "minmin-logistic": 3}
+        "bce": 3, "exact-mle": 3, "mcmc-pcd": 3, "minmin-logistic": 3, "perceptron": 3}
     assert (a["stacked"] == 3).all() and b["stacked"].isna().all()
-    exact = a["method"] != "minmin-logistic"
+    exact = ~a["method"].isin(["minmin-logistic", "mcmc-pcd"])
     assert (a.loc[exact, "test_nll"] - b.loc[exact, "test_nll"]).abs().max() < 1e-4
     curves = store.read_table(tmp_path / "stacked", "curves")
     assert set(curves["run_id"]) == set(a.index)
@@ -326,7 +428,7 @@ def test_run_writes_each_members_row_with_the_run_ids_of_unstacked_runs(tmp_path
     partial = tmp_path / "partial"
     run_suite(suite, Filters(seeds=1), serial_options(partial))
     resumed = run_suite(suite, options=serial_options(partial))
-    assert resumed.to_run == 6 and resumed.counts == {"ok": 6}
+    assert resumed.to_run == 10 and resumed.counts == {"ok": 10}
     assert sorted(store.read_table(partial, "runs")["run_id"]) == list(a.index)
 
 
@@ -359,7 +461,7 @@ def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alon
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
-    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "mcmc-pcd", "minmin-finite"), seeds=7)))
+    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "mcmc-gwg", "minmin-finite"), seeds=7)))
     jobs = stack_groups(plan.runnable(), 5)
     stacked = [job for job in jobs if len(job) > 1]
     assert sorted(len(job) for job in stacked) == [3, 4]  # 7 seeds: the fewest groups ≤ 5, balanced

@@ -20,9 +20,11 @@ from harness.perf.common import PerfConfig, Threads, interleaved, perf_rows
 MEMBERS = 5
 #: (kind, model, k) × the stackable methods measured on it
 CASES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
-    ("multilabel", "unary", 14, ("bce", "minmin-logistic", "minmin-logistic-is", "exact-mle", "nce")),
-    ("multilabel", "pairwise", 16, ("bce", "minmin-logistic", "minmin-logistic-is", "nce")),
-    ("ranking", "permutahedron", 6, ("minmin-logistic", "minmin-logistic-is", "exact-mle", "nce")),
+    ("multilabel", "unary", 14, ("bce", "minmin-logistic", "minmin-logistic-is", "exact-mle", "nce", "mcmc-pcd",
+                                 "perceptron")),
+    ("multilabel", "pairwise", 16, ("bce", "minmin-logistic", "minmin-logistic-is", "nce", "mcmc-pcd")),
+    ("ranking", "permutahedron", 6, ("minmin-logistic", "minmin-logistic-is", "exact-mle", "nce", "mcmc-pcd",
+                                     "perceptron")),
 )
 IN_FEATURES = 103
 
