@@ -97,11 +97,13 @@ class Dispatcher:
             self._executor.close()
             self._executor = None
 
-    def run(self, work: Work, total: int) -> Counter:
-        """Run ``total`` submissions of ``work`` to the end; returns the count of each status."""
+    def run(self, work: Work, total: int, counts: Counter | None = None) -> Counter:
+        """Run ``total`` submissions of ``work`` to the end; returns the count of each status,
+        kept in ``counts`` when given: it is updated as each run is written, so that a caller
+        interrupted mid-way (Ctrl-C raises out of here) still knows what finished."""
         from harness.worker import execute_group, execute_run
 
-        counts: Counter = Counter()
+        counts = Counter() if counts is None else counts
         if total <= 0:
             return counts
         executor = self.executor

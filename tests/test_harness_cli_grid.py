@@ -73,6 +73,20 @@ def test_a_filter_matching_nothing_is_named(tmp_path, suite, filters, message):
         plan_runs(resolved, flt, data_dir=tmp_path)
 
 
+def test_suite_help_names_every_built_in_suite():
+    from harness.cli import build_parser
+    from harness.suites import BUILTIN_SUITES
+
+    parser = build_parser()
+    for command in ("run", "tune"):
+        action = next(a for a in parser._subparsers._group_actions[0].choices[command]._actions
+                      if "--suite" in a.option_strings)
+        named = [name.strip() for name in action.help.split(";")[0].split("|")]
+        assert named == [*BUILTIN_SUITES, "PATH.toml"], (command, action.help)
+    for name in BUILTIN_SUITES:  # and each name it offers loads
+        assert load_suite(name).name == name
+
+
 def test_dry_run_groups_the_plan_and_writes_nothing(tmp_path):
     results = tmp_path / "results"
     args = ("run", "--dry-run", "--tasks", "syn-ising-k8,yeast", "--methods", "bce,test-constant", "--models",

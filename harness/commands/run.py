@@ -166,7 +166,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
             todo_ids = {r.run_id for r in todo}
             summary.already_ok = sum(1 for r in runnable if r.run_id not in todo_ids and stored.get(r.run_id) == "ok")
             work = _ClaimedRuns(todo, suite.name, claims, index, options, stack=options.stack_for(suite))
-            summary.counts.update(dispatcher.run(work, len(todo)))
+            dispatcher.run(work, len(todo), counts=summary.counts)  # counted as they finish: Ctrl-C keeps them
             summary.held_elsewhere = claims.skipped
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -362,9 +362,11 @@ def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``tune``."""
+    from harness.suites import BUILTIN_SUITES
+
     parser.add_argument("--suite", default=None,
-                        help="quick | paper | full | PATH.toml; with it, --tasks/--methods/--models narrow the "
-                             "suite (default: the grid those flags name, or quick without them)")
+                        help=f"{' | '.join(BUILTIN_SUITES)} | PATH.toml; with it, --tasks/--methods/--models "
+                             "narrow the suite (default: the grid those flags name, or quick without them)")
     parser.add_argument("--tasks", help="comma list of task names or globs (e.g. 'syn-*,emotions'); without "
                                         "--suite: the grid's tasks (default: the quick suite's)")
     parser.add_argument("--methods", help="comma list of method names or globs (e.g. 'minmin-*,exact-mle'); "
@@ -552,7 +554,10 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     lines += [f"[{number}] {reason}\n" for reason, number in reasons.items()]
     lines += [f"note: {note}\n" for note in plan.notes]
     if trials > 0:
-        lines.append(f"tuning first: {trials} Optuna trials per task × model × method (tuned runs get new ids)\n")
+        # a tuned run's id hashes its study's best parameters, unknown until the study ends: the plan
+        # holds the default-parameter runs, so tuned runs already stored are not counted as stored
+        lines.append(f"tuning first: {trials} Optuna trials per task × model × method; tuned runs get new ids, so "
+                     "'to run' and 'already stored' count the untuned plan (stored tuned runs are not seen)\n")
     stack = options.stack_for(suite)
     lines.append(f"stacking: up to {stack} runs of one configuration per job (methods that opt in)\n" if stack > 1
                  else "stacking: off (every run alone)\n")
