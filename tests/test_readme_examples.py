@@ -69,7 +69,9 @@ WITH_DATA = ("tune", "data")
 
 @pytest.mark.timeout(2400)
 def test_every_readme_command_runs(tmp_path):
-    data_dir = os.environ.get("EBM_BENCH_DATA") or str(ROOT.parent / "shared" / "datasets")
+    # absolute: the commands run in tmp_path, and the README's command 2 sets a relative path
+    # (EBM_BENCH_DATA=../shared/datasets, relative to the repository root where pytest starts)
+    data_dir = str(Path(os.environ.get("EBM_BENCH_DATA") or ROOT.parent / "shared" / "datasets").resolve())
     data = Path(data_dir).is_dir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "COLUMNS": "80"}
