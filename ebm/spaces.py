@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,20 +80,40 @@ def uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None, dev
 #: random bits per int64 word drawn by :func:`random_bits` (randint's range [0, 2^63 − 1) has 63
 #: uniform bits, up to a bias of 2^-63)
 _BITS_PER_WORD = 63
+#: the shifts 0..7 of a byte, uint8, per device (built once: a fresh ``arange`` every step is a
+#: dispatched operation of its own)
+_BYTE_SHIFTS: dict[torch.device, Tensor] = {}
+
+
+def _byte_shifts(device: torch.device) -> Tensor:
+    shifts = _BYTE_SHIFTS.get(device)
+    if shifts is None:
+        shifts = _BYTE_SHIFTS[device] = torch.arange(8, dtype=torch.uint8, device=device)
+    return shifts
 
 
 def random_bits(shape: tuple[int, ...], k: int, generator: torch.Generator | None, device) -> Tensor:
-    """i.i.d. fair bits, shape (*shape, k), float: 63 per random word, unpacked by shifts. One draw
-    per 63 labels instead of one uniform per label: the uniform prior's samples at k = 174 cost a
-    third of ``uniform_noise(...) < 0.5`` (the largest single cost of a min-min step there)."""
+    """i.i.d. fair bits, shape (*shape, k), float: 63 per random word w, bit j of a word being
+    ⌊w / 2^j⌋ mod 2 (j = 0..62), the words' bits laid end to end. One draw per 63 labels instead
+    of one uniform per label: the uniform prior's samples at k = 174 cost a third of
+    ``uniform_noise(...) < 0.5`` (the largest single cost of a min-min step there).
+
+    The words are unpacked through their bytes (a uint8 view: byte b holds bits 8b..8b+7), so the
+    shifts run on uint8 intermediates, 8× smaller than int64 ones: a shift of an int64 word per
+    bit made 1.5 MB temporaries per step at k = 174, whose allocation and page faults dominated the
+    step (``ebm-bench perf``). Only the bytes of the bits used are unpacked (k = 14: 2 bytes of 8)."""
     words = -(-k // _BITS_PER_WORD)
     draw_device = generator.device if generator is not None else device
     raw = torch.randint(0, 2**63 - 1, (*shape, words), generator=generator, device=draw_device)
     # only the k bits used when k fits one word (the same bits: k = 14 unpacks 14, not 63; under
     # a stacked step (ebm.stacking) the unused 49 cost more than the rest of the sampling)
     per_word = min(k, _BITS_PER_WORD)
-    shifts = torch.arange(per_word, device=draw_device)
-    bits = ((raw[..., None] >> shifts) & 1).reshape(*shape, words * per_word)[..., :k]
+    data_bytes = raw.view(torch.uint8).unflatten(-1, (words, 8))  # (*shape, words, 8)
+    if sys.byteorder != "little":  # byte 0 must be the least significant
+        data_bytes = data_bytes.flip(-1)
+    data_bytes = data_bytes[..., : -(-per_word // 8)]
+    bits = (data_bytes.unsqueeze(-1) >> _byte_shifts(raw.device)) & 1  # (*shape, words, bytes, 8)
+    bits = bits.flatten(-2)[..., :per_word].flatten(-2)[..., :k]
     return bits.to(device=device or draw_device, dtype=torch.float32)
 
 
