@@ -8,7 +8,8 @@ Layout of a results directory ``DIR``::
     DIR/perf/part-...parquet                     perf measurements; mirrored to DIR/perf.parquet
     DIR/leaderboard.parquet                      written by harness.leaderboard
     DIR/manifest.json                            git sha, versions, hardware, command line
-    DIR/studies/optuna.journal                   every Optuna study of the dir (harness.tuning)
+    DIR/studies/optuna.journal                   every Optuna study of the dir (harness.tuning; a cache
+                                                 of the trials table, rebuilt from it when missing)
 
 Why part files: every append creates a *new* file (unique name, written to a hidden temp
 file in the same directory, fsynced, then ``os.replace``d), so two drivers writing into one
@@ -60,8 +61,9 @@ import pyarrow.parquet as pq
 from harness.records import runs_fields
 
 #: 2: the runs table gained config, selection, best_step, stopped_early, attempt, prior; the
-#: curves table gained attempt; 3: the runs table gained stacked
-SCHEMA_VERSION = 3
+#: curves table gained attempt; 3: the runs table gained stacked; 4: the trials table gained
+#: intermediate_json (what a study store is rebuilt from, see harness.tuning)
+SCHEMA_VERSION = 4
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -98,6 +100,7 @@ TRIALS_SCHEMA = _schema("trials", [
     pa.field("error", pa.string()),
     pa.field("started_at", _TS),
     pa.field("finished_at", _TS),
+    pa.field("intermediate_json", pa.string()),  # v4: [[step, validation value], ...] as reported
 ])
 
 PERF_SCHEMA = _schema("perf", [

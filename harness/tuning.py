@@ -25,6 +25,14 @@ Resuming: finished trials (COMPLETE, PRUNED, FAIL) count toward the budget. A tr
 RUNNING by an interrupted driver is told FAIL, flagged ``interrupted_<n>`` in the study's user
 attributes, and not counted. Sequential seeded TPE is reproducible; with more executor slots
 than studies a study runs several trials at once (TPE's constant liar), which is not.
+
+The durable record is the ``trials`` table, not the journal: every finished trial is one row
+with its parameters, value, state and intermediate values, so the journal is a cache that can
+be deleted (or left out of a commit: it grows by megabytes a task). A study the store does not
+hold but the table does is rebuilt from the table (:func:`restore_study`) before it is used:
+same trial numbers, states, values and parameters in the same order, hence the same best trial
+and the same tuned runs. Rows written before schema v4 carry no intermediate values, so their
+restored trials set no pruning thresholds.
 """
 
 from __future__ import annotations
@@ -151,13 +159,67 @@ def best_params(study) -> dict[str, Any] | None:
     return json.loads(study.best_trial.user_attrs["params"])
 
 
+def trial_attrs(run: PlannedRun, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's user attributes: its cell, its parameters and the run it trains."""
+    trial_run = with_params(run, params, tuned=False)
+    return {**cell_attrs(run), "params": json.dumps(params, sort_keys=True), "run_id": trial_run.run_id,
+            "seed": trial_run.spec.seed, "fold": trial_run.spec.fold}
+
+
+def recorded_trials(results_dir) -> dict[str, list[dict[str, Any]]]:
+    """study → its rows of the ``trials`` table, one per trial number, in trial order (a row
+    stored twice, by a compaction interrupted between its two steps, counts once)."""
+    from harness.store import read_table
+
+    frame = read_table(results_dir, "trials")
+    if frame.empty:
+        return {}
+    frame = frame.drop_duplicates(["study", "trial_number"]).sort_values(["study", "trial_number"], kind="stable")
+    return {name: rows.to_dict("records") for name, rows in frame.groupby("study", sort=False)}
+
+
+def restore_study(study, rows: list[dict[str, Any]], run: PlannedRun, method) -> None:
+    """Re-create an empty study's finished trials from its ``trials`` rows (module doc).
+
+    Trial numbers are kept: a number without a row (a trial an interrupted driver left running)
+    becomes a FAIL trial flagged ``interrupted_<n>``, as the original driver flagged it, so rows
+    written later get the numbers they would have had. A trial's distributions are those the
+    method's search space declares for its parameters; parameters the suite fixes (not tuned)
+    are left out, as the value stored is the fixed one, not the suggestion."""
+    from optuna.trial import FixedTrial, TrialState, create_trial
+
+    by_number = {int(row["trial_number"]): row for row in rows}
+    for number in range(max(by_number, default=-1) + 1):
+        row = by_number.get(number)
+        if row is None:
+            study.add_trial(create_trial(state=TrialState.FAIL))
+            study.set_user_attr(f"interrupted_{number}", True)
+            continue
+        params = json.loads(row["params_json"])
+        suggested = FixedTrial(params)
+        method.search_space(suggested)
+        tuned = {k: v for k, v in suggested.params.items() if k not in run.overrides}
+        state = TrialState[row["state"]]
+        reported = row.get("intermediate_json")  # null (NaN in pandas) in rows written before v4
+        intermediate = {int(step): float(v) for step, v in json.loads(reported if isinstance(reported, str) else "[]")}
+        # Optuna's value of a pruned trial is its last intermediate value
+        value = intermediate[max(intermediate)] if state is TrialState.PRUNED and intermediate else row["value"]
+        has_value = state is not TrialState.FAIL and value is not None and math.isfinite(value)
+        study.add_trial(create_trial(
+            state=state, value=value if has_value else None, params=tuned,
+            distributions={k: suggested.distributions[k] for k in tuned},
+            intermediate_values=intermediate, user_attrs=trial_attrs(run, params)))
+
+
 def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple[dict[str, StudyState], list[str]]:
-    """One StudyState per distinct study among ``runs`` (runnable runs only)."""
+    """One StudyState per distinct study among ``runs`` (runnable runs only); a study the store
+    lacks is first rebuilt from the ``trials`` table."""
     from tasks.metrics import direction
 
     states: dict[str, StudyState] = {}
     notes: list[str] = []
     untunable: set[str] = set()
+    recorded: dict[str, list[dict[str, Any]]] | None = None  # read once, when a study needs it
     for run in sorted(runs, key=lambda r: (r.spec.seed, r.spec.fold)):
         name = study_name(run)
         if name in states or name in untunable:
@@ -169,20 +231,25 @@ def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple
                 notes.append(note)
             continue
         study = open_study(results_dir, name, direction(run.primary_metric), attrs=cell_attrs(run))
+        if not study.trials:
+            recorded = recorded_trials(results_dir) if recorded is None else recorded
+            if name in recorded:
+                restore_study(study, recorded[name], run, run.method)
         remaining = max(0, n_trials - _finished_count(study))
         states[name] = StudyState(name, run, run.method, run.overrides, study, remaining)
     return states, notes
 
 
 def trial_row(state: StudyState, trial, params: dict, value, status: str, record: RunRecord | None,
-              error: str | None) -> dict:
+              error: str | None, reported: list[tuple[int, float]]) -> dict:
     from harness.store import utc_now
 
     spec = state.run.spec
     return {"study": state.name, "trial_number": trial.number, "task": spec.task, "model": spec.model,
             "method": spec.method, "params_json": json.dumps(params, sort_keys=True), "value": value,
             "state": status, "n_steps": record.n_steps if record else None, "error": error,
-            "started_at": (record.started_at if record else None) or trial.datetime_start, "finished_at": utc_now()}
+            "started_at": (record.started_at if record else None) or trial.datetime_start, "finished_at": utc_now(),
+            "intermediate_json": json.dumps([[int(step), float(v)] for step, v in reported])}
 
 
 def best_intermediate(intermediate: list[tuple[int, float]], direction: str) -> float | None:
@@ -201,10 +268,10 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
 
     result = outcome.value if outcome.ok else None
     record: RunRecord | None = result.record if result is not None else None
-    if result is not None:
-        for step, value in result.intermediate:
-            if value is not None and math.isfinite(value):
-                trial.report(value, step)
+    reported = [(step, value) for step, value in (result.intermediate if result is not None else [])
+                if value is not None and math.isfinite(value)]
+    for step, value in reported:
+        trial.report(value, step)
     if record is not None:
         status = record.status
         error = record.error or outcome.failure
@@ -216,13 +283,14 @@ def tell(state: StudyState, trial, params: dict, outcome) -> dict:
         status, error, value = Status.TIMEOUT if outcome.timed_out else Status.FAILED, outcome.failure, None
     if status is Status.PRUNED:
         state.study.tell(trial, state=TrialState.PRUNED)
-        return trial_row(state, trial, params, value, "PRUNED", record, error)
+        return trial_row(state, trial, params, value, "PRUNED", record, error, reported)
     # a soft timeout still measured the model as it was: a usable trial
     if status in (Status.OK, Status.TIMEOUT) and value is not None and math.isfinite(value):
         state.study.tell(trial, value)
-        return trial_row(state, trial, params, value, "COMPLETE", record, error)
+        return trial_row(state, trial, params, value, "COMPLETE", record, error, reported)
     state.study.tell(trial, state=TrialState.FAIL)
-    return trial_row(state, trial, params, value, "FAIL", record, error or f"no validation {state.run.primary_metric}")
+    return trial_row(state, trial, params, value, "FAIL", record, error or f"no validation {state.run.primary_metric}",
+                     reported)
 
 
 def tune(runs: list[PlannedRun], dispatcher: Dispatcher, *, results_dir,
@@ -270,11 +338,9 @@ class Trials:
             trial = state.study.ask()
             # the suite's grid params stay fixed: they override what the search space suggests
             params = state.method.params({**state.method.search_space(trial), **state.overrides})
-            trial.set_user_attr("params", json.dumps(params, sort_keys=True))
-            trial_run = with_params(state.run, params, tuned=False)
-            for key, value in {**cell_attrs(state.run), "run_id": trial_run.run_id, "seed": trial_run.spec.seed,
-                               "fold": trial_run.spec.fold}.items():
+            for key, value in trial_attrs(state.run, params).items():
                 trial.set_user_attr(key, value)
+            trial_run = with_params(state.run, params, tuned=False)
             state.in_flight += 1
             thresholds = median_thresholds(state.study, state.run.spec.budget["max_steps"])
             return Submission(key=(state.name, trial.number), run=trial_run,

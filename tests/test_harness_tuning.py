@@ -131,3 +131,38 @@ def test_a_method_without_search_space_is_noted_once_not_per_run(tmp_path):
     states, notes = tuning.prepare_studies(runs, tmp_path / "results", n_trials=1)
     assert notes == ["constant: empty search space, default hyperparameters used"]
     assert {s.run.spec.method for s in states.values()} == {"test-constant"}
+
+
+def test_a_deleted_study_store_is_rebuilt_from_the_trials_table(tmp_path):
+    """The journal is a cache of the trials table: without it, `run` rebuilds every study with the
+    same trial numbers (an interrupted trial's gap included), states, values, parameters and
+    pruning thresholds, so nothing is tuned or run again and the best trial is the same."""
+    suite = write_suite(tmp_path, methods=("test-constant", "test-diverge"), seeds=2, trials=4, steps=4, eval_every=2)
+    results = tmp_path / "r"
+    run_suite(suite, options=_options(results, tune_trials=2, tune_only=True))
+    _study(results, suite).ask()  # a trial left RUNNING by a killed driver: number 2 gets no row
+    first = run_suite(suite, options=_options(results))
+    assert sum(first.counts.values()) == 4  # test-diverge's runs diverge: still finished
+
+    def snapshot(study):
+        return [(t.number, t.state.name, t.value if t.state.name == "COMPLETE" else None, t.params,
+                 t.intermediate_values, t.user_attrs.get("params"), t.user_attrs.get("run_id")) for t in study.trials
+                if t.state.name != "FAIL"]
+
+    runs = plan_runs(load_suite(suite)).runnable()
+    names = sorted({tuning.study_name(r) for r in runs})
+    before = {n: tuning.open_study(results, n, "min") for n in names}
+    expected = {n: (snapshot(s), tuning.best_params(s), tuning.median_thresholds(s, 4),
+                    {k for k in s.user_attrs if k.startswith("interrupted_")}) for n, s in before.items()}
+    assert expected[tuning.study_name(runs[0])][3] == {"interrupted_2"}
+    tuning._storages.clear()
+    (results / tuning.STUDY_STORE).unlink()
+
+    again = run_suite(suite, options=_options(results))
+    assert again.to_run == 0
+    for name in names:
+        study = tuning.open_study(results, name, "min")
+        assert (snapshot(study), tuning.best_params(study), tuning.median_thresholds(study, 4),
+                {k for k in study.user_attrs if k.startswith("interrupted_")}) == expected[name]
+        assert tuning._finished_count(study) == 4
+    assert len(store.read_table(results, "trials")) == 8  # no trial ran twice
