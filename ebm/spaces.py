@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,20 +80,42 @@ def uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None, dev
 #: random bits per int64 word drawn by :func:`random_bits` (randint's range [0, 2^63 − 1) has 63
 #: uniform bits, up to a bias of 2^-63)
 _BITS_PER_WORD = 63
+#: the shifts 0..31 of a 32-bit half word, int32, per device (built once: a fresh ``arange`` every
+#: step is a dispatched operation of its own)
+_HALF_SHIFTS: dict[torch.device, Tensor] = {}
+
+
+def _half_shifts(device: torch.device) -> Tensor:
+    shifts = _HALF_SHIFTS.get(device)
+    if shifts is None:
+        shifts = _HALF_SHIFTS[device] = torch.arange(32, dtype=torch.int32, device=device)
+    return shifts
 
 
 def random_bits(shape: tuple[int, ...], k: int, generator: torch.Generator | None, device) -> Tensor:
-    """i.i.d. fair bits, shape (*shape, k), float: 63 per random word, unpacked by shifts. One draw
-    per 63 labels instead of one uniform per label: the uniform prior's samples at k = 174 cost a
-    third of ``uniform_noise(...) < 0.5`` (the largest single cost of a min-min step there)."""
+    """i.i.d. fair bits, shape (*shape, k), float: 63 per random word w, bit j of a word being
+    ⌊w / 2^j⌋ mod 2 (j = 0..62), the words' bits laid end to end. One draw per 63 labels instead
+    of one uniform per label: the uniform prior's samples at k = 174 cost a third of
+    ``uniform_noise(...) < 0.5`` (the largest single cost of a min-min step there).
+
+    The words are unpacked through their 32-bit halves (an int32 view: half h holds bits
+    32h..32h + 31), whose shifts vectorise, with temporaries half the size of int64 ones: a shift
+    of the int64 word per bit (1.5 MB temporaries at k = 174, a scalar loop) was the largest cost
+    of a min-min step there (``ebm-bench perf``). Only the halves of the bits used are unpacked
+    (k = 14: one half of two). An arithmetic shift of a half with its top bit set fills with ones,
+    which the ``& 1`` drops."""
     words = -(-k // _BITS_PER_WORD)
     draw_device = generator.device if generator is not None else device
     raw = torch.randint(0, 2**63 - 1, (*shape, words), generator=generator, device=draw_device)
     # only the k bits used when k fits one word (the same bits: k = 14 unpacks 14, not 63; under
     # a stacked step (ebm.stacking) the unused 49 cost more than the rest of the sampling)
     per_word = min(k, _BITS_PER_WORD)
-    shifts = torch.arange(per_word, device=draw_device)
-    bits = ((raw[..., None] >> shifts) & 1).reshape(*shape, words * per_word)[..., :k]
+    halves = raw.view(torch.int32).unflatten(-1, (words, 2))  # (*shape, words, 2)
+    if sys.byteorder != "little":  # half 0 must be the low one
+        halves = halves.flip(-1)
+    halves = halves[..., : -(-per_word // 32)]
+    bits = (halves.unsqueeze(-1) >> _half_shifts(raw.device)) & 1  # (*shape, words, halves, 32)
+    bits = bits.flatten(-2)[..., :per_word].flatten(-2)[..., :k]
     return bits.to(device=device or draw_device, dtype=torch.float32)
 
 

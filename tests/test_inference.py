@@ -79,6 +79,39 @@ def test_pairwise_terms_define_the_energy():
     assert energy.rank == 3 and build_energy(space, "pairwise", 4, rank=0)(x, y).shape == (4, 5)  # rank 0 allowed
 
 
+
+@pytest.mark.parametrize("n,m,e", [(64, 17, 16), (64, 17, 174), (3, 1, 2), (1, 5, 36), (5, 4, 1)])
+def test_batched_dot_is_einsums_product_bit_for_bit(n, m, e):
+    """energies.batched_dot(θ, y) replaced ``einsum("ne,nme->nm", θ, y)`` in the energies' training
+    path: the same bits forward and in both gradients (runs must not change), and ⟨θ_i, y_ij⟩ in float64."""
+    from ebm.energies import batched_dot
+
+    generator = torch.Generator().manual_seed(n + m + e)
+    theta = torch.randn(n, e, generator=generator, requires_grad=True)
+    y = (torch.rand(n, m, e, generator=generator) < 0.5).float().requires_grad_()
+    upstream = torch.randn(n, m, generator=generator)
+    ours = batched_dot(theta, y)
+    grads = torch.autograd.grad(ours, (theta, y), upstream)
+    reference = torch.einsum("ne,nme->nm", theta, y)
+    reference_grads = torch.autograd.grad(reference, (theta, y), upstream)
+    assert ours.shape == (n, m) and torch.equal(ours, reference)
+    assert all(torch.equal(a, b) for a, b in zip(grads, reference_grads))
+    assert torch.allclose(ours.double(), (theta.double()[:, None, :] * y.double()).sum(-1), atol=1e-5)
+
+
+def test_off_diagonal_mask_is_shared_and_usable_in_training():
+    """The pairwise energy's 1 − I is built once per (k, device, dtype), even inside inference mode
+    (it must still be usable where autograd saves it)."""
+    from ebm.energies import off_diagonal_mask
+
+    with torch.inference_mode():
+        first = off_diagonal_mask(13, torch.device("cpu"), torch.float64)
+    assert torch.equal(first, 1 - torch.eye(13, dtype=torch.float64))
+    assert off_diagonal_mask(13, torch.device("cpu"), torch.float64) is first
+    coupling = torch.randn(13, 13, dtype=torch.float64, requires_grad=True)
+    (coupling * first).sum().backward()
+    assert torch.equal(coupling.grad, first)
+
 def test_energy_input_errors_are_clear():
     energy = build_energy(Multilabel(3), "unary", 4, depth=0)
     with pytest.raises(ValueError, match=r"expected \(n, 4\)"):

@@ -334,3 +334,35 @@ def _peaked_model(space, model):
     x, y = torch.randn(4, 5), space.sample_prior(4, generator=torch.Generator().manual_seed(3))
     everything = space.enumerate_all()
     return energy, tau, parameters, x, y, everything, space.log_prior(everything)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ess_log_reduces_steps_together_to_the_per_step_values(weighted):
+    """EssLog keeps the steps' scores and reduces them together (every 100 steps, and whenever its
+    info is read): its mean and curve equal the ESS/n′ computed step by step from the definition,
+    ω_j = w_j e^{g_j − τ} (kl), ESS/n′ = (Σ_j ω_j)² / (n′ Σ_j ω_j²) averaged over the rows — in numpy,
+    with reads in between (as the monitor's snapshots do) and τ per row or per draw."""
+    import numpy as np
+
+    from ebm.divergences import get_divergence
+    from ebm.minmin import EssLog
+
+    generator = torch.Generator().manual_seed(5)
+    log, kl, expected = EssLog(every=100), get_divergence("kl"), []
+    for step in range(250):
+        g = 3 * torch.randn(8, 6, generator=generator)
+        tau = torch.randn(8, generator=generator) if step < 130 else torch.randn(8, 6, generator=generator)
+        log_w = torch.randn(8, 6, generator=generator) if weighted else None
+        log.add(g, tau, log_w, kl)
+        omega = np.exp(g.double().numpy() - (tau.double().numpy()[:, None] if tau.dim() == 1 else tau.double().numpy()))
+        if weighted:
+            omega = omega * np.exp(log_w.double().numpy())
+        expected.append(float(np.mean(omega.sum(1) ** 2 / (6 * (omega**2).sum(1)))))
+        if step in (40, 130, 199):
+            info = log.info()
+            assert info["ess"] == pytest.approx(np.mean(expected), rel=1e-12, abs=0)
+    info = log.info()
+    assert info["ess"] == pytest.approx(np.mean(expected), rel=1e-12, abs=0)
+    assert [s for s, _ in info["ess_curve"]] == [100, 200]
+    assert [v for _, v in info["ess_curve"]] == pytest.approx([np.mean(expected[:100]), np.mean(expected[100:200])],
+                                                              rel=1e-12, abs=0)

@@ -178,3 +178,23 @@ def test_uniform_prior_bits_are_fair_and_independent_across_words(start):
     block = Multilabel(4)
     uniform = block.log_prior(block.enumerate_all()).exp()
     assert chi_square_pvalue(block, samples[:, start:start + 4], uniform) > 0.01
+
+
+@pytest.mark.parametrize("k", [1, 7, 14, 16, 31, 32, 33, 63, 64, 126, 130, 174])
+def test_random_bits_are_the_words_bits_unpacked_one_by_one(k):
+    """random_bits(shape, k) lays the bits 0..62 of each random word end to end (bit j of w is
+    ⌊w / 2^j⌋ mod 2): checked against Python integers unpacked bit by bit from the same draws (the
+    generator state is replayed), for k within one byte, one word, and across words. The
+    unpacking goes through an int32 view of the words, so this pins the order of their halves too."""
+    from ebm.spaces import random_bits
+
+    shape, words = (3, 5), -(-k // 63)
+    bits = random_bits(shape, k, torch.Generator().manual_seed(11), None)
+    raw = torch.randint(0, 2**63 - 1, (*shape, words), generator=torch.Generator().manual_seed(11))
+    expected = [[[(int(w) >> j) & 1 for w in row_words for j in range(63)][:k] for row_words in sample]
+                for sample in raw.tolist()]
+    assert bits.dtype == torch.float32 and bits.shape == (*shape, k) and bits.is_contiguous()
+    assert bits.tolist() == expected
+    # the uniform prior draws exactly these bits
+    prior = Multilabel(k).sample_prior(shape, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(prior, bits)
