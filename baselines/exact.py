@@ -28,7 +28,6 @@ from torch.utils.checkpoint import checkpoint
 from ebm.energies import Energy, UnaryEnergy
 from ebm.method import Fitted
 from ebm.spaces import OutputSpace, is_binary
-from ebm.stacking import is_stacked
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
 EXACT_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "max_subsets": 2**16, "max_permutations": math.factorial(8),
@@ -109,13 +108,7 @@ def sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
     shrinks to the true one, whose τ_S is exactly the sort formula's (same support, same sums).
     Each round is a few passes over the scores, a handful of rounds suffice in practice, against
     a sort of all |Y| = 2^14 scores of yeast per row (a ~6× faster training step); a row still
-    moving after ``SPARSEMAX_ROUNDS`` rounds gets the full sort.
-
-    Inside a stacked step (:func:`ebm.stacking.is_stacked`) the fixed point's data-dependent stop
-    cannot run under ``vmap``: the sort gives the same τ there (same support; the sums in another
-    order, so equal to float tolerance)."""
-    if is_stacked(s):
-        return _sorted_sparsemax_threshold(s, q)
+    moving after ``SPARSEMAX_ROUNDS`` rounds gets the full sort."""
     support = q > 0
     tau = torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
     for _ in range(SPARSEMAX_ROUNDS):
@@ -125,12 +118,6 @@ def sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
         if torch.equal(shrunk, support):
             return tau
         support = shrunk
-    return _sorted_sparsemax_threshold(s, q)
-
-
-def _sorted_sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
-    """τ of :func:`sparsemax_threshold` by the sort formula: τ_m = (Σ_{top m} q s − 1) / Σ_{top m} q
-    at the largest m with s_(m) > τ_m (scores sorted descending)."""
     s_sorted, order = s.sort(dim=1, descending=True)
     q_sorted = q.gather(1, order)
     thresholds = ((q_sorted * s_sorted).cumsum(dim=1) - 1.0) / q_sorted.cumsum(dim=1)
@@ -211,6 +198,13 @@ class ExactSparsemax(_ExactMethod):
     # uniform q, as for minmin-sparsemax: the mode of p = q·[1 + g − τ]₊ is then argmax g,
     # which the mode oracles compute exactly (with another q it is argmax q·(1 + g − τ))
     required_prior = "uniform"
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        """Never: :func:`sparsemax_threshold`'s fixed point stops on a data-dependent test that
+        ``vmap`` cannot run, and its vmap-safe alternative, the sort, made a stacked group of 5 on
+        lr-glass cost twice its 5 single runs (measured); a group used to fail at its first step
+        and rerun every member alone."""
+        return False
 
     def per_example_loss(self, energy, space, x, y, enumeration):
         return exact_sparsemax_loss(energy, space, x, y, enumeration)
