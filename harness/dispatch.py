@@ -143,8 +143,7 @@ class Dispatcher:
                 shared.release(run.spec.data_key)
             finished = work.finish(submission, outcome)
             every = finished if isinstance(finished, list) else [finished]
-            for one in every:
-                self.finished(one, counts)
+            self.record(every, counts)
             recorded = getattr(work, "recorded", None)
             if recorded is not None:
                 recorded(submission)
@@ -158,11 +157,22 @@ class Dispatcher:
         return counts
 
     def finished(self, finished: Finished, counts: Counter) -> None:
+        """Record one finished run (:meth:`record`)."""
+        self.record([finished], counts)
+
+    def record(self, finished: list[Finished], counts: Counter) -> None:
         """The one place where a finished job is recorded: its rows go to the writer (which
-        puts them on disk, fsynced, before it returns), then its status is counted."""
-        for table, rows in finished.rows.items():
+        puts them on disk, fsynced, before it returns), then each run's status is counted. A
+        stacked group's runs are written together, one part file per table (in the tables'
+        order: curves before the runs they belong to), not one per member."""
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for one in finished:
+            for table, rows in one.rows.items():
+                tables.setdefault(table, []).extend(rows)
+        for table, rows in tables.items():
             self.writer.add(table, rows)
-        counts[finished.status] += 1
+        for one in finished:
+            counts[one.status] += 1
 
 
 #: runs of one configuration trained stacked in one job at most (``ebm-bench run`` default)

@@ -99,3 +99,42 @@ def test_stacked_groups_are_submitted_first_largest_first(tmp_path):
     assert first is not None and first.group is not None and len(first.group) == 4
     lone = [job[0].spec.seed for job in stack_groups(runs, 5) if len(job) == 1]
     assert lone == list(range(7))
+
+
+class _Calls(_Rows):
+    """A writer that also keeps each ``add`` call (table, run ids) in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def add(self, table, rows):
+        rows = list(rows)
+        self.calls.append((table, [row["run_id"] for row in rows]))
+        super().add(table, rows)
+
+
+def test_a_stacked_group_is_written_in_one_call_per_table_curves_first(tmp_path):
+    """A group of 3 seeds (bce stacks) and a lone run (minmin-finite does not): the group's runs
+    reach the writer as one curves call then one runs call holding all 3 members (one part file
+    each, not 3), before any of them is counted; the lone run as its own pair."""
+    runs = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "minmin-finite"), seeds=3, steps=4,
+                                            eval_every=2)))
+    runs = [r for r in runs.runnable() if r.spec.method == "bce" or r.spec.seed == 0]
+    writer = _Calls()
+
+    def load(key):
+        from tasks.registry import get_task
+
+        task, seed, fold, _ = key
+        return get_task(task).load(None, seed=seed, fold=fold, val_fraction=0.2)
+
+    dispatcher = Dispatcher(SerialExecutor, load, writer, worker_kwargs={}, hard_timeout=None, progress=_Progress)
+    counts = dispatcher.run(SuiteRuns(runs, "fixture", stack=5), len(runs))
+    dispatcher.close()
+    assert counts == Counter({Status.OK: 4})
+    group = sorted(r.run_id for r in runs if r.spec.method == "bce")
+    (lone,) = [r.run_id for r in runs if r.spec.method == "minmin-finite"]
+    assert [table for table, _ in writer.calls] == ["curves", "runs", "curves", "runs"]
+    assert [sorted(set(ids)) for _, ids in writer.calls] == [group, group, [lone], [lone]]
+    assert len(writer.tables["runs"]) == 4

@@ -381,6 +381,9 @@ def test_methods_opt_in():
         fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
     gwg = get_method("mcmc-gwg")  # its kernel reads a Python float every step
     assert not gwg.can_stack(space, "unary", gwg.params({}))
+    sparsemax = get_method("exact-sparsemax")  # its threshold's fixed point stops on a data-dependent test
+    for kind, k, model in [("multilabel", 6, "unary"), ("ranking", 5, "permutahedron")]:
+        assert not sparsemax.can_stack(make_space(kind, k, model), model, sparsemax.params({})), model
     for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar",
                  "nce", "mcmc-pcd", "perceptron"):
         method = get_method(name)

@@ -71,3 +71,27 @@ def test_metric_directions():
     keys = set(multilabel_metrics(np.eye(2, dtype=int), np.eye(2, dtype=int)))
     keys |= set(ranking_metrics(np.array([[0, 1]]), np.array([[0, 1]])))
     assert keys <= set(METRICS)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_multilabel_metrics_equal_scikit_learn(seed):
+    """The numpy counts give scikit-learn's numbers exactly (zero_division=1), on random 0/1
+    matrices with empty rows, empty label columns and all-empty predictions mixed in."""
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(1, 300)), int(rng.integers(1, 20))
+    y_true = (rng.random((n, k)) < rng.uniform(0.05, 0.6)).astype(int)
+    y_pred = (rng.random((n, k)) < rng.uniform(0.0, 0.6)).astype(int)
+    y_true[rng.random(n) < 0.2] = 0          # empty truth rows
+    y_pred[:, rng.random(k) < 0.3] = 0       # labels never predicted
+    if seed == 0:
+        y_pred[:] = 0
+    if seed == 1:
+        y_true[:] = y_pred
+    got = multilabel_metrics(y_true, y_pred)
+    want = {"f1_example": f1_score(y_true, y_pred, average="samples", zero_division=1.0),
+            "f1_micro": f1_score(y_true, y_pred, average="micro", zero_division=1.0),
+            "f1_macro": f1_score(y_true, y_pred, average="macro", zero_division=1.0),
+            "hamming": hamming_loss(y_true, y_pred), "subset_acc": accuracy_score(y_true, y_pred)}
+    assert got == {name: float(value) for name, value in want.items()}
