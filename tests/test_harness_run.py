@@ -87,30 +87,25 @@ def test_resume_runs_only_the_missing_runs(tmp_path):
     assert len(store.read_table(tmp_path / "r", "runs")) == 6
 
 
-def test_an_interrupted_run_counts_what_finished_before_the_interrupt(tmp_path, monkeypatch):
-    """Ctrl-C between runs: the summary and the manifest count the runs already written (the
-    closing line said "nothing new" while the progress bar showed them ok)."""
+def test_an_interrupted_run_counts_what_finished_before_the_interrupt(tmp_path):
+    """SIGINT (Ctrl-C) mid-suite to a real driver: it exits 130, and the manifest counts exactly
+    the runs already on disk (it once said "nothing new" while the progress bar showed them ok)."""
     import json
 
-    from harness.dispatch import Dispatcher
-
-    written = []
-    original = Dispatcher.finished
-
-    def finished_then_interrupt(self, finished, counts):
-        original(self, finished, counts)
-        written.append(finished)
-        if len(written) == 2:
-            raise KeyboardInterrupt  # as a SIGINT delivered right after the second run's write
-
-    monkeypatch.setattr(Dispatcher, "finished", finished_then_interrupt)
-    suite = write_suite(tmp_path, methods=("test-constant",), seeds=4)
-    summary = run_suite(suite, options=_serial(tmp_path / "r"))
-    assert summary.interrupted and summary.to_run == 4
-    assert len(store.read_table(tmp_path / "r", "runs")) == 2
-    assert dict(summary.counts) == {"ok": 2}
-    invocation = json.loads((tmp_path / "r" / "manifest.json").read_text())["invocations"][-1]
-    assert invocation["status"] == "interrupted" and invocation["counts"] == {"ok": 2}
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.4 } }")
+    results = tmp_path / "r"
+    args = [*CLI, "run", "--suite", str(suite), "--executor", "serial",
+            "--results-dir", str(results), "--no-progress", "--no-leaderboard"]
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list((results / "runs").glob("part-*"))) < 2:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=60) == 130, driver.stderr.read()
+    stored = len(store.read_table(results, "runs", on_corrupt="raise"))
+    assert 2 <= stored < 6
+    invocation = json.loads((results / "manifest.json").read_text())["invocations"][-1]
+    assert invocation["status"] == "interrupted" and invocation["counts"] == {"ok": stored}
 
 
 def test_driver_killed_mid_suite_then_resumed(tmp_path):
