@@ -211,6 +211,31 @@ def restore_study(study, rows: list[dict[str, Any]], run: PlannedRun, method) ->
             intermediate_values=intermediate, user_attrs=trial_attrs(run, params)))
 
 
+def finished_best(runs: list[PlannedRun], results_dir, n_trials: int) -> dict[str, dict[str, Any]]:
+    """study → best parameters, for each study of ``runs`` that the ``trials`` table shows
+    finished (``n_trials`` finished trials, one of them complete): what ``run`` would train after
+    tuning, found without opening or writing the study store (``run --dry-run``'s view). The
+    study is rebuilt in memory by :func:`restore_study`, so its best trial is Optuna's own."""
+    import optuna
+
+    from tasks.metrics import direction
+
+    recorded = recorded_trials(results_dir)
+    best: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        name = study_name(run)
+        rows = recorded.get(name, [])
+        if name in best or len(rows) < n_trials:
+            continue
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                    direction="maximize" if direction(run.primary_metric) == "max" else "minimize")
+        restore_study(study, rows, run, run.method)
+        params = best_params(study)
+        if params is not None:
+            best[name] = params
+    return best
+
+
 def prepare_studies(runs: list[PlannedRun], results_dir, n_trials: int) -> tuple[dict[str, StudyState], list[str]]:
     """One StudyState per distinct study among ``runs`` (runnable runs only); a study the store
     lacks is first rebuilt from the ``trials`` table."""

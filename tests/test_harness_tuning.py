@@ -166,3 +166,23 @@ def test_a_deleted_study_store_is_rebuilt_from_the_trials_table(tmp_path):
                 {k for k in study.user_attrs if k.startswith("interrupted_")}) == expected[name]
         assert tuning._finished_count(study) == 4
     assert len(store.read_table(results, "trials")) == 8  # no trial ran twice
+
+
+def test_dry_run_sees_the_tuned_runs_of_finished_studies(tmp_path):
+    """A tuned run's id hashes its study's best parameters: the dry run finds them in the trials
+    table (read only) and counts the stored tuned runs as stored, the runs of unfinished studies
+    as to run; the journal is neither needed nor written."""
+    from harness.commands.run import dry_run
+
+    suite = write_suite(tmp_path, methods=("test-constant", "constant"), seeds=2, trials=3)
+    results = tmp_path / "r"
+    before = dry_run(suite, None, _options(results))
+    assert "0 of 1 studies finished" in before and "4 to run, 0 already stored" in before
+    run_suite(suite, options=_options(results, tune_trials=2, tune_only=True))  # 2 of 3 trials
+    assert "0 of 1 studies finished" in dry_run(suite, None, _options(results))
+    run_suite(suite, options=_options(results))
+    (results / tuning.STUDY_STORE).unlink()
+    tuning._storages.clear()
+    after = dry_run(suite, None, _options(results))
+    assert "1 of 1 studies finished" in after and "0 to run, 4 already stored" in after
+    assert not (results / tuning.STUDY_STORE).exists()

@@ -527,8 +527,10 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     suite, filters = resolve_suite(suite, filters)
     plan = plan_runs(suite, filters, data_dir=options.data_dir)
     stored = store.run_statuses(options.results_dir) if Path(options.results_dir, "runs").is_dir() else {}
+    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
+    runs_of_plan, tuning_note = _as_tuned(list(plan), trials, options) if trials > 0 else (list(plan), None)
     groups: dict[tuple, list] = {}
-    for run in plan:
+    for run in runs_of_plan:
         groups.setdefault((run.spec.task, run.spec.model, config_label(run)), []).append(run)
     rows, to_run, done, at_plan = [], 0, 0, 0
     reasons: dict[str, int] = {}  # plan-time reasons, numbered once (footnotes under the table)
@@ -547,17 +549,13 @@ def dry_run(suite, filters, options: RunOptions) -> str:
             state = "to run" + (f" ({len(runs) - len(pending)} stored)" if len(pending) < len(runs) else "")
         rows.append([task, model, config, _span(r.spec.seed for r in runs), _span(r.spec.fold for r in runs),
                      len(runs), state])
-    trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
     lines = [render_table(["task", "model", "config", "seeds", "folds", "runs", "state"], rows,
                           title=f"ebm-bench run --dry-run: suite {suite.name!r} → {options.results_dir}",
                           right=["runs"])]
     lines += [f"[{number}] {reason}\n" for reason, number in reasons.items()]
     lines += [f"note: {note}\n" for note in plan.notes]
-    if trials > 0:
-        # a tuned run's id hashes its study's best parameters, unknown until the study ends: the plan
-        # holds the default-parameter runs, so tuned runs already stored are not counted as stored
-        lines.append(f"tuning first: {trials} Optuna trials per task × model × method; tuned runs get new ids, so "
-                     "'to run' and 'already stored' count the untuned plan (stored tuned runs are not seen)\n")
+    if tuning_note:
+        lines.append(tuning_note)
     stack = options.stack_for(suite)
     lines.append(f"stacking: up to {stack} runs of one configuration per job (methods that opt in)\n" if stack > 1
                  else "stacking: off (every run alone)\n")
@@ -565,6 +563,25 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     lines.append(f"{len(plan)} planned runs: {to_run} to run, {done} already stored, {at_plan} skipped or "
                  f"unsupported at plan time (budget {', '.join(f'{k}={v}' for k, v in budget.items())})\n")
     return "".join(lines)
+
+
+def _as_tuned(plan: list, trials: int, options: RunOptions) -> tuple[list, str]:
+    """The plan as ``run`` would train it after tuning: each run of a study that the trials
+    table shows finished gets the study's best parameters (its tuned run id, which the store may
+    hold); the runs of studies still to tune keep their untuned ids, unknown until the study
+    ends, so they count as to run. Nothing is written."""
+    from harness import tuning
+    from harness.plan import with_params
+
+    runnable = [r for r in plan if not r.status]
+    best = tuning.finished_best(runnable, options.results_dir, trials)
+    studies = {tuning.study_name(r) for r in runnable if tuning.tunable(r.method)}
+    tuned = [with_params(r, best[name], tuned=True) if not r.status and (name := tuning.study_name(r)) in best else r
+             for r in plan]
+    note = (f"tuning first: {trials} Optuna trials per task × model × method; {len(studies & best.keys())} of "
+            f"{len(studies)} studies finished (their tuned runs are shown), the runs of the others are counted "
+            "to run (a tuned run's id is known when its study ends)\n")
+    return tuned, note
 
 
 def config_label(run) -> str:
