@@ -92,18 +92,21 @@ def test_an_interrupted_run_counts_what_finished_before_the_interrupt(tmp_path):
     the runs already on disk (it once said "nothing new" while the progress bar showed them ok)."""
     import json
 
-    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.4 } }")
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=10, params="{ test-sleep = { seconds = 0.5 } }")
     results = tmp_path / "r"
     args = [*CLI, "run", "--suite", str(suite), "--executor", "serial",
             "--results-dir", str(results), "--no-progress", "--no-leaderboard"]
-    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C delivers it: a background parent (CI under nohup) leaves it
+    # ignored, and an ignored SIGINT is inherited, so the child gets the default disposition back
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list((results / "runs").glob("part-*"))) < 2:
         time.sleep(0.05)
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=60) == 130, driver.stderr.read()
     stored = len(store.read_table(results, "runs", on_corrupt="raise"))
-    assert 2 <= stored < 6
+    assert 2 <= stored < 10
     invocation = json.loads((results / "manifest.json").read_text())["invocations"][-1]
     assert invocation["status"] == "interrupted" and invocation["counts"] == {"ok": stored}
 
