@@ -632,6 +632,8 @@ _MISSING = object()
 
 #: a ``run`` start compacts a table holding more part files than this
 COMPACT_AT = 64
+#: rows per file written by :func:`compact` (about 1 MB of curve points)
+COMPACT_MAX_ROWS = 100_000
 
 
 def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "curves", "trials"), *,
@@ -661,7 +663,7 @@ def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "cu
                         continue  # left for read_arrow to name
                     paths.append(path)
                     parts.append(part)
-                if len(paths) < min_parts:
+                if len(paths) < min_parts and all(p.num_rows <= COMPACT_MAX_ROWS for p in parts):
                     merged[table] = 0
                     continue
                 unified = pa.unify_schemas([pa.schema([f.with_nullable(True) for f in _schema_for(table)])] +
@@ -672,7 +674,12 @@ def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "cu
                 # named after the newest merged part, so the order of rows between files (ties in
                 # dedupe go to the later file) is kept for parts written after it
                 newest = paths[-1].name.removeprefix("part-").removesuffix(".parquet")
-                write_parquet_atomic(table_dir(root, table) / f"part-{newest}-c{uuid.uuid4().hex[:8]}.parquet", data)
+                # in slices of COMPACT_MAX_ROWS, named to sort in row order: merged files stay small
+                # enough to commit (results/paper) however large the table grows
+                merge_id = uuid.uuid4().hex[:8]
+                for number, start in enumerate(range(0, max(data.num_rows, 1), COMPACT_MAX_ROWS)):
+                    write_parquet_atomic(table_dir(root, table) / f"part-{newest}-c{merge_id}-{number:03d}.parquet",
+                                         data.slice(start, COMPACT_MAX_ROWS))
                 for path in paths:
                     path.unlink(missing_ok=True)
                 _fsync_dir(table_dir(root, table))
