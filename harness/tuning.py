@@ -211,6 +211,14 @@ def restore_study(study, rows: list[dict[str, Any]], run: PlannedRun, method) ->
             intermediate_values=intermediate, user_attrs=trial_attrs(run, params)))
 
 
+def with_best(runs: list[PlannedRun], best: dict[str, dict[str, Any]]) -> list[PlannedRun]:
+    """``runs`` with each run of a study in ``best`` given that study's best parameters (its
+    tuned run id); runs not planned to train (``status`` set at plan time) and runs of other
+    studies as they are."""
+    return [with_params(r, best[name], tuned=True) if not r.status and (name := study_name(r)) in best else r
+            for r in runs]
+
+
 def finished_best(runs: list[PlannedRun], results_dir, n_trials: int) -> dict[str, dict[str, Any]]:
     """study → best parameters, for each study of ``runs`` that the ``trials`` table shows
     finished (``n_trials`` finished trials, one of them complete): what ``run`` would train after

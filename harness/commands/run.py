@@ -347,15 +347,13 @@ def _dispatcher(options: RunOptions, writer, *, heartbeat=None, phases=None, pro
 def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, summary: RunSummary) -> list:
     """``runnable`` with each run's hyperparameters replaced by its study's best (when tuning)."""
     from harness import tuning
-    from harness.plan import with_params
 
     trials = suite.tune_trials if options.tune_trials is None else options.tune_trials
     if trials <= 0 or not runnable:
         return runnable
     best, notes = tuning.tune(runnable, dispatcher, results_dir=results_dir, n_trials=trials)
     summary.notes += notes
-    return [with_params(r, best[tuning.study_name(r)], tuned=True) if tuning.study_name(r) in best else r
-            for r in runnable]
+    return tuning.with_best(runnable, best)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -571,13 +569,11 @@ def _as_tuned(plan: list, trials: int, options: RunOptions) -> tuple[list, str]:
     hold); the runs of studies still to tune keep their untuned ids, unknown until the study
     ends, so they count as to run. Nothing is written."""
     from harness import tuning
-    from harness.plan import with_params
 
     runnable = [r for r in plan if not r.status]
     best = tuning.finished_best(runnable, options.results_dir, trials)
     studies = {tuning.study_name(r) for r in runnable if tuning.tunable(r.method)}
-    tuned = [with_params(r, best[name], tuned=True) if not r.status and (name := tuning.study_name(r)) in best else r
-             for r in plan]
+    tuned = tuning.with_best(plan, best)
     note = (f"tuning first: {trials} Optuna trials per task × model × method; {len(studies & best.keys())} of "
             f"{len(studies)} studies finished (their tuned runs are shown), the runs of the others are counted "
             "to run (a tuned run's id is known when its study ends)\n")
