@@ -128,6 +128,9 @@ class RayExecutor:
         local = not (address or os.environ.get("RAY_ADDRESS"))
         if local:
             _loopback_only()
+            # token authentication, Ray's default for a local instance since 2.59, chosen explicitly:
+            # the same protection, without the warning Ray logs when the mode is left unset
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
         self._ray = ray

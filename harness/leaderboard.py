@@ -418,13 +418,6 @@ def _rich_table(wide: pd.DataFrame, best: pd.DataFrame, title: str | None, width
     return render(not fits)
 
 
-def terminal_width() -> int:
-    """Columns of the terminal stdout writes to (``COLUMNS`` when set; 80 when unknown): rich's rule."""
-    from rich.console import Console
-
-    return Console().width
-
-
 def parse_metrics(value: str | None) -> tuple[str, ...] | None:
     """``--metrics``: None (each task's primary metric), ``all``, or a comma list."""
     if value is None or not value.strip():
@@ -482,6 +475,8 @@ def format_leaderboard(board: pd.DataFrame, fmt: str = "table", task: str | None
         if task is None and metric is None else ""
     if primary_only:  # the default terminal view fits the terminal; asked-for metrics get their natural width
         selected = _primary_only(selected)
+        from harness.tables import terminal_width
+
         width = width or terminal_width()
     else:
         width = None

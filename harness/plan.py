@@ -229,6 +229,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     data = {"val_fraction": suite.val_fraction}  # the prior q is a hyperparameter (harness.fitdata.resolve_prior)
     #: what each filter could have matched (for the message when one matches nothing)
     candidates: dict[str, dict[str, None]] = {"task": {}, "model": {}, "method": {}}
+    #: tasks the task filter selected but the model filter left without a model, by kind
+    unmodelled: dict[str, dict[str, Any]] = {}
 
     for number, block in enumerate(suite.grid, 1):
         where = f"suite {suite.name!r} grid block {number}"
@@ -264,6 +266,8 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                 every = filters.max_steps // evals if filters.max_steps >= evals else filters.max_steps
                 budget = {**budget, "max_steps": filters.max_steps, "eval_every": max(1, every)}
             models = [m for m in block_models if _matches(m, filters.models)]
+            if block_models and not models:  # said once per kind below, rather than dropped silently
+                unmodelled.setdefault(task.kind, {"tasks": {}, "models": block_models})["tasks"][task_name] = None
             for model in models:
                 space = make_space(task.kind, task.k, model)
                 for method_name in methods:
@@ -293,6 +297,12 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                                                    status=Status(verdict[0]) if verdict else None,
                                                    reason=verdict[1] if verdict else None, method=method,
                                                    overrides=overrides))
+    planned = {p.spec.task for p in plan}
+    for kind, left in unmodelled.items():
+        if not (names := [t for t in left["tasks"] if t not in planned]):
+            continue  # another grid block gave them a model
+        notes.append(f"{kind} tasks left out: --models {','.join(filters.models)!r} selects none of their models "
+                     f"({', '.join(left['models'])}): {', '.join(names)}")
     plan.notes = notes
     _check_filters_matched(suite, filters, plan, {k: list(v) for k, v in candidates.items()})
     return plan

@@ -11,6 +11,13 @@ from collections.abc import Iterable, Sequence
 from io import StringIO
 
 
+def terminal_width() -> int:
+    """Columns of the terminal stdout writes to (``COLUMNS`` when set; 80 when unknown): rich's rule."""
+    from rich.console import Console
+
+    return Console().width
+
+
 def render_table(
     columns: Sequence[str],
     rows: Iterable[Sequence[object]],

@@ -109,6 +109,20 @@ class TaskData:
         return log10_space_size(self.kind, self.k)
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a task cannot be loaded here: the ``problem`` (which file, where we looked) and the
+    ``remedy`` (how to get it), kept apart because every file-backed task shares one remedy, which a
+    listing of many tasks states once."""
+
+    problem: str
+    remedy: str = ""
+    missing: str | None = None  # the file that is missing (the first one), relative to its folder
+
+    def __str__(self) -> str:
+        return f"{self.problem}; {self.remedy}" if self.remedy else self.problem
+
+
 @dataclass
 class TaskInfo:
     """One row of ``ebm-bench tasks``. ``n_train`` counts the whole training split (validation included)."""
@@ -122,7 +136,7 @@ class TaskInfo:
     n_features: int | None
     primary_metric: str
     available: bool
-    reason: str | None = None
+    unavailable: Unavailable | None = None
 
 
 @dataclass(kw_only=True)
@@ -148,8 +162,13 @@ class Task(ABC):
     n_folds: int = 1
 
     @abstractmethod
-    def available(self, data_dir: Path | None) -> str | None:
+    def unavailable(self, data_dir: Path | None) -> Unavailable | None:
         """None when the task can be loaded, else why not (which file, where, how to get it)."""
+
+    def available(self, data_dir: Path | None) -> str | None:
+        """None when the task can be loaded, else why not, as one line for an error or a note."""
+        missing = self.unavailable(data_dir)
+        return None if missing is None else str(missing)
 
     @abstractmethod
     def load(self, data_dir: Path | None, *, seed: int, fold: int = 0, val_fraction: float = 0.2) -> TaskData:
@@ -166,11 +185,11 @@ class Task(ABC):
             )
 
     def info(self, data_dir: Path | None) -> TaskInfo:
-        reason = self.available(data_dir)
+        missing = self.unavailable(data_dir)
         return TaskInfo(
             name=self.name, kind=self.kind, k=self.k, log10_size=self.log10_size,
             n_train=self.n_train, n_test=self.n_test, n_features=self.n_features,
-            primary_metric=self.primary_metric, available=reason is None, reason=reason,
+            primary_metric=self.primary_metric, available=missing is None, unavailable=missing,
         )
 
 

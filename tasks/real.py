@@ -14,34 +14,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.base import PRIMARY_METRIC, Task, TaskData, resolve_data_dir
+from tasks.base import PRIMARY_METRIC, Task, TaskData, Unavailable, resolve_data_dir
 from tasks.mulan import read_label_names, read_multilabel
 from tasks.prepare import assemble, assemble_cv, fold_sizes
 from tasks.xarff import read_headerless_ranking, read_xarff
 
+_WHERE = "the folder holding multilabel/ and label_ranking/"
 _HOW_TO_GET = "get the public files with `ebm-bench data fetch --to DIR` (sources and sha256 in its manifest)"
 
 
-def missing_file_reason(data_dir: Path | None, relative_paths: list[str]) -> str | None:
+def missing_file(data_dir: Path | None, relative_paths: list[str]) -> Unavailable | None:
     """None when every file exists under ``data_dir`` (None: env EBM_BENCH_DATA), else which one is
-    missing and where we looked."""
+    missing (relative to the data directory) and, as the remedy every such task shares, where we
+    looked and how to get the files."""
     data_dir = data_dir if data_dir is not None else resolve_data_dir(None)
     if data_dir is None:
-        return (f"needs {relative_paths[0]} in a data directory: pass --data-dir or set EBM_BENCH_DATA "
-                f"to the folder holding multilabel/ and label_ranking/; {_HOW_TO_GET}")
+        return Unavailable(f"needs {relative_paths[0]}", f"no data directory given: pass --data-dir or set "
+                           f"EBM_BENCH_DATA to {_WHERE}; {_HOW_TO_GET}", missing=relative_paths[0])
     for relative in relative_paths:
-        path = Path(data_dir) / relative
-        if not path.is_file():
-            return f"missing file {path} (looked in data dir {data_dir}); {_HOW_TO_GET}"
+        if not (Path(data_dir) / relative).is_file():
+            return Unavailable(f"missing {relative}", f"looked in data dir {data_dir} (--data-dir or "
+                               f"EBM_BENCH_DATA: {_WHERE}); {_HOW_TO_GET}", missing=relative)
     return None
 
 
 def _data_dir_or_raise(task: Task, data_dir: Path | None, files: list[str]) -> Path:
-    reason = missing_file_reason(data_dir, files)
-    if reason is not None:
-        raise FileNotFoundError(f"task {task.name!r}: {reason}")
+    missing = missing_file(data_dir, files)
+    if missing is not None:
+        raise FileNotFoundError(f"task {task.name!r}: {missing}")
     root = data_dir if data_dir is not None else resolve_data_dir(None)
-    if root is None:  # missing_file_reason reports an unset folder; kept for the type checker
+    if root is None:  # missing_file reports an unset folder; kept for the type checker
         raise FileNotFoundError(f"task {task.name!r}: no data folder (set EBM_BENCH_DATA or pass --data-dir)")
     return Path(root)
 
@@ -60,8 +62,8 @@ class MulanTask(Task):
         names = [self.train, self.test] if self.full is None else [self.full]
         return [f"multilabel/{self.folder}/{name}" for name in (*names, self.xml)]
 
-    def available(self, data_dir: Path | None) -> str | None:
-        return missing_file_reason(data_dir, self._files())
+    def unavailable(self, data_dir: Path | None) -> Unavailable | None:
+        return missing_file(data_dir, self._files())
 
     def load(self, data_dir: Path | None, *, seed: int, fold: int = 0, val_fraction: float = 0.2) -> TaskData:
         self.check_fold(fold)
@@ -92,8 +94,8 @@ class LabelRankingTask(Task):
     headerless_features: int | None = None  # set for the headerless CSV: number of numeric columns
     n_folds: int = 10
 
-    def available(self, data_dir: Path | None) -> str | None:
-        return missing_file_reason(data_dir, [f"label_ranking/{self.file}"])
+    def unavailable(self, data_dir: Path | None) -> Unavailable | None:
+        return missing_file(data_dir, [f"label_ranking/{self.file}"])
 
     def load(self, data_dir: Path | None, *, seed: int, fold: int = 0, val_fraction: float = 0.2) -> TaskData:
         self.check_fold(fold)

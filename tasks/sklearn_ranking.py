@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.base import PRIMARY_METRIC, Task, TaskData
+from tasks.base import PRIMARY_METRIC, Task, TaskData, Unavailable
 from tasks.prepare import assemble_cv, fold_sizes
 
 
@@ -48,7 +48,7 @@ class SklearnRankingTask(Task):
     loader: str  # name of the sklearn.datasets loader, e.g. "load_iris"
     n_folds: int = 10
 
-    def available(self, data_dir: Path | None) -> str | None:
+    def unavailable(self, data_dir: Path | None) -> Unavailable | None:
         return None
 
     def load(self, data_dir: Path | None, *, seed: int, fold: int = 0, val_fraction: float = 0.2) -> TaskData:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logsumexp
 
-from tasks.base import PRIMARY_METRIC, Task, TaskData
+from tasks.base import PRIMARY_METRIC, Task, TaskData, Unavailable
 from tasks.prepare import assemble
 
 _X_CHUNK = 128  # rows of x per enumeration chunk: 2^16 x 128 float64 = 64 MiB
@@ -170,7 +170,7 @@ class SyntheticTask(Task):
     n_train: int  # always known for a synthetic task
     n_test: int
 
-    def available(self, data_dir: Path | None) -> str | None:
+    def unavailable(self, data_dir: Path | None) -> Unavailable | None:
         return None
 
     def load(self, data_dir: Path | None, *, seed: int, fold: int = 0, val_fraction: float = 0.2) -> TaskData:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.base import KINDS, PRIMARY_METRIC, Task, TaskData
+from tasks.base import KINDS, PRIMARY_METRIC, Task, TaskData, Unavailable
 from tasks.mulan import read_label_names, read_multilabel
 from tasks.names import did_you_mean
 from tasks.prepare import assemble, assemble_cv
@@ -51,11 +51,11 @@ class UserTask(Task):
     def _where(self, key: str) -> str:
         return f"task {self.name!r}: {key} file"
 
-    def available(self, data_dir: Path | None) -> str | None:
+    def unavailable(self, data_dir: Path | None) -> Unavailable | None:
         for key, path in self.paths.items():
             if not path.is_file():
-                return (f"{key} file not found: {path} (paths in [tasks.{self.name}] are relative to "
-                        f"the suite file's folder {self.declared_in})")
+                return Unavailable(f"{key} file not found: {path}", f"paths in [tasks.{self.name}] are "
+                                   f"relative to the suite file's folder {self.declared_in}")
         return None
 
     def _check_present(self) -> None:

@@ -44,6 +44,9 @@ def test_method_glob_expands_over_every_registered_method(tmp_path):
 
 
 def test_readme_grid_example_plans_named_task_without_data_as_skipped(tmp_path):
+    from ebm.spaces import MODELS
+    from tasks.registry import list_tasks
+
     suite, plan = _grid(tmp_path, tasks=("syn-*", "yeast"), methods=("minmin-*", "exact-mle"), models=("pairwise",),
                         seeds=3)
     assert {p.spec.task for p in plan} == {"syn-ising-k8", "syn-ising-k12", "syn-ising-k16", "yeast"}
@@ -51,6 +54,10 @@ def test_readme_grid_example_plans_named_task_without_data_as_skipped(tmp_path):
     yeast = [p for p in plan if p.spec.task == "yeast"]
     assert yeast and all(p.status == "skipped" and "data not available" in p.reason for p in yeast)
     assert all(p.status is None for p in plan if p.spec.task != "yeast")
+    # the permutation tasks syn-* also matched have no pairwise model: said, not dropped silently
+    ranking = [t.name for t in list_tasks() if t.name.startswith("syn-") and t.kind == "ranking"]  # registry order
+    assert ranking and plan.notes == [f"ranking tasks left out: --models 'pairwise' selects none of their models "
+                                      f"({', '.join(MODELS['ranking'])}): {', '.join(ranking)}"]
 
 
 def test_without_flags_the_quick_suite_runs(tmp_path):

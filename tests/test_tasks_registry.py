@@ -49,7 +49,7 @@ def test_info_without_data_dir(monkeypatch):
         assert info.n_train and info.n_test and info.n_features, task.name  # known without loading
         bundled = task.name.startswith(("syn-", "sk-"))
         assert info.available == bundled, task.name
-        assert (info.reason is None) == bundled
+        assert (info.unavailable is None) == bundled
     assert get_task("yeast").primary_metric == "f1_example" and get_task("lr-iris").primary_metric == "kendall"
 
 
@@ -82,3 +82,24 @@ def test_tasks_package_imports_no_torch_or_other_packages():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_task_listing_names_the_missing_file_per_row_and_the_remedy_once(tmp_path):
+    """``ebm-bench tasks`` with a data folder that lacks the real files: one short cell per row
+    (the file's name), the shared remedy once on stderr, and every row on one line of a
+    120-column terminal."""
+    import os
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "COLUMNS": "120", "PYTHONPATH": str(root)}
+    env.pop("EBM_BENCH_DATA", None)
+    out = subprocess.run([sys.executable, "-m", "harness", "tasks", "--data-dir", str(tmp_path)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    names = [task.name for task in list_tasks()]
+    rows = [line for line in lines if line.split()[:1] and line.split()[0] in names]
+    assert [row.split()[0] for row in rows] == names and len(lines) == len(names) + 3  # title, header, rule
+    assert max(len(line) for line in lines) <= 120
+    assert next(row for row in rows if row.startswith("yeast ")).split()[-2:] == ["no", "yeast-train.arff"]
+    assert next(row for row in rows if row.startswith("syn-ising-k8 ")).split()[-1] == "yes"
+    assert out.stderr.count("get the public files") == 1 and f"looked in data dir {tmp_path}" in out.stderr
