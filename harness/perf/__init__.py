@@ -9,7 +9,7 @@ process, in interleaved repetitions, medians — see :mod:`harness.perf.common`)
   validation NLL, ratio to exact-mle;
 * ``harness`` (:mod:`~harness.perf.scaling`): 16 short runs, serial vs Ray 1 vs Ray 2 workers;
 * ``throughput`` (:mod:`~harness.perf.throughput`): finished runs per hour on a mini-grid of every
-  method, stacked vs unstacked;
+  method: unstacked, stacked, and stacked with the paper suite's patience;
 * ``flops`` (:mod:`~harness.perf.hardware`): FLOP/s of the enumerated pairwise energy vs matmuls;
 * ``memory`` (:mod:`~harness.perf.memory`): peak memory of exact-mle at its largest k.
 
