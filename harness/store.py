@@ -663,8 +663,10 @@ def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "cu
                         continue  # left for read_arrow to name
                     paths.append(path)
                     parts.append(part)
-                if len(paths) < min_parts and all(p.num_rows <= COMPACT_MAX_ROWS for p in parts):
-                    merged[table] = 0
+                fits = all(p.num_rows <= COMPACT_MAX_ROWS for p in parts)
+                merges = {_slice_of(path) for path in paths}
+                if fits and (len(paths) < min_parts or (len(merges) == 1 and None not in merges)):
+                    merged[table] = 0  # nothing new: one part, or the slices of one earlier compaction
                     continue
                 unified = pa.unify_schemas([pa.schema([f.with_nullable(True) for f in _schema_for(table)])] +
                                            [p.schema.with_metadata(None) for p in parts],
@@ -673,7 +675,8 @@ def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "cu
                 data = data.replace_schema_metadata(_schema_for(table).metadata)
                 # named after the newest merged part, so the order of rows between files (ties in
                 # dedupe go to the later file) is kept for parts written after it
-                newest = paths[-1].name.removeprefix("part-").removesuffix(".parquet")
+                # (a slice's own suffix dropped: names do not grow with every compaction)
+                newest = _SLICE_SUFFIX.sub("", paths[-1].name.removeprefix("part-").removesuffix(".parquet"))
                 # in slices of COMPACT_MAX_ROWS, named to sort in row order: merged files stay small
                 # enough to commit (results/paper) however large the table grows
                 merge_id = uuid.uuid4().hex[:8]
@@ -687,6 +690,16 @@ def compact(results_dir: str | os.PathLike, tables: Iterable[str] = ("runs", "cu
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return merged
+
+
+#: what :func:`compact` appends to a slice's name: ``-c<merge id>-<slice number>``
+_SLICE_SUFFIX = re.compile(r"(?:-c[0-9a-f]{8}-\d{3})+$")
+
+
+def _slice_of(path: Path) -> str | None:
+    """The merge id of a slice written by :func:`compact`, None for a part a run wrote."""
+    match = re.search(r"-c([0-9a-f]{8})-\d{3}\.parquet$", path.name)
+    return match.group(1) if match else None
 
 
 def part_counts(results_dir: str | os.PathLike) -> dict[str, int]:

@@ -257,10 +257,20 @@ def test_compact_writes_slices_of_bounded_size_in_row_order(tmp_path, monkeypatc
     assert len(files) == -(-len(curves_before) // 7) > 1
     assert all(pq.read_metadata(f).num_rows <= 7 for f in files)
     assert store.read_arrow(results, "curves").to_pandas().equals(curves_before)
-    store.compact(results)  # one oversized file alone is split too
+    store.compact(results)  # the slices of one compaction are left as they are: no rewrite, same names
+    assert store.table_files(results, "curves") == files
     monkeypatch.setattr(store, "COMPACT_MAX_ROWS", 100_000)
     store.compact(results)
-    monkeypatch.setattr(store, "COMPACT_MAX_ROWS", 7)
+    assert store.table_files(results, "curves") == files
+    # a new part: merged with the slices, named after it with one suffix (names never grow)
+    newest = store.append_rows(results, "curves", curves_before.tail(3).to_dict("records"))
     store.compact(results)
-    assert len(store.table_files(results, "curves")) == len(files)
+    (whole,) = store.table_files(results, "curves")
+    assert whole.name == newest.name.removesuffix(".parquet") + whole.name[-len("-c01234567-000.parquet"):]
+    monkeypatch.setattr(store, "COMPACT_MAX_ROWS", 7)
+    store.compact(results)  # one oversized file alone is split too
+    assert len(store.table_files(results, "curves")) == -(-(len(curves_before) + 3) // 7)
+    assert all(re.fullmatch(r"part-\d{8}T\d{12}Z-[0-9a-f]{12}-c[0-9a-f]{8}-\d{3}\.parquet", f.name)
+               for f in store.table_files(results, "curves"))  # one suffix
+    assert len(store.read_arrow(results, "curves")) == len(curves_before) + 3
     assert len(store.read_table(results, "runs")) == 5
