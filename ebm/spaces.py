@@ -80,18 +80,16 @@ def uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None, dev
 #: random bits per int64 word drawn by :func:`random_bits` (randint's range [0, 2^63 − 1) has 63
 #: uniform bits, up to a bias of 2^-63)
 _BITS_PER_WORD = 63
-#: the masks 2^0..2^31 of a 32-bit half word, int32, per device (built once: a fresh tensor every
+#: the shifts 0..31 of a 32-bit half word, int32, per device (built once: a fresh ``arange`` every
 #: step is a dispatched operation of its own)
-_HALF_MASKS: dict[torch.device, Tensor] = {}
+_HALF_SHIFTS: dict[torch.device, Tensor] = {}
 
 
-def _half_masks(device: torch.device) -> Tensor:
-    """2^j for j = 0..31 as int32 (bit 31's mask wraps to −2^31: the same bit pattern)."""
-    masks = _HALF_MASKS.get(device)
-    if masks is None:
-        powers = torch.ones(32, dtype=torch.int64, device=device) << torch.arange(32, device=device)
-        masks = _HALF_MASKS[device] = powers.to(torch.int32)
-    return masks
+def _half_shifts(device: torch.device) -> Tensor:
+    shifts = _HALF_SHIFTS.get(device)
+    if shifts is None:
+        shifts = _HALF_SHIFTS[device] = torch.arange(32, dtype=torch.int32, device=device)
+    return shifts
 
 
 def random_bits(shape: tuple[int, ...], k: int, generator: torch.Generator | None, device) -> Tensor:
@@ -104,7 +102,8 @@ def random_bits(shape: tuple[int, ...], k: int, generator: torch.Generator | Non
     32h..32h + 31), whose shifts vectorise, with temporaries half the size of int64 ones: a shift
     of the int64 word per bit (1.5 MB temporaries at k = 174, a scalar loop) was the largest cost
     of a min-min step there (``ebm-bench perf``). Only the halves of the bits used are unpacked
-    (k = 14: one half of two)."""
+    (k = 14: one half of two). An arithmetic shift of a half with its top bit set fills with ones,
+    which the ``& 1`` drops."""
     words = -(-k // _BITS_PER_WORD)
     draw_device = generator.device if generator is not None else device
     raw = torch.randint(0, 2**63 - 1, (*shape, words), generator=generator, device=draw_device)
@@ -115,8 +114,7 @@ def random_bits(shape: tuple[int, ...], k: int, generator: torch.Generator | Non
     if sys.byteorder != "little":  # half 0 must be the low one
         halves = halves.flip(-1)
     halves = halves[..., : -(-per_word // 32)]
-    # bit j of a half is (half & 2^j) ≠ 0: one pass fewer than (half >> j) & 1, the same bits
-    bits = torch.bitwise_and(halves.unsqueeze(-1), _half_masks(raw.device)).ne_(0)  # (*shape, words, halves, 32)
+    bits = (halves.unsqueeze(-1) >> _half_shifts(raw.device)) & 1  # (*shape, words, halves, 32)
     bits = bits.flatten(-2)[..., :per_word].flatten(-2)[..., :k]
     return bits.to(device=device or draw_device, dtype=torch.float32)
 
