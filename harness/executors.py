@@ -128,7 +128,6 @@ class RayExecutor:
         local = not (address or os.environ.get("RAY_ADDRESS"))
         if local:
             _loopback_only()
-            token_auth_explicitly()
         import ray
 
         self._ray = ray
@@ -254,13 +253,6 @@ def _token_warning_once() -> None:
     logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
     if not any(isinstance(f, _FirstOnly) for f in logger.filters):
         logger.addFilter(_FirstOnly())
-
-
-def token_auth_explicitly() -> None:
-    """Token authentication, Ray's default for a local instance since 2.59, chosen explicitly
-    (unless RAY_AUTH_MODE is set): the same protection, without the warning Ray logs at every
-    start when the mode is left unset."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _loopback_only() -> None:

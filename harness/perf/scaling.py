@@ -74,9 +74,8 @@ def start_ray(workers: int) -> float:
 
     import ray
 
-    from harness.executors import project_pythonpath, token_auth_explicitly
+    from harness.executors import project_pythonpath
 
-    token_auth_explicitly()
     start = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
              runtime_env={"env_vars": {"PYTHONPATH": project_pythonpath()}})
