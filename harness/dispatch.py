@@ -6,7 +6,7 @@ a finished job's rows are; the :class:`Dispatcher` owns everything else: startin
 (only when there is work), sharing task data with the workers (loaded once per data key,
 dropped after its last run), keeping ``executor.capacity`` jobs in flight, and the single
 place where a finished job's rows go to the writer and its status is counted
-(:meth:`Dispatcher.finished`).
+(:meth:`Dispatcher.record`).
 """
 
 from __future__ import annotations
@@ -155,10 +155,6 @@ class Dispatcher:
         finally:
             progress.close()
         return counts
-
-    def finished(self, finished: Finished, counts: Counter) -> None:
-        """Record one finished run (:meth:`record`)."""
-        self.record([finished], counts)
 
     def record(self, finished: list[Finished], counts: Counter) -> None:
         """The one place where a finished job is recorded: its rows go to the writer (which

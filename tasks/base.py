@@ -117,7 +117,7 @@ class Unavailable:
 
     problem: str
     remedy: str = ""
-    missing: str | None = None  # the file that is missing (the first one), relative to its folder
+    missing: str | None = None  # the (first) missing file, relative to the data directory
 
     def __str__(self) -> str:
         return f"{self.problem}; {self.remedy}" if self.remedy else self.problem
@@ -135,8 +135,11 @@ class TaskInfo:
     n_test: int | None
     n_features: int | None
     primary_metric: str
-    available: bool
     unavailable: Unavailable | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None
 
 
 @dataclass(kw_only=True)
@@ -189,7 +192,7 @@ class Task(ABC):
         return TaskInfo(
             name=self.name, kind=self.kind, k=self.k, log10_size=self.log10_size,
             n_train=self.n_train, n_test=self.n_test, n_features=self.n_features,
-            primary_metric=self.primary_metric, available=missing is None, unavailable=missing,
+            primary_metric=self.primary_metric, unavailable=missing,
         )
 
 

@@ -4,6 +4,10 @@ data is available here (and if not, why and where to get it)."""
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.base import Unavailable
 
 
 def register(subparsers) -> None:
@@ -34,7 +38,7 @@ def task_rows(data_dir) -> tuple[list[dict], list[str]]:
     return rows, remedies
 
 
-def _why_not(missing) -> str:
+def _why_not(missing: Unavailable) -> str:
     """The short cell of an unavailable task: the missing file's name (its folder and the remedy
     are said once under the table), else the whole problem."""
     from pathlib import PurePosixPath

@@ -10,8 +10,8 @@ the synthetic tasks. Ray start-up is paid outside the timed suite (as in ``harne
 
 Contenders: ``unstacked`` (every run alone: the old path), ``stacked`` (up to 5 seeds of one
 configuration per job: the same runs, the same work), and ``stacked+patience`` (stacked, and a run
-stops after :data:`PATIENCE` evaluations without a better validation score, as the ``paper`` suite
-runs: less work per run, different selected models, so it is shown beside the goal, not judged by it).
+stops after as many evaluations without a better validation score as the ``paper`` suite's budget
+says: less work per run, different selected models, so it is shown beside the goal, not judged by it).
 
 Rows: ``runs_per_hour`` (ok runs / the driver's wall seconds × 3600) of each contender relative to
 ``unstacked`` (goal for ``stacked``: ≥ 3×), and ``wall_seconds``.
@@ -56,15 +56,13 @@ REAL_TASKS, BUNDLED_TASKS = ("yeast", "lr-glass"), ("syn-ising-k8", "syn-pl-k6")
 @dataclass(frozen=True)
 class Contender:
     """How the mini-grid is run: ``stack`` (RunOptions.stack: the most seeds of one configuration
-    trained as one job) and the budget's ``patience`` (None: every run trains its whole budget)."""
+    trained as one job) and whether runs stop early with the ``paper`` suite's ``patience``."""
 
     stack: int
-    patience: int | None = None
+    paper_patience: bool = False
 
 
-#: the paper suite's patience (evaluations without improvement before a run stops)
-PATIENCE = 5
-CONTENDERS = {"unstacked": Contender(1), "stacked": Contender(5), "stacked+patience": Contender(5, PATIENCE)}
+CONTENDERS = {"unstacked": Contender(1), "stacked": Contender(5), "stacked+patience": Contender(5, True)}
 WORKERS = 2
 
 
@@ -86,6 +84,12 @@ def throughput_suite(config: PerfConfig, tasks: tuple[str, str], patience: int |
     return parse_suite(text, source="<perf throughput>")
 
 
+def _patience(contender: Contender) -> int | None:
+    from harness.suites import load_suite
+
+    return load_suite("paper").budget.get("patience") if contender.paper_patience else None
+
+
 def suite_outcome(config: PerfConfig, tasks: tuple[str, str], contender: Contender) -> tuple[float, int]:
     """(wall seconds, ok runs) of the mini-grid run on a fresh local Ray instance."""
     import ray
@@ -98,7 +102,7 @@ def suite_outcome(config: PerfConfig, tasks: tuple[str, str], contender: Contend
                              executor="ray", cpus_per_run=1.0, stack=contender.stack)
         start_ray(WORKERS)
         try:
-            summary = run_suite(throughput_suite(config, tasks, contender.patience), None, options)
+            summary = run_suite(throughput_suite(config, tasks, _patience(contender)), None, options)
         finally:
             ray.shutdown()
     return summary.seconds, int(summary.counts.get("ok", 0))
