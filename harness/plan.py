@@ -211,6 +211,14 @@ def _folds(suite: Suite, task) -> range:
     return range(n_folds if suite.folds == "all" else min(int(suite.folds), n_folds))
 
 
+@dataclass
+class _Unmodelled:
+    """Tasks of one kind that the task filter selected and ``--models`` left without a model."""
+
+    models: list[str]  # the kind's models in the grid block, none of which ``--models`` matched
+    tasks: dict[str, None] = field(default_factory=dict)  # ordered set of task names
+
+
 def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | None = None) -> Plan:
     """Every run of ``suite`` that passes ``filters``, in grid order, deduplicated by run id."""
     from baselines.registry import list_methods
@@ -230,7 +238,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
     #: what each filter could have matched (for the message when one matches nothing)
     candidates: dict[str, dict[str, None]] = {"task": {}, "model": {}, "method": {}}
     #: tasks the task filter selected but the model filter left without a model, by kind
-    unmodelled: dict[str, dict[str, Any]] = {}
+    unmodelled: dict[str, _Unmodelled] = {}
 
     for number, block in enumerate(suite.grid, 1):
         where = f"suite {suite.name!r} grid block {number}"
@@ -267,7 +275,7 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                 budget = {**budget, "max_steps": filters.max_steps, "eval_every": max(1, every)}
             models = [m for m in block_models if _matches(m, filters.models)]
             if block_models and not models:  # said once per kind below, rather than dropped silently
-                unmodelled.setdefault(task.kind, {"tasks": {}, "models": block_models})["tasks"][task_name] = None
+                unmodelled.setdefault(task.kind, _Unmodelled(block_models)).tasks[task_name] = None
             for model in models:
                 space = make_space(task.kind, task.k, model)
                 for method_name in methods:
@@ -299,10 +307,10 @@ def plan_runs(suite: Suite, filters: Filters | None = None, *, data_dir: Path | 
                                                    overrides=overrides))
     planned = {p.spec.task for p in plan}
     for kind, left in unmodelled.items():
-        if not (names := [t for t in left["tasks"] if t not in planned]):
+        if not (names := [t for t in left.tasks if t not in planned]):
             continue  # another grid block gave them a model
         notes.append(f"{kind} tasks left out: --models {','.join(filters.models)!r} selects none of their models "
-                     f"({', '.join(left['models'])}): {', '.join(names)}")
+                     f"({', '.join(left.models)}): {', '.join(names)}")
     plan.notes = notes
     _check_filters_matched(suite, filters, plan, {k: list(v) for k, v in candidates.items()})
     return plan

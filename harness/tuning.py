@@ -159,11 +159,11 @@ def best_params(study) -> dict[str, Any] | None:
     return json.loads(study.best_trial.user_attrs["params"])
 
 
-def trial_attrs(run: PlannedRun, params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's user attributes: its cell, its parameters and the run it trains."""
-    trial_run = with_params(run, params, tuned=False)
-    return {**cell_attrs(run), "params": json.dumps(params, sort_keys=True), "run_id": trial_run.run_id,
-            "seed": trial_run.spec.seed, "fold": trial_run.spec.fold}
+def trial_attrs(run: PlannedRun, trial_run: PlannedRun) -> dict[str, Any]:
+    """A trial's user attributes: its cell (the study's ``run``), its parameters and the run it
+    trains (``trial_run``: ``run`` with the trial's parameters)."""
+    return {**cell_attrs(run), "params": json.dumps(trial_run.spec.params, sort_keys=True),
+            "run_id": trial_run.run_id, "seed": trial_run.spec.seed, "fold": trial_run.spec.fold}
 
 
 def recorded_trials(results_dir) -> dict[str, list[dict[str, Any]]]:
@@ -208,7 +208,7 @@ def restore_study(study, rows: list[dict[str, Any]], run: PlannedRun, method) ->
         study.add_trial(create_trial(
             state=state, value=value if has_value else None, params=tuned,
             distributions={k: suggested.distributions[k] for k in tuned},
-            intermediate_values=intermediate, user_attrs=trial_attrs(run, params)))
+            intermediate_values=intermediate, user_attrs=trial_attrs(run, with_params(run, params, tuned=False))))
 
 
 def with_best(runs: list[PlannedRun], best: dict[str, dict[str, Any]]) -> list[PlannedRun]:
@@ -371,9 +371,9 @@ class Trials:
             trial = state.study.ask()
             # the suite's grid params stay fixed: they override what the search space suggests
             params = state.method.params({**state.method.search_space(trial), **state.overrides})
-            for key, value in trial_attrs(state.run, params).items():
-                trial.set_user_attr(key, value)
             trial_run = with_params(state.run, params, tuned=False)
+            for key, value in trial_attrs(state.run, trial_run).items():
+                trial.set_user_attr(key, value)
             state.in_flight += 1
             thresholds = median_thresholds(state.study, state.run.spec.budget["max_steps"])
             return Submission(key=(state.name, trial.number), run=trial_run,

@@ -77,11 +77,11 @@ def test_benchmark_selection_keeps_run_order_and_suggests_names(tmp_path):
         run_perf(blocker / "results", PerfConfig(quick=True), ["step_cost"])
 
 
-@pytest.mark.parametrize("ratio, met", [(1.2, True), (1.5, True), (1.6, False), (None, None)])
+@pytest.mark.parametrize("ratio, met", [(1.2, True), (2.0, True), (2.1, False), (None, None)])
 def test_targets_are_judged_from_the_row(ratio, met):
     row = {"benchmark": "step_cost", "model": "pairwise", "k": 16, "method": "minmin-logistic",
            "reference_method": "bce", "metric": "ms_per_step", "value": 1.0, "ratio": ratio}
-    assert assess(row) == ("≤ 1.5× bce", met)
+    assert assess(row) == ("≤ 2× bce", met)
     other = {**row, "k": 12}
     assert assess(other) == (None, None)
     frame = with_targets(pd.DataFrame([row, other]))

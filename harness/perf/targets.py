@@ -30,13 +30,14 @@ class Target:
         return {"<=": operator.le, ">=": operator.ge}[self.op](value, self.threshold)
 
 
+# the goals of the issues that own them (step cost and throughput: issue 15)
 TARGETS = (
     Target({"benchmark": "step_cost", "model": "pairwise", "k": 16, "method": "exact-mle",
             "reference_method": "minmin-logistic"}, "ratio", ">=", 200.0, "exact ≥ 200× min-min"),
     Target({"benchmark": "step_cost", "model": "pairwise", "k": 16, "method": "minmin-logistic",
-            "reference_method": "bce"}, "ratio", "<=", 1.5, "≤ 1.5× bce"),
+            "reference_method": "bce"}, "ratio", "<=", 2.0, "≤ 2× bce"),
     Target({"benchmark": "step_cost", "model": "unary", "k": 174, "method": "minmin-logistic",
-            "reference_method": "bce"}, "ratio", "<=", 1.5, "≤ 1.5× bce"),
+            "reference_method": "bce"}, "ratio", "<=", 2.0, "≤ 2× bce"),
     Target({"benchmark": "time_to_quality", "task": "syn-ising-k12", "method": "minmin-logistic",
             "metric": "seconds_to_2pct"}, "ratio", "<=", 0.2, "≤ 0.2× exact"),
     Target({"benchmark": "harness", "method": "ray-1", "metric": "wall_seconds", "reference_method": "serial"},
