@@ -120,6 +120,17 @@ def test_targets_compare_with_the_paper_the_references_and_the_floor():
     assert (scene.beats_paper, scene.beats_reference, scene.above_floor, scene.met) == (False, False, False, False)
     misses = " ".join(scene.misses())
     assert "below the paper's 75.83" in misses and "sk-ovr-logreg" in misses and "constant floor" in misses
+    # the shortfall's interval: a one-sample t-interval of ours − paper (scipy's, independently)
+    from scipy import stats
+
+    metric, gap = scene.versus_paper
+    ours = (0.40 + NOISE) * 100
+    interval = stats.ttest_1samp(ours - 75.83, 0).confidence_interval(0.95)
+    assert metric == "f1_example" and gap.n == 5 and gap.mean == pytest.approx(ours.mean() - 75.83)
+    assert (gap.low, gap.high) == pytest.approx((interval.low, interval.high))
+    assert "significantly below" in misses
+    near = targets(_runs(_method_runs("scene", "unary", "minmin-logistic", 0.7583 - 0.001 + NOISE)), refs, ["scene"])
+    assert near[0].beats_paper is False and "within our spread" in " ".join(near[0].misses())
     assert birds.config is None and birds.met is None and birds.misses() == ["no ok min-min run"]
 
 
