@@ -347,6 +347,7 @@ class Target:
     #: ours − the paper's figure per (seed, fold) unit on the paper metric closest to it (the paper
     #: gives one number, no spread): tells a shortfall within our seed/fold noise from a real one
     versus_paper: tuple[str, PairedDifference] | None = None
+    floor_mean: float | None = None  # the constant floor's test mean on the primary metric (× 100)
 
     @property
     def met(self) -> bool | None:
@@ -376,8 +377,12 @@ class Target:
             out.append("no scikit-learn reference on the same splits")
         if self.above_floor is False and self.versus_floor is not None:
             c = self.versus_floor
+            floor = ""
+            if self.floor_mean is not None and np.isfinite(self.floor_mean):
+                floor = f"; the featureless floor alone scores {self.floor_mean:.2f}" + (
+                    f", above the paper's {self.paper:.2f} too" if self.floor_mean >= self.paper else "")
             out.append(f"not significantly above the constant floor (ours − floor {c.mean:+.2f}, 95 % CI "
-                       f"[{c.low:.2f}, {c.high:.2f}], n = {c.n}: {c.verdict})")
+                       f"[{c.low:.2f}, {c.high:.2f}], n = {c.n}: {c.verdict}{floor})")
         elif self.above_floor is None:
             out.append("no constant floor run to compare with")
         return out
@@ -433,12 +438,13 @@ def targets(runs: pd.DataFrame, references: pd.DataFrame, tasks: Sequence[str] |
             versus_ref = paired(task, model, config, ref, primary, ours,
                                 reference_values(references, task, ref, primary), "better")
             beats_ref = bool(versus_ref.mean >= 0) if np.isfinite(versus_ref.mean) else None
-        versus_floor = above_floor = None
+        versus_floor = above_floor = floor_mean = None
         if FLOOR in set(ok.loc[(ok["task"] == task) & (ok["model"] == model), "config"]):
             versus_floor = compare_configs(ok, task, (model, config), (model, FLOOR), primary, "better")
             above_floor = versus_floor.verdict == FOR
+            floor_mean = float(unit_values(ok, task, model, FLOOR, primary).mean())
         out.append(Target(task, model, config, values, paper, beats_paper, ref, versus_ref, beats_ref,
-                          versus_floor, above_floor, versus_paper))
+                          versus_floor, above_floor, versus_paper, floor_mean))
     return out
 
 

@@ -129,6 +129,8 @@ def test_targets_compare_with_the_paper_the_references_and_the_floor():
     assert metric == "f1_example" and gap.n == 5 and gap.mean == pytest.approx(ours.mean() - 75.83)
     assert (gap.low, gap.high) == pytest.approx((interval.low, interval.high))
     assert "significantly below" in misses
+    assert scene.floor_mean == pytest.approx(((0.395 + NOISE[::-1]) * 100).mean())
+    assert f"the featureless floor alone scores {scene.floor_mean:.2f}" in misses and "above the paper's" not in misses
     near = targets(_runs(_method_runs("scene", "unary", "minmin-logistic", 0.7583 - 0.001 + NOISE)), refs, ["scene"])
     assert near[0].beats_paper is False and "within our spread" in " ".join(near[0].misses())
     assert birds.config is None and birds.met is None and birds.misses() == ["no ok min-min run"]
@@ -298,6 +300,11 @@ def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every
     assert "summed run wall time 8.5 min" in report  # 17 runs × 30 s
     assert "_No runs of this dataset are stored._" in report  # e.g. scene
     assert "| yeast | minmin-logistic (unary) |" in report
+    # a dataset below the paper's figure is said in the claims section, with its gap
+    claims = report.split("## The paper's claims")[1].split("## The prior q")[0]
+    assert "### Where our min-min falls short of the targets" in claims
+    assert "* **yeast**: below the paper's 65.04" in claims and "f1_example − paper -2.96" in claims
+    assert "Not met on: yeast," in report.split("## The paper's claims")[0]
 
 
 def _curves_and_runs():
