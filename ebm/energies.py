@@ -48,6 +48,17 @@ def batched_dot(theta: Tensor, y: Tensor) -> Tensor:
     return torch.bmm(theta.unsqueeze(1), y.transpose(1, 2)).squeeze(1)
 
 
+def site_field(states: Tensor, coupling: Tensor, i: int) -> Tensor:
+    """Σ_j U_ij y_j, the field that site i of every chain receives from the others, for binary
+    states y (n, c, k) and a coupling U (n, k, k) → (n, c).
+
+    A multiply and a sum rather than ``einsum("nck,nk->nc", y, U[:, i])``: that einsum runs as a
+    batched matrix-vector product whose per-batch overhead made it ~5× slower on CPU, and site
+    loops (Gibbs sweeps, ICM) call it k times a sweep (k = 174 on cal500). Since y ∈ {0, 1} every
+    product is exact; only the order of the sum differs from einsum's, i.e. the last bits."""
+    return (states * coupling[:, i].unsqueeze(1)).sum(-1)
+
+
 #: 1 − I (k × k) per (k, device, dtype), built once: a fresh ``eye`` every forward is two dispatched
 #: operations (eye, 1 − ·) for a constant
 _OFF_DIAGONAL: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}

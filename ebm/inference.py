@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-from ebm.energies import Energy, EnergyFunction, Pairwise, PairwiseEnergy, UnaryEnergy
+from ebm.energies import Energy, EnergyFunction, Pairwise, PairwiseEnergy, UnaryEnergy, site_field
 from ebm.importance import (
     PartitionEstimate,
     PriorProposal,
@@ -272,12 +272,10 @@ def icm(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int = 100) -> Ten
     u (n, k), U (n, k, k), init (n, c, k) → a local optimum per chain (n, c, k)."""
     y = init.clone()
     for _ in range(max_sweeps):
-        changed = torch.zeros((), dtype=torch.bool, device=y.device)
+        before = y.clone()  # each site is set once a sweep: it changed iff it differs from here
         for i in range(y.shape[-1]):
-            new = (u[:, i, None] + torch.einsum("nck,nk->nc", y, coupling[:, i]) > 0).to(y.dtype)
-            changed |= (new != y[..., i]).any()
-            y[..., i] = new
-        if not bool(changed):
+            y[..., i] = (u[:, i, None] + site_field(y, coupling, i) > 0).to(y.dtype)
+        if torch.equal(before, y):
             break
     return y
 

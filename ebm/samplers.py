@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebm.energies import Energy, Pairwise
+from ebm.energies import Energy, Pairwise, site_field
 from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
 
@@ -41,7 +41,7 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
         u, coupling = energy.pairwise_terms(x)
     for i in range(k):
         if closed_form:
-            delta = u[:, i, None] + torch.einsum("nck,nk->nc", states, coupling[:, i]) + prior_logits[i]
+            delta = u[:, i, None] + site_field(states, coupling, i) + prior_logits[i]
         else:
             both = states.unsqueeze(2).repeat(1, 1, 2, 1)  # (n, c, 2, k)
             both[:, :, 0, i] = 0.0
