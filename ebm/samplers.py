@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebm.energies import Energy, Pairwise, site_field
+from ebm.energies import Energy, LinearInY, Pairwise, site_field
 from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
 
@@ -28,7 +28,10 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
 
     Site i is resampled from p(y_i = 1 | rest) = σ(Δ_i), Δ_i = g(y^{i←1}) − g(y^{i←0}) + logit π_i.
     With ``pairwise_terms`` (Ising), Δ_i = u_i + Σ_j U_ij y_j + logit π_i in closed form (one
-    evaluation per site); otherwise both values are scored in one batched call (two per site).
+    evaluation per site); for an energy linear in y (unary, g = ⟨θ, y⟩) Δ_i = θ_i + logit π_i does
+    not depend on the other sites, so the sweep is one draw of every site (the same per-site noise,
+    in the same order, as the site loop); otherwise both values are scored in one batched call
+    (two per site).
     """
     if not is_binary(space):
         raise ValueError(f"Gibbs sweeps are for Multilabel spaces, got {space!r}; use mh_transpositions for rankings")
@@ -39,6 +42,10 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
     closed_form = isinstance(energy, Pairwise)
     if isinstance(energy, Pairwise):
         u, coupling = energy.pairwise_terms(x)
+    elif isinstance(energy, LinearInY) and (theta := energy.linear_scores(x)) is not None:
+        noise = torch.stack([uniform_noise((n, c), generator, x.device) for _ in range(k)], dim=-1).to(x.dtype)
+        states = (noise < torch.sigmoid(theta + prior_logits).unsqueeze(1)).to(x.dtype)
+        return (states.squeeze(1) if added else states), n * c * k
     for i in range(k):
         if closed_form:
             delta = u[:, i, None] + site_field(states, coupling, i) + prior_logits[i]

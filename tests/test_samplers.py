@@ -45,7 +45,8 @@ class ForwardOnly(torch.nn.Module):
         return self.energy(x, y)
 
 
-@pytest.mark.parametrize("model,generic", [("pairwise", False), ("pairwise", True), ("mlp", False)])
+@pytest.mark.parametrize("model,generic", [("pairwise", False), ("pairwise", True), ("mlp", False), ("unary", False),
+                                           ("unary", True)])
 def test_gibbs_targets_prior_times_exp_energy(model, generic):
     space = Multilabel(4, torch.tensor([0.2, 0.5, 0.7, 0.9]))
     energy = random_energy(space, model)
@@ -57,9 +58,21 @@ def test_gibbs_targets_prior_times_exp_energy(model, generic):
     states = space.sample_prior((1, CHAINS), generator=generator)
     for _ in range(20):
         states, evals = gibbs_sweep(sampler_energy, space, x, states, generator=generator)
-    per_site = 1 if (model == "pairwise" and not generic) else 2
+    per_site = 1 if (model in ("pairwise", "unary") and not generic) else 2
     assert evals == CHAINS * 4 * per_site
     assert chi_square_pvalue(space, states, probs) > 0.01
+
+
+def test_unary_gibbs_sweep_is_the_site_loop_in_one_draw():
+    """Linear in y, the sites are independent: the one-draw sweep uses the site loop's noise in
+    the site loop's order, so from the same generator it makes the same states."""
+    space = Multilabel(6, torch.tensor([0.1, 0.3, 0.5, 0.5, 0.7, 0.9]))
+    energy = random_energy(space, "unary")
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    start = space.sample_prior((5, 400), generator=torch.Generator().manual_seed(2))
+    fast, _ = gibbs_sweep(energy, space, x, start, generator=torch.Generator().manual_seed(3))
+    loop, _ = gibbs_sweep(ForwardOnly(energy), space, x, start, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(fast, loop) and fast.float().std() > 0
 
 
 @pytest.mark.parametrize("space,model", [(Permutations(4), "permutahedron"), (PermutationMatrices(4), "birkhoff")], ids=["perm", "birkhoff"])
