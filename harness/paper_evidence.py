@@ -423,13 +423,14 @@ def targets(runs: pd.DataFrame, references: pd.DataFrame, tasks: Sequence[str] |
             out.append(Target(task, None, None, {}, paper, None, None, None, None, None, None))
             continue
         model, config = chosen
-        values = {m: float(unit_values(ok, task, model, config, m).mean()) for m in metrics}
+        per_unit = {m: unit_values(ok, task, model, config, m) for m in metrics}
+        values = {m: float(v.mean()) for m, v in per_unit.items()}
         finite = [v for v in values.values() if np.isfinite(v)]
         beats_paper = bool(max(finite) >= paper) if finite else None
         versus_paper = None
         if finite:
             closest = max((m for m in metrics if np.isfinite(values[m])), key=values.__getitem__)
-            units = unit_values(ok, task, model, config, closest).to_numpy()
+            units = per_unit[closest].to_numpy()
             versus_paper = (closest, paired_difference(units, np.full(len(units), paper)))
         ref = best_reference(references, task, primary)
         versus_ref = beats_ref = None
