@@ -7,6 +7,8 @@ value g(x, y) or a single-site energy difference counts as one).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,21 @@ def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
     space.check_y(y)
     added = y.dim() == 1 + len(space.event_shape)
     return (y.unsqueeze(1) if added else y), added
+
+
+def candidate_scorer(energy: Energy, x: Tensor) -> Callable[[Tensor], Tensor]:
+    """y ↦ g(x, y) (y (n, m, *event) → (n, m)) for many candidate sets of the same inputs x.
+
+    An :class:`Energy` computes its trunk h(x) once here rather than in every call: a kernel
+    scores new candidates of the same x at every site or Metropolis–Hastings step, and the
+    trunk (an MLP over x) was recomputed each time. The values are the same bits as
+    ``energy(x, y)`` (its ``forward`` is ``score(features(x), y)``) when h(x) is deterministic,
+    as in the samplers, which run the energy in eval mode (``baselines.mcmc``) or under no_grad
+    on a fitted model. Other energy functions are called as they are."""
+    if not isinstance(energy, Energy):
+        return lambda y: energy(x, y)
+    features = energy.features(x)
+    return lambda y: energy.score(features, y.to(x.dtype), False)
 
 
 @torch.no_grad()
@@ -46,6 +63,8 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
         noise = torch.stack([uniform_noise((n, c), generator, x.device) for _ in range(k)], dim=-1).to(x.dtype)
         states = (noise < torch.sigmoid(theta + prior_logits).unsqueeze(1)).to(x.dtype)
         return (states.squeeze(1) if added else states), n * c * k
+    if not closed_form:
+        score = candidate_scorer(energy, x)
     for i in range(k):
         if closed_form:
             delta = u[:, i, None] + site_field(states, coupling, i) + prior_logits[i]
@@ -53,7 +72,7 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
             both = states.unsqueeze(2).repeat(1, 1, 2, 1)  # (n, c, 2, k)
             both[:, :, 0, i] = 0.0
             both[:, :, 1, i] = 1.0
-            g = energy(x, both.reshape(n, 2 * c, k)).reshape(n, c, 2)
+            g = score(both.reshape(n, 2 * c, k)).reshape(n, c, 2)
             delta = g[..., 1] - g[..., 0] + prior_logits[i]
         noise = uniform_noise((n, c), generator, x.device).to(x.dtype)
         states[:, :, i] = (noise < torch.sigmoid(delta)).to(x.dtype)
@@ -84,13 +103,14 @@ def mh_transpositions(
     states = states.to(x.dtype)
     n, c = states.shape[:2]
     event_dims = len(space.event_shape)
-    log_target = energy(x, states) + space.log_prior(states)
+    score = candidate_scorer(energy, x)
+    log_target = score(states) + space.log_prior(states)
     for _ in range(int(n_steps)):
         first = (uniform_noise((n, c), generator, x.device) * space.k).long().clamp(max=space.k - 1)
         offset = 1 + (uniform_noise((n, c), generator, x.device) * (space.k - 1)).long().clamp(max=space.k - 2)
         second = (first + offset) % space.k
         proposal = transpose_labels(states, first, second, event_dims)
-        log_proposal = energy(x, proposal) + space.log_prior(proposal)
+        log_proposal = score(proposal) + space.log_prior(proposal)
         accept = torch.log(uniform_noise((n, c), generator, x.device)) < (log_proposal - log_target)
         mask = accept.reshape(n, c, *([1] * event_dims))
         states = torch.where(mask, proposal, states)

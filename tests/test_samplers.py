@@ -90,6 +90,24 @@ def test_transposition_mh_targets_exp_energy(space, model):
     assert chi_square_pvalue(space, space.sample_prior((1, CHAINS), generator=generator), probs) < 1e-6
 
 
+@pytest.mark.parametrize("space,model", [(Multilabel(5), "mlp"), (Permutations(5), "permutahedron"),
+                                         (PermutationMatrices(4), "birkhoff")], ids=["mlp-gibbs", "perm-mh", "birkhoff-mh"])
+def test_kernels_score_with_the_trunk_once_and_make_the_same_states(space, model):
+    """The kernels compute h(x) once per call (``candidate_scorer``); through ``ForwardOnly``
+    every candidate set is scored by ``energy(x, ·)`` from scratch, as before: from the same
+    generator both make the same states, bit for bit."""
+    energy = random_energy(space, model)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    start = space.sample_prior((6, 50), generator=torch.Generator().manual_seed(2))
+    if model == "mlp":
+        kernel = lambda e, g: gibbs_sweep(e, space, x, start, generator=g)[0]  # noqa: E731
+    else:
+        kernel = lambda e, g: mh_transpositions(e, space, x, start, 30, generator=g)[0]  # noqa: E731
+    once = kernel(energy, torch.Generator().manual_seed(3))
+    every_call = kernel(ForwardOnly(energy), torch.Generator().manual_seed(3))
+    assert torch.equal(once, every_call) and not torch.equal(once, start)
+
+
 def test_transpositions_swap_exactly_two_labels():
     y = Permutations(5).sample_prior((3, 4), generator=torch.Generator().manual_seed(0))
     a = torch.tensor([[0, 1, 2, 3]] * 3)
