@@ -15,7 +15,9 @@ be close to p(y|x) ∝ q e^g. The proposals here are chosen from the energy's st
 * ``AssignmentProposal`` (rankings): sequential assignment of labels to positions with
   Sinkhorn-balanced logits;
 * ``MixtureProposal``: Σ_c a_c r_c, used *defensively* with the prior q (Hesterberg 1995) so
-  that w ≤ e^{g}/a_q stays bounded wherever the main proposal is too narrow.
+  that w ≤ e^{g}/a_q stays bounded wherever the main proposal is too narrow, and (for the NLL)
+  with a point mass at the model's mode and its neighbours (``with_mode``), which a sharply
+  peaked model's proposal may otherwise never visit.
 
 Every proposal gives exact log r(y) for any y (a mixture needs each component's density at
 every draw), so the estimator is unbiased for Z and consistent for A.
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ebm.energies import Energy, PairwiseEnergy
-from ebm.spaces import OutputSpace, uniform_noise
+from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -210,6 +212,78 @@ class MixtureProposal(Proposal):
 
     def restrict(self, rows):
         return MixtureProposal([c.restrict(rows) for c in self.components], self.weights, self.name)
+
+
+class PointMassProposal(Proposal):
+    """r = δ_{y*}: every draw is the given point y* of its input (``points`` (n, *event)), and
+    log r(y) = 0 at y* and −∞ elsewhere. Only useful inside a mixture (:func:`with_mode`)."""
+
+    name = "point"
+
+    def __init__(self, points: Tensor) -> None:
+        self.points = points
+
+    def sample(self, m, generator=None):
+        return self.points.unsqueeze(1).expand(self.points.shape[0], m, *self.points.shape[1:]).clone()
+
+    def log_prob(self, y):
+        at_point = (y == self.points.unsqueeze(1).to(y.dtype)).flatten(start_dim=2).all(dim=-1)
+        return torch.zeros(at_point.shape, dtype=torch.float64, device=y.device).masked_fill(~at_point, -math.inf)
+
+    def restrict(self, rows):
+        return PointMassProposal(self.points[rows])
+
+
+class NeighbourProposal(Proposal):
+    """r uniform over the neighbours of a point y* (``points`` (n, *event)) under one elementary
+    move: a flip of one label (multilabel, k neighbours) or a transposition of two labels
+    (rankings, k(k − 1)/2 neighbours); log r(y) = −log(#neighbours) there and −∞ elsewhere."""
+
+    name = "neighbours"
+
+    def __init__(self, points: Tensor, space: OutputSpace) -> None:
+        self.points, self.space = points, space
+        self.binary, self.k = is_binary(space), space.k
+        self.size = self.k if self.binary else self.k * (self.k - 1) // 2
+
+    def sample(self, m, generator=None):
+        from ebm.samplers import transpose_labels
+
+        n, device = self.points.shape[0], self.points.device
+        y = self.points.unsqueeze(1).expand(n, m, *self.points.shape[1:]).clone()
+        first = (uniform_noise((n, m), generator, device) * self.k).long().clamp(max=self.k - 1)
+        if self.binary:
+            site = first.unsqueeze(-1)
+            return y.scatter(2, site, 1 - y.gather(2, site))
+        offset = 1 + (uniform_noise((n, m), generator, device) * (self.k - 1)).long().clamp(max=self.k - 2)
+        return transpose_labels(y, first, (first + offset) % self.k, len(self.space.event_shape))
+
+    def log_prob(self, y):
+        differs = y != self.points.unsqueeze(1).to(y.dtype)  # (n, m, *event)
+        differs = differs.flatten(start_dim=3).any(dim=-1) if differs.dim() > 3 else differs  # per label
+        moved = differs.sum(dim=-1) == (1 if self.binary else 2)
+        log_r = torch.full(moved.shape, -math.log(self.size), dtype=torch.float64, device=y.device)
+        return log_r.masked_fill(~moved, -math.inf)
+
+    def restrict(self, rows):
+        return NeighbourProposal(self.points[rows], self.space)
+
+
+def with_mode(main: Proposal, space: OutputSpace, points: Tensor, weight: float) -> Proposal:
+    """(1 − β) r + (β/2) δ_{y*} + (β/2) u_{N(y*)}: a share β/2 of the draws lands on y* (per input:
+    the model's mode) and β/2 on its neighbours N(y*) (:class:`NeighbourProposal`).
+
+    For a peaked model the main proposal may never visit y* or the states next to it, which
+    then hold nearly all of Z, and Â misses it with a small standard error, since every draw
+    weighs about the same (issue 16: test NLLs of −43,000 nats on lr-vowel, where the assignment
+    proposal's Sinkhorn logits missed the sharp mode; at moderate peaks, p(y*) ≈ 0.25, it missed
+    the near-ties around it by 1.4 nats). With these components w(y*) ≤ q e^g(y*) / (β/2) and
+    about βS/2 draws hit y*, so Â ≥ log q(y*) + g(y*) up to their binomial spread, and each
+    neighbour is hit ≈ βS / (2 |N|) times; r stays an exact density (Ẑ stays unbiased)."""
+    if not 0 < weight < 1:
+        raise ValueError(f"the mode's weight must lie in (0, 1), got {weight}")
+    return MixtureProposal([main, PointMassProposal(points), NeighbourProposal(points, space)],
+                           [1.0 - weight, weight / 2, weight / 2], name=f"{main.name}+mode")
 
 
 def defensive(main: Proposal, prior: Proposal, prior_weight: float) -> Proposal:
