@@ -20,7 +20,11 @@ One row per (task, model, config, metric); ``config`` is the run's configuration
   cell). ``tied_best`` is True for the best and for every config not significantly different
   from it (α = 0.05), the configs a reader cannot separate from the winner;
 * ``beats_floor``: whether the mean is strictly better than the ``constant`` floor's in the same
-  cell (NA where there is no floor or no mean, and for the floor itself).
+  cell (NA where there is no floor or no mean, and for the floor itself);
+* ``n_impossible``: the config's ok runs whose value cannot be right (below the metric's bound by
+  more than its Monte-Carlo error, :meth:`tasks.metrics.Metric.impossible`: a negative NLL is a
+  log Z estimate that failed). Such a config keeps its mean on the board, marked, but gets no
+  rank and is left out of the paired tests: an impossible value is never "best".
 
 Metric ``m`` of the leaderboard is the runs column ``test_<m>`` (``tau_mae`` and
 ``kl_to_truth`` are their own columns). ``DIR/leaderboard.parquet`` also holds the mean rank
@@ -45,7 +49,7 @@ import pandas as pd
 from harness.records import Status
 
 COLUMNS = ["task", "model", "config", "method", "metric", "mean", "std", "n_ok", "n_failed", "rank",
-           "n_pairs", "p_holm", "tied_best", "beats_floor"]
+           "n_pairs", "p_holm", "tied_best", "beats_floor", "n_impossible"]
 KEYS = ["task", "model", "config"]
 #: statuses counted in ``n_failed`` (:attr:`harness.records.Status.is_failure`)
 FAILED_STATUSES = Status.failures()
@@ -59,12 +63,15 @@ RANK_DECIMALS = 10
 MARK_TIED = "*"
 MARK_FAILED = "!"
 MARK_FLOOR = "†"
+MARK_IMPOSSIBLE = "✗"
 LEGEND = (f"{MARK_TIED} best, or not significantly different from the best (paired t-test over seeds/folds, "
           f"Holm-corrected, α = 0.05); {MARK_FLOOR} does not beat the constant floor; "
-          f"{MARK_FAILED} has failed runs (see n_failed)")
+          f"{MARK_FAILED} has failed runs (see n_failed); {MARK_IMPOSSIBLE} has runs with impossible values "
+          f"(a negative NLL: its log Z estimate failed; see n_impossible), not ranked on that metric")
 #: the legend under the terminal table that fits the terminal
 SHORT_LEGEND = (f"{MARK_TIED} best or not significantly different (Holm, α = 0.05) · {MARK_FLOOR} not above the "
-                f"constant floor · {MARK_FAILED} failed runs · all metrics: leaderboard --metrics all")
+                f"constant floor · {MARK_FAILED} failed runs · {MARK_IMPOSSIBLE} impossible values, not ranked · "
+                f"all metrics: leaderboard --metrics all")
 
 
 def metric_directions() -> dict[str, str]:
@@ -165,7 +172,9 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
                          method=("method", "first"))
     counts = counts[counts["_cell"]].drop(columns="_cell").reset_index()
     task_metrics = _task_metrics(runs, directions)
-    columns = sorted({metric_column(m) for ms in task_metrics.values() for m in ms} & set(runs.columns))
+    # each metric's column, and its Monte-Carlo error's where it has one (test_nll_stderr)
+    columns = sorted({column for ms in task_metrics.values() for m in ms
+                      for column in (metric_column(m), metric_column(f"{m}_stderr"))} & set(runs.columns))
     ok = runs.loc[runs["_ok"], [*KEYS, "_unit", *columns]]  # only what is aggregated: far cheaper to slice
     parts = []
     for task, metrics in task_metrics.items():
@@ -175,19 +184,25 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
             values = ok.loc[ok["task"] == task].assign(
                 value=pd.to_numeric(ok[column], errors="coerce") if column in ok else np.nan)
             values = values[values["value"].notna()]
-            stats = values.groupby(KEYS)["value"].agg(["mean", "std"]).reset_index()
+            values = values.assign(_impossible=impossible_values(values, metric))
+            stats = values.groupby(KEYS).agg(mean=("value", "mean"), std=("value", "std"),
+                                             n_impossible=("_impossible", "sum")).reset_index()
             part = task_counts.merge(stats, on=KEYS, how="left")
             part["metric"] = metric
+            # a config with impossible values is shown (its mean, marked) but neither ranked nor tested
+            rankable = part["n_impossible"].fillna(0).eq(0)
             # means equal up to float rounding (0.22 + 0.20 vs 0.21 + 0.21) are ties
-            part["rank"] = part["mean"].round(RANK_DECIMALS).groupby(part["model"], dropna=False).rank(
+            part["rank"] = part["mean"].where(rankable).round(RANK_DECIMALS).groupby(part["model"], dropna=False).rank(
                 method="min", ascending=(direction == "min"))
+            tested = values[~values.groupby(KEYS)["_impossible"].transform("any").astype(bool)]
             tests = [versus_best(rows.rename(columns={"_unit": "unit"})[["config", "unit", "value"]], direction,
                                  test=test).assign(model=model)
-                     for model, rows in values.groupby("model")]
+                     for model, rows in tested.groupby("model")]
             if tests:
                 part = part.merge(pd.concat(tests)[["model", "config", "n_pairs", "p_holm", "tied_best"]],
                                   on=["model", "config"], how="left")
             part["beats_floor"] = _beats_floor(part, direction)
+            part.loc[~rankable, "beats_floor"] = pd.NA
             parts.append(part)
     if not parts:
         return _empty()
@@ -198,7 +213,21 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
     board["tied_best"] = board["tied_best"].astype("boolean")
     board.loc[board["mean"].isna(), "tied_best"] = pd.NA
     board["beats_floor"] = board["beats_floor"].astype("boolean")
+    board["n_impossible"] = board["n_impossible"].fillna(0).astype("int64")
     return board.sort_values(["task", "model", "metric", "rank", "config"], na_position="last").reset_index(drop=True)
+
+
+def impossible_values(values: pd.DataFrame, metric: str) -> pd.Series:
+    """Per run: its ``value`` of ``metric`` cannot be right (:meth:`tasks.metrics.Metric.impossible`,
+    with the run's Monte-Carlo error where a ``<metric>_stderr`` companion column holds it)."""
+    from tasks.metrics import METRIC_BY_NAME
+
+    definition, companion = METRIC_BY_NAME.get(metric), METRIC_BY_NAME.get(f"{metric}_stderr")
+    if definition is None or definition.lower_bound is None:
+        return pd.Series(False, index=values.index)
+    stderr = (pd.to_numeric(values[companion.column], errors="coerce").fillna(0.0)
+              if companion is not None and companion.column in values else 0.0)
+    return pd.Series(definition.impossible(values["value"].to_numpy(dtype=float), stderr), index=values.index)
 
 
 def _beats_floor(part: pd.DataFrame, direction: str) -> pd.Series:
@@ -344,15 +373,18 @@ def pivot(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Wide view: one row per task/model/config, one ``mean ± std`` column per metric, then
     n_ok / n_failed. Also returns a same-shaped boolean frame marking the cells that are best or
     not significantly different from the best (``tied_best``). Markers: a config with failed
-    runs ends in ``!``; a value that does not beat the constant floor ends in ``†``."""
+    runs ends in ``!``; a value that does not beat the constant floor ends in ``†``; one from runs with
+    impossible values (``n_impossible``) ends in ``✗``."""
     board = board[board["task"] != ALL]
     keys = KEYS
     if board.empty:
         return pd.DataFrame(columns=keys + ["n_ok", "n_failed"]), pd.DataFrame()
     beats = board["beats_floor"] if "beats_floor" in board else pd.Series(pd.NA, index=board.index)
     tied = board["tied_best"] if "tied_best" in board else board["rank"].eq(1)
+    impossible = board["n_impossible"] if "n_impossible" in board else pd.Series(0, index=board.index)
     cells = board.assign(cell=[_cell(m, s) + (f" {MARK_FLOOR}" if b is False else "")
-                               for m, s, b in zip(board["mean"], board["std"], beats.astype(object))],
+                               + (f" {MARK_IMPOSSIBLE}" if i and i == i else "")
+                               for m, s, b, i in zip(board["mean"], board["std"], beats.astype(object), impossible)],
                          best=_flags(tied))
     metrics = list(dict.fromkeys(cells["metric"]))
     wide = cells.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first", sort=True).reindex(
@@ -377,7 +409,8 @@ def _markdown(wide: pd.DataFrame, best: pd.DataFrame) -> str:
 def _latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
         text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$").replace("–", "--").replace("†", r"$\dagger$")
+    return (text.replace("±", r"$\pm$").replace("–", "--").replace("†", r"$\dagger$")
+            .replace(MARK_IMPOSSIBLE, r"$\times$"))
 
 
 def _latex(wide: pd.DataFrame, best: pd.DataFrame) -> str:

@@ -118,12 +118,23 @@ def select_config(ok: pd.DataFrame, task: str, models: str | Sequence[str], meth
     """(model, config) with the best validation mean of ``metric`` among the ok runs of ``task``
     on ``models`` whose method is in ``methods``; ties go to the first (model, config) in sorted
     order. When no run has a validation value of ``metric`` (validation NLL is not always
-    measured), the ``fallback`` metric's; None when neither has one."""
+    measured), the ``fallback`` metric's; None when neither has one. A config with an impossible
+    validation value (a negative NLL: :meth:`tasks.metrics.Metric.impossible`) is not a candidate."""
+    from tasks.metrics import METRIC_BY_NAME
+
     models = [models] if isinstance(models, str) else list(models)
     column = val_column(metric)
     rows = ok[(ok["task"] == task) & ok["model"].isin(models) & ok["method"].isin(list(methods))]
-    means = pd.to_numeric(rows[column], errors="coerce").groupby([rows["model"], rows["config"]]).mean().dropna() \
-        if column in rows and len(rows) else pd.Series(dtype=float)
+    if column in rows and len(rows):
+        values = pd.to_numeric(rows[column], errors="coerce")
+        definition, stderr_column = METRIC_BY_NAME.get(metric), val_column(f"{metric}_stderr")
+        if definition is not None:
+            stderr = pd.to_numeric(rows[stderr_column], errors="coerce").fillna(0.0) if stderr_column in rows else 0.0
+            broken = pd.Series(definition.impossible(values.to_numpy(dtype=float), stderr), index=rows.index)
+            values = values.where(~broken.groupby([rows["model"], rows["config"]]).transform("any").astype(bool))
+        means = values.groupby([rows["model"], rows["config"]]).mean().dropna()
+    else:
+        means = pd.Series(dtype=float)
     if means.empty:
         return select_config(ok, task, models, methods, fallback) if fallback else None
     means = means.sort_index()

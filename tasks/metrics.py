@@ -28,6 +28,9 @@ class Metric:
     ``tau`` (audit of the learned log-partition) or ``truth`` (KL to a synthetic task's truth).
     ``column`` holds its test value; ``val_column`` its validation value (None: test only).
     ``ranked``: listed on the leaderboard (False for companions such as a Monte-Carlo error).
+    ``lower_bound``: no correct value lies below it (−log p(y|x) ≥ 0 for a probability over a
+    discrete Y); a value below it by more than its Monte-Carlo error is an estimate that failed
+    (:meth:`impossible`), not a good model.
     """
 
     name: str
@@ -37,6 +40,15 @@ class Metric:
     family: Literal["prediction", "nll", "tau", "truth"] = "prediction"
     val_column: str | None = None
     ranked: bool = True
+    lower_bound: float | None = None
+
+    def impossible(self, value, stderr=0.0):
+        """Whether ``value`` (a number or an array, with its Monte-Carlo standard error) lies below
+        ``lower_bound`` by more than 3 standard errors and :data:`ROUNDING_SLACK`: it cannot be
+        right. Always False without a bound."""
+        if self.lower_bound is None:
+            return np.zeros(np.shape(value), dtype=bool) if np.ndim(value) else False
+        return np.asarray(value) < self.lower_bound - 3 * np.asarray(stderr) - ROUNDING_SLACK
 
     @property
     def maximize(self) -> bool:
@@ -50,9 +62,15 @@ class Metric:
         return column
 
 
+#: float32 rounding of a mean NLL computed from log Z − g (both can be 10^4 nats for a peaked
+#: model): a value this far below a metric's bound is still taken as the bound
+ROUNDING_SLACK = 0.01
+
+
 def _per_split(name: str, direction: Literal["max", "min"], kind: Literal["multilabel", "ranking", "any"],
-               family: Literal["prediction", "nll"] = "prediction", ranked: bool = True) -> Metric:
-    return Metric(name, direction, kind, f"test_{name}", family, f"val_{name}", ranked)
+               family: Literal["prediction", "nll"] = "prediction", ranked: bool = True,
+               lower_bound: float | None = None) -> Metric:
+    return Metric(name, direction, kind, f"test_{name}", family, f"val_{name}", ranked, lower_bound)
 
 
 #: every metric, in runs-table order (``val_*`` and ``test_*`` columns follow this order)
@@ -65,7 +83,7 @@ ALL_METRICS: tuple[Metric, ...] = (
     _per_split("kendall", "max", "ranking"),
     _per_split("spearman", "max", "ranking"),
     _per_split("exact_match", "max", "ranking"),
-    _per_split("nll", "min", "any", "nll"),
+    _per_split("nll", "min", "any", "nll", lower_bound=0.0),
     # the Monte-Carlo standard error of the mean NLL: reported next to it, never ranked
     _per_split("nll_stderr", "min", "any", "nll", ranked=False),
     Metric("tau_mae", "min", "any", "tau_mae", "tau"),

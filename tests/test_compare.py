@@ -49,7 +49,7 @@ def test_paired_difference_interval_and_verdicts():
     assert cells.at["t1", "p_value"] == pytest.approx(sps.ttest_rel(A, B).pvalue)
     assert cells["verdict"].to_dict() == {"t1": "win", "t2": "loss", "t3": "tie", "t4": "win", "t5": "tie"}
     assert cells.at["t5", "n"] == 1
-    assert result.counts == {"win": 2, "tie": 2, "loss": 1}
+    assert result.counts == {"win": 2, "tie": 2, "loss": 1, "invalid": 0}
     only = command.compare(runs, "m[x=1]", "base", task="t[12]")
     assert set(only.cells["task"]) == {"t1", "t2"}
 
@@ -79,3 +79,15 @@ def test_cli_on_the_fixture(results_dir, capsys):  # noqa: F811
     args.a = "nope"
     assert command.run(args) == 2
     assert "unknown configuration or method 'nope'" in capsys.readouterr().err
+
+
+def test_a_cell_with_impossible_values_is_invalid_not_a_win():
+    """A's NLLs are −40,000 nats (a failed log Z estimate; no Monte-Carlo error column here, so
+    only the rounding slack applies): far "better" than B's, yet the cell is not judged."""
+    runs = _runs({("t1", "unary", "nll"): {"a": [-40_000.0, -41_000.0, -39_000.0], "b": [2.0, 2.1, 1.9]},
+                  ("t2", "unary", "nll"): {"a": [1.0, 1.1, 0.9], "b": [2.0, 2.1, 1.9]}})
+    result = command.compare(runs, "a", "b")
+    verdicts = dict(zip(result.cells["task"], result.cells["verdict"]))
+    assert verdicts == {"t1": "invalid", "t2": "win"}
+    assert result.counts == {"win": 1, "tie": 0, "loss": 0, "invalid": 1}
+    assert "1 cell(s) invalid" in command.format_comparison(result)

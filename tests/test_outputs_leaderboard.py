@@ -253,3 +253,26 @@ def test_rank_matrix_leaves_out_configs_that_cover_too_few_cells():
     matrix, _, left_out = leaderboard.rank_matrix(leaderboard.build_leaderboard(_synthetic_runs(cells)),
                                                   primary=primary)
     assert left_out == [] and len(matrix) == 3  # 3 configs × 3 cells = 9 > 8
+
+
+def test_impossible_values_are_shown_but_never_ranked_or_best():
+    """A negative NLL is a failed log Z estimate: config "broken" (−40,000 nats, tiny Monte-Carlo
+    error) keeps its mean, marked ✗ with its count, but has no rank, is in no paired test and is
+    not "best"; "noisy" (−0.02 with a Monte-Carlo error of 0.05: a true NLL near 0) is a value."""
+    def run(config, seed, nll, stderr):
+        return dict(task="t", model="m", config=config, method=config, seed=seed, fold=0, status="ok",
+                    test_nll=nll, test_nll_stderr=stderr, primary_metric="nll")
+
+    runs = pd.DataFrame([run("broken", s, -40_000.0 - s, 0.1) for s in range(3)]
+                        + [run("noisy", s, -0.02 + 0.01 * s, 0.05) for s in range(3)]
+                        + [run("good", s, 1.0 + 0.01 * s, 0.0) for s in range(3)])
+    board = leaderboard.build_leaderboard(runs)
+    broken, noisy, good = (_cell(board, "t", "m", name, "nll") for name in ("broken", "noisy", "good"))
+    assert broken["n_impossible"] == 3 and broken["mean"] == pytest.approx(-40_001.0)
+    assert np.isnan(broken["rank"]) and pd.isna(broken["tied_best"])
+    assert (noisy["n_impossible"], noisy["rank"], good["n_impossible"], good["rank"]) == (0, 1, 0, 2)
+    assert bool(noisy["tied_best"]) and not bool(good["tied_best"])
+    wide, best = leaderboard.pivot(board)
+    cells = dict(zip(wide["config"], wide["nll"]))
+    assert cells["broken"].endswith(leaderboard.MARK_IMPOSSIBLE) and leaderboard.MARK_IMPOSSIBLE not in cells["noisy"]
+    assert not best.loc[list(wide["config"]).index("broken"), "nll"]

@@ -105,6 +105,23 @@ def test_best_config_is_chosen_on_validation_not_test():
                          "f1_example") == ("unary", "minmin-sparsemax")
 
 
+def test_a_config_with_impossible_validation_nll_is_never_selected():
+    """mcmc-pcd's validation NLLs are −40,000 nats with a Monte-Carlo error of 0.1 (a failed log Z
+    estimate): the best validation NLL is then exact-mle's 2.0, not the impossible one; a small
+    negative value within its error (−0.01 ± 0.05) stays a candidate."""
+    from harness.paper_evidence import prepare
+
+    def nll_runs(method, value, stderr):
+        return [{"task": "lr-vowel", "model": "permutahedron", "method": method, "config": method, "seed": seed,
+                 "val_nll": value, "val_nll_stderr": stderr, "test_nll": value} for seed in range(3)]
+
+    runs = prepare(_runs(nll_runs("mcmc-pcd", -40_000.0, 0.1) + nll_runs("exact-mle", 2.0, 0.0)))
+    methods = ("mcmc-pcd", "exact-mle")
+    assert select_config(runs, "lr-vowel", "permutahedron", methods, "nll") == ("permutahedron", "exact-mle")
+    runs = prepare(_runs(nll_runs("mcmc-pcd", -0.01, 0.05) + nll_runs("exact-mle", 2.0, 0.0)))
+    assert select_config(runs, "lr-vowel", "permutahedron", methods, "nll") == ("permutahedron", "mcmc-pcd")
+
+
 def test_targets_compare_with_the_paper_the_references_and_the_floor():
     paper = PAPER_MULTILABEL["yeast"][0] / 100
     runs = _runs(_method_runs("yeast", "unary", "minmin-sparsemax", paper + 0.02 + NOISE)

@@ -7,7 +7,8 @@ the runs are paired by (seed, fold) — same split, same budget — and the diff
 reported with its mean, 95 % t-interval and paired t-test p-value (:func:`harness.stats.paired_difference`).
 A cell is a *win* for A when p < 0.05 and the difference favours A in the metric's direction, a
 *loss* when p < 0.05 and it favours B, otherwise a *tie* (including cells with fewer than two
-pairs, where nothing can be told apart).
+pairs, where nothing can be told apart). A cell where either side has an impossible value (a
+negative NLL, :meth:`tasks.metrics.Metric.impossible`) is *invalid*: shown, never judged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # commands import nothing heavy at import time (``ebm-bench --help`` stays fast)
     import pandas as pd
 
-VERDICTS = ("win", "tie", "loss")
+VERDICTS = ("win", "tie", "loss", "invalid")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def compare(runs: pd.DataFrame, a: str, b: str, *, task: str | None = None, metr
         better = result.mean > 0 if directions[name] == "max" else result.mean < 0
         significant = not math.isnan(result.p_value) and result.p_value < alpha
         verdict = ("win" if better else "loss") if significant and result.mean != 0 else "tie"
+        if leaderboard.impossible_values(values, name).any():
+            verdict = "invalid"
         rows.append({"task": task_name, "model": model, "metric": name, "n": result.n,
                      "mean_a": float(wide[a].mean()), "mean_b": float(wide[b].mean()), "diff": result.mean,
                      "low": result.low, "high": result.high, "p_value": result.p_value, "verdict": verdict})
@@ -112,9 +115,11 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
             for r in result.cells.itertuples(index=False)]
     columns = ["task", "model", "metric", "pairs", "A", "B", "A − B", "95% CI", "p", "A vs B"]
     counts = result.counts
+    invalid = (f"; {counts['invalid']} cell(s) invalid: impossible values (a negative NLL is a failed log Z "
+               f"estimate), not judged" if counts["invalid"] else "")
     caption = (f"A = {result.a}, B = {result.b}; paired by (seed, fold); t-interval and paired t-test. "
                f"A wins {counts['win']}, ties {counts['tie']}, loses {counts['loss']} "
-               f"(win/loss: p < 0.05 in the metric's direction)")
+               f"(win/loss: p < 0.05 in the metric's direction){invalid}")
     return render_table(columns, rows, title=f"{result.a} vs {result.b}", caption=caption,
                         right=["pairs", "A", "B", "A − B", "95% CI", "p"]) + \
         f"win/tie/loss of {result.a} against {result.b}: {counts['win']}/{counts['tie']}/{counts['loss']}\n"
