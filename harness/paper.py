@@ -572,6 +572,19 @@ def tau_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def impossible_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard cells with impossible values (``n_impossible`` > 0): task, model, config,
+    metric, how many of the config's ok runs, and the (impossible) mean."""
+    columns = ["task", "model", "config", "metric", "runs", "of ok runs", "mean"]
+    if "n_impossible" not in board:
+        return pd.DataFrame(columns=columns)
+    rows = board[(board["task"] != "ALL") & (board["n_impossible"] > 0)]
+    return pd.DataFrame({"task": rows["task"], "model": rows["model"], "config": rows["config"],
+                         "metric": rows["metric"], "runs": rows["n_impossible"].astype(int),
+                         "of ok runs": rows["n_ok"].astype(int), "mean": rows["mean"].map(lambda v: f"{v:.2f}")},
+                        columns=columns).reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------- the report
 
 def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -580,7 +593,7 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
     ``references.parquet``) into ``out_dir``; returns the REPORT.md path."""
     import pyarrow as pa
 
-    from harness.leaderboard import LEGEND, build_leaderboard, with_config
+    from harness.leaderboard import LEGEND, MARK_IMPOSSIBLE, build_leaderboard, with_config
     from harness.paper_evidence import prepare
     from harness.store import read_table, write_parquet_atomic
 
@@ -633,7 +646,7 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
             parts.append(f"### {task}\n\n_No runs of this dataset are stored._\n\n")
             continue
         parts += [f"### {task}\n\n", _markdown(dataset_table(task, board, ok, references, paper_runs)), "\n"]
-    failures, at_plan = failures_table(runs), at_plan_table(runs)
+    failures, at_plan, impossible = failures_table(runs), at_plan_table(runs), impossible_table(board)
     n_failed = int(failures["runs"].sum()) if len(failures) else 0
     parts += [
         "## Across datasets\n\n",
@@ -660,6 +673,11 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         f"\nSkipped or unsupported at plan time ({int(at_plan['runs'].sum()) if len(at_plan) else 0} runs; "
         "not failures: the method does not apply or its data is missing):\n\n",
         _markdown(at_plan) if len(at_plan) else "None.\n",
+        f"\nImpossible values ({int(impossible['runs'].sum()) if len(impossible) else 0} runs): values no "
+        "model can have, such as a mean test NLL below 0 by more than its Monte-Carlo error (the importance-"
+        "sampling estimate of log Z missed the model's mass). They are shown in the tables above, marked "
+        f"{MARK_IMPOSSIBLE}, but never ranked, tested or selected:\n\n",
+        _markdown(impossible) if len(impossible) else "None.\n",
         "\n## Provenance\n\n", provenance(runs, results_dir),
     ]
     path = out / "REPORT.md"

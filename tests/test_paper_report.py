@@ -380,3 +380,16 @@ def test_provenance_without_timestamps_says_so(tmp_path):
                    "versions_json": "{}"}])
     text = provenance(runs, tmp_path)
     assert "span ? (no timestamps)" in text and "box (1)" in text and "threads per run: 2" in text
+
+
+def test_impossible_values_are_listed_with_their_count():
+    from harness.leaderboard import build_leaderboard
+    from harness.paper import impossible_table
+
+    rows = [{"task": "lr-vowel", "model": "permutahedron", "method": method, "config": method, "seed": seed,
+             "test_kendall": 0.9, "test_nll": nll, "test_nll_stderr": 0.1, "primary_metric": "kendall"}
+            for method, nll in (("mcmc-pcd", -40_000.0), ("exact-mle", 2.0)) for seed in range(3)]
+    runs = _runs(rows)
+    runs.loc[runs.index[0], "test_nll"] = 3.0  # one of mcmc-pcd's three runs is a value
+    table = impossible_table(build_leaderboard(runs))
+    assert table[["config", "metric", "runs", "of ok runs"]].values.tolist() == [["mcmc-pcd", "nll", 2, 3]]
