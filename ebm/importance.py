@@ -247,16 +247,14 @@ class NeighbourProposal(Proposal):
         self.size = self.k if self.binary else self.k * (self.k - 1) // 2
 
     def sample(self, m, generator=None):
-        from ebm.samplers import transpose_labels
+        from ebm.samplers import random_label_pairs, transpose_labels
 
         n, device = self.points.shape[0], self.points.device
         y = self.points.unsqueeze(1).expand(n, m, *self.points.shape[1:]).clone()
-        first = (uniform_noise((n, m), generator, device) * self.k).long().clamp(max=self.k - 1)
         if self.binary:
-            site = first.unsqueeze(-1)
+            site = (uniform_noise((n, m), generator, device) * self.k).long().clamp(max=self.k - 1).unsqueeze(-1)
             return y.scatter(2, site, 1 - y.gather(2, site))
-        offset = 1 + (uniform_noise((n, m), generator, device) * (self.k - 1)).long().clamp(max=self.k - 2)
-        return transpose_labels(y, first, (first + offset) % self.k, len(self.space.event_shape))
+        return transpose_labels(y, *random_label_pairs((n, m), self.k, generator, device), len(self.space.event_shape))
 
     def log_prob(self, y):
         differs = y != self.points.unsqueeze(1).to(y.dtype)  # (n, m, *event)

@@ -91,6 +91,15 @@ def transpose_labels(y: Tensor, a: Tensor, b: Tensor, event_dims: int) -> Tensor
     return y.scatter(axis, index_a, value_b).scatter(axis, index_b, value_a)
 
 
+def random_label_pairs(shape: tuple[int, ...], k: int, generator: torch.Generator | None,
+                       device) -> tuple[Tensor, Tensor]:
+    """Two distinct labels (a, b) per entry of ``shape``, uniform over the k(k − 1) ordered pairs:
+    a uniform, b = a + 1 + (uniform over the other k − 1) mod k."""
+    first = (uniform_noise(shape, generator, device) * k).long().clamp(max=k - 1)
+    offset = 1 + (uniform_noise(shape, generator, device) * (k - 1)).long().clamp(max=k - 2)
+    return first, (first + offset) % k
+
+
 @torch.no_grad()
 def mh_transpositions(
     energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, n_steps: int, *, generator: torch.Generator | None = None
@@ -106,10 +115,7 @@ def mh_transpositions(
     score = candidate_scorer(energy, x)
     log_target = score(states) + space.log_prior(states)
     for _ in range(int(n_steps)):
-        first = (uniform_noise((n, c), generator, x.device) * space.k).long().clamp(max=space.k - 1)
-        offset = 1 + (uniform_noise((n, c), generator, x.device) * (space.k - 1)).long().clamp(max=space.k - 2)
-        second = (first + offset) % space.k
-        proposal = transpose_labels(states, first, second, event_dims)
+        proposal = transpose_labels(states, *random_label_pairs((n, c), space.k, generator, x.device), event_dims)
         log_proposal = score(proposal) + space.log_prior(proposal)
         accept = torch.log(uniform_noise((n, c), generator, x.device)) < (log_proposal - log_target)
         mask = accept.reshape(n, c, *([1] * event_dims))
