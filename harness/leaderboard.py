@@ -363,6 +363,14 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f}" if std is None or math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
+def value_marks(beats_floor, n_impossible) -> str:
+    """The marks after a value: `` †`` when it does not beat the floor (``beats_floor`` False),
+    `` ✗`` when it comes from runs with impossible values (``n_impossible`` > 0); missing: none."""
+    floor = f" {MARK_FLOOR}" if not pd.isna(beats_floor) and not beats_floor else ""
+    impossible = f" {MARK_IMPOSSIBLE}" if not pd.isna(n_impossible) and n_impossible > 0 else ""
+    return floor + impossible
+
+
 def _flags(values):
     """True / False / missing (None, NaN, NA) as plain booleans, missing → False (through pandas'
     nullable boolean: ``fillna`` on an object column would downcast, which pandas deprecates)."""
@@ -382,8 +390,7 @@ def pivot(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     beats = board["beats_floor"] if "beats_floor" in board else pd.Series(pd.NA, index=board.index)
     tied = board["tied_best"] if "tied_best" in board else board["rank"].eq(1)
     impossible = board["n_impossible"] if "n_impossible" in board else pd.Series(0, index=board.index)
-    cells = board.assign(cell=[_cell(m, s) + (f" {MARK_FLOOR}" if b is False else "")
-                               + (f" {MARK_IMPOSSIBLE}" if i and i == i else "")
+    cells = board.assign(cell=[_cell(m, s) + value_marks(b, i)
                                for m, s, b, i in zip(board["mean"], board["std"], beats.astype(object), impossible)],
                          best=_flags(tied))
     metrics = list(dict.fromkeys(cells["metric"]))

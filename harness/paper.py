@@ -264,7 +264,7 @@ def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: 
     and folds, × 100 for F1 / Kendall), then the paper's figure and the scikit-learn references.
     A configuration with neither an ok nor a failed run (skipped at plan time) says why, from
     ``runs``' messages."""
-    from harness.leaderboard import MARK_FAILED, MARK_FLOOR
+    from harness.leaderboard import MARK_FAILED, value_marks
 
     columns = RANKING_COLUMNS if task in PAPER_RANKING else MULTILABEL_COLUMNS
     primary = columns[0][0]
@@ -285,8 +285,7 @@ def dataset_table(task: str, board: pd.DataFrame, ok: pd.DataFrame, references: 
                     continue
                 e = entries.loc[metric]
                 text = _fmt(e["mean"] * scale(metric), e["std"] * scale(metric))
-                if e.get("beats_floor") is False or (pd.notna(e.get("beats_floor")) and not e["beats_floor"]):
-                    text += f" {MARK_FLOOR}"
+                text += value_marks(e.get("beats_floor"), e.get("n_impossible"))
                 row[header] = f"**{text}**" if pd.notna(e["tied_best"]) and bool(e["tied_best"]) else text
             first = entries.iloc[0]
             row["ok"], row["failed"] = int(first["n_ok"]), int(first["n_failed"])

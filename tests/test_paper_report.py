@@ -391,5 +391,11 @@ def test_impossible_values_are_listed_with_their_count():
             for method, nll in (("mcmc-pcd", -40_000.0), ("exact-mle", 2.0)) for seed in range(3)]
     runs = _runs(rows)
     runs.loc[runs.index[0], "test_nll"] = 3.0  # one of mcmc-pcd's three runs is a value
-    table = impossible_table(build_leaderboard(runs))
+    board = build_leaderboard(runs)
+    table = impossible_table(board)
     assert table[["config", "metric", "runs", "of ok runs"]].values.tolist() == [["mcmc-pcd", "nll", 2, 3]]
+    from harness.paper_evidence import prepare
+
+    cells = dataset_table("lr-vowel", board, prepare(runs), pd.DataFrame()).set_index("config")["test NLL (nats)"]
+    assert cells["mcmc-pcd"].endswith("✗") and "**" not in cells["mcmc-pcd"]
+    assert cells["exact-mle"].startswith("**2.00") and "✗" not in cells["exact-mle"]
