@@ -217,17 +217,18 @@ def build_leaderboard(runs: pd.DataFrame, *, test: str = "t") -> pd.DataFrame:
     return board.sort_values(["task", "model", "metric", "rank", "config"], na_position="last").reset_index(drop=True)
 
 
-def impossible_values(values: pd.DataFrame, metric: str) -> pd.Series:
-    """Per run: its ``value`` of ``metric`` cannot be right (:meth:`tasks.metrics.Metric.impossible`,
+def impossible_values(values: pd.DataFrame, metric: str, split: str = "test") -> pd.Series:
+    """Per run: its ``value`` of ``metric`` on ``split`` cannot be right (:meth:`tasks.metrics.Metric.impossible`,
     with the run's Monte-Carlo error where a ``<metric>_stderr`` companion column holds it)."""
     from tasks.metrics import METRIC_BY_NAME
 
     definition, companion = METRIC_BY_NAME.get(metric), METRIC_BY_NAME.get(f"{metric}_stderr")
     if definition is None or definition.lower_bound is None:
         return pd.Series(False, index=values.index)
-    stderr = (pd.to_numeric(values[companion.column], errors="coerce").fillna(0.0)
-              if companion is not None and companion.column in values else 0.0)
-    return pd.Series(definition.impossible(values["value"].to_numpy(dtype=float), stderr), index=values.index)
+    column = companion.column_for(split) if companion is not None else None
+    stderr = pd.to_numeric(values[column], errors="coerce").fillna(0.0) if column in values else 0.0
+    return pd.Series(definition.impossible(pd.to_numeric(values["value"], errors="coerce").to_numpy(dtype=float),
+                                           stderr), index=values.index)
 
 
 def _beats_floor(part: pd.DataFrame, direction: str) -> pd.Series:

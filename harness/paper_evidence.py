@@ -120,19 +120,16 @@ def select_config(ok: pd.DataFrame, task: str, models: str | Sequence[str], meth
     order. When no run has a validation value of ``metric`` (validation NLL is not always
     measured), the ``fallback`` metric's; None when neither has one. A config with an impossible
     validation value (a negative NLL: :meth:`tasks.metrics.Metric.impossible`) is not a candidate."""
-    from tasks.metrics import METRIC_BY_NAME
+    from harness.leaderboard import impossible_values
 
     models = [models] if isinstance(models, str) else list(models)
     column = val_column(metric)
     rows = ok[(ok["task"] == task) & ok["model"].isin(models) & ok["method"].isin(list(methods))]
     if column in rows and len(rows):
         values = pd.to_numeric(rows[column], errors="coerce")
-        definition, stderr_column = METRIC_BY_NAME.get(metric), val_column(f"{metric}_stderr")
-        if definition is not None:
-            stderr = pd.to_numeric(rows[stderr_column], errors="coerce").fillna(0.0) if stderr_column in rows else 0.0
-            broken = pd.Series(definition.impossible(values.to_numpy(dtype=float), stderr), index=rows.index)
-            values = values.where(~broken.groupby([rows["model"], rows["config"]]).transform("any").astype(bool))
-        means = values.groupby([rows["model"], rows["config"]]).mean().dropna()
+        configs = [rows["model"], rows["config"]]
+        broken = impossible_values(rows.assign(value=values), metric, split="val")
+        means = values.where(~broken.groupby(configs).transform("any").astype(bool)).groupby(configs).mean().dropna()
     else:
         means = pd.Series(dtype=float)
     if means.empty:

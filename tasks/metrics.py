@@ -42,7 +42,7 @@ class Metric:
     ranked: bool = True
     lower_bound: float | None = None
 
-    def impossible(self, value, stderr=0.0):
+    def impossible(self, value: float | np.ndarray, stderr: float | np.ndarray = 0.0) -> bool | np.ndarray:
         """Whether ``value`` (a number or an array, with its Monte-Carlo standard error) lies below
         ``lower_bound`` by more than 3 standard errors and :data:`ROUNDING_SLACK`: it cannot be
         right. Always False without a bound."""
