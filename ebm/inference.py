@@ -148,7 +148,7 @@ def partition_estimate(
         raise unknown_name_error("importance-sampling proposal", proposal, PROPOSALS)
     def build(block: Tensor) -> Proposal:
         main = make_proposal(energy, space, block, proposal, generator=generator)
-        if proposal == "prior":  # plain Monte Carlo, as asked
+        if proposal == "prior" or not has_mode_oracle(energy, space, block):  # plain Monte Carlo, as asked; no mode
             return main
         return with_mode(main, space, mode(energy, space, block, generator=generator), MODE_PROPOSAL_WEIGHT)
 
@@ -337,6 +337,12 @@ def _greedy_local_optima(energy, space: Multilabel, x, restarts, generator,
 def _greedy_mode(energy, space: Multilabel, x, restarts, generator, max_iterations: int | None = None) -> Tensor:
     """The best of ``_greedy_local_optima``'s chains."""
     return _best_of(energy, space, x, _greedy_local_optima(energy, space, x, restarts, generator, max_iterations))
+
+
+def has_mode_oracle(energy: EnergyFunction, space: OutputSpace, x: Tensor) -> bool:
+    """Whether :func:`mode` can answer for inputs x: a multilabel or enumerable space, or an energy
+    linear in y (the space's oracle); not a nonlinear energy on a large ranking space."""
+    return is_binary(space) or space.size <= MODE_ENUMERATION_LIMIT or energy.linear_scores(x) is not None
 
 
 @torch.no_grad()

@@ -227,3 +227,20 @@ def test_proposal_errors_are_clear():
         inference.make_proposal(ranking, Permutations(4), x, "local-field")
     with pytest.raises(ValueError, match="n_samples ≥ 2"):
         inference.log_partition(energy, space, x, limit=0, n_samples=1)
+
+
+def test_an_energy_without_a_mode_oracle_is_estimated_without_the_mode_components():
+    """A nonlinear energy on a ranking space too large to enumerate (9! > 2^16) has no mode
+    oracle: its estimate is plain Monte Carlo from q, as before the mode mixture, not an error."""
+    _, linear = scaled_energy(Permutations(9), "permutahedron", 0.3)
+
+    class Nonlinear(torch.nn.Module):
+        def forward(self, x, y):
+            return torch.tanh(linear(x, y))
+
+        def linear_scores(self, x):
+            return None
+
+    result = inference.partition_estimate(Nonlinear(), Permutations(9), torch.randn(3, 4), n_samples=256,
+                                          generator=torch.Generator().manual_seed(0))
+    assert result.method == "prior" and torch.isfinite(result.estimate).all()
