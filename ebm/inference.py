@@ -15,7 +15,15 @@ import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
-from ebm.energies import Energy, EnergyFunction, Pairwise, PairwiseEnergy, UnaryEnergy, site_field
+from ebm.energies import (
+    Energy,
+    EnergyFunction,
+    Pairwise,
+    PairwiseEnergy,
+    UnaryEnergy,
+    coupling_rows,
+    site_field,
+)
 from ebm.importance import (
     PartitionEstimate,
     PriorProposal,
@@ -283,10 +291,12 @@ def icm(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int = 100) -> Ten
     set y_i = 1 iff u_i + Σ_j U_ij y_j > 0, site by site, until a full sweep changes nothing.
     u (n, k), U (n, k, k), init (n, c, k) → a local optimum per chain (n, c, k)."""
     y = init.clone()
+    # per-site views, made once (see coupling_rows); writing a label's column writes y
+    unary, rows, labels = u.unsqueeze(-1).unbind(1), coupling_rows(coupling), y.unbind(-1)
     for _ in range(max_sweeps):
         before = y.clone()  # each site is set once a sweep: it changed iff it differs from here
-        for i in range(y.shape[-1]):
-            y[..., i] = (u[:, i, None] + site_field(y, coupling, i) > 0).to(y.dtype)
+        for i, label in enumerate(labels):
+            label.copy_(unary[i] + site_field(y, rows[i]) > 0)
         if torch.equal(before, y):
             break
     return y

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ebm.energies import Energy, LinearInY, Pairwise, site_field
+from ebm.energies import Energy, LinearInY, Pairwise, coupling_rows, site_field
 from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
 
@@ -63,11 +63,14 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
         noise = torch.stack([uniform_noise((n, c), generator, x.device) for _ in range(k)], dim=-1).to(x.dtype)
         states = (noise < torch.sigmoid(theta + prior_logits).unsqueeze(1)).to(x.dtype)
         return (states.squeeze(1) if added else states), n * c * k
-    if not closed_form:
+    if closed_form:  # per-site views, made once (see ebm.energies.coupling_rows)
+        unary, rows, site_logits = u.unsqueeze(-1).unbind(1), coupling_rows(coupling), prior_logits.unbind(0)
+    else:
         score = candidate_scorer(energy, x)
+    labels = states.unbind(-1)  # writing a label's column writes states
     for i in range(k):
         if closed_form:
-            delta = u[:, i, None] + site_field(states, coupling, i) + prior_logits[i]
+            delta = unary[i] + site_field(states, rows[i]) + site_logits[i]
         else:
             both = states.unsqueeze(2).repeat(1, 1, 2, 1)  # (n, c, 2, k)
             both[:, :, 0, i] = 0.0
@@ -75,7 +78,7 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
             g = score(both.reshape(n, 2 * c, k)).reshape(n, c, 2)
             delta = g[..., 1] - g[..., 0] + prior_logits[i]
         noise = uniform_noise((n, c), generator, x.device).to(x.dtype)
-        states[:, :, i] = (noise < torch.sigmoid(delta)).to(x.dtype)
+        labels[i].copy_(noise < torch.sigmoid(delta))
     evals = n * c * k * (1 if closed_form else 2)
     return (states.squeeze(1) if added else states), evals
 
