@@ -205,3 +205,30 @@ def test_sparsemax_threshold_by_fixed_point_equals_the_full_sort(scale):
     sizes = support.squeeze(1)
     regime = {30.0: (1, 100), 0.5: (101, n_points - 1), 0.002: (n_points, n_points)}[scale]
     assert regime[0] <= int(sizes.min()) and int(sizes.max()) <= regime[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("scale", [30.0, 0.5, 0.0002])
+def test_uniform_sparsemax_threshold_equals_the_full_sort(scale, dtype):
+    """Under a uniform q (every exact-sparsemax fit) the threshold takes its own rounds
+    (Newton steps from one clamped difference): the textbook sort's τ, in float64 to 1e-10 and in
+    float32 (training's dtype, on yeast's 2^14 label sets) to its rounding, for supports of a
+    few entries, hundreds, and all of Y; and p sums to one."""
+    from baselines.exact import sparsemax_threshold
+
+    generator = torch.Generator().manual_seed(12)
+    n_points = 2**14
+    g = (scale * n_points * torch.randn(6, n_points, generator=generator, dtype=torch.float64) / 100).to(dtype)
+    q = torch.full((n_points,), 2.0**-14, dtype=dtype)
+    s = 1 + g
+    s_sorted = s.double().sort(dim=1, descending=True).values  # the textbook full sort, in float64
+    thresholds = (s_sorted.cumsum(1) * 2.0**-14 - 1) / (2.0**-14 * torch.arange(1, n_points + 1))
+    support = (s_sorted > thresholds).sum(1, keepdim=True)
+    expected = thresholds.gather(1, support - 1).squeeze(1)
+    tau = sparsemax_threshold(s, q)
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-6 * float(s.abs().max())
+    torch.testing.assert_close(tau.double(), expected, atol=tolerance, rtol=0)
+    mass = (q.double() * torch.relu(s.double() - tau.double()[:, None])).sum(1)
+    torch.testing.assert_close(mass, torch.ones(6, dtype=torch.float64), atol=1e3 * tolerance, rtol=0)
+    regime = {30.0: (1, 300), 0.5: (301, n_points - 1), 0.0002: (n_points, n_points)}[scale]
+    assert regime[0] <= int(support.min()) and int(support.max()) <= regime[1]
