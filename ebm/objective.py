@@ -70,22 +70,33 @@ def optimal_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iter
     Sparse divergences ((f*)' = 0 far enough below 0: sparsemax, entmax) first solve on the
     ``SPARSE_CANDIDATES`` largest scores of each row: when every left-out score has
     (f*)'(g − τ) = 0 at that root, the left-out terms vanish there and it is the root of the
-    whole row (the same equation); otherwise the next size, then the whole row. A trained model's
-    support is hundreds to a few thousand of yeast's 2^14 label sets."""
+    whole row (the same equation); otherwise that row tries the next size, then its whole row.
+    A trained model's support is hundreds to a few thousand of yeast's 2^14 label sets."""
     divergence = get_divergence(divergence)
     g = g_all.double()
     q = log_q.double().exp().expand_as(g)
     n_columns = g.shape[-1]
-    if _has_sparse_support(divergence):
-        for size in SPARSE_CANDIDATES:
-            if 2 * size > n_columns:
-                break
-            top, order = g.topk(size, dim=-1)
-            tau = _newton_tau(top, q.gather(-1, order), divergence, iterations)
-            # the largest left-out score is at most the smallest kept one
-            if bool((divergence.conjugate_grad(top[..., -1] - tau) == 0).all()):
-                return tau.to(g_all.dtype)
-    return _newton_tau(g, q, divergence, iterations).to(g_all.dtype)
+    if not _has_sparse_support(divergence):
+        return _newton_tau(g, q, divergence, iterations).to(g_all.dtype)
+    # each row moves on to the next size (or the whole row) only if its own support is larger:
+    # supports vary a lot between inputs (yeast: 172 to 6199 of 2^14 for one model), and one
+    # large row used to send every row to the whole-row solve (the τ check of an entmax15 model
+    # on 256 yeast inputs: 2.8 → 0.26 s, a sparsemax one 1.2 → 0.19 s, the same τ to the bit)
+    g, q = g.reshape(-1, n_columns), q.reshape(-1, n_columns)
+    tau = torch.empty(g.shape[0], dtype=g.dtype, device=g.device)
+    pending = torch.arange(g.shape[0], device=g.device)
+    for size in SPARSE_CANDIDATES:
+        if 2 * size > n_columns or pending.numel() == 0:
+            break
+        top, order = g[pending].topk(size, dim=-1)
+        solved = _newton_tau(top, q[pending].gather(-1, order), divergence, iterations)
+        # the largest left-out score is at most the smallest kept one
+        exact = divergence.conjugate_grad(top[:, -1] - solved) == 0
+        tau[pending[exact]] = solved[exact]
+        pending = pending[~exact]
+    if pending.numel() > 0:
+        tau[pending] = _newton_tau(g[pending], q[pending], divergence, iterations)
+    return tau.reshape(g_all.shape[:-1]).to(g_all.dtype)
 
 
 #: candidate sizes :func:`optimal_tau` tries, in turn, for a sparse divergence

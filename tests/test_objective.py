@@ -205,3 +205,25 @@ def test_optimal_tau_by_newton_equals_bisection(divergence, scale):
         torch.testing.assert_close(tau, torch.logsumexp(g + log_q, dim=1), atol=1e-9, rtol=0)
     elif scale == 40.0:  # the supports fit the first candidate set: its shortcut was the one taken
         assert int((p > 0).sum(1).max()) < 1024
+
+
+@pytest.mark.parametrize("divergence", ["sparsemax", "entmax15"])
+def test_optimal_tau_solves_each_row_at_its_own_support_size(divergence):
+    """Rows whose supports fit the first candidate set, the second, or neither, in one (2, 3, N)
+    batch: each row's τ is bisection's, whichever set solved it (a row is sent on to the next size
+    by its own support alone, and the leading axes come back as they were)."""
+    from ebm.objective import SPARSE_CANDIDATES, bisect_tau
+
+    generator = torch.Generator().manual_seed(13)
+    n_points = 9000
+    scales = torch.tensor([40.0, 5.0, 0.01, 1.0, 40.0, 5.0], dtype=torch.float64)[:, None]
+    g = (scales * torch.randn(6, n_points, generator=generator, dtype=torch.float64)).reshape(2, 3, n_points)
+    log_q = torch.log_softmax(0.5 * torch.randn(n_points, generator=generator, dtype=torch.float64), dim=0)
+    div = get_divergence(divergence)
+    tau = optimal_tau(g, log_q, div)
+    assert tau.shape == (2, 3)
+    torch.testing.assert_close(tau, bisect_tau(g, log_q, div), atol=1e-9, rtol=0)
+    sizes = (optimal_distribution(g, log_q, tau, div) > 0).sum(-1).flatten()
+    # the batch mixes the three cases: within the first set, within the second, the whole row
+    assert int(sizes.min()) < SPARSE_CANDIDATES[0] and int(sizes.max()) > SPARSE_CANDIDATES[-1]
+    assert any(SPARSE_CANDIDATES[0] < int(v) <= SPARSE_CANDIDATES[-1] for v in sizes)
