@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.mcmc import Kernel, PersistentContrastiveDivergence
+from ebm.samplers import candidate_scorer
 from ebm.spaces import OutputSpace, uniform_noise
 
 LogDensity = Callable[[Tensor], Tensor]
@@ -49,7 +50,9 @@ def gwg_steps(log_density: LogDensity, y: Tensor, n_steps: int, *,
     mean acceptance rate."""
     y = y.detach().clone()
     value, logits = value_and_flip_logits(log_density, y)
-    accepted = 0.0
+    # the steps' acceptance rates, summed on the device and read once at the end: a Python float
+    # every step was a host sync per step (the same sum: float32 rates added in float64)
+    accepted = torch.zeros((), dtype=torch.float64, device=y.device)
     for _ in range(int(n_steps)):
         log_forward = torch.log_softmax(logits, dim=-1)
         gumbel = -torch.log(-torch.log(uniform_noise(logits.shape, generator, y.device).clamp_min(1e-20)))
@@ -62,8 +65,8 @@ def gwg_steps(log_density: LogDensity, y: Tensor, n_steps: int, *,
         y = torch.where(accept.unsqueeze(-1), proposal, y)
         value = torch.where(accept, value_new, value)
         logits = torch.where(accept.unsqueeze(-1), logits_new, logits)
-        accepted += float(accept.float().mean())
-    return y, y.shape[:-1].numel() * (int(n_steps) + 1), accepted / max(int(n_steps), 1)
+        accepted += accept.float().mean()
+    return y, y.shape[:-1].numel() * (int(n_steps) + 1), float(accepted) / max(int(n_steps), 1)
 
 
 class GWGKernel(Kernel):
@@ -74,8 +77,10 @@ class GWGKernel(Kernel):
         self.acceptance: list[float] = []
 
     def __call__(self, energy: nn.Module, space: OutputSpace, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
+        score = candidate_scorer(energy, x)  # the trunk h(x) once for the k GWG steps, not at each
+
         def log_density(states: Tensor) -> Tensor:  # states (n, c, k) → (n, c)
-            return energy(x, states) + space.log_prior(states)
+            return score(states) + space.log_prior(states)
 
         states, evals, acceptance = gwg_steps(log_density, y.to(x.dtype), self.sweeps * space.k,
                                               generator=self.generator)
@@ -88,7 +93,8 @@ class GibbsWithGradients(PersistentContrastiveDivergence):
     description = "PCD with Gibbs-with-Gradients proposals (gradient-informed single flips + MH), multilabel only"
     defaults = dict(PersistentContrastiveDivergence.defaults)
     #: trains alone (not ebm.stacking): its kernel reads the acceptance rate as a Python float
-    #: every step (GWGKernel.acceptance) and differentiates the energy w.r.t. y inside the step
+    #: (GWGKernel.acceptance) and differentiates the energy w.r.t. y inside the step (autograd.grad,
+    #: which vmap does not run)
     stackable = False
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
