@@ -147,10 +147,12 @@ def _uniform_sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
     for _ in range(SPARSEMAX_ROUNDS):
         torch.sub(s, tau[:, None], out=excess).clamp_(min=0.0)
         new_size = torch.sign(excess).sum(1)
-        tau = tau + (q * excess.sum(1) - 1.0) / (q * new_size)
+        step = tau + (q * excess.sum(1) - 1.0) / (q * new_size)
         if torch.equal(new_size, size):
-            return tau
-        size = new_size
+            return step
+        # τ only rises (a row at its fixed point may round a step below it): the supports then
+        # only shrink and the rounds end, where a size going back and forth by one never did
+        tau, size = torch.maximum(tau, step), new_size
     return _sorted_sparsemax_threshold(s, q.expand_as(s))
 
 
