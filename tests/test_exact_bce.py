@@ -232,3 +232,26 @@ def test_uniform_sparsemax_threshold_equals_the_full_sort(scale, dtype):
     torch.testing.assert_close(mass, torch.ones(6, dtype=torch.float64), atol=1e3 * tolerance, rtol=0)
     regime = {30.0: (1, 300), 0.5: (301, n_points - 1), 0.0002: (n_points, n_points)}[scale]
     assert regime[0] <= int(support.min()) and int(support.max()) <= regime[1]
+
+
+def test_uniform_sparsemax_threshold_ends_its_rounds_in_training(monkeypatch):
+    """The uniform threshold's rounds end at the fixed point in real training steps: on this fit
+    (yeast's k = 14, random data) a τ stepping back by rounding once sent a size back and forth
+    by one until the 64 rounds ran out and the full sort took over (step 11–20 here)."""
+    import baselines.exact as exact
+    from ebm.method import Budget
+    from harness.perf.common import random_fit_data
+
+    sorts = []
+    sort = exact._sorted_sparsemax_threshold
+    monkeypatch.setattr(exact, "_sorted_sparsemax_threshold", lambda s, q: (sorts.append(s.shape), sort(s, q))[1])
+    space = Multilabel(14)
+    method = ExactSparsemax()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread, as a harness run trains: the sums' order, hence their rounding
+    try:
+        fitted = method.fit(space, "unary", random_fit_data(14, seed=0), method.params({}),
+                            Budget(max_steps=20, batch_size=64), seed=0, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert fitted.info["steps"] == 20 and sorts == []
