@@ -23,7 +23,7 @@ def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
     return (y.unsqueeze(1) if added else y), added
 
 
-def candidate_scorer(energy: Energy, x: Tensor) -> Callable[[Tensor], Tensor]:
+def candidate_scorer(energy: Energy | Callable[[Tensor, Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tensor]:
     """y ↦ g(x, y) (y (n, m, *event) → (n, m)) for many candidate sets of the same inputs x.
 
     An :class:`Energy` computes its trunk h(x) once here rather than in every call: a kernel

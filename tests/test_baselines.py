@@ -169,6 +169,29 @@ def test_gwg_reaches_the_exact_distribution(model):
     assert _chi_square_against_enumeration(space, energy, states[:, 0], x) > 0.01
 
 
+@pytest.mark.parametrize("model", ["pairwise", "mlp"])
+def test_gwg_gradient_inside_a_stacked_step_is_the_lone_one(model):
+    """Inside vmap (a stacked step) GWG's gradient in y goes through torch.func.vjp, alone
+    through torch.autograd.grad: the same values and flip logits for each member's states."""
+    from baselines.gwg import value_and_flip_logits
+
+    space = Multilabel(5)
+    energy = _random_energy(space, model, seed=6, scale=0.5)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 3, generator=gen)
+    members = space.sample_prior((3, 4, 2), generator=gen)  # 3 members × 4 inputs × 2 chains
+
+    def log_density(states):
+        return energy(x, states) + space.log_prior(states)
+
+    stacked = torch.func.vmap(lambda states: value_and_flip_logits(log_density, states))(members)
+    for member, (value, logits) in zip(members, zip(*stacked)):
+        alone_value, alone_logits = value_and_flip_logits(log_density, member)
+        torch.testing.assert_close(value, alone_value, atol=1e-6, rtol=0)
+        torch.testing.assert_close(logits, alone_logits, atol=1e-6, rtol=0)
+    assert float(stacked[1].abs().max()) > 0  # the logits are not trivially zero
+
+
 def test_chi_square_detects_a_wrong_distribution():
     """Guard that the chains test can fail: prior draws are not samples of q·exp(g)."""
     space = Multilabel(4)

@@ -261,10 +261,11 @@ def test_importance_weighted_members_are_distributed_like_single_runs(kind, k, m
     ("nce", "multilabel", 6, "unary", {"n_samples": 8, "hidden": 32}),
     ("mcmc-pcd", "multilabel", 6, "unary", {"hidden": 32}),
     ("mcmc-pcd", "ranking", 5, "permutahedron", {"hidden": 32, "init": "data", "sweeps": 2}),
+    ("mcmc-gwg", "multilabel", 6, "pairwise", {"hidden": 32}),
 ])
 def test_sampling_members_are_distributed_like_single_runs(name, kind, k, model, params):
-    """min-min and NCE sample y′ ~ q, PCD advances its chains with random Gibbs / MH moves (and
-    draws them from q under ``init="prior"``): stacked members draw other samples than their
+    """min-min and NCE sample y′ ~ q, PCD (Gibbs / MH moves) and GWG (gradient-informed flips)
+    advance their chains at random (and draws them from q under ``init="prior"``): stacked members draw other samples than their
     single runs (the group shares one generator), so compare outcomes. Six seeds each way,
     paired by seed (same initialisation and batch order): the exact test NLL (|Y| = 64 or 120,
     enumerated) of stacked members and single runs must not differ by a paired t-test
@@ -379,13 +380,11 @@ def test_methods_opt_in():
     assert not logistic_is.can_stack(space, "unary", logistic_is.params({"tau": "finite"}))
     with pytest.raises(ValueError, match="stacked"):
         fit_stacked(finite, space, "unary", [Member(_data(space, 1), 1)] * 2, {}, Budget(max_steps=2), device=CPU)
-    gwg = get_method("mcmc-gwg")  # its kernel reads a Python float every step
-    assert not gwg.can_stack(space, "unary", gwg.params({}))
     sparsemax = get_method("exact-sparsemax")  # its threshold's fixed point stops on a data-dependent test
     for kind, k, model in [("multilabel", 6, "unary"), ("ranking", 5, "permutahedron")]:
         assert not sparsemax.can_stack(make_space(kind, k, model), model, sparsemax.params({})), model
     for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar",
-                 "nce", "mcmc-pcd", "perceptron"):
+                 "nce", "mcmc-pcd", "mcmc-gwg", "perceptron"):
         method = get_method(name)
         assert method.can_stack(space, "unary", method.params({})), name
     pcd, perceptron = get_method("mcmc-pcd"), get_method("perceptron")
@@ -464,7 +463,7 @@ def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alon
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
-    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "mcmc-gwg", "minmin-finite"), seeds=7)))
+    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "minmax-reinforce", "minmin-finite"), seeds=7)))
     jobs = stack_groups(plan.runnable(), 5)
     stacked = [job for job in jobs if len(job) > 1]
     assert sorted(len(job) for job in stacked) == [3, 4]  # 7 seeds: the fewest groups ≤ 5, balanced

@@ -21,8 +21,8 @@ MEMBERS = 5
 #: (kind, model, k) × the stackable methods measured on it
 CASES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     ("multilabel", "unary", 14, ("bce", "minmin-logistic", "minmin-logistic-is", "exact-mle", "nce", "mcmc-pcd",
-                                 "perceptron")),
-    ("multilabel", "pairwise", 16, ("bce", "minmin-logistic", "minmin-logistic-is", "nce", "mcmc-pcd")),
+                                 "mcmc-gwg", "perceptron")),
+    ("multilabel", "pairwise", 16, ("bce", "minmin-logistic", "minmin-logistic-is", "nce", "mcmc-pcd", "mcmc-gwg")),
     ("ranking", "permutahedron", 6, ("minmin-logistic", "minmin-logistic-is", "exact-mle", "nce", "mcmc-pcd",
                                      "perceptron")),
 )
