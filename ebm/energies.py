@@ -48,18 +48,18 @@ def batched_dot(theta: Tensor, y: Tensor) -> Tensor:
     return torch.bmm(theta.unsqueeze(1), y.transpose(1, 2)).squeeze(1)
 
 
-def coupling_rows(coupling: Tensor) -> tuple[Tensor, ...]:
-    """U[:, i] of a coupling U (n, k, k) as k views of shape (n, 1, k), one per site, for
-    :func:`site_field`. Made once per call of a site loop (ICM, a Gibbs sweep): the loop then
-    indexes a Python tuple instead of dispatching a select and an unsqueeze at every site of
-    every sweep (k = 174 sites on cal500; at these sizes a dispatch costs about as much as the
-    arithmetic)."""
-    return coupling.unsqueeze(1).unbind(2)
+def site_views(u: Tensor, coupling: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Per site i, u_i as an (n, 1) view and U[:, i] as an (n, 1, k) view (for :func:`site_field`),
+    of unary terms u (n, k) and a coupling U (n, k, k). Made once per call of a site loop (ICM, a
+    Gibbs sweep): the loop then indexes Python tuples instead of dispatching a select and an
+    unsqueeze at every site of every sweep (k = 174 sites on cal500; at these sizes a dispatch
+    costs about as much as the arithmetic)."""
+    return u.unsqueeze(-1).unbind(1), coupling.unsqueeze(1).unbind(2)
 
 
 def site_field(states: Tensor, row: Tensor) -> Tensor:
     """Σ_j U_ij y_j, the field that site i of every chain receives from the others, for binary
-    states y (n, c, k) and row = U[:, i] as (n, 1, k) (:func:`coupling_rows`) → (n, c).
+    states y (n, c, k) and row = U[:, i] as (n, 1, k) (:func:`site_views`) → (n, c).
 
     A multiply and a sum rather than ``einsum("nck,nk->nc", y, U[:, i])``: that einsum runs as a
     batched matrix-vector product whose per-batch overhead made it ~5× slower on CPU, and site

@@ -247,12 +247,12 @@ class NeighbourProposal(Proposal):
         self.size = self.k if self.binary else self.k * (self.k - 1) // 2
 
     def sample(self, m, generator=None):
-        from ebm.samplers import random_label_pairs, transpose_labels
+        from ebm.samplers import random_label_pairs, random_labels, transpose_labels
 
         n, device = self.points.shape[0], self.points.device
         y = self.points.unsqueeze(1).expand(n, m, *self.points.shape[1:]).clone()
         if self.binary:
-            site = (uniform_noise((n, m), generator, device) * self.k).long().clamp(max=self.k - 1).unsqueeze(-1)
+            site = random_labels((n, m), self.k, generator, device).unsqueeze(-1)
             return y.scatter(2, site, 1 - y.gather(2, site))
         return transpose_labels(y, *random_label_pairs((n, m), self.k, generator, device), len(self.space.event_shape))
 

@@ -21,8 +21,8 @@ from ebm.energies import (
     Pairwise,
     PairwiseEnergy,
     UnaryEnergy,
-    coupling_rows,
     site_field,
+    site_views,
 )
 from ebm.importance import (
     PartitionEstimate,
@@ -291,8 +291,8 @@ def icm(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int = 100) -> Ten
     set y_i = 1 iff u_i + Σ_j U_ij y_j > 0, site by site, until a full sweep changes nothing.
     u (n, k), U (n, k, k), init (n, c, k) → a local optimum per chain (n, c, k)."""
     y = init.clone()
-    # per-site views, made once (see coupling_rows); writing a label's column writes y
-    unary, rows, labels = u.unsqueeze(-1).unbind(1), coupling_rows(coupling), y.unbind(-1)
+    # per-site views, made once (see site_views); writing a label's column writes y
+    (unary, rows), labels = site_views(u, coupling), y.unbind(-1)
     for _ in range(max_sweeps):
         before = y.clone()  # each site is set once a sweep: it changed iff it differs from here
         for i, label in enumerate(labels):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ebm.energies import Energy, LinearInY, Pairwise, coupling_rows, site_field
+from ebm.energies import Energy, LinearInY, Pairwise, site_field, site_views
 from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
 
@@ -63,8 +63,8 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
         noise = torch.stack([uniform_noise((n, c), generator, x.device) for _ in range(k)], dim=-1).to(x.dtype)
         states = (noise < torch.sigmoid(theta + prior_logits).unsqueeze(1)).to(x.dtype)
         return (states.squeeze(1) if added else states), n * c * k
-    if closed_form:  # per-site views, made once (see ebm.energies.coupling_rows)
-        unary, rows, site_logits = u.unsqueeze(-1).unbind(1), coupling_rows(coupling), prior_logits.unbind(0)
+    if closed_form:  # per-site views, made once (see ebm.energies.site_views)
+        (unary, rows), site_logits = site_views(u, coupling), prior_logits.unbind(0)
     else:
         score = candidate_scorer(energy, x)
     labels = states.unbind(-1)  # writing a label's column writes states
@@ -94,12 +94,17 @@ def transpose_labels(y: Tensor, a: Tensor, b: Tensor, event_dims: int) -> Tensor
     return y.scatter(axis, index_a, value_b).scatter(axis, index_b, value_a)
 
 
+def random_labels(shape: tuple[int, ...], k: int, generator: torch.Generator | None, device) -> Tensor:
+    """One label per entry of ``shape``, uniform over 0..k−1 (int64)."""
+    return (uniform_noise(shape, generator, device) * k).long().clamp(max=k - 1)
+
+
 def random_label_pairs(shape: tuple[int, ...], k: int, generator: torch.Generator | None,
                        device) -> tuple[Tensor, Tensor]:
     """Two distinct labels (a, b) per entry of ``shape``, uniform over the k(k − 1) ordered pairs:
     a uniform, b = a + 1 + (uniform over the other k − 1) mod k."""
-    first = (uniform_noise(shape, generator, device) * k).long().clamp(max=k - 1)
-    offset = 1 + (uniform_noise(shape, generator, device) * (k - 1)).long().clamp(max=k - 2)
+    first = random_labels(shape, k, generator, device)
+    offset = 1 + random_labels(shape, k - 1, generator, device)
     return first, (first + offset) % k
 
 
