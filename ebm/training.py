@@ -155,9 +155,9 @@ def check_fit_data(space: OutputSpace, data: FitData) -> None:
 
 
 def score_data_and_samples(energy: Energy, x: Tensor, y: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
-    """g(x, y) (n,) and g(x, y'_j) (n, m) from one vectorised call on the (n, 1 + m) candidates."""
-    g = energy(x, torch.cat([y.unsqueeze(1), samples], dim=1))
-    return g[:, 0], g[:, 1:]
+    """g(x, y) (n,) and g(x, y'_j) (n, m), the trunk h(x) computed once
+    (:meth:`ebm.energies.Energy.score_data_and_samples`)."""
+    return energy.score_data_and_samples(x, y, samples)
 
 
 class TrainLoop:
