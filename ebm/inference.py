@@ -264,14 +264,22 @@ def nll(
     n_samples: int = 4096,
     generator: torch.Generator | None = None,
     proposal: str = "auto",
+    log_z: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """−log p(y|x) = A(x) − g(x, y) − log q(y) per example, and the stderr of A (0 where exact)."""
+    """−log p(y|x) = A(x) − g(x, y) − log q(y) per example, and the stderr of A (0 where exact).
+    ``log_z``: A(x) and its stderr already computed for these x (:func:`log_partition`), e.g. shared
+    with another metric of the same inputs; otherwise estimated here."""
     space.check_y(y)
     if y.shape[0] != x.shape[0] or y.dim() != 1 + len(space.event_shape):
         raise ValueError(f"nll needs one label per input: x {tuple(x.shape)}, y {tuple(y.shape)}")
     y = y.to(x.dtype)
-    estimate, stderr = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator,
-                                     proposal=proposal)
+    if log_z is None:
+        log_z = log_partition(energy, space, x, limit=limit, n_samples=n_samples, generator=generator,
+                              proposal=proposal)
+    estimate, stderr = log_z
+    if estimate.shape != x.shape[:1] or stderr.shape != x.shape[:1]:
+        raise ValueError(f"log_z must hold one estimate and one stderr per input ({x.shape[0]}), got "
+                         f"{tuple(estimate.shape)} and {tuple(stderr.shape)}")
     return estimate - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y), stderr
 
 

@@ -156,12 +156,14 @@ class Fitted:
         return self.tau(x)
 
     @torch.no_grad()
-    def nll(self, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Per-example −log p(y|x) = log Z(x) − g(x, y) − log q(y), and per-example stderr."""
+    def nll(self, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None,
+            log_z: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Per-example −log p(y|x) = log Z(x) − g(x, y) − log q(y), and per-example stderr;
+        ``log_z``: :meth:`log_partition` of these x when it is already computed."""
         from ebm import inference
 
         self.energy.eval()
-        return inference.nll(self.energy, self.space, x, y, generator=generator)
+        return inference.nll(self.energy, self.space, x, y, generator=generator, log_z=log_z)
 
 
 class Method(ABC):

@@ -186,3 +186,37 @@ def test_nan_features_give_a_failed_row_naming_the_problem(tmp_path, monkeypatch
     data.x_train[3, 2] = np.nan
     row = execute_run(run, run.method, data).row
     assert row["status"] == "failed" and "NaN/inf" in row["error"] and "row 3, column 2" in row["error"]
+
+
+def test_test_metrics_audit_tau_against_the_nll_log_partition():
+    """The τ audit and the NLL of a sampled space (pairwise k = 20: 2^20 label sets, importance
+    sampling) read one log Z(x) estimate, the NLL's seeded draws: tau_mae is mean |τ − log Z| with
+    the log Z of an independent call on the evaluator's seed, and the NLL is unchanged by the sharing."""
+    import numpy as np
+    import torch
+
+    from baselines.registry import get_method
+    from ebm.method import Budget
+    from ebm.spaces import make_space
+    from harness.perf.common import random_fit_data
+    from harness.worker import TAU_INPUTS, _Evaluator, _test_metrics
+
+    k, seed = 20, 11
+    space = make_space("multilabel", k, "pairwise")
+    data = random_fit_data(k, n=96, d=8, seed=3)
+    fitted = get_method("minmin-logistic").fit(space, "pairwise", data, {"hidden": 16}, Budget(max_steps=5),
+                                               seed=0, device=torch.device("cpu"))
+    x, y = data.x_train[:40], data.y_train[:40]
+    test = _Evaluator("multilabel", space, x, space.to_labels(y), y, seed)
+    values, tau_rows = _test_metrics(fitted, test, x.numpy(), None, "run", seed)
+
+    log_z, _ = fitted.log_partition(x, generator=torch.Generator().manual_seed(seed))
+    other, _ = fitted.log_partition(x, generator=torch.Generator().manual_seed(seed + 1))
+    tau = fitted.tau_estimate(x[:TAU_INPUTS]).double()
+    assert values["tau_mae"] == pytest.approx(float((tau - log_z.double()).abs().mean()), rel=1e-12)
+    assert values["tau_mae"] != pytest.approx(float((tau - other.double()).abs().mean()), rel=1e-9)  # draws matter
+    plotted = [row["value"] for row in tau_rows if row["metric"] == "logz"]  # the τ plot's log Z
+    assert plotted == pytest.approx(log_z.double().tolist(), rel=1e-12)
+    nll, _ = fitted.nll(x, y, generator=torch.Generator().manual_seed(seed))  # estimated on its own
+    assert values["nll"] == pytest.approx(float(nll.mean()), rel=1e-12)
+    assert np.isfinite(values["nll_stderr"]) and values["nll_stderr"] > 0
