@@ -85,10 +85,11 @@ class ConstantFitted(Fitted):
         return zeros, zeros.clone()
 
     @torch.no_grad()
-    def nll(self, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def nll(self, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None,
+            log_z: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         self.space.check_y(y)
-        values = -self.space.log_prior(y.to(x.device, x.dtype))
-        return values, torch.zeros_like(values)
+        estimate, stderr = self.log_partition(x) if log_z is None else log_z
+        return estimate - self.space.log_prior(y.to(x.device, x.dtype)), stderr
 
 
 class Constant(Method):

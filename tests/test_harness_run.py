@@ -220,3 +220,29 @@ def test_test_metrics_audit_tau_against_the_nll_log_partition():
     nll, _ = fitted.nll(x, y, generator=torch.Generator().manual_seed(seed))  # estimated on its own
     assert values["nll"] == pytest.approx(float(nll.mean()), rel=1e-12)
     assert np.isfinite(values["nll_stderr"]) and values["nll_stderr"] > 0
+
+
+def test_test_metrics_of_the_constant_floor():
+    """The constant floor's test NLL through the worker is −log q(y) (its g ≡ 0, log Z = 0), with
+    the log Z shared with the τ audit going through its own ``nll``."""
+    import torch
+
+    from baselines.registry import get_method
+    from ebm.method import Budget
+    from ebm.spaces import make_space
+    from harness.perf.common import random_fit_data
+    from harness.worker import _Evaluator, _test_metrics
+
+    k = 20
+    space = make_space("multilabel", k, "unary")
+    data = random_fit_data(k, n=64, d=8, seed=3)
+    fitted = get_method("constant").fit(space, "unary", data, {}, Budget(max_steps=1), seed=0,
+                                        device=torch.device("cpu"))
+    x, y = data.x_train[:30], data.y_train[:30]
+    values, _ = _test_metrics(fitted, _Evaluator("multilabel", space, x, space.to_labels(y), y, 1), x.numpy(), None,
+                              "run", 1)
+    # its q: independent Bernoullis at the training label frequencies (clipped to [0.01, 0.99])
+    frequency = data.y_train.double().mean(0).clamp(0.01, 0.99)
+    log_q = (y.double() * frequency.log() + (1 - y.double()) * (1 - frequency).log()).sum(-1)
+    assert values["nll"] == pytest.approx(float(-log_q.mean()), rel=1e-5)
+    assert values["nll_stderr"] == 0 and values["tau_mae"] is None
