@@ -73,7 +73,15 @@ def test_pairwise_terms_define_the_energy():
     energy = random_energy(space, "pairwise", rank=3)
     x, y = torch.randn(4, 4), space.sample_prior((4, 5))
     u, coupling = energy.pairwise_terms(x)
-    assert torch.allclose(coupling, coupling.transpose(1, 2)) and coupling.diagonal(dim1=1, dim2=2).abs().max() == 0
+    # exactly symmetric (ICM and Gibbs read U's rows as its columns), zero diagonal
+    assert torch.equal(coupling, coupling.transpose(1, 2)) and coupling.diagonal(dim1=1, dim2=2).abs().max() == 0
+    # the docstring's U(x) = sym(U₀) + sym(A(x)B(x)ᵀ) off the diagonal, built here in float64
+    h = energy.features(x).double()
+    a, b = (h @ energy.low_rank.weight.double().T + energy.low_rank.bias.double()).reshape(4, 2, 7, 3).unbind(1)
+    u0 = energy.coupling.double()
+    dense = 0.5 * (u0 + u0.T) + 0.5 * (a @ b.transpose(1, 2) + b @ a.transpose(1, 2))
+    dense = dense * (1 - torch.eye(7, dtype=torch.float64))
+    torch.testing.assert_close(coupling.double(), dense, rtol=1e-6, atol=1e-6)
     expected = torch.einsum("nk,nmk->nm", u, y) + 0.5 * torch.einsum("nmk,nkl,nml->nm", y, coupling, y)
     assert torch.allclose(energy(x, y), expected, atol=1e-5)
     assert energy.rank == 3 and build_energy(space, "pairwise", 4, rank=0)(x, y).shape == (4, 5)  # rank 0 allowed
