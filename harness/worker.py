@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.allocator import keep_freed_memory
 from harness.records import RunRecord, Status
 from tasks.metrics import direction, get_metric
 
@@ -380,6 +381,7 @@ def execute_run(run, method, task_data, *, device: str | None = None, threads: i
         import torch
 
         torch.set_num_threads(max(1, int(threads)))  # Ray sets OMP_NUM_THREADS=1 otherwise
+        keep_freed_memory()  # a step's temporaries stay in the heap for the next (harness.allocator)
         prepared = _prepare(run, task_data, record, device=device or pick_device(gpus), max_seconds=max_seconds,
                             prune_thresholds=prune_thresholds)
         t0 = time.perf_counter()
@@ -419,6 +421,7 @@ def execute_group(runs: list, method, *task_data, device: str | None = None, thr
         from ebm.stacking import Member, fit_stacked
 
         torch.set_num_threads(max(1, int(threads)))
+        keep_freed_memory()
         device = device or pick_device(gpus)
         for i, (run, data) in enumerate(zip(runs, task_data)):
             records[i].started_at, records[i].threads = utc_now(), threads
