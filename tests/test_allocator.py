@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,17 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert _faults_per_step("keep") < 100
 
 
-def test_keep_freed_memory_is_set_once():
+@pytest.mark.skipif(not _glibc(), reason="mallopt thresholds are glibc's")
+def test_the_switch_keeps_glibcs_defaults():
+    out = subprocess.run([sys.executable, "-c", SCRIPT.replace("assert keep_freed_memory()",
+                                                               "assert not keep_freed_memory()"), "keep", str(ROOT)],
+                         capture_output=True, text=True, check=True, env={**os.environ, "EBM_BENCH_KEEP_FREED_MEMORY": "0"})
+    assert float(out.stdout.strip()) > 3000
+
+
+def test_keep_freed_memory_is_set_once(monkeypatch):
     from harness.allocator import keep_freed_memory
 
+    monkeypatch.delenv("EBM_BENCH_KEEP_FREED_MEMORY", raising=False)
     assert keep_freed_memory() is keep_freed_memory() and isinstance(keep_freed_memory(), bool)
     assert keep_freed_memory() == _glibc()
