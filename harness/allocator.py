@@ -13,8 +13,8 @@ library the machine may not have; glibc's own thresholds can be set from inside 
 
 Measured with ``ebm-bench run ... --executor serial --stack 1``, once with
 ``EBM_BENCH_KEEP_FREED_MEMORY=0`` and once without: the throughput benchmark's mini-grid (yeast
-and lr-glass, every method, 5 seeds, 300 steps) trains in 81.4 → 79.8 s and evaluates in
-11.3 → 8.0 s (the sparse models' τ checks over yeast's 2^14 label sets); cal500/pairwise
+and lr-glass, every method, 5 seeds, 300 steps) trains in the same time (79.3 and 79.2 s) and
+evaluates in 11.1 → 8.3 s (the sparse models' τ checks over yeast's 2^14 label sets); cal500/pairwise
 (perceptron, mcmc-pcd, minmin-logistic-is, 2 seeds, 100 steps) 1-3 % less training, 8-11 % less
 evaluation, the same metrics. The price: a process's resident memory no longer shrinks below
 its peak until it exits (a run's peak, e.g. an evaluation's enumeration chunks, stays reserved
