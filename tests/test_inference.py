@@ -213,9 +213,11 @@ def test_icm_reaches_a_coordinatewise_optimum_at_k174():
     assert ((field > 0).float() == y).all()  # no single flip improves
 
 
-def test_icm_follows_the_textbook_site_loop():
+@pytest.mark.parametrize("skip_unflipped", [True, False], ids=["cpu-skips", "accelerator-updates-all"])
+def test_icm_follows_the_textbook_site_loop(skip_unflipped):
     """The same local optima as the textbook loop (a fresh u_i + Σ_j U_ij y_j at every site, sweeps
-    until nothing changes), from the same starts, in float64 so no field lies within rounding of 0."""
+    until nothing changes), from the same starts, in float64 so no field lies within rounding of 0;
+    both ways of updating the fields (a flip test per site, or every site's update)."""
     generator = torch.Generator().manual_seed(5)
     n, c, k = 6, 4, 60
     a = torch.randn(n, k, k, generator=generator, dtype=torch.float64)
@@ -229,7 +231,7 @@ def test_icm_follows_the_textbook_site_loop():
             expected[..., i] = (u[:, None, i] + (expected * coupling[:, None, i, :]).sum(-1) > 0).double()
         if torch.equal(before, expected):
             break
-    assert torch.equal(inference.icm(u, coupling, init), expected)
+    assert torch.equal(inference.icm(u, coupling, init, skip_unflipped=skip_unflipped), expected)
 
 
 def test_exact_sampling_matches_the_distribution():
