@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ebm.energies import Energy, UnaryEnergy
 from ebm.method import Fitted
+from ebm.objective import sparsemax_threshold
 from ebm.spaces import OutputSpace, is_binary
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, suggest_common
 
@@ -94,75 +95,6 @@ def sparsemax_conjugate(g_all: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
         tau = sparsemax_threshold(s, q_row)
     value = tau + 0.5 * (q * F.relu(s - tau[:, None]) ** 2).sum(1) - 0.5 * q.sum(1)
     return value, tau
-
-
-#: fixed-point rounds :func:`sparsemax_threshold` allows before it falls back to a full sort
-SPARSEMAX_ROUNDS = 64
-
-
-@torch.no_grad()
-def sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
-    """τ with Σ_y q·[s − τ]₊ = 1 per row of s (n, N), for q ≥ 0 of shape (N,) (one prior for
-    every row) or (n, N).
-
-    Michelot's fixed point instead of a sort: from the support S = all of Y, τ_S = (Σ_S q s − 1)/Σ_S q,
-    then S = {s > τ_S}, until S no longer changes. τ_S rises monotonically to τ* and the support
-    shrinks to the true one, whose τ_S is exactly the sort formula's (same support, same sums).
-    Each round is a few passes over the scores, a handful of rounds suffice in practice, against
-    a sort of all |Y| = 2^14 scores of yeast per row (a ~6× faster training step); a row still
-    moving after ``SPARSEMAX_ROUNDS`` rounds gets the full sort. A uniform q (every exact-sparsemax
-    fit: the method requires it) takes :func:`_uniform_sparsemax_threshold`, the same rounds in
-    fewer passes."""
-    q = q.to(s.dtype)
-    if q.dim() == 1 and bool((q == q[0]).all()) and bool(q[0] > 0):
-        return _uniform_sparsemax_threshold(s, q[0])
-    q_s = q * s
-    support = (q > 0).expand_as(s)
-    tau = torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
-    for _ in range(SPARSEMAX_ROUNDS):
-        tau = (torch.where(support, q_s, 0.0).sum(1) - 1.0) / torch.where(support, q, 0.0).sum(1)
-        shrunk = support & (s > tau[:, None])
-        if torch.equal(shrunk, support):
-            return tau
-        support = shrunk
-    return _sorted_sparsemax_threshold(s, q.expand_as(s))
-
-
-def _uniform_sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
-    """:func:`sparsemax_threshold` for one q > 0 on every y (a 0-dim tensor): Michelot's rounds,
-    each written from the previous τ as a Newton step on F(τ) = q Σ [s − τ]₊ − 1,
-
-        τ ← τ + F(τ) / (q |S|),  S = {s > τ}
-
-    (= (q Σ_S s − 1)/(q |S|), the fixed point's τ_S). One clamped difference gives both sums:
-    Σ [s − τ]₊ and |S| = Σ sign([s − τ]₊): four passes over the scores a round, where the
-    support masks, their weights and the comparison of the supports took eight (boolean passes
-    are the slow ones on CPU). Measured on yeast's 2^14 scores for 64 rows: 13–17 → 6–8 ms a call;
-    an exact-sparsemax step at k = 14 (``ebm-bench perf``'s step timer), 25–27 → 15 ms. The
-    supports are nested (τ rises), so an unchanged size is an unchanged support and the last
-    step's τ is the fixed point's; the sums differ from the masked ones only by rounding."""
-    tau = (q * s.sum(1) - 1.0) / (q * s.shape[1])  # S = all of Y
-    size = torch.full_like(tau, float(s.shape[1]))
-    excess = torch.empty_like(s)
-    for _ in range(SPARSEMAX_ROUNDS):
-        torch.sub(s, tau[:, None], out=excess).clamp_(min=0.0)
-        new_size = torch.sign(excess).sum(1)
-        step = tau + (q * excess.sum(1) - 1.0) / (q * new_size)
-        if torch.equal(new_size, size):
-            return step
-        # τ only rises (a row at its fixed point may round a step below it): the supports then
-        # only shrink and the rounds end, where a size going back and forth by one never did
-        tau, size = torch.maximum(tau, step), new_size
-    return _sorted_sparsemax_threshold(s, q.expand_as(s))
-
-
-def _sorted_sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
-    """The textbook τ by a full sort of every row (q of s's shape): the fixed point's fallback."""
-    s_sorted, order = s.sort(dim=1, descending=True)
-    q_sorted = q.gather(1, order)
-    thresholds = ((q_sorted * s_sorted).cumsum(dim=1) - 1.0) / q_sorted.cumsum(dim=1)
-    size = (s_sorted > thresholds).sum(dim=1, keepdim=True)  # the condition holds on a prefix
-    return thresholds.gather(1, size - 1).squeeze(1)
 
 
 def exact_sparsemax_loss(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, enumeration: Enumeration) -> Tensor:

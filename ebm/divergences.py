@@ -81,8 +81,9 @@ def _sparsemax_grad(s: Tensor) -> Tensor:
     return torch.relu(1 + s)
 
 
-# same guard as entmax(2): tangent beyond the s₀ where the slope 1 + s₀ reaches e^40
-sparsemax = Divergence("sparsemax", _sparsemax_f, *_linearised_beyond(math.expm1(LOG_MAX_SLOPE), _sparsemax_conjugate,
+#: where sparsemax's conjugate turns into its tangent: the s₀ with slope 1 + s₀ = e^40 (as entmax(2))
+SPARSEMAX_TANGENT_FROM = math.expm1(LOG_MAX_SLOPE)
+sparsemax = Divergence("sparsemax", _sparsemax_f, *_linearised_beyond(SPARSEMAX_TANGENT_FROM, _sparsemax_conjugate,
                                                                       _sparsemax_grad))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebm.divergences import Divergence, get_divergence, weighted_conjugate
+from ebm.divergences import SPARSEMAX_TANGENT_FROM, Divergence, get_divergence, sparsemax, weighted_conjugate
 
 
 def minmin_loss(
@@ -74,6 +74,10 @@ def optimal_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iter
     A trained model's support is hundreds to a few thousand of yeast's 2^14 label sets."""
     divergence = get_divergence(divergence)
     g = g_all.double()
+    if divergence is sparsemax:
+        tau = _sparsemax_tau(g, log_q.double().exp())
+        if tau is not None:
+            return tau.to(g_all.dtype)
     q = log_q.double().exp().expand_as(g)
     n_columns = g.shape[-1]
     if not _has_sparse_support(divergence):
@@ -99,8 +103,91 @@ def optimal_tau(g_all: Tensor, log_q: Tensor, divergence: Divergence | str, iter
     return tau.reshape(g_all.shape[:-1]).to(g_all.dtype)
 
 
+def _sparsemax_tau(g: Tensor, q: Tensor) -> Tensor | None:
+    """sparsemax's τ* directly: the root of Σ q [1 + g − τ]₊ = 1 is :func:`sparsemax_threshold` of
+    s = 1 + g (a few passes over each row, where Newton's method takes ~15 with a forward-mode
+    derivative). None when a margin g − τ reaches the guard's tangent (``SPARSEMAX_TANGENT_FROM``,
+    ~2e17), where the guarded equation differs: margins at the root stay below 1/q(y) − 1, so only a
+    label set with q(y) < 5e-18 can. g (…, N) and q (N,) or (…, N), float64."""
+    n_columns = g.shape[-1]
+    rows = g.reshape(-1, n_columns)
+    tau = sparsemax_threshold(1.0 + rows, q if q.dim() == 1 else q.expand_as(g).reshape(-1, n_columns))
+    if not bool((rows - tau[:, None] <= SPARSEMAX_TANGENT_FROM).all()):
+        return None
+    return tau.reshape(g.shape[:-1])
+
+
 #: candidate sizes :func:`optimal_tau` tries, in turn, for a sparse divergence
 SPARSE_CANDIDATES = (1024, 4096)
+
+
+#: fixed-point rounds :func:`sparsemax_threshold` allows before it falls back to a full sort
+SPARSEMAX_ROUNDS = 64
+
+
+@torch.no_grad()
+def sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
+    """τ with Σ_y q·[s − τ]₊ = 1 per row of s (n, N), for q ≥ 0 of shape (N,) (one prior for
+    every row) or (n, N).
+
+    Michelot's fixed point instead of a sort: from the support S = all of Y, τ_S = (Σ_S q s − 1)/Σ_S q,
+    then S = {s > τ_S}, until S no longer changes. τ_S rises monotonically to τ* and the support
+    shrinks to the true one, whose τ_S is exactly the sort formula's (same support, same sums).
+    Each round is a few passes over the scores, a handful of rounds suffice in practice, against
+    a sort of all |Y| = 2^14 scores of yeast per row (a ~6× faster training step); a row still
+    moving after ``SPARSEMAX_ROUNDS`` rounds gets the full sort. A uniform q (every exact-sparsemax
+    fit: the method requires it) takes :func:`_uniform_sparsemax_threshold`, the same rounds in
+    fewer passes."""
+    q = q.to(s.dtype)
+    if q.dim() == 1 and bool((q == q[0]).all()) and bool(q[0] > 0):
+        return _uniform_sparsemax_threshold(s, q[0])
+    q_s = q * s
+    support = (q > 0).expand_as(s)
+    tau = torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
+    for _ in range(SPARSEMAX_ROUNDS):
+        tau = (torch.where(support, q_s, 0.0).sum(1) - 1.0) / torch.where(support, q, 0.0).sum(1)
+        shrunk = support & (s > tau[:, None])
+        if torch.equal(shrunk, support):
+            return tau
+        support = shrunk
+    return _sorted_sparsemax_threshold(s, q.expand_as(s))
+
+
+def _uniform_sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
+    """:func:`sparsemax_threshold` for one q > 0 on every y (a 0-dim tensor): Michelot's rounds,
+    each written from the previous τ as a Newton step on F(τ) = q Σ [s − τ]₊ − 1,
+
+        τ ← τ + F(τ) / (q |S|),  S = {s > τ}
+
+    (= (q Σ_S s − 1)/(q |S|), the fixed point's τ_S). One clamped difference gives both sums:
+    Σ [s − τ]₊ and |S| = Σ sign([s − τ]₊): four passes over the scores a round, where the
+    support masks, their weights and the comparison of the supports took eight (boolean passes
+    are the slow ones on CPU). Measured on yeast's 2^14 scores for 64 rows: 13–17 → 6–8 ms a call;
+    an exact-sparsemax step at k = 14 (``ebm-bench perf``'s step timer), 25–27 → 15 ms. The
+    supports are nested (τ rises), so an unchanged size is an unchanged support and the last
+    step's τ is the fixed point's; the sums differ from the masked ones only by rounding."""
+    tau = (q * s.sum(1) - 1.0) / (q * s.shape[1])  # S = all of Y
+    size = torch.full_like(tau, float(s.shape[1]))
+    excess = torch.empty_like(s)
+    for _ in range(SPARSEMAX_ROUNDS):
+        torch.sub(s, tau[:, None], out=excess).clamp_(min=0.0)
+        new_size = torch.sign(excess).sum(1)
+        step = tau + (q * excess.sum(1) - 1.0) / (q * new_size)
+        if torch.equal(new_size, size):
+            return step
+        # τ only rises (a row at its fixed point may round a step below it): the supports then
+        # only shrink and the rounds end, where a size going back and forth by one never did
+        tau, size = torch.maximum(tau, step), new_size
+    return _sorted_sparsemax_threshold(s, q.expand_as(s))
+
+
+def _sorted_sparsemax_threshold(s: Tensor, q: Tensor) -> Tensor:
+    """The textbook τ by a full sort of every row (q of s's shape): the fixed point's fallback."""
+    s_sorted, order = s.sort(dim=1, descending=True)
+    q_sorted = q.gather(1, order)
+    thresholds = ((q_sorted * s_sorted).cumsum(dim=1) - 1.0) / q_sorted.cumsum(dim=1)
+    size = (s_sorted > thresholds).sum(dim=1, keepdim=True)  # the condition holds on a prefix
+    return thresholds.gather(1, size - 1).squeeze(1)
 
 
 def _has_sparse_support(divergence: Divergence) -> bool:

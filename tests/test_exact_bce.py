@@ -214,7 +214,7 @@ def test_uniform_sparsemax_threshold_equals_the_full_sort(scale, dtype):
     (Newton steps from one clamped difference): the textbook sort's τ, in float64 to 1e-10 and in
     float32 (training's dtype, on yeast's 2^14 label sets) to its rounding, for supports of a
     few entries, hundreds, and all of Y; and p sums to one."""
-    from baselines.exact import sparsemax_threshold
+    from ebm.objective import sparsemax_threshold
 
     generator = torch.Generator().manual_seed(12)
     n_points = 2**14
@@ -238,13 +238,13 @@ def test_uniform_sparsemax_threshold_ends_its_rounds_in_training(monkeypatch):
     """The uniform threshold's rounds end at the fixed point in real training steps: on this fit
     (yeast's k = 14, random data) a τ stepping back by rounding once sent a size back and forth
     by one until the 64 rounds ran out and the full sort took over (step 11–20 here)."""
-    import baselines.exact as exact
+    import ebm.objective as objective
     from ebm.method import Budget
     from harness.perf.common import random_fit_data
 
     sorts = []
-    sort = exact._sorted_sparsemax_threshold
-    monkeypatch.setattr(exact, "_sorted_sparsemax_threshold", lambda s, q: (sorts.append(s.shape), sort(s, q))[1])
+    sort = objective._sorted_sparsemax_threshold
+    monkeypatch.setattr(objective, "_sorted_sparsemax_threshold", lambda s, q: (sorts.append(s.shape), sort(s, q))[1])
     space = Multilabel(14)
     method = ExactSparsemax()
     threads = torch.get_num_threads()

@@ -227,3 +227,29 @@ def test_optimal_tau_solves_each_row_at_its_own_support_size(divergence):
     # the batch mixes the three cases: within the first set, within the second, the whole row
     assert int(sizes.min()) < SPARSE_CANDIDATES[0] and int(sizes.max()) > SPARSE_CANDIDATES[-1]
     assert any(SPARSE_CANDIDATES[0] < int(v) <= SPARSE_CANDIDATES[-1] for v in sizes)
+
+
+def test_sparsemax_tau_is_the_threshold_unless_a_margin_reaches_the_guard():
+    """sparsemax's τ* comes from the threshold s = 1 + g directly (uniform q over 2^14 label sets, as
+    yeast's τ check): bisection's root; a row with a margin past the guard's tangent (~2e17), where
+    the guarded equation is another one, goes to Newton and is still bisection's root."""
+    from ebm.objective import _sparsemax_tau, bisect_tau
+
+    generator = torch.Generator().manual_seed(14)
+    n_points = 2**14
+    g = torch.cat([s * torch.randn(1, n_points, generator=generator, dtype=torch.float64) for s in (40.0, 1.0, 0.01)])
+    log_q = torch.full((n_points,), -n_points.bit_length() + 1.0, dtype=torch.float64) * math.log(2.0)
+    direct = _sparsemax_tau(g, log_q.exp())
+    assert direct is not None
+    torch.testing.assert_close(direct, bisect_tau(g, log_q, sparsemax), atol=1e-9, rtol=0)
+    torch.testing.assert_close(optimal_tau(g, log_q, sparsemax), direct, atol=0, rtol=0)
+    # at the root every margin is below 1/q(y) − 1, so only a label set of tiny q can reach the
+    # guard: q = 1e-20 and a score of 1e30 (unguarded, τ would be ≈ 1e30 − 1e20)
+    rare = torch.cat([torch.tensor([1e-20], dtype=torch.float64), torch.full((n_points - 1,), (1 - 1e-20) / (n_points - 1),
+                                                                              dtype=torch.float64)])
+    huge = g[1:2].clone()
+    huge[0, 0] = 1e30
+    assert _sparsemax_tau(huge, rare) is None
+    guarded = optimal_tau(huge, rare.log(), sparsemax)
+    torch.testing.assert_close(guarded, bisect_tau(huge, rare.log(), sparsemax), atol=1e-9, rtol=0)
+    assert abs(float(guarded)) < 10  # the others carry the mass: the guard caps the rare one's slope at e^40
