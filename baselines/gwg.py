@@ -49,10 +49,9 @@ def value_and_flip_logits(log_density: LogDensity, y: Tensor) -> tuple[Tensor, T
         (grad,) = pullback(torch.ones_like(value))
     else:
         with torch.enable_grad():
-            tracked = y.requires_grad_(True)
+            tracked = y.detach().requires_grad_(True)
             value = log_density(tracked)
             (grad,) = torch.autograd.grad(value.sum(), tracked)
-        y = y.detach()
     return value.detach(), ((1.0 - 2.0 * y) * grad.detach() / 2.0)
 
 

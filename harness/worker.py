@@ -142,8 +142,7 @@ class _Evaluator:
         """Mean NLL and its stderr; ``log_z``: :meth:`log_partition`'s result when already computed."""
         import torch
 
-        generator = torch.Generator(device=self.x.device).manual_seed(self.seed)
-        values, stderr = fitted.nll(self.x, self.y, generator=generator, log_z=log_z)
+        values, stderr = fitted.nll(self.x, self.y, log_z=self.log_partition(fitted) if log_z is None else log_z)
         n = values.shape[0]
         return {"nll": float(values.mean()), "nll_stderr": float(torch.sqrt((stderr.double() ** 2).sum()) / n)}
 
