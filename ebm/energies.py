@@ -84,6 +84,21 @@ def off_diagonal_mask(k: int, device: torch.device, dtype: torch.dtype) -> Tenso
     return mask
 
 
+#: (i, j, i·k + j) of the pairs i < j (row-major upper triangle) per (k, device), built once
+_UPPER_PAIRS: dict[tuple[int, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def upper_pairs(k: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(i, j, i·k + j) of the k(k − 1)/2 pairs i < j in row-major order, int64 (shared; never write to it)."""
+    key = (k, torch.device(device))
+    pairs = _UPPER_PAIRS.get(key)
+    if pairs is None:
+        with torch.inference_mode(False):
+            i, j = torch.triu_indices(k, k, 1, device=device)
+            pairs = _UPPER_PAIRS[key] = (i, j, i * k + j)
+    return pairs
+
+
 @runtime_checkable
 class LinearInY(Protocol):
     """An energy linear in y, g(x, y) = ⟨θ(x), y⟩: its modes are the space's ``mode_linear``
@@ -159,6 +174,19 @@ class Energy(nn.Module):
         """θ(x) with g = ⟨θ, y⟩ (shape (n, *event)) for models linear in y, else None."""
         return None
 
+    def label_features(self, y: Tensor) -> Tensor | None:
+        """φ(y), shape (..., d) for y (..., *event), when g is linear in a fixed feature map of the
+        labels, g(x, y) = ⟨w(h(x)), φ(y)⟩ (w: :meth:`feature_weights`); None (the default) otherwise.
+
+        Scoring one fixed candidate set against every input, as exact enumeration does at every
+        step, is then a single GEMM w(h) φ(Y)ᵀ with φ(Y) computed once per fit, whatever the
+        model's own scoring path (``baselines.exact.enumerated_scores``)."""
+        return None
+
+    def feature_weights(self, h: Tensor) -> Tensor:
+        """w(h), shape (n, d), with g(x, y) = ⟨w(h(x)), φ(y)⟩ (:meth:`label_features`), differentiable."""
+        raise NotImplementedError(f"{type(self).__name__} is not linear in a feature map of y (label_features is None)")
+
 
 class LinearEnergy(Energy):
     """g(x, y) = ⟨θ(x), y⟩ with θ(x) = W h(x) + b reshaped to the event shape."""
@@ -179,6 +207,13 @@ class LinearEnergy(Energy):
 
     def linear_scores(self, x: Tensor) -> Tensor:
         return self.theta(self.features(x)).reshape(x.shape[0], *self.event_shape)
+
+    def label_features(self, y: Tensor) -> Tensor:
+        """φ(y) = y flattened to (..., prod(event))."""
+        return y.flatten(start_dim=y.dim() - len(self.event_shape))
+
+    def feature_weights(self, h: Tensor) -> Tensor:
+        return self.theta(h)
 
     def score_data_and_samples(self, x: Tensor, y: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
         """⟨θ(x), y⟩ and ⟨θ(x), y′_j⟩ from one θ(x), without the (n, 1 + m, *event) copy of the
@@ -265,10 +300,13 @@ class PairwiseEnergy(Energy):
     def pairwise_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(u, U): u (n, k) and U (n, k, k) symmetric with zero diagonal, g = ⟨u, y⟩ + ½ yᵀUy."""
         h = self.features(x)
-        u = self.unary(h)
+        return self.unary(h), self.coupling_matrix(h)
+
+    def coupling_matrix(self, h: Tensor) -> Tensor:
+        """U(h) = sym(U₀) + sym(A(h)B(h)ᵀ) with zero diagonal, (n, k, k), from trunk features h."""
         factors = self._factors(h)
         if factors is None:
-            return u, self.static_coupling().expand(x.shape[0], self.k, self.k)
+            return self.static_coupling().expand(h.shape[0], self.k, self.k)
         a, b = factors
         # ½(ABᵀ + BAᵀ) from two GEMMs that each write a contiguous (n, k, k) block (BAᵀ is (ABᵀ)ᵀ to
         # the bit on CPU: the same products summed in the same order, so U stays exactly symmetric),
@@ -280,7 +318,18 @@ class PairwiseEnergy(Energy):
         coupling *= 0.5
         coupling.diagonal(dim1=1, dim2=2).zero_()
         coupling += self.static_coupling()
-        return u, coupling
+        return coupling
+
+    def label_features(self, y: Tensor) -> Tensor:
+        """φ(y) = [y, (y_i y_j)_{i<j}], (..., k + k(k − 1)/2): g = ⟨u, y⟩ + Σ_{i<j} U_ij y_i y_j."""
+        i, j, _ = upper_pairs(self.k, y.device)
+        return torch.cat([y, y[..., i] * y[..., j]], dim=-1)
+
+    def feature_weights(self, h: Tensor) -> Tensor:
+        """w(h) = [u(h), (U_ij(h))_{i<j}], (n, k + k(k − 1)/2): U is symmetric with zero diagonal,
+        so ½ yᵀUy = Σ_{i<j} U_ij y_i y_j exactly, for any real y."""
+        *_, flat = upper_pairs(self.k, h.device)
+        return torch.cat([self.unary(h), self.coupling_matrix(h).flatten(start_dim=1).index_select(1, flat)], dim=1)
 
 
 class MLPEnergy(Energy):

@@ -30,7 +30,13 @@ def _random_multilabel(n, k, d, seed):
     return torch.randn(n, d, generator=generator), (torch.rand(n, k, generator=generator) < 0.3).float()
 
 
-def _double_enumeration(space, chunk_size):
+def _double_enumeration(space, chunk_size, energy=None):
+    """Enumeration in float64; with ``energy``, built by ``Enumeration.of`` (φ(Y) where it has one)."""
+    if energy is not None:
+        enumeration = Enumeration.of(space, chunk_size, energy=energy)
+        chunks = tuple(c.double() for c in enumeration.chunks)
+        features = None if enumeration.features is None else enumeration.features.double()
+        return Enumeration(chunks, torch.cat([space.log_prior(c) for c in chunks]), features)
     chunks = tuple(c.double() for c in space.enumerate(chunk_size))
     return Enumeration(chunks, torch.cat([space.log_prior(c) for c in chunks]))
 
@@ -69,14 +75,18 @@ def test_unary_closed_form_equals_brute_force_enumeration():
 
 @pytest.mark.parametrize("space, model", [(Multilabel(8), "pairwise"), (Multilabel(6), "mlp"), (Permutations(5), "permutahedron"), (PermutationMatrices(4), "birkhoff")])
 def test_enumerated_nll_matches_brute_force_and_chunking_keeps_gradients(space, model):
-    """Enumerated NLL = per-candidate reference loop; checkpointed chunks give the same gradient."""
+    """Enumerated NLL = per-candidate reference loop; checkpointed chunks and the one GEMM against
+    φ(Y) (every model but mlp) give the same values and gradients."""
     torch.manual_seed(3)
     d, n = 4, 6
     x = torch.randn(n, d, dtype=torch.float64)
     y = space.sample_prior(n, generator=torch.Generator().manual_seed(4)).double()
     energy = build_energy(space, model, d, hidden=8, rank=2).double()
     whole, chunked = _double_enumeration(space, space.size), _double_enumeration(space, 7)
+    by_features = _double_enumeration(space, 7, energy)
+    assert (by_features.features is None) == (model == "mlp") and whole.features is None
     nll_whole, nll_chunked = exact_nll(energy, space, x, y, whole), exact_nll(energy, space, x, y, chunked)
+    nll_by_features = exact_nll(energy, space, x, y, by_features)
     with torch.no_grad():
         every_y = torch.cat(whole.chunks)
         per_candidate = torch.stack([energy(x, candidate.expand(n, 1, *space.event_shape)).squeeze(1) for candidate in every_y], dim=1)
@@ -84,8 +94,27 @@ def test_enumerated_nll_matches_brute_force_and_chunking_keeps_gradients(space, 
         reference = reference - energy(x, y.unsqueeze(1)).squeeze(1) - space.log_prior(y)
     torch.testing.assert_close(nll_whole.detach(), reference, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(nll_chunked.detach(), reference, atol=1e-9, rtol=1e-9)
-    for a, b in zip(_grads(energy, nll_whole.sum()), _grads(energy, nll_chunked.sum())):
-        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(nll_by_features.detach(), reference, atol=1e-9, rtol=1e-9)
+    reference_grads = _grads(energy, nll_whole.sum())
+    for nll in (nll_chunked, nll_by_features):
+        for a, b in zip(reference_grads, _grads(energy, nll.sum())):
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+
+
+def test_enumeration_keeps_the_label_features_within_its_memory_bound(monkeypatch):
+    """φ(Y) = [y, (y_i y_j)_{i<j}] of every label set, in enumeration order (built here with
+    itertools), while it fits MAX_FEATURE_BYTES; past it the enumeration scores chunk by chunk."""
+    import baselines.exact as exact
+
+    space = Multilabel(8)
+    energy = build_energy(space, "pairwise", 4, hidden=8, rank=2)
+    enumeration = Enumeration.of(space, 64, energy=energy)
+    every_y = torch.cat(enumeration.chunks)
+    pairs = list(itertools.combinations(range(8), 2))
+    expected = torch.tensor([[*y, *(y[i] * y[j] for i, j in pairs)] for y in every_y.tolist()])
+    assert enumeration.features is not None and torch.equal(enumeration.features, expected)
+    monkeypatch.setattr(exact, "MAX_FEATURE_BYTES", expected.numel() * 4 - 1)
+    assert Enumeration.of(space, 64, energy=energy).features is None
 
 
 def _sparsemax_reference(z: np.ndarray) -> np.ndarray:

@@ -88,6 +88,31 @@ def test_pairwise_terms_define_the_energy():
 
 
 
+@pytest.mark.parametrize("space, model, rank", [(Multilabel(7), "pairwise", 3), (Multilabel(5), "pairwise", 0),
+                                              (Multilabel(6), "unary", 0), (Permutations(5), "permutahedron", 0),
+                                              (PermutationMatrices(4), "birkhoff", 0)])
+def test_label_features_and_their_weights_give_the_energy(space, model, rank):
+    """g(x, y) = ⟨w(h(x)), φ(y)⟩ (exact enumeration scores all of Y as one GEMM against φ(Y)) equals
+    the model's own scoring, per example and shared, in float64; for the pairwise model also on
+    real-valued y (½ yᵀUy = Σ_{i<j} U_ij y_i y_j needs only U's zero diagonal, not y ∈ {0, 1})."""
+    energy = build_energy(space, model, 4, hidden=8, rank=rank).double()
+    if model == "pairwise":
+        with torch.no_grad():  # a non-zero static coupling (it starts at zero; at rank 0 it is all of U)
+            energy.coupling.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y = space.sample_prior((3, 6), generator=torch.Generator().manual_seed(2)).double()
+    weights = energy.feature_weights(energy.features(x))
+    features = energy.label_features(y)
+    assert features.shape == (3, 6, weights.shape[1])
+    torch.testing.assert_close((weights[:, None, :] * features).sum(-1), energy(x, y), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(weights @ energy.label_features(y[0]).T, energy(x, y[0]), rtol=1e-12, atol=1e-12)
+    if model == "pairwise":
+        real = torch.randn(3, 6, space.k, dtype=torch.float64)
+        torch.testing.assert_close((weights[:, None, :] * energy.label_features(real)).sum(-1), energy(x, real),
+                                   rtol=1e-12, atol=1e-12)
+    assert build_energy(Multilabel(4), "mlp", 4).label_features(torch.zeros(2, 4)) is None  # not linear in φ(y)
+
+
 @pytest.mark.parametrize("n,m,e", [(64, 17, 16), (64, 17, 174), (3, 1, 2), (1, 5, 36), (5, 4, 1)])
 def test_batched_dot_is_einsums_product_bit_for_bit(n, m, e):
     """energies.batched_dot(θ, y) replaced ``einsum("ne,nme->nm", θ, y)`` in the energies' training
