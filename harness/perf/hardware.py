@@ -24,8 +24,9 @@ N, K, RANK, IN_FEATURES, SQUARE = 64, 16, 4, 64, 1024
 
 def pairwise_enumeration_flops(n: int, m: int, k: int, rank: int) -> float:
     """Floating-point operations of scoring n inputs × all m label sets of a pairwise energy by its
-    label features: the weights (u: 2nk·feature_dim is the trunk's and not counted; ABᵀ and BAᵀ:
-    2·2nk²r; their sum, scaling and sym(U₀): 3nk²) and the GEMM w φ(Y)ᵀ, 2nm·d with d = k + k(k − 1)/2."""
+    label features: the weights from the heads' outputs u, A, B (the linear heads on h, like the
+    trunk, are not counted; ABᵀ and BAᵀ: 2·2nk²r; their sum, scaling and sym(U₀): 3nk²) and the
+    GEMM w φ(Y)ᵀ, 2nm·d with d = k + k(k − 1)/2."""
     d = k + k * (k - 1) // 2
     return 4 * n * k * k * rank + 3 * n * k * k + 2 * n * m * d
 
