@@ -49,7 +49,7 @@ def margin_distance(space: OutputSpace, y: Tensor, y_other: Tensor) -> Tensor:
 class LinearlyShiftedEnergy(nn.Module):
     """g̃(x̃, y') = g(x, y') + ⟨c, y'⟩ for per-example shifts c, passed *inside* the input:
     x̃ = [x, vec(c)], so any chunking of x by the inference code keeps each c with its x.
-    Exposes ``linear_scores`` / ``pairwise_terms`` when the wrapped energy does."""
+    Exposes ``linear_scores`` / ``pairwise_terms`` / label features when the wrapped energy does."""
 
     def __init__(self, energy: Energy) -> None:
         super().__init__()
@@ -80,6 +80,19 @@ class LinearlyShiftedEnergy(nn.Module):
 
     def features(self, x_aug: Tensor) -> Tensor:
         return self.energy.features(self._split(x_aug)[0])
+
+    def label_features(self, y: Tensor) -> Tensor | None:
+        """[vec(y), φ(y)] where the wrapped energy has label features φ (None otherwise): the shift
+        ⟨c, y⟩ is linear in y, so the loss-augmented energy is ⟨[c, w(x)], [vec(y), φ(y)]⟩."""
+        features = self.energy.label_features(y)
+        if features is None:
+            return None
+        return torch.cat([y.flatten(start_dim=y.dim() - len(self.event_shape)).to(features.dtype), features], dim=-1)
+
+    def label_feature_weights(self, x_aug: Tensor) -> Tensor:
+        x, shift = self._split(x_aug)
+        weights = self.energy.label_feature_weights(x)
+        return torch.cat([shift.flatten(1).to(weights.dtype), weights], dim=1)
 
 
 class LinearlyShiftedPairwise(LinearlyShiftedEnergy):

@@ -116,6 +116,18 @@ class Pairwise(Protocol):
     def pairwise_terms(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+@runtime_checkable
+class LabelFeatureScoring(Protocol):
+    """g(x, y) = ⟨w(x), φ(y)⟩ for a fixed feature map φ of the labels: ``label_features(y)`` (None
+    where the model is not of this form) and ``label_feature_weights(x)``. Scoring one candidate set
+    against many inputs is then one GEMM (``ebm.inference`` on enumerated Y). Every :class:`Energy`
+    is one (test the value of ``label_features``), and so is the perceptron's loss-augmented energy."""
+
+    def label_features(self, y: Tensor) -> Tensor | None: ...
+
+    def label_feature_weights(self, x: Tensor) -> Tensor: ...
+
+
 class EnergyFunction(Protocol):
     """What the mode oracle (``ebm.inference.mode``) calls: g(x, y) for many candidates per input,
     with :meth:`Energy.forward`'s shapes, and θ(x) (None unless linear in y). Every :class:`Energy`
@@ -186,6 +198,10 @@ class Energy(nn.Module):
     def feature_weights(self, h: Tensor) -> Tensor:
         """w(h), shape (n, d), with g(x, y) = ⟨w(h(x)), φ(y)⟩ (:meth:`label_features`), differentiable."""
         raise NotImplementedError(f"{type(self).__name__} is not linear in a feature map of y (label_features is None)")
+
+    def label_feature_weights(self, x: Tensor) -> Tensor:
+        """w(h(x)), shape (n, d) (:meth:`feature_weights` of the trunk's features)."""
+        return self.feature_weights(self.features(x))
 
 
 class LinearEnergy(Energy):
@@ -323,7 +339,9 @@ class PairwiseEnergy(Energy):
     def label_features(self, y: Tensor) -> Tensor:
         """φ(y) = [y, (y_i y_j)_{i<j}], (..., k + k(k − 1)/2): g = ⟨u, y⟩ + Σ_{i<j} U_ij y_i y_j."""
         i, j, _ = upper_pairs(self.k, y.device)
-        return torch.cat([y, y[..., i] * y[..., j]], dim=-1)
+        # index_select, not y[..., i]: the same values, ~3× faster (the mode by enumeration builds
+        # φ of every chunk it scores)
+        return torch.cat([y, y.index_select(-1, i) * y.index_select(-1, j)], dim=-1)
 
     def feature_weights(self, h: Tensor) -> Tensor:
         """w(h) = [u(h), (U_ij(h))_{i<j}], (n, k + k(k − 1)/2): U is symmetric with zero diagonal,

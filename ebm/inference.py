@@ -18,6 +18,7 @@ from ebm import unknown_name_error
 from ebm.energies import (
     Energy,
     EnergyFunction,
+    LabelFeatureScoring,
     Pairwise,
     PairwiseEnergy,
     UnaryEnergy,
@@ -71,13 +72,12 @@ def _row_blocks(n: int, columns: int, budget: int) -> Iterator[slice]:
 
 
 def _shared_scores(energy: Energy, x: Tensor, candidates: Tensor) -> Tensor:
-    """g(x, candidates) (n, c): one GEMM w(h) φ(candidates)ᵀ for an energy linear in label features
-    (:meth:`Energy.label_features`; its only intermediate is the (n, c) result), else the energy's
+    """g(x, candidates) (n, c): one GEMM w(x) φ(candidates)ᵀ for an energy linear in label features
+    (:class:`LabelFeatureScoring`; its only intermediate is the (n, c) result), else the energy's
     own scoring in blocks of inputs of at most MAX_PAIRS pairs each (a pairwise energy's shared path
     holds (c, n·rank) products: a yeast mode by enumeration, 250 inputs × 2^14, 110 → 21 ms)."""
-    features = energy.label_features(candidates) if isinstance(energy, Energy) else None
-    if features is not None:
-        weights = energy.feature_weights(energy.features(x))
+    if isinstance(energy, LabelFeatureScoring) and (features := energy.label_features(candidates)) is not None:
+        weights = energy.label_feature_weights(x)
         return weights @ features.to(weights.dtype).T
     return torch.cat([energy(x[rows], candidates) for rows in _row_blocks(x.shape[0], candidates.shape[0], MAX_PAIRS)])
 

@@ -231,6 +231,29 @@ def test_loss_augmented_mode_is_the_brute_force_argmax(space, model):
     torch.testing.assert_close(found_score, expected, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("model", ["pairwise", "unary", "mlp"])
+def test_the_loss_augmented_energy_scores_by_label_features(model):
+    """The perceptron's g(x, y) + ⟨c, y⟩ as ⟨[c, w(x)], [y, φ(y)]⟩ (what a mode by enumeration
+    multiplies) equals the wrapper's own scoring, per example and shared; none for mlp."""
+    from baselines.perceptron import LinearlyShiftedEnergy
+
+    space = Multilabel(5)
+    energy = _random_energy(space, model, seed=3).double()
+    wrapped = LinearlyShiftedEnergy(energy)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    x_aug = wrapped.pack(x, torch.randn(4, 5, dtype=torch.float64))
+    y = space.sample_prior((4, 7), generator=torch.Generator().manual_seed(1)).double()
+    features = wrapped.label_features(y)
+    if model == "mlp":
+        assert features is None
+        return
+    weights = wrapped.label_feature_weights(x_aug)
+    with torch.no_grad():
+        torch.testing.assert_close((weights[:, None] * features).sum(-1), wrapped(x_aug, y), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(weights @ wrapped.label_features(y[0]).T, wrapped(x_aug, y[0]), rtol=1e-12,
+                                   atol=1e-12)
+
+
 # ---------------------------------------------------------------- every baseline learns
 
 @pytest.mark.parametrize("name", MINE)
