@@ -85,6 +85,61 @@ def test_assignment_proposal_is_normalised_and_samples_what_it_scores(space):
     assert_normalised_and_sampled(proposal, space, 2, seed=1)
 
 
+def test_sinkhorn_balances_like_alternate_log_sum_exp_normalisation():
+    """The scalings' iterates equal alternate row/column log-sum-exp normalisation (written out
+    here) for moderate potentials and for one spread over thousands of nats (redone in log space);
+    under vmap that one keeps its potentials; after enough iterations rows and columns sum to 1."""
+    from torch.func import vmap
+
+    generator = torch.Generator().manual_seed(0)
+    potentials = 3 * torch.randn(5, 6, 6, generator=generator, dtype=torch.float64)
+    potentials[2] *= 1000.0  # spread of thousands of nats: e^Θ leaves float64's range
+
+    def reference(log_m, iterations):
+        for _ in range(iterations):
+            log_m = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
+            log_m = log_m - torch.logsumexp(log_m, dim=-2, keepdim=True)
+        return log_m
+
+    for iterations in (1, 50):
+        torch.testing.assert_close(importance.sinkhorn(potentials, iterations), reference(potentials, iterations),
+                                   rtol=0, atol=1e-9)
+    stacked = vmap(importance.sinkhorn, randomness="different")(potentials.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(stacked[2], potentials[2])
+    moderate = [0, 1, 3, 4]
+    torch.testing.assert_close(stacked[moderate], reference(potentials[moderate], 50), rtol=0, atol=1e-9)
+    balanced = importance.sinkhorn(potentials[moderate], 500).exp()
+    torch.testing.assert_close(balanced.sum(-1), torch.ones(4, 6, dtype=torch.float64))
+    torch.testing.assert_close(balanced.sum(-2), torch.ones(4, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_assignment_log_prob_replays_the_sequential_draws(k, monkeypatch):
+    """log r of the sequential assignment, every step at once (and in blocks of draws), equals a
+    replay one label at a time: Σ_t log softmax over the columns still free of L[o_t, ·], taken
+    at the column the permutation gives label o_t; draws in blocks are permutations."""
+    generator = torch.Generator().manual_seed(0)
+    n, m = 3, 5
+    logits = 2 * torch.randn(n, k, k, generator=generator, dtype=torch.float64)
+    order = torch.stack([torch.randperm(k, generator=generator) for _ in range(n)])
+    proposal = importance.AssignmentProposal(logits, order, lambda p: p, lambda y: y)
+    positions = torch.rand(n, m, k, generator=generator).argsort(-1)
+    expected = torch.zeros(n, m, dtype=torch.float64)
+    for i in range(n):
+        for j in range(m):
+            free = list(range(k))
+            for label in order[i].tolist():
+                column = int(positions[i, j, label])
+                row = logits[i, label, free]
+                expected[i, j] += row[free.index(column)] - torch.logsumexp(row, 0)
+                free.remove(column)
+    torch.testing.assert_close(proposal.log_prob(positions), expected, rtol=0, atol=1e-12)
+    monkeypatch.setattr(importance, "MAX_DRAW_ELEMENTS", 2 * n * k * k)  # blocks of two draws per input
+    torch.testing.assert_close(proposal.log_prob(positions), expected, rtol=0, atol=1e-12)
+    draws = proposal.sample(m, generator)
+    assert draws.shape == (n, m, k) and (draws.sort(-1).values == torch.arange(k)).all()
+
+
 @pytest.mark.parametrize("space", [Multilabel(4, torch.tensor([0.2, 0.5, 0.7, 0.9])), Permutations(4),
                                    PermutationMatrices(4)], ids=["multilabel", "permutahedron", "birkhoff"])
 def test_mode_components_are_normalised_and_sample_what_they_score(space):

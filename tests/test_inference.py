@@ -238,11 +238,13 @@ def test_icm_reaches_a_coordinatewise_optimum_at_k174():
     assert ((field > 0).float() == y).all()  # no single flip improves
 
 
-@pytest.mark.parametrize("skip_unflipped", [True, False], ids=["cpu-skips", "accelerator-updates-all"])
+@pytest.mark.parametrize("skip_unflipped", [None, True, False],
+                         ids=["cpu-numpy", "cpu-skips", "accelerator-updates-all"])
 def test_icm_follows_the_textbook_site_loop(skip_unflipped):
     """The same local optima as the textbook loop (a fresh u_i + Σ_j U_ij y_j at every site, sweeps
     until nothing changes), from the same starts, in float64 so no field lies within rounding of 0;
-    both ways of updating the fields (a flip test per site, or every site's update)."""
+    every way of running the loop (NumPy chain by chain on CPU, the default there; torch with a
+    flip test per site; torch updating every site, as on an accelerator)."""
     generator = torch.Generator().manual_seed(5)
     n, c, k = 6, 4, 60
     a = torch.randn(n, k, k, generator=generator, dtype=torch.float64)
