@@ -395,11 +395,17 @@ def with_params(run: PlannedRun, params: dict[str, Any], *, tuned: bool) -> Plan
     return PlannedRun(**{**run.__dict__, "spec": spec})
 
 
+#: integer hyperparameters whose default is positive but which may be 0: the pairwise coupling's
+#: low-rank part (``rank = 0``: none), which tuning explores (ebm.training.suggest_common: 0..8)
+ZERO_ALLOWED = frozenset({"rank"})
+
+
 def check_param_types(method_name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Each override must have the type of the method's default value (a float default takes
     any finite number, an int default an integer, a bool default true/false, a string a
-    string), and the default's sign: positive if the default is > 0, >= 0 if it is 0. Raises
-    ValueError naming ``params.<method>.<name>`` (``lr = inf`` and ``lr = true`` are refused)."""
+    string), and the default's sign: positive if the default is > 0 (>= 0 for ``ZERO_ALLOWED``),
+    >= 0 if it is 0. Raises ValueError naming ``params.<method>.<name>`` (``lr = inf`` and
+    ``lr = true`` are refused)."""
     import math
 
     for name, value in overrides.items():
@@ -411,6 +417,8 @@ def check_param_types(method_name: str, defaults: dict[str, Any], overrides: dic
                 raise ValueError(f"{where} must be true or false, got {value!r}")
         elif isinstance(default, (int, float)):
             integer = isinstance(default, int)
+            if name in ZERO_ALLOWED and default > 0:
+                default = 0
             sign = "positive " if default > 0 else "non-negative " if default == 0 else ""
             wanted = f"a {sign}integer" if integer else f"a finite {sign}number"
             if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or \

@@ -172,6 +172,15 @@ def test_integer_hyperparameter_refuses_a_float(tmp_path):
         plan_runs(load_suite(suite))
 
 
+def test_a_tuned_value_is_accepted_as_a_fixed_one(tmp_path):
+    """rank = 0 (no low-rank coupling) is in the tuning range, so a suite may fix it; −1 is refused."""
+    suite = write_suite(tmp_path, methods=("minmin-logistic",), params="{ minmin-logistic = { rank = 0 } }")
+    assert {run.spec.params["rank"] for run in plan_runs(load_suite(suite)) if run.spec.method == "minmin-logistic"} == {0}
+    suite = write_suite(tmp_path, methods=("minmin-logistic",), params="{ minmin-logistic = { rank = -1 } }")
+    with pytest.raises(SuiteError, match="params.minmin-logistic.rank must be a non-negative integer, got -1"):
+        plan_runs(load_suite(suite))
+
+
 def test_no_warning_for_a_clean_results_dir(tmp_path):
     results = tmp_path / "r"
     run_suite(write_suite(tmp_path), options=_serial(results))

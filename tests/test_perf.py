@@ -112,3 +112,58 @@ def test_repetitions_give_median_spread_and_flag_disagreeing_ratios():
     assert "unstable" in text and "issue" not in text
     steady = perf_rows(config, "x", "s", "s", {"a": [1.0, 1.1], "b": [2.0, 2.1]}, reference="a")
     assert "unstable" not in render(pd.DataFrame(steady))
+
+
+def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_stored_work():
+    """Per configuration: s_step × (trials per study × mean trial steps + runs × mean run steps)
+    + runs × evaluation seconds, written out here by hand; a stacked member's stored clock counts
+    1/stacked; a configuration the stored protocol lacks is left out."""
+    from harness.perf.protocol import estimate
+
+    costs = pd.DataFrame([
+        {"task": "t", "model": "m", "method": "a", "prior": "uniform", "status": "ok", "train_seconds": 3.0,
+         "n_steps": 300, "eval_seconds": 2.0},
+        {"task": "t", "model": "m", "method": "constant", "prior": None, "status": "ok", "train_seconds": 0.0,
+         "n_steps": 0, "eval_seconds": 0.5},
+        {"task": "t", "model": "m", "method": "new", "prior": "uniform", "status": "ok", "train_seconds": 1.0,
+         "n_steps": 100, "eval_seconds": 0.0},
+    ])
+    stored_runs = pd.DataFrame([
+        {"run_id": "r1", "task": "t", "model": "m", "method": "a", "prior": "uniform", "status": "ok",
+         "n_steps": 100, "train_seconds": 50.0, "eval_seconds": 1.0, "stacked": 5.0},
+        {"run_id": "r2", "task": "t", "model": "m", "method": "a", "prior": "uniform", "status": "ok",
+         "n_steps": 300, "train_seconds": 20.0, "eval_seconds": 1.0, "stacked": None},
+        {"run_id": "r3", "task": "t", "model": "m", "method": "a", "prior": "uniform", "status": "failed",
+         "n_steps": 5, "train_seconds": 1.0, "eval_seconds": 0.0, "stacked": None},
+        {"run_id": "r4", "task": "t", "model": "m", "method": "constant", "prior": None, "status": "ok",
+         "n_steps": 0, "train_seconds": 0.0, "eval_seconds": 0.25, "stacked": None},
+    ])
+    start = pd.Timestamp("2026-12-01T00:00:00Z")
+    stored_trials = pd.DataFrame([
+        {"study": study, "trial_number": i, "task": "t", "model": "m", "method": "a", "n_steps": steps,
+         "started_at": start, "finished_at": start + pd.Timedelta(seconds=seconds)}
+        for study, i, steps, seconds in [("a-uniform", 0, 100, 4.0), ("a-uniform", 1, 200, 6.0),
+                                         ("a-frequency", 0, 300, 8.0), ("a-frequency", 1, 400, 10.0)]])
+    table = estimate(costs, stored_runs, stored_trials).set_index("method")
+    assert set(table.index) == {"a", "constant"}
+    # a: 0.01 s a step × (2 trials a study × 250 steps + 2 runs × 200 steps) + 2 runs × 2 s
+    assert table.loc["a", "seconds"] == pytest.approx(0.01 * (2 * 250 + 2 * 200) + 2 * 2.0)
+    # stored: runs 50/5 + 1 and 20 + 1; trials (4 + 6 + 8 + 10) s over 2 studies
+    assert table.loc["a", "stored_seconds"] == pytest.approx(11.0 + 21.0 + 28.0 / 2)
+    assert table.loc["constant", "seconds"] == pytest.approx(1 * 0.5)
+    assert table.loc["constant", "stored_seconds"] == pytest.approx(0.25)
+
+
+def test_protocol_benchmark_times_every_configuration_of_a_task(data_dir, monkeypatch):
+    """--quick on one small ranking task: a row per task and for all, the estimate over the
+    workers, every configuration of the task timed and counted (none left out)."""
+    from harness.perf import protocol
+
+    monkeypatch.setattr(protocol, "QUICK_TASKS", ("lr-wine",))
+    rows, notes = protocol.run(PerfConfig(quick=True, data_dir=data_dir))
+    frame = pd.DataFrame(rows)
+    assert set(frame["task"]) == {"lr-wine", "all"} and set(frame["method"]) == {"estimate", "stored"}
+    estimate = frame[frame["method"] == "estimate"].set_index("task")["value"]
+    assert estimate["all"] == estimate["lr-wine"] > 0
+    assert not any("not estimated" in note for note in notes), notes
+    assert _check_ratios(frame) == len(frame)

@@ -1,5 +1,6 @@
 """``ebm-bench perf``: measure step cost vs |Y|, time to quality, harness overhead and scaling,
-FLOP/s and peak memory, side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
+FLOP/s, peak memory, runs per hour and the paper protocol's wall time (estimated from every
+configuration timed now), side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
 view of ``ebm-bench query``) and print a table: each figure with the spread of its repetitions,
 its ratio to the reference measured beside it, and the goal ebm-bench holds itself to
 (reported, not enforced). A ratio whose repetitions disagree by more than 2x is flagged
@@ -17,14 +18,15 @@ QUICK_MINUTES = 5
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("perf", help="measure costs side by side (step cost vs |Y|, time to quality, "
-                                                "Ray overhead, FLOP/s, memory)",
+                                                "Ray overhead, FLOP/s, memory, throughput, the paper protocol)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results", help="results directory (default: ./results)")
     parser.add_argument("--quick", action="store_true",
                         help=f"fewer repetitions, shorter runs (under {QUICK_MINUTES} min on an idle 2-core machine)")
-    parser.add_argument("--data-dir", help="dataset directory for yeast and lr-glass (default: $EBM_BENCH_DATA)")
+    parser.add_argument("--data-dir", help="dataset directory: yeast and lr-glass, and every task of the paper "
+                                           "suite for protocol (default: $EBM_BENCH_DATA)")
     parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, time_to_quality, flops, memory, "
-                                             "harness, throughput (default: all)")
+                                             "harness, throughput, protocol (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for the timed work (default: cpu)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while timing (default 1, what a harness run gets per CPU)")

@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "harness.perf.memory",
     "harness": "harness.perf.scaling",
     "throughput": "harness.perf.throughput",
+    "protocol": "harness.perf.protocol",
 }
 
 __all__ = ["BENCHMARKS", "PerfConfig", "PerfResult", "run_perf", "select_benchmarks"]

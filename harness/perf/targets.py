@@ -47,6 +47,8 @@ TARGETS = (
     Target({"benchmark": "throughput", "method": "stacked", "metric": "runs_per_hour",
             "reference_method": "unstacked"}, "ratio", ">=", 3.0, "≥ 3× runs/h"),
     Target({"benchmark": "memory", "method": "exact-mle", "metric": "peak_memory"}, "value", "<=", 2.0, "< 2 GiB"),
+    Target({"benchmark": "protocol", "task": "all", "method": "estimate", "metric": "protocol_seconds"}, "value",
+           "<=", 3 * 3600.0, "≤ 3 h"),
 )
 
 
