@@ -360,13 +360,13 @@ def _icm_numpy(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int) -> Te
     labels, fields = y.reshape(n * c, k).numpy(), field.numpy()
     rows = coupling.detach().numpy()  # U is symmetric: its row i is the column that site i sends
     input_of_chain = np.repeat(np.arange(n), c)
+    site_fields, site_labels = list(fields.T), list(labels.T)  # per-site column views, made once
     for _ in range(max_sweeps):
         changed = False
         for i in range(k):
-            flip = (fields[:, i] > 0) != labels[:, i]
-            if not flip.any():
+            chains = ((site_fields[i] > 0) != site_labels[i]).nonzero()[0]
+            if not len(chains):
                 continue
-            chains = np.flatnonzero(flip)
             step = 1 - 2 * labels[chains, i]  # +1 where 0 → 1, −1 where 1 → 0
             fields[chains] += step[:, None] * rows[input_of_chain[chains], i]
             labels[chains, i] += step
