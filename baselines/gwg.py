@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from baselines.mcmc import Kernel, PersistentContrastiveDivergence
+from ebm.batching import is_stacked
 from ebm.samplers import candidate_scorer
 from ebm.spaces import OutputSpace, uniform_noise
-from ebm.stacking import is_stacked
 
 LogDensity = Callable[[Tensor], Tensor]
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ebm.batching import is_stacked
 from ebm.energies import Energy, PairwiseEnergy
 from ebm.spaces import OutputSpace, is_binary, uniform_noise
-from ebm.stacking import is_stacked
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22

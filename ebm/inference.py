@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ebm import unknown_name_error
+from ebm.batching import is_stacked
 from ebm.energies import (
     Energy,
     EnergyFunction,
@@ -39,7 +40,6 @@ from ebm.importance import (
 )
 from ebm.samplers import mcmc_steps
 from ebm.spaces import Multilabel, OutputSpace, is_binary, is_ranking
-from ebm.stacking import is_stacked
 
 MAX_PAIRS = 2**18
 MAX_SCORES = 2**22

@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ebm.batching import is_stacked
 from ebm.divergences import get_divergence, weighted_slope
 from ebm.energies import Energy, UnaryEnergy
 from ebm.importance import (
@@ -58,7 +59,6 @@ from ebm.inference import partition_estimate, training_proposal, unary_log_parti
 from ebm.method import Fitted
 from ebm.objective import minmin_loss
 from ebm.spaces import OutputSpace, is_binary
-from ebm.stacking import is_stacked
 from ebm.tau import TAU_OFFSETS, TAUS, OffsetTau, build_tau
 from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
 

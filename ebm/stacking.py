@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ebm.batching import is_stacked
 from ebm.method import Budget, Diverged, FitData, Fitted, Monitor
 from ebm.spaces import OutputSpace
 from ebm.training import (
@@ -81,12 +82,6 @@ class Member:
     data: FitData
     seed: int
     monitor: Monitor | None = None
-
-
-def is_stacked(tensor: Tensor) -> bool:
-    """True inside a stacked step (a tensor batched by ``vmap``): code that turns a tensor into
-    a Python number (``float``, ``.item()``) must skip it there."""
-    return bool(torch._C._functorch.is_batchedtensor(tensor))
 
 
 @dataclass(frozen=True)
