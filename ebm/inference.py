@@ -317,7 +317,7 @@ def icm(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int = 100, *,
     ``skip_unflipped`` tests every site for a flip before updating; that test waits for an
     accelerator, so there every site updates (a zero step leaves F and y as they are) and a sweep
     is compared with the one before, one wait a sweep. By default (None) a CPU tensor runs the
-    same loop in NumPy (:func:`_icm_numpy`: the same states, ~3× faster) and an accelerator's
+    same loop in NumPy (:func:`_icm_numpy`: the same states, about twice as fast) and an accelerator's
     updates every site."""
     if skip_unflipped is None and init.device.type == "cpu" and not is_stacked(init):
         return _icm_numpy(u, coupling, init, max_sweeps)

@@ -58,8 +58,7 @@ def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None):
     first = stored_runs[(stored_runs["status"] == "ok") & (stored_runs["seed"] == 0) & (stored_runs["fold"] == 0)]
     if tasks:
         first = first[first["task"].isin(tasks)]
-    first = first.sort_values([*CONFIG[:3], "run_id"], na_position="first").drop_duplicates(
-        [*CONFIG[:3], "prior"])
+    first = first.sort_values([*CONFIG[:3], "run_id"]).drop_duplicates(CONFIG)  # one row per configuration
     grid = tuple(GridBlock(tasks=(row.task,), models=(row.model,), methods=(row.method,),
                            params={row.method: json.loads(row.params_json or "{}")})
                  for row in first.itertuples(index=False))
