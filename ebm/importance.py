@@ -329,9 +329,9 @@ class AssignmentProposal(Proposal):
         n, k, _ = self.log_potentials.shape
         device = self.log_potentials.device
         step_logits = self._step_logits().transpose(0, 1).unsqueeze(2)  # (k steps, n, 1, k columns)
-        blocks = []
-        for start in range(0, m, self._draw_block(m)):
-            size = min(self._draw_block(m), m - start)
+        blocks, block = [], self._draw_block(m)
+        for start in range(0, m, block):
+            size = min(block, m - start)
             noisy = step_logits + gumbel_noise((k, n, size, k), generator, device)  # (step, n, size, column)
             taken = torch.zeros((n, size, k), dtype=torch.bool, device=device)
             columns = []
@@ -359,11 +359,11 @@ class AssignmentProposal(Proposal):
         device = self.log_potentials.device
         step_logits = self._step_logits()  # (n, k steps, k columns)
         steps = torch.arange(k, device=device)
-        parts = []
-        for start in range(0, m, self._draw_block(m)):
-            block = positions[:, start : start + self._draw_block(m)]
-            size = block.shape[1]
-            column_at_step = block.gather(2, self.order.unsqueeze(1).expand(n, size, k))  # (n, size, k)
+        parts, block = [], self._draw_block(m)
+        for start in range(0, m, block):
+            drawn = positions[:, start : start + block]
+            size = drawn.shape[1]
+            column_at_step = drawn.gather(2, self.order.unsqueeze(1).expand(n, size, k))  # (n, size, k)
             chosen = step_logits.gather(2, column_at_step.transpose(1, 2)).sum(1)  # (n, size): Σ_t L[o_t, c_t]
             step_of_column = torch.zeros_like(column_at_step).scatter(2, column_at_step, steps.expand(n, size, k))
             taken = step_of_column.unsqueeze(2) < steps.view(k, 1)  # (n, size, step, column): filled before the step

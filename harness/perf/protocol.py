@@ -21,8 +21,8 @@ tuned hyperparameters change a step's cost where they set its work (n′, sweeps
 the stored protocol does not hold, or that fail here, are named in a note and not estimated.
 
 Rows: ``protocol_seconds`` (method ``estimate``) per task and for the whole suite (task
-``all``; goal: ≤ 3 h), beside ``stored_seconds``, the stored protocol's own per-fit seconds
-summed the same way (its code, its machine load) where it recorded them.
+``all``; goal: ≤ 3 h), beside method ``stored``: the stored protocol's own per-fit seconds
+summed the same way (its code, its machine load), the reference of the rows' ratio.
 """
 
 from __future__ import annotations
@@ -79,13 +79,11 @@ def measured_costs(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | Non
         return store.read_table(results_dir, "runs")
 
 
-def estimate(costs, stored_runs, stored_trials, workers: int = WORKERS):
+def estimate(costs, stored_runs, stored_trials):
     """Per configuration of ``costs`` (one measured run each: train_seconds, n_steps,
     eval_seconds) the serial seconds of the stored protocol's work (see the module doc):
     a DataFrame with the configuration, ``seconds`` and ``stored_seconds``; configurations
     missing from the stored runs are left out."""
-    import pandas as pd
-
     ok = costs[costs["status"] == "ok"].copy()
     ok["prior"] = ok["prior"].fillna("")
     ok["step_seconds"] = (ok["train_seconds"] / ok["n_steps"].where(ok["n_steps"] > 0)).fillna(0.0)
@@ -110,7 +108,7 @@ def estimate(costs, stored_runs, stored_trials, workers: int = WORKERS):
                                                  + table["runs"] * table["run_steps"])
                         + table["runs"] * table["eval_seconds"])
     table["stored_seconds"] = table["stored_run_seconds"] + table["stored_trial_seconds"] / table["studies"]
-    return pd.DataFrame(table)
+    return table
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
