@@ -62,11 +62,15 @@ class _Scripted:
     ("perceptron", "multilabel", 6, "unary", {"margin": 1.0, "lr": 1e-2}),
     ("perceptron", "ranking", 5, "permutahedron", {"max_grad_norm": 0.05}),
 ])
-def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, params):
+def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, params, monkeypatch):
     """Same seeds → same initialisation, batch order, clipping (per member), Adam(W) state and
     model selection: equal to float tolerance. Member 0 is stopped by patience (its scripted
     validation peaks at step 10), member 1 runs to the end with its best at step 30; member 0
-    has 7 more training rows (another fold), so the later members' rows start further on."""
+    has 7 more training rows (another fold), so the later members' rows start further on.
+    Members 0 and 2 stop at step 30 and leave the stack (their slots freed): steps 31-40 are
+    member 1's alone, with its slices of the parameters and of Adam's moments."""
+    import torch.func
+
     space, method = make_space(kind, k, model), get_method(name)
     budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
     scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
@@ -74,8 +78,17 @@ def test_members_without_sampling_equal_their_single_runs(name, kind, k, model, 
     singles = [method.fit(space, model, _data(space, s, rows=r), params, budget, seed=s, device=CPU,
                           monitor=_Scripted(v)) for s, r, v in zip(seeds, rows, scripts)]
     monitors = [_Scripted(v) for v in scripts]
+    group_sizes: list[int] = []  # the members in each stacked step (the batch indices' leading axis)
+    vmap = torch.func.vmap
+
+    def counting_vmap(function, **options):
+        step = vmap(function, **options)
+        return lambda params, buffers, index: (group_sizes.append(index.shape[0]), step(params, buffers, index))[1]
+
+    monkeypatch.setattr(torch.func, "vmap", counting_vmap)
     stacked = fit_stacked(method, space, model, [Member(_data(space, s, rows=r), s, m) for s, r, m in
                                                  zip(seeds, rows, monitors)], params, budget, device=CPU)
+    assert group_sizes == [3] * 30 + [1] * 10
     assert [f.info["best_step"] for f in stacked] == [f.info["best_step"] for f in singles] == [10, 30, 10]
     assert [f.info["stopped_early"] for f in stacked] == [True, False, True]
     assert [f.info["steps"] for f in stacked] == [f.info["steps"] for f in singles] == [30, 40, 30]
