@@ -31,7 +31,7 @@ in eval mode (dropout off), since a randomised energy would break detailed balan
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +107,17 @@ class PersistentContrastiveDivergence(StepMethod):
     #: draw from setup.sampler, and the chains are one tensor over the members' concatenated
     #: rows written back by ebm.stacking.write_rows (member s's chains are its own rows)
     stackable = True
+    #: labels above which a multilabel model with a Gibbs site loop (pairwise, mlp) trains alone:
+    #: under vmap each of the loop's k · sweeps site updates costs several plain ones. Measured per
+    #: member-step, 5 stacked members against one run alone (pairwise, 4 chains, 3 sweeps: ``ebm-bench
+    #: perf --benchmarks stacking``): k = 16 1.8× faster stacked, 64 1.24×, 100 1.02×, 174 (cal500)
+    #: 0.74×, i.e. slower.
+    MAX_STACKED_SITES: ClassVar[int] = 100
+
+    def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
+        """Not a Gibbs site loop over more than :attr:`MAX_STACKED_SITES` labels (see there)."""
+        site_loop = space.kind.mcmc == "gibbs" and model != "unary"
+        return self.stackable and not (site_loop and space.k > self.MAX_STACKED_SITES)
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         return {

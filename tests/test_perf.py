@@ -52,6 +52,27 @@ def test_step_cost_rows_have_schema_and_consistent_ratios(tmp_path):
     assert frame["host"].nunique() == 1 and frame["started_at"].nunique() == 1
 
 
+def test_stacking_rows_name_the_members_and_measure_the_site_loop_past_its_limit(monkeypatch):
+    """Each case: the lone fits and the stacked group, the ratio to the lone fits; the Gibbs
+    site-loop cases carry their sweeps in the name and are measured even where mcmc-pcd's
+    ``MAX_STACKED_SITES`` keeps runs of that size alone (the benchmark measures that rule), while
+    the registry's instance keeps its limit."""
+    from baselines.registry import get_method
+    from ebm.spaces import make_space
+    from harness.perf import stacking
+
+    monkeypatch.setattr(stacking, "CASES", (("multilabel", "unary", 5, ("bce",)),))
+    monkeypatch.setattr(stacking, "GIBBS_SITES", (6, 8))
+    monkeypatch.setattr(type(get_method("mcmc-pcd")), "MAX_STACKED_SITES", 7)
+    rows, _ = stacking.run(PerfConfig(quick=True))
+    frame = pd.DataFrame(rows)
+    assert sorted(zip(frame["method"], frame["k"])) == [
+        ("bce", 5), ("bce[stacked=5]", 5), ("mcmc-pcd[stacked=5,sweeps=3]", 6), ("mcmc-pcd[stacked=5,sweeps=3]", 8),
+        ("mcmc-pcd[sweeps=3]", 6), ("mcmc-pcd[sweeps=3]", 8)]
+    assert _check_ratios(frame) == 6 and (frame["value"] > 0).all()
+    assert not get_method("mcmc-pcd").can_stack(make_space("multilabel", 8, "pairwise"), "pairwise", {})
+
+
 def test_cli_perf_writes_the_table_and_prints_it(tmp_path, capsys):
     from harness.cli import main
 

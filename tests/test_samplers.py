@@ -75,6 +75,33 @@ def test_unary_gibbs_sweep_is_the_site_loop_in_one_draw():
     assert torch.equal(fast, loop) and fast.float().std() > 0
 
 
+@pytest.mark.parametrize("model", ["pairwise", "unary", "mlp"])
+def test_gibbs_sweeps_are_the_textbook_site_loop(model):
+    """Several sweeps in one call (terms computed once, each sweep's noise in one draw) make the
+    states of the textbook loop written here: per sweep, per site i, a fresh U(0, 1) draw for every
+    chain and y_i = [ν < σ(g(y^{i←1}) − g(y^{i←0}) + logit π_i)], with g scored by the energy's own
+    forward. On CPU one (k, n, c) draw is the k draws of (n, c) in order, so the states are equal;
+    a pairwise Δ_i from the energy's terms rather than two forwards differs in the last bits only
+    (no decision here lies that close)."""
+    space = Multilabel(7, torch.tensor([0.1, 0.3, 0.5, 0.5, 0.7, 0.9, 0.4]))
+    energy = random_energy(space, model)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    start = space.sample_prior((5, 30), generator=torch.Generator().manual_seed(2)).float()
+    sweeps = 3
+    fast, evals = gibbs_sweep(energy, space, x, start, generator=torch.Generator().manual_seed(3), sweeps=sweeps)
+    generator, states = torch.Generator().manual_seed(3), start.clone()
+    logits = space.prior_logits()
+    with torch.no_grad():
+        for _ in range(sweeps):
+            for i in range(space.k):
+                on, off = states.clone(), states.clone()
+                on[..., i], off[..., i] = 1.0, 0.0
+                delta = energy(x, on) - energy(x, off) + logits[i]
+                states[..., i] = (torch.rand(states.shape[:2], generator=generator) < torch.sigmoid(delta)).float()
+    assert torch.equal(fast, states) and not torch.equal(fast, start)
+    assert evals == 5 * 30 * space.k * sweeps * (2 if model == "mlp" else 1)
+
+
 @pytest.mark.parametrize("space,model", [(Permutations(4), "permutahedron"), (PermutationMatrices(4), "birkhoff")], ids=["perm", "birkhoff"])
 def test_transposition_mh_targets_exp_energy(space, model):
     energy = random_energy(space, model)

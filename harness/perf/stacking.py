@@ -6,10 +6,15 @@ multilabel unary k = 14, pairwise k = 16, rankings k = 6 on the permutahedron), 
 same budget and no monitor, in interleaved repetitions; the figure is wall time / (S × steps).
 Rows: ``ms_per_member_step`` of ``<method>[stacked=S]`` relative to ``<method>`` alone
 (speed-up = 1 / ratio).
+
+Also the measurement behind ``mcmc-pcd``'s ``MAX_STACKED_SITES`` (a Gibbs site loop over more
+labels trains alone): ``mcmc-pcd`` on the pairwise model at ``GIBBS_SITES`` labels with 3 sweeps a
+step, the limit lifted on the instance measured (``--quick``: the smallest and largest k only).
 """
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from typing import Any
 
@@ -27,6 +32,9 @@ CASES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
                                      "perceptron")),
 )
 IN_FEATURES = 103
+#: label counts of the Gibbs site-loop cases (mcmc-pcd, pairwise, GIBBS_PARAMS)
+GIBBS_SITES = (16, 64, 100, 174)
+GIBBS_PARAMS = {"sweeps": 3}
 
 
 def member_data(kind: str, k: int, seed: int, n: int = 1024):
@@ -41,24 +49,24 @@ def member_data(kind: str, k: int, seed: int, n: int = 1024):
     return FitData(x, y, x[:64], y[:64])
 
 
-def ms_alone(method, space, model: str, data: list, budget, device) -> float:
+def ms_alone(method, space, model: str, data: list, budget, device, params: dict[str, Any] | None = None) -> float:
     """Milliseconds per member-step of the members fitted one after the other."""
     from harness.perf.common import timed
 
     def fit_each() -> None:
         for seed, member in enumerate(data):
-            method.fit(space, model, member, {}, budget, seed=seed, device=device)
+            method.fit(space, model, member, params or {}, budget, seed=seed, device=device)
 
     return 1e3 * timed(fit_each, device) / (len(data) * budget.max_steps)
 
 
-def ms_stacked(method, space, model: str, data: list, budget, device) -> float:
+def ms_stacked(method, space, model: str, data: list, budget, device, params: dict[str, Any] | None = None) -> float:
     """Milliseconds per member-step of the members fitted as one stacked group."""
     from ebm.stacking import Member, fit_stacked
     from harness.perf.common import timed
 
     members = [Member(member, seed) for seed, member in enumerate(data)]
-    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, {}, budget, device=device),
+    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, params or {}, budget, device=device),
                        device) / (len(data) * budget.max_steps)
 
 
@@ -74,22 +82,31 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     with Threads(config.threads):
-        for kind, model, k, methods in CASES:
+        cases: list[tuple[str, str, int, str, dict[str, Any]]] = [
+            (kind, model, k, name, {}) for kind, model, k, methods in CASES for name in methods]
+        sites = (GIBBS_SITES[0], GIBBS_SITES[-1]) if config.quick else GIBBS_SITES
+        cases += [("multilabel", "pairwise", k, "mcmc-pcd", GIBBS_PARAMS) for k in sites]
+        for kind, model, k, name, overrides in cases:
             space = make_space(kind, k, model)
             data = [member_data(kind, k, seed).to(device) for seed in range(MEMBERS)]
-            for name in methods:
-                method = get_method(name)
-                params = method.params({})
-                if not isinstance(method, StepMethod) or method.check(space, model, params) is not None \
-                        or not method.can_stack(space, model, params):
-                    notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
-                    continue
-                alone = partial(ms_alone, method, space, model, data, budget, device)
-                stacked = partial(ms_stacked, method, space, model, data, budget, device)
-                alone(), stacked()  # warm-up (imports, allocator) outside the timings
-                label = f"{name}[stacked={MEMBERS}]"
-                samples = interleaved({name: alone, label: stacked}, max(config.reps // 2, 2))
-                rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples, reference=name,
-                                  task="random-d103", model=model, k=k)
+            method = get_method(name)
+            if overrides:  # a site-loop case: measured at every k, past the stacking limit it measures
+                method = copy.copy(method)  # the registry's instance keeps its limit
+                method.MAX_STACKED_SITES = 10**9  # type: ignore[attr-defined]
+            params = method.params(overrides)
+            if not isinstance(method, StepMethod) or method.check(space, model, params) is not None \
+                    or not method.can_stack(space, model, params):
+                notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
+                continue
+            alone = partial(ms_alone, method, space, model, data, budget, device, overrides)
+            stacked = partial(ms_stacked, method, space, model, data, budget, device, overrides)
+            alone(), stacked()  # warm-up (imports, allocator) outside the timings
+            suffix = "".join(f",{key}={value}" for key, value in overrides.items())
+            label = f"{name}[stacked={MEMBERS}{suffix}]"
+            samples = interleaved({name + (f"[{suffix[1:]}]" if suffix else ""): alone, label: stacked},
+                                  max(config.reps // 2, 2))
+            rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples,
+                              reference=name + (f"[{suffix[1:]}]" if suffix else ""), task="random-d103", model=model,
+                              k=k)
     notes.append(f"stacking: {MEMBERS} members vs {MEMBERS} lone fits, {steps} steps of batch 64 each")
     return rows, notes
