@@ -9,12 +9,14 @@ Rows: ``ms_per_member_step`` of ``<method>[stacked=S]`` relative to ``<method>``
 
 Also the measurement behind ``mcmc-pcd``'s ``MAX_STACKED_SITES`` (a Gibbs site loop over more
 labels trains alone): ``mcmc-pcd`` on the pairwise model at ``GIBBS_SITES`` labels with 3 sweeps a
-step, the limit lifted on the instance measured (``--quick``: the smallest and largest k only).
+step, 40 steps, the limit lifted on the instance measured (``--quick``: the smallest and largest k
+only, 20 steps).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -32,9 +34,11 @@ CASES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
                                      "perceptron")),
 )
 IN_FEATURES = 103
-#: label counts of the Gibbs site-loop cases (mcmc-pcd, pairwise, GIBBS_PARAMS)
+#: label counts of the Gibbs site-loop cases (mcmc-pcd, pairwise, GIBBS_PARAMS), and their steps
+#: (a step at k = 174 costs 25-40 ms, a lone one of the cases above 1-15 ms)
 GIBBS_SITES = (16, 64, 100, 174)
 GIBBS_PARAMS = {"sweeps": 3}
+GIBBS_STEPS, QUICK_GIBBS_STEPS = 40, 20
 
 
 def member_data(kind: str, k: int, seed: int, n: int = 1024):
@@ -86,6 +90,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             (kind, model, k, name, {}) for kind, model, k, methods in CASES for name in methods]
         sites = (GIBBS_SITES[0], GIBBS_SITES[-1]) if config.quick else GIBBS_SITES
         cases += [("multilabel", "pairwise", k, "mcmc-pcd", GIBBS_PARAMS) for k in sites]
+        site_budget = dataclasses.replace(budget, max_steps=QUICK_GIBBS_STEPS if config.quick else GIBBS_STEPS)
         for kind, model, k, name, overrides in cases:
             space = make_space(kind, k, model)
             data = [member_data(kind, k, seed).to(device) for seed in range(MEMBERS)]
@@ -98,8 +103,9 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                     or not method.can_stack(space, model, params):
                 notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
                 continue
-            alone = partial(ms_alone, method, space, model, data, budget, device, overrides)
-            stacked = partial(ms_stacked, method, space, model, data, budget, device, overrides)
+            case_budget = site_budget if overrides else budget
+            alone = partial(ms_alone, method, space, model, data, case_budget, device, overrides)
+            stacked = partial(ms_stacked, method, space, model, data, case_budget, device, overrides)
             alone(), stacked()  # warm-up (imports, allocator) outside the timings
             suffix = "".join(f",{key}={value}" for key, value in overrides.items())
             label = f"{name}[stacked={MEMBERS}{suffix}]"
@@ -108,5 +114,6 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples,
                               reference=name + (f"[{suffix[1:]}]" if suffix else ""), task="random-d103", model=model,
                               k=k)
-    notes.append(f"stacking: {MEMBERS} members vs {MEMBERS} lone fits, {steps} steps of batch 64 each")
+    notes.append(f"stacking: {MEMBERS} members vs {MEMBERS} lone fits, {steps} steps of batch 64 each "
+                 f"({site_budget.max_steps} in the Gibbs site-loop cases)")
     return rows, notes
