@@ -108,10 +108,9 @@ class PersistentContrastiveDivergence(StepMethod):
     #: rows written back by ebm.stacking.write_rows (member s's chains are its own rows)
     stackable = True
     #: labels above which a multilabel model with a Gibbs site loop (pairwise, mlp) trains alone:
-    #: under vmap each of the loop's k · sweeps site updates costs several plain ones. Measured per
-    #: member-step, 5 stacked members against one run alone (pairwise, 4 chains, 3 sweeps: ``ebm-bench
-    #: perf --benchmarks stacking``): k = 16 1.8× faster stacked, 64 1.24×, 100 1.02×, 174 (cal500)
-    #: 0.74×, i.e. slower.
+    #: under vmap each of the loop's k · sweeps site updates costs several plain ones. A stacked
+    #: member-step over a lone one (5 members, pairwise, 4 chains, 3 sweeps; ``ebm-bench perf
+    #: --benchmarks stacking``, 2026-12-02): k = 16 0.57, 64 0.75, 100 0.96, 174 (cal500) 1.46.
     MAX_STACKED_SITES: ClassVar[int] = 100
 
     def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:

@@ -107,13 +107,13 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             alone = partial(ms_alone, method, space, model, data, case_budget, device, overrides)
             stacked = partial(ms_stacked, method, space, model, data, case_budget, device, overrides)
             alone(), stacked()  # warm-up (imports, allocator) outside the timings
-            suffix = "".join(f",{key}={value}" for key, value in overrides.items())
-            label = f"{name}[stacked={MEMBERS}{suffix}]"
-            samples = interleaved({name + (f"[{suffix[1:]}]" if suffix else ""): alone, label: stacked},
-                                  max(config.reps // 2, 2))
-            rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples,
-                              reference=name + (f"[{suffix[1:]}]" if suffix else ""), task="random-d103", model=model,
-                              k=k)
+            # benchopt-style names: name[setting=value,...]
+            settings = [f"{key}={value}" for key, value in overrides.items()]
+            lone = f"{name}[{','.join(settings)}]" if settings else name
+            label = f"{name}[{','.join([f'stacked={MEMBERS}', *settings])}]"
+            samples = interleaved({lone: alone, label: stacked}, max(config.reps // 2, 2))
+            rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples, reference=lone,
+                              task="random-d103", model=model, k=k)
     notes.append(f"stacking: {MEMBERS} members vs {MEMBERS} lone fits, {steps} steps of batch 64 each "
                  f"({site_budget.max_steps} in the Gibbs site-loop cases)")
     return rows, notes
