@@ -216,18 +216,19 @@ class _Group:
         state (Adam's moments; its step count is every member's, they all stepped together). Each
         kept member's arithmetic is unchanged; the step's cost falls with the group's size."""
         positions = torch.tensor([self.stacked.index(s) for s in members])
-        old = dict(self.params)
-        self.params = {name: p.index_select(0, positions.to(p.device)).requires_grad_(p.requires_grad)
-                       for name, p in old.items()}
-        self.buffers = {name: b.index_select(0, positions.to(b.device)) for name, b in self.buffers.items()}
+
+        def kept(value: Any) -> Any:  # a per-member tensor's kept rows; a shared scalar (Adam's step) as is
+            if not torch.is_tensor(value):
+                return value
+            return value.index_select(0, positions.to(value.device)) if value.dim() > 0 else value.clone()
+
+        old = self.params
+        self.params = {name: kept(p).requires_grad_(p.requires_grad) for name, p in old.items()}
+        self.buffers = {name: kept(b) for name, b in self.buffers.items()}
         rebuilt = rebuild(self.params)
         for name, leaf in self.params.items():
-            state = optimizer.state.get(old[name])
-            if state:
-                rebuilt.state[leaf] = {key: value.index_select(0, positions.to(value.device))
-                                       if torch.is_tensor(value) and value.dim() > 0 else
-                                       (value.clone() if torch.is_tensor(value) else value)
-                                       for key, value in state.items()}
+            if state := optimizer.state.get(old[name]):
+                rebuilt.state[leaf] = {key: kept(value) for key, value in state.items()}
         self.stacked = list(members)
         return rebuilt
 
@@ -292,6 +293,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     template_optimizer = template.optimizer
     assert template_optimizer is not None  # set by _capture
     optimizer = _stacked_optimizer(template_optimizer, wrapper, group.params)
+    leaves = [p for g in optimizer.param_groups for p in g["params"]]
     clip = params.get("max_grad_norm")
     max_grad_norm = None if clip is None else float(clip)
 
@@ -333,7 +335,8 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             # a member that finished (budget, patience, divergence) leaves the stack: its slot is freed,
             # the others' steps cost what a smaller group's do
             optimizer = group.keep([s for s in group.stacked if active[s]], optimizer,
-                                   lambda leaves: _stacked_optimizer(template_optimizer, wrapper, leaves))
+                                   lambda kept: _stacked_optimizer(template_optimizer, wrapper, kept))
+            leaves = [p for g in optimizer.param_groups for p in g["params"]]
         stacked = group.stacked
         index = torch.stack([next(streams[s]) for s in stacked]) + offsets[stacked]
         for module in template.modules:
@@ -349,12 +352,11 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             else:
                 mask = torch.tensor(live, device=losses.device)
                 torch.where(mask, losses, torch.zeros_like(losses)).sum().backward()
-                for p in group.params.values():  # a dead member's backward may still carry NaN: zero it
+                for p in leaves:  # a dead member's backward may still carry NaN: zero it
                     if p.grad is not None:
                         p.grad.copy_(torch.where(mask.view(-1, *([1] * (p.dim() - 1))), p.grad,
                                                  torch.zeros_like(p.grad)))
             if max_grad_norm is not None:
-                leaves = [p for g in optimizer.param_groups for p in g["params"]]
                 _clip_per_member([p.grad if p.grad is not None else torch.zeros_like(p) for p in leaves],
                                  max_grad_norm)
             optimizer.step()

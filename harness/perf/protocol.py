@@ -66,12 +66,11 @@ def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None):
                                budget={**budget, "max_steps": steps})
 
 
-def measured_costs(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | None):
-    """Every stored configuration (of ``tasks``) timed once (:func:`cost_suite`): its runs table."""
+def measured_costs(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | None, steps: int):
+    """Every stored configuration (of ``tasks``) timed once at ``steps`` steps (:func:`cost_suite`): its runs table."""
     from harness import store
     from harness.commands.run import RunOptions, run_suite
 
-    steps = QUICK_STEPS if config.quick else STEPS
     with tempfile.TemporaryDirectory(prefix="ebm-perf-protocol-") as results_dir:
         options = RunOptions(results_dir=Path(results_dir), data_dir=config.data_dir, progress=False,
                              executor="serial", stack=1)
@@ -118,8 +117,8 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
         return [], [f"protocol skipped: no stored protocol at {REFERENCE} (a source checkout has it)"]
     stored_runs = store.read_table(REFERENCE, "runs")
     stored_trials = store.read_table(REFERENCE, "trials")
-    tasks = QUICK_TASKS if config.quick else None
-    costs = measured_costs(config, stored_runs, tasks)
+    tasks, steps = (QUICK_TASKS, QUICK_STEPS) if config.quick else (None, STEPS)
+    costs = measured_costs(config, stored_runs, tasks, steps)
     table = estimate(costs, stored_runs, stored_trials)
     notes = []
     measured = set(map(tuple, costs[CONFIG].fillna("").itertuples(index=False)))
@@ -132,7 +131,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     for task, sums in [*by_task.iterrows(), ("all", by_task.sum())]:
         values = {"estimate": sums["seconds"] / WORKERS, "stored": sums["stored_seconds"] / WORKERS}
         rows += perf_rows(config, "protocol", "protocol_seconds", "s", values, reference="stored", task=str(task))
-    notes.append(f"protocol: {len(table)} configurations timed once ({QUICK_STEPS if config.quick else STEPS} steps, "
+    notes.append(f"protocol: {len(table)} configurations timed once ({steps} steps, "
                  f"seed 0, first split, alone), times the work of the stored protocol in {REFERENCE}, over {WORKERS} "
                  "workers; stacking and Ray/Optuna overheads not counted (module doc)")
     return rows, notes

@@ -53,24 +53,24 @@ def member_data(kind: str, k: int, seed: int, n: int = 1024):
     return FitData(x, y, x[:64], y[:64])
 
 
-def ms_alone(method, space, model: str, data: list, budget, device, params: dict[str, Any] | None = None) -> float:
+def ms_alone(method, space, model: str, data: list, budget, device, params: dict[str, Any]) -> float:
     """Milliseconds per member-step of the members fitted one after the other."""
     from harness.perf.common import timed
 
     def fit_each() -> None:
         for seed, member in enumerate(data):
-            method.fit(space, model, member, params or {}, budget, seed=seed, device=device)
+            method.fit(space, model, member, params, budget, seed=seed, device=device)
 
     return 1e3 * timed(fit_each, device) / (len(data) * budget.max_steps)
 
 
-def ms_stacked(method, space, model: str, data: list, budget, device, params: dict[str, Any] | None = None) -> float:
+def ms_stacked(method, space, model: str, data: list, budget, device, params: dict[str, Any]) -> float:
     """Milliseconds per member-step of the members fitted as one stacked group."""
     from ebm.stacking import Member, fit_stacked
     from harness.perf.common import timed
 
     members = [Member(member, seed) for seed, member in enumerate(data)]
-    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, params or {}, budget, device=device),
+    return 1e3 * timed(lambda: fit_stacked(method, space, model, members, params, budget, device=device),
                        device) / (len(data) * budget.max_steps)
 
 
