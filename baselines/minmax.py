@@ -34,7 +34,7 @@ sampled exactly by the Gumbel-argsort trick.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ebm.energies import mlp
 from ebm.method import Fitted
 from ebm.spaces import OutputSpace, PermutationSpace, is_ranking
-from ebm.training import COMMON_DEFAULTS, FitContext, StepMethod, score_data_and_samples, suggest_common
+from ebm.training import COMMON_DEFAULTS, FitContext, PreSteps, StepMethod, score_data_and_samples, suggest_common
 
 
 class BernoulliSampler(nn.Module):
@@ -114,6 +114,10 @@ class MinMaxReinforce(StepMethod):
                    "REINFORCE with a leave-one-out baseline")
     defaults = {**COMMON_DEFAULTS, "n_samples": 16, "sampler_lr": 3e-2, "sampler_hidden": 64, "sampler_steps": 2,
                 "energy_l2": 0.1}
+    #: seeds train stacked (ebm.stacking): the sampler's draws, log-probabilities and rewards are
+    #: tensor operations of each member's own sampler and energy, and its extra ascent steps are
+    #: PreSteps, which the stacked loop takes for every member at once (tests/test_stacking.py)
+    stackable: ClassVar[bool] = True
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if int(params.get("n_samples", 16)) < 2:
@@ -145,20 +149,17 @@ class MinMaxReinforce(StepMethod):
             """R = g + log q − log p_φ, per sample (n, m)."""
             return g_samples + space.log_prior(samples) - log_prob
 
-        def sampler_only_step(x: Tensor) -> None:
-            """An extra ascent step on φ alone with fresh samples (``sampler_steps`` > 1)."""
+        def sampler_only_objective(index: Tensor) -> Tensor:
+            """The surrogate of an extra ascent step on φ alone with fresh samples (``sampler_steps`` > 1):
+            no gradient reaches g, so the step (ebm.training.PreSteps) leaves g and its Adam state as they are."""
+            x = x_train[index]
             samples, log_prob = sampler.sample(x, m, setup.sampler)
             with torch.no_grad():
                 g_samples = energy(x, samples)
-            reinforce_surrogate(reward(samples, log_prob, g_samples), log_prob).mean().backward()
-            # g's gradients are None here (zeroed before the batch), so Adam skips its weights
-            optimizer.step()
-            sampler.zero_grad(set_to_none=True)
+            return reinforce_surrogate(reward(samples, log_prob, g_samples), log_prob).mean()
 
         def batch_objective(index: Tensor) -> tuple[Tensor, int]:
             x, y = x_train[index], y_train[index]
-            for _ in range(sampler_steps - 1):
-                sampler_only_step(x)
             samples, log_prob = sampler.sample(x, m, setup.sampler)
             g_data, g_samples = score_data_and_samples(energy, x, y, samples)
             r = reward(samples, log_prob, g_samples)
@@ -172,4 +173,5 @@ class MinMaxReinforce(StepMethod):
             return total - total.detach() + objective, len(index) * (1 + m * sampler_steps)
 
         snapshot = lambda: Fitted(space, energy, info={"method": self.name})  # noqa: E731
-        return ctx.train(snapshot, batch_objective, [energy, sampler], n_samples=m)
+        return ctx.train(snapshot, batch_objective, [energy, sampler],
+                         pre_steps=PreSteps(sampler_only_objective, sampler_steps - 1), n_samples=m)

@@ -68,6 +68,7 @@ from ebm.spaces import OutputSpace
 from ebm.training import (
     BatchObjective,
     FitContext,
+    PreSteps,
     TrainLoop,
     check_fit_data,
     loop_info,
@@ -137,6 +138,7 @@ class _Captured:
     batch_objective: BatchObjective
     modules: list[nn.Module]
     extra_info: dict[str, Any]
+    pre_steps: PreSteps | None = None
     optimizer: torch.optim.Optimizer | None = None
 
 
@@ -151,8 +153,8 @@ def _capture(method: StepMethod, space: OutputSpace, model: str, data: FitData, 
     """Run ``method.train_model`` up to its ``ctx.train`` call (the same setup as
     :meth:`StepMethod.fit`, so the modules start from the seed's single-run initialisation)."""
 
-    def capture(snapshot, batch_objective, modules, extra_info):
-        raise _CaptureSignal(_Captured(snapshot, batch_objective, list(modules), dict(extra_info)))
+    def capture(snapshot, batch_objective, modules, extra_info, pre_steps):
+        raise _CaptureSignal(_Captured(snapshot, batch_objective, list(modules), dict(extra_info), pre_steps))
 
     setup = setup_fit(space, method.energy_model(model), data, params, budget, seed=seed, device=device)
     optimizer = make_optimizer(setup.energy, float(params["lr"]), float(params["weight_decay"]))
@@ -256,6 +258,22 @@ def _clip_per_member(grads: list[Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
+def _vmapped_pre_steps(pre_steps: PreSteps | None,
+                       modules: list[nn.Module]) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]:
+    """(stacked params, stacked buffers, (S, b) indices) → (S,) losses of the template's
+    :class:`~ebm.training.PreSteps` objective, each member's through its own slices."""
+    from torch.func import functional_call, vmap
+
+    assert pre_steps is not None
+    objective = pre_steps.objective
+    wrapper = _Objective(modules, lambda index: (objective(index), 0))  # the same leaf names as the step's
+
+    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor) -> Tensor:
+        return functional_call(wrapper, (p, b), (index,))[0]
+
+    return vmap(member_loss, randomness="different")
+
+
 def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: list[Member],
                 params: dict[str, Any], budget: Budget, *,
                 device: torch.device | str) -> list[Fitted | BaseException]:
@@ -302,6 +320,10 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         return functional_call(wrapper, (p, b), (index,))
 
     step_losses = vmap(member_loss, randomness="different")
+    # the method's extra steps before each step (ebm.training.PreSteps: minmax-reinforce's sampler-only
+    # ascent), every member's at once: the template's pre-step objective through the same leaves
+    pre_count = template.pre_steps.count if template.pre_steps is not None else 0
+    pre_step_losses = _vmapped_pre_steps(template.pre_steps, template.modules) if pre_count else None
     streams: list[Iterator[Tensor]] = [
         minibatches(n, budget.batch_size, generator=torch.Generator().manual_seed(m.seed), device=device)
         for m, n in zip(members, rows_per_member)]
@@ -342,6 +364,10 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         for module in template.modules:
             module.train()
         optimizer.zero_grad(set_to_none=True)
+        for _ in range(pre_count):  # as run_steps: each from gradients set to None, not clipped
+            pre_step_losses(group.params, group.buffers, index).sum().backward()  # type: ignore[misc]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         losses, write_indices, write_values = step_losses(group.params, group.buffers, index)  # (S,), ...
         _apply_writes(wrapper.write_targets, write_indices, write_values)
         values = losses.detach().tolist()

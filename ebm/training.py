@@ -48,6 +48,19 @@ COMMON_DEFAULTS: dict[str, Any] = {
 BatchObjective = Callable[[Tensor], tuple[Tensor, int]]
 
 
+@dataclass(frozen=True)
+class PreSteps:
+    """``count`` optimiser steps on ``objective(index)`` (a scalar loss of the batch) before every
+    step of the batch objective, on the same batch, each from gradients set to None: a parameter
+    the loss does not reach keeps no gradient, and Adam(W) leaves it (and its state) as it is.
+    (``minmax-reinforce``'s extra ascent steps of its sampler alone.) A method hands them to
+    :meth:`FitContext.train` rather than stepping the optimiser inside its batch objective, so
+    that a stacked group (``ebm.stacking``) can take the same steps for every member at once."""
+
+    objective: Callable[[Tensor], Tensor]
+    count: int
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's and torch's global generators and return a fresh CPU generator
     seeded with ``seed`` (used for mini-batch order, so runs are reproducible)."""
@@ -274,11 +287,13 @@ def run_steps(
     modules: Iterable[nn.Module],
     *,
     max_grad_norm: float | None = None,
+    pre_steps: PreSteps | None = None,
 ) -> None:
     """Run optimiser steps until the loop's budget (or the monitor) says stop.
 
     ``modules`` are put back in train mode before every step because the monitor's
     snapshot evaluation (``Fitted.predict`` etc.) switches them to eval mode.
+    ``pre_steps`` run before each step's objective, on its batch (:class:`PreSteps`; not clipped).
     A non-finite objective raises :class:`Diverged` before any update is applied.
     """
     modules = list(modules)
@@ -288,6 +303,10 @@ def run_steps(
         for module in modules:
             module.train()
         optimizer.zero_grad(set_to_none=True)
+        for _ in range(pre_steps.count if pre_steps is not None else 0):
+            pre_steps.objective(index).backward()  # type: ignore[union-attr]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         objective, energy_evals = batch_objective(index)
         value = float(objective.detach())
         if math.isfinite(value):
@@ -374,16 +393,18 @@ class FitContext:
         snapshot: Callable[[], Fitted],
         batch_objective: BatchObjective,
         modules: list[torch.nn.Module],
+        pre_steps: PreSteps | None = None,
         **extra_info: Any,
     ) -> Fitted:
         """:func:`train` with this run's budget, monitor, optimiser, batches and gradient
-        clipping (the common hyperparameter ``max_grad_norm``). Under stacking the pieces go
-        to ``capture`` instead, which trains them with the other members' (``ebm.stacking``)."""
+        clipping (the common hyperparameter ``max_grad_norm``), and ``pre_steps`` before each
+        step (:class:`PreSteps`). Under stacking the pieces go to ``capture`` instead, which
+        trains them with the other members' (``ebm.stacking``)."""
         if self.capture is not None:
-            self.capture(snapshot, batch_objective, modules, extra_info)
+            self.capture(snapshot, batch_objective, modules, extra_info, pre_steps)
         clip = self.params.get("max_grad_norm")
         return train(self.budget, self.monitor, snapshot, self.optimizer, self.setup.batches, batch_objective, modules,
-                     max_grad_norm=None if clip is None else float(clip), **extra_info)
+                     max_grad_norm=None if clip is None else float(clip), pre_steps=pre_steps, **extra_info)
 
 
 
@@ -465,15 +486,16 @@ def train(
     modules: Iterable[nn.Module],
     *,
     max_grad_norm: float | None = None,
+    pre_steps: PreSteps | None = None,
     **extra_info: Any,
 ) -> Fitted:
     """Train to the budget and return the selected model (``budget.selection``: the best
     validation evaluation's parameters, or the last step's), its ``info`` completed with
     :func:`loop_info` (steps, energy evaluations, seconds, selection) and ``extra_info``.
-    ``max_grad_norm`` clips every step's gradient norm (:func:`run_steps`)."""
+    ``max_grad_norm`` clips every step's gradient norm; ``pre_steps`` run before each (:func:`run_steps`)."""
     modules = list(modules)
     loop = TrainLoop(budget, monitor, snapshot, modules)
-    run_steps(loop, optimizer, batches, batch_objective, modules, max_grad_norm=max_grad_norm)
+    run_steps(loop, optimizer, batches, batch_objective, modules, max_grad_norm=max_grad_norm, pre_steps=pre_steps)
     loop.restore_selected()
     fitted = snapshot()
     fitted.info.update(loop_info(loop, **extra_info))

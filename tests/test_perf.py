@@ -5,13 +5,14 @@ No timing assertions (timings are the benchmark's output, not its correctness)."
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness import store
-from harness.perf import PerfConfig, run_perf, select_benchmarks
-from harness.perf import steps
+from harness.perf import PerfConfig, run_perf, select_benchmarks, steps
 from harness.perf.quality import Curve
 from harness.perf.targets import assess, with_targets
 
@@ -136,9 +137,11 @@ def test_repetitions_give_median_spread_and_flag_disagreeing_ratios():
 
 
 def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_stored_work():
-    """Per configuration: s_step × (trials per study × mean trial steps + runs × mean run steps)
-    + runs × evaluation seconds, written out here by hand; a stacked member's stored clock counts
-    1/stacked; a configuration the stored protocol lacks is left out."""
+    """Per configuration: s_step alone × trials per study × mean trial steps + runs × (s_step in a
+    run × mean run steps + evaluation seconds), written out here by hand, where a run's step is a
+    stacked member's (its group's clock / members / steps) when the configuration was also timed as
+    a group; a stacked member's stored clock counts 1/stacked; a configuration the stored protocol
+    lacks is left out."""
     from harness.perf.protocol import estimate
 
     costs = pd.DataFrame([
@@ -148,6 +151,11 @@ def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_store
          "n_steps": 0, "eval_seconds": 0.5},
         {"task": "t", "model": "m", "method": "new", "prior": "uniform", "status": "ok", "train_seconds": 1.0,
          "n_steps": 100, "eval_seconds": 0.0},
+        # "b" alone, then as a stacked group of 4 (every member's train_seconds is the group's clock)
+        {"task": "t", "model": "m", "method": "b", "prior": "uniform", "status": "ok", "train_seconds": 3.0,
+         "n_steps": 300, "eval_seconds": 2.0},
+        *[{"task": "t", "model": "m", "method": "b", "prior": "uniform", "status": "ok", "train_seconds": 6.0,
+           "n_steps": 300, "eval_seconds": eval_seconds, "stacked": 4.0} for eval_seconds in (1.0, 1.0, 2.0, 2.0)],
     ])
     stored_runs = pd.DataFrame([
         {"run_id": "r1", "task": "t", "model": "m", "method": "a", "prior": "uniform", "status": "ok",
@@ -158,6 +166,8 @@ def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_store
          "n_steps": 5, "train_seconds": 1.0, "eval_seconds": 0.0, "stacked": None},
         {"run_id": "r4", "task": "t", "model": "m", "method": "constant", "prior": None, "status": "ok",
          "n_steps": 0, "train_seconds": 0.0, "eval_seconds": 0.25, "stacked": None},
+        *[{"run_id": f"b{i}", "task": "t", "model": "m", "method": "b", "prior": "uniform", "status": "ok",
+           "n_steps": 100 * i, "train_seconds": 10.0, "eval_seconds": 1.0, "stacked": 2.0} for i in (1, 2, 3)],
     ])
     start = pd.Timestamp("2026-12-01T00:00:00Z")
     stored_trials = pd.DataFrame([
@@ -165,12 +175,17 @@ def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_store
          "started_at": start, "finished_at": start + pd.Timedelta(seconds=seconds)}
         for study, i, steps, seconds in [("a-uniform", 0, 100, 4.0), ("a-uniform", 1, 200, 6.0),
                                          ("a-frequency", 0, 300, 8.0), ("a-frequency", 1, 400, 10.0)]])
+    stored_trials = pd.concat([stored_trials, stored_trials.assign(method="b", study="b-uniform").iloc[:2]])
     table = estimate(costs, stored_runs, stored_trials).set_index("method")
-    assert set(table.index) == {"a", "constant"}
+    assert set(table.index) == {"a", "b", "constant"}
+    assert table.loc["a", "stacked"] == 1 and table.loc["b", "stacked"] == 4
     # a: 0.01 s a step × (2 trials a study × 250 steps + 2 runs × 200 steps) + 2 runs × 2 s
     assert table.loc["a", "seconds"] == pytest.approx(0.01 * (2 * 250 + 2 * 200) + 2 * 2.0)
     # stored: runs 50/5 + 1 and 20 + 1; trials (4 + 6 + 8 + 10) s over 2 studies
     assert table.loc["a", "stored_seconds"] == pytest.approx(11.0 + 21.0 + 28.0 / 2)
+    # b: trials at 0.01 s a step (alone): 2 × 150; runs at 6 / 4 / 300 = 0.005 s a step: 3 × (0.005 × 200
+    # + the members' mean evaluation, 1.5 s)
+    assert table.loc["b", "seconds"] == pytest.approx(0.01 * 2 * 150 + 3 * (0.005 * 200 + 1.5))
     assert table.loc["constant", "seconds"] == pytest.approx(1 * 0.5)
     assert table.loc["constant", "stored_seconds"] == pytest.approx(0.25)
 
@@ -188,3 +203,12 @@ def test_protocol_benchmark_times_every_configuration_of_a_task(data_dir, monkey
     assert estimate["all"] == estimate["lr-wine"] > 0
     assert not any("not estimated" in note for note in notes), notes
     assert _check_ratios(frame) == len(frame)
+    # the stackable configurations were timed as a group too, of the size run gives 5 seeds x 10 folds
+    from harness.commands.run import RunOptions
+    from harness.suites import load_suite
+
+    limit = RunOptions(results_dir=Path(".")).stack_for(load_suite("paper"))
+    timed = re.search(r"(\d+) configurations timed .*?(\d+) of them also as a stacked group of their runs' "
+                      r"size, (\S+) members", " ".join(notes))
+    assert timed is not None, notes
+    assert 0 < int(timed.group(2)) < int(timed.group(1)) and timed.group(3) == str(limit)

@@ -17,7 +17,7 @@ import torch
 from baselines.mcmc import Kernel, PersistentContrastiveDivergence
 from baselines.registry import get_method
 from ebm.method import Budget, Diverged, Evaluation, FitData, Fitted
-from ebm.spaces import PermutationMatrices, Permutations, make_space
+from ebm.spaces import make_space
 from ebm.stacking import Member, fit_stacked
 
 CPU = torch.device("cpu")
@@ -182,6 +182,40 @@ def test_importance_weighted_members_compute_their_single_runs_objective(kind, k
     assert _max_difference(singles[0], singles[1]) > 1e-3  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("kind", "k", "model"), [("multilabel", 6, "unary"), ("ranking", 5, "permutahedron"),
+                                                  ("ranking", 4, "birkhoff")])
+def test_minmax_members_take_their_own_sampler_steps(kind, k, model, monkeypatch):
+    """minmax-reinforce takes ``sampler_steps`` − 1 ascent steps of its sampler alone before each
+    joint step (ebm.training.PreSteps). Stacked, those steps run for every member at once, each
+    through its own sampler, energy and rows. With the draws made equal the members must equal
+    their single runs: a group of one (it draws what its single run draws), and three members of
+    one seed on different rows under ``randomness="same"``. Pre-steps skipped, taken after the
+    joint step, or taken with another member's sampler or rows would break the equalities (the
+    members differ by ≫ 1e-3, and so do runs with one sampler step fewer)."""
+    import torch.func
+
+    space, method = make_space(kind, k, model), get_method("minmax-reinforce")
+    params = {"sampler_steps": 3, "n_samples": 4, "hidden": 16, "sampler_hidden": 16}
+    budget = Budget(max_steps=30, batch_size=16, eval_every=10)
+    data = [_data(space, 3), _data(space, 4), _data(space, 5)]
+
+    single = method.fit(space, model, data[0], params, budget, seed=3, device=CPU)
+    (alone,) = fit_stacked(method, space, model, [Member(data[0], 3)], params, budget, device=CPU)
+    assert isinstance(alone, Fitted) and alone.info["stacked"] == 1
+    assert _max_difference(single, alone) < 1e-5
+    fewer = method.fit(space, model, data[0], {**params, "sampler_steps": 2}, budget, seed=3, device=CPU)
+    assert _max_difference(single, fewer) > 1e-3
+
+    singles = [method.fit(space, model, d, params, budget, seed=3, device=CPU) for d in data]
+    vmap = torch.func.vmap
+    monkeypatch.setattr(torch.func, "vmap", lambda f, **kw: vmap(f, **{**kw, "randomness": "same"}))
+    stacked = fit_stacked(method, space, model, [Member(d, 3) for d in data], params, budget, device=CPU)
+    for one, member in zip(singles, stacked):
+        assert isinstance(member, Fitted)
+        assert _max_difference(one, member) < 1e-5
+    assert _max_difference(singles[0], singles[1]) > 1e-3
+
+
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(("kind", "k", "model"), [IS_MODELS[i] for i in (0, 1, 3, 4)],
                          ids=[IS_MODELS[i][2] for i in (0, 1, 3, 4)])
@@ -275,10 +309,13 @@ def test_importance_weighted_members_are_distributed_like_single_runs(kind, k, m
     ("mcmc-pcd", "multilabel", 6, "unary", {"hidden": 32}),
     ("mcmc-pcd", "ranking", 5, "permutahedron", {"hidden": 32, "init": "data", "sweeps": 2}),
     ("mcmc-gwg", "multilabel", 6, "pairwise", {"hidden": 32}),
+    ("minmax-reinforce", "multilabel", 6, "unary", {"hidden": 32, "n_samples": 8, "sampler_steps": 2}),
+    ("minmax-reinforce", "ranking", 5, "permutahedron", {"hidden": 32, "n_samples": 8, "sampler_steps": 3}),
 ])
 def test_sampling_members_are_distributed_like_single_runs(name, kind, k, model, params):
     """min-min and NCE sample y′ ~ q, PCD (Gibbs / MH moves) and GWG (gradient-informed flips)
-    advance their chains at random (and draws them from q under ``init="prior"``): stacked members draw other samples than their
+    advance their chains at random (and draws them from q under ``init="prior"``), minmax-reinforce
+    draws from its learned sampler: stacked members draw other samples than their
     single runs (the group shares one generator), so compare outcomes. Six seeds each way,
     paired by seed (same initialisation and batch order): the exact test NLL (|Y| = 64 or 120,
     enumerated) of stacked members and single runs must not differ by a paired t-test
@@ -397,7 +434,7 @@ def test_methods_opt_in():
     for kind, k, model in [("multilabel", 6, "unary"), ("ranking", 5, "permutahedron")]:
         assert not sparsemax.can_stack(make_space(kind, k, model), model, sparsemax.params({})), model
     for name in ("bce", "exact-mle", "minmin-logistic", "minmin-sparsemax", "minmin-entmax15", "minmin-scalar",
-                 "nce", "mcmc-pcd", "mcmc-gwg", "perceptron"):
+                 "nce", "mcmc-pcd", "mcmc-gwg", "perceptron", "minmax-reinforce"):
         method = get_method(name)
         assert method.can_stack(space, "unary", method.params({})), name
     pcd, perceptron = get_method("mcmc-pcd"), get_method("perceptron")
@@ -476,7 +513,7 @@ def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alon
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
-    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "minmax-reinforce", "minmin-finite"), seeds=7)))
+    plan = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "constant", "minmin-finite"), seeds=7)))
     jobs = stack_groups(plan.runnable(), 5)
     stacked = [job for job in jobs if len(job) > 1]
     assert sorted(len(job) for job in stacked) == [3, 4]  # 7 seeds: the fewest groups ≤ 5, balanced

@@ -16,7 +16,7 @@ def _suite_with_stack(tmp_path, stack: int | None):
 
 
 @pytest.mark.parametrize("suite_stack, cli_stack, expected", [
-    (None, None, 3),   # the default limit (5) stacks the 3 seeds
+    (None, None, 3),   # the default limit (10) stacks the 3 seeds
     (1, None, None),   # the suite says each run alone
     (2, None, 2),      # groups of at most 2: a pair, and one run alone
     (1, 3, 3),         # --stack overrides the suite

@@ -428,10 +428,12 @@ def register(subparsers) -> None:
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     parser.add_argument("--strict", action="store_true",
                         help="stop at a damaged results file instead of skipping it with a warning")
+    from harness.dispatch import STACK_LIMIT
+
     parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
                         help="train up to N runs of one configuration (other seeds or folds) of a method that "
                              "opts in stacked in one vmapped step, each with its own row (default: the suite's "
-                             "`stack`, else 5)")
+                             f"`stack`, else {STACK_LIMIT})")
     parser.add_argument("--no-stack", action="store_true", help="train every run alone (same as --stack 1)")
     parser.set_defaults(func=main)
 

@@ -4,21 +4,27 @@ machine, estimated from every configuration's cost measured now.
 The protocol (20 Optuna trials per task × model × method, then 5 seeds × every CV fold) is
 about ten thousand fits, hours on a workstation: too long to time in one invocation, and a
 figure from last month's code says nothing about today's. So every configuration of the suite
-is timed once, now: seed 0, the first split, the hyperparameters the stored protocol tuned for
-it (tuning picks network sizes, so a default-sized fit would underprice it), ``STEPS`` steps
-with the suite's evaluation interval, alone and serially, for its training seconds per step
-(its validation evaluations included) and its final evaluation's seconds. The stored protocol
-(``results/paper``, committed) also says how much work each configuration did: its runs'
-count and mean steps, its studies' trials and their mean steps (early stopping and pruning
-included; a trial is priced at the tuned configuration's step). Per configuration, serial seconds
+is timed now, with the hyperparameters the stored protocol tuned for it (tuning picks network
+sizes, so a default-sized fit would underprice it), ``STEPS`` steps with the suite's evaluation
+interval, serially: once alone (seed 0, the first split), for the seconds per step of its tuning
+trials (trials train alone), and, where its runs train stacked (:func:`harness.dispatch.stack_key`),
+once more as a stacked group of the size ``ebm-bench run`` would give them (its runs, 5 seeds
+× the task's folds: 5 on a fixed split, 25 on cal500, 50 on a ranking task, in balanced groups of
+at most the paper suite's stacking limit), for a member's seconds per step; its evaluation
+seconds come from the same fits. The stored protocol (``results/paper``, committed) says how much
+work each configuration did: its runs' count and mean steps, its studies' trials and their mean
+steps (early stopping and pruning included; a trial is priced at the tuned configuration's step).
+Per configuration, serial seconds
 
-    s_step × (trials × mean trial steps + runs × mean run steps) + runs × evaluation seconds,
+    s_trial step × trials × mean trial steps + runs × (s_run step × mean run steps + evaluation seconds),
 
-and the wall time is their sum over ``WORKERS`` (a fit holds one core). Left out: stacking
-(a stacked member's step costs 1/1.3 to 1/2 of a lone one, so runs cost less than this), the
-overheads of Ray, Optuna and the store, and a task's idle worker at its end (which cost more);
-tuned hyperparameters change a step's cost where they set its work (n′, sweeps). Configurations
-the stored protocol does not hold, or that fail here, are named in a note and not estimated.
+with s_run step a stacked member's where its runs stack, and the wall time is their sum over
+``WORKERS`` (a fit or a group holds one core). Left out: the overheads of Ray, Optuna and the
+store, and a task's idle worker at its end (which cost more), and that a group's members stop at
+different steps under patience, so its last steps run at a smaller group's cost per member (which
+costs more too); tuned hyperparameters change a step's cost where they set its work (n′, sweeps).
+Configurations the stored protocol does not hold, or that fail here, are named in a note and not
+estimated.
 
 Rows: ``protocol_seconds`` (method ``estimate``) per task and for the whole suite (task
 ``all``; goal: ≤ 3 h), beside method ``stored``: the stored protocol's own per-fit seconds
@@ -45,10 +51,17 @@ REFERENCE = Path(__file__).resolve().parents[2] / "results" / "paper"
 CONFIG = ["task", "model", "method", "prior"]
 
 
-def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None):
-    """The ``paper`` suite reduced to one fit per configuration of the stored protocol: its
-    hyperparameters as stored (those of seed 0 on the first split), seed 0, the first split,
-    ``steps`` steps at the suite's evaluation interval, no early stop."""
+def _config_keys(frame) -> list[tuple]:
+    """The :data:`CONFIG` of every row (no prior: "")."""
+    return list(map(tuple, frame[CONFIG].fillna("").itertuples(index=False)))
+
+
+def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None, *,
+               configs: set[tuple] | None = None, members: int = 1):
+    """The ``paper`` suite reduced to one fit per configuration of the stored protocol (of
+    ``configs`` when given): its hyperparameters as stored (those of seed 0 on the first split),
+    the first split, ``steps`` steps at the suite's evaluation interval, no early stop; seed 0
+    alone, or seeds 0 … ``members`` − 1 trained as one stacked group."""
     import json
 
     from harness.suites import GridBlock, load_suite
@@ -58,34 +71,88 @@ def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None):
     first = stored_runs[(stored_runs["status"] == "ok") & (stored_runs["seed"] == 0) & (stored_runs["fold"] == 0)]
     if tasks:
         first = first[first["task"].isin(tasks)]
+    if configs is not None:
+        first = first[[key in configs for key in _config_keys(first)]]
     first = first.sort_values([*CONFIG[:3], "run_id"]).drop_duplicates(CONFIG)  # one row per configuration
     grid = tuple(GridBlock(tasks=(row.task,), models=(row.model,), methods=(row.method,),
                            params={row.method: json.loads(row.params_json or "{}")})
                  for row in first.itertuples(index=False))
-    return dataclasses.replace(suite, name="perf-protocol", grid=grid, seeds=1, folds=1, tune_trials=0, stack=1,
-                               budget={**budget, "max_steps": steps})
+    return dataclasses.replace(suite, name="perf-protocol", grid=grid, seeds=members, folds=1, tune_trials=0,
+                               stack=members, budget={**budget, "max_steps": steps})
 
 
-def measured_costs(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | None, steps: int):
-    """Every stored configuration (of ``tasks``) timed once at ``steps`` steps (:func:`cost_suite`): its runs table."""
+def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
+    """Configuration → the size of its largest stacked group in the protocol, for the
+    configurations of ``suite`` (:func:`cost_suite`) whose runs stack: the paper suite's
+    stacking limit (``ebm-bench run``'s) over the stored protocol's ok runs of it, split into
+    balanced groups as :func:`harness.dispatch.stack_groups` splits them."""
+    from harness.commands.run import RunOptions
+    from harness.dispatch import stack_key
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+
+    limit = RunOptions(results_dir=Path(".")).stack_for(load_suite("paper"))
+    ok = stored_runs[stored_runs["status"] == "ok"]
+    counts: dict[tuple, int] = {}
+    for key in _config_keys(ok):
+        counts[key] = counts.get(key, 0) + 1
+    sizes = {}
+    for run in plan_runs(suite, data_dir=config.data_dir).runnable():
+        key = (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
+        if stack_key(run) is None or counts.get(key, 0) < 2 or limit < 2:
+            continue
+        groups = -(-counts[key] // limit)
+        sizes[key] = -(-counts[key] // groups)
+    return sizes
+
+
+def timed_runs(config: PerfConfig, suite):
+    """``suite`` run serially into a scratch results directory: its runs table."""
     from harness import store
     from harness.commands.run import RunOptions, run_suite
 
     with tempfile.TemporaryDirectory(prefix="ebm-perf-protocol-") as results_dir:
         options = RunOptions(results_dir=Path(results_dir), data_dir=config.data_dir, progress=False,
-                             executor="serial", stack=1)
-        run_suite(cost_suite(steps, stored_runs, tasks), None, options)
+                             executor="serial", stack=suite.stack)
+        run_suite(suite, None, options)
         return store.read_table(results_dir, "runs")
 
 
+def measured_costs(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | None, steps: int):
+    """Every stored configuration (of ``tasks``) timed at ``steps`` steps (:func:`cost_suite`):
+    alone, and where its runs stack as a group of its size (:func:`group_sizes`): the runs
+    table of both (a group's rows have ``stacked`` > 1)."""
+    import pandas as pd
+
+    alone = cost_suite(steps, stored_runs, tasks)
+    tables = [timed_runs(config, alone)]
+    sizes = group_sizes(config, stored_runs, alone)
+    for members in sorted(set(sizes.values())):
+        configs = {key for key, size in sizes.items() if size == members}
+        tables.append(timed_runs(config, cost_suite(steps, stored_runs, tasks, configs=configs, members=members)))
+    return pd.concat(tables, ignore_index=True)
+
+
 def estimate(costs, stored_runs, stored_trials):
-    """Per configuration of ``costs`` (one measured run each: train_seconds, n_steps,
-    eval_seconds) the serial seconds of the stored protocol's work (see the module doc):
-    a DataFrame with the configuration, ``seconds`` and ``stored_seconds``; configurations
-    missing from the stored runs are left out."""
+    """Per configuration of ``costs`` (its measured runs: train_seconds, n_steps, eval_seconds,
+    stacked; one alone, and S members of one stacked group where its runs stack) the serial
+    seconds of the stored protocol's work (see the module doc): a DataFrame with the
+    configuration, the steps' seconds alone (``step_seconds``) and in a run (``run_step_seconds``,
+    a stacked member's where it has one; ``stacked``: its group's size, else 1), ``seconds`` and
+    ``stored_seconds``; configurations missing from the stored runs are left out."""
     ok = costs[costs["status"] == "ok"].copy()
     ok["prior"] = ok["prior"].fillna("")
-    ok["step_seconds"] = (ok["train_seconds"] / ok["n_steps"].where(ok["n_steps"] > 0)).fillna(0.0)
+    ok["stacked"] = ok["stacked"].fillna(1).clip(lower=1) if "stacked" in ok else 1
+    # a stacked member's train_seconds is its group's clock: a member-step is 1/stacked of a group's step
+    ok["step_seconds"] = (ok["train_seconds"] / ok["stacked"] / ok["n_steps"].where(ok["n_steps"] > 0)).fillna(0.0)
+    alone = ok[ok["stacked"] == 1].drop_duplicates(CONFIG)
+    grouped = ok[ok["stacked"] > 1].groupby(CONFIG, as_index=False).agg(
+        run_step_seconds=("step_seconds", "mean"), run_eval_seconds=("eval_seconds", "mean"),
+        stacked=("stacked", "max"))
+    measured = alone[[*CONFIG, "step_seconds", "eval_seconds"]].merge(grouped, on=CONFIG, how="left")
+    measured["run_step_seconds"] = measured["run_step_seconds"].fillna(measured["step_seconds"])
+    measured["run_eval_seconds"] = measured["run_eval_seconds"].fillna(measured["eval_seconds"])
+    measured["stacked"] = measured["stacked"].fillna(1)
     runs = stored_runs[stored_runs["status"] == "ok"].assign(prior=lambda f: f["prior"].fillna(""))
     runs = runs.assign(stacked=runs["stacked"].fillna(1).clip(lower=1))
     # a stacked member's train_seconds is its group's clock: its share of it is 1/stacked
@@ -99,29 +166,31 @@ def estimate(costs, stored_runs, stored_trials):
         stored_trial_seconds=("seconds", "sum"))
     # a (task, model, method) has one study per prior; each configuration gets its study's share
     per_trial["trials_per_study"] = per_trial["trials"] / per_trial["studies"]
-    table = ok[[*CONFIG, "step_seconds", "eval_seconds"]].merge(per_run, on=CONFIG).merge(
+    table = measured.merge(per_run, on=CONFIG).merge(
         per_trial[["task", "model", "method", "trials_per_study", "trial_steps", "stored_trial_seconds", "studies"]],
         on=["task", "model", "method"], how="left")
     table = table.fillna({"trials_per_study": 0.0, "trial_steps": 0.0, "stored_trial_seconds": 0.0, "studies": 1})
-    table["seconds"] = (table["step_seconds"] * (table["trials_per_study"] * table["trial_steps"]
-                                                 + table["runs"] * table["run_steps"])
-                        + table["runs"] * table["eval_seconds"])
+    table["seconds"] = (table["step_seconds"] * table["trials_per_study"] * table["trial_steps"]
+                        + table["runs"] * (table["run_step_seconds"] * table["run_steps"] + table["run_eval_seconds"]))
     table["stored_seconds"] = table["stored_run_seconds"] + table["stored_trial_seconds"] / table["studies"]
     return table
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from harness import store
+    from harness.suites import load_suite
 
     if not (REFERENCE / "runs").exists() and not (REFERENCE / "runs.parquet").exists():
         return [], [f"protocol skipped: no stored protocol at {REFERENCE} (a source checkout has it)"]
     stored_runs = store.read_table(REFERENCE, "runs")
+    # the stored folder also holds a few runs of other suites (the convergence study's): not the protocol's work
+    stored_runs = stored_runs[stored_runs["suite"] == load_suite("paper").name]
     stored_trials = store.read_table(REFERENCE, "trials")
     tasks, steps = (QUICK_TASKS, QUICK_STEPS) if config.quick else (None, STEPS)
     costs = measured_costs(config, stored_runs, tasks, steps)
     table = estimate(costs, stored_runs, stored_trials)
     notes = []
-    measured = set(map(tuple, costs[CONFIG].fillna("").itertuples(index=False)))
+    measured = set(_config_keys(costs))
     missing = sorted(measured - set(map(tuple, table[CONFIG].itertuples(index=False))))
     if missing:
         notes.append(f"protocol: {len(missing)} configurations not estimated (failed here or not in {REFERENCE.name}): "
@@ -131,7 +200,10 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     for task, sums in [*by_task.iterrows(), ("all", by_task.sum())]:
         values = {"estimate": sums["seconds"] / WORKERS, "stored": sums["stored_seconds"] / WORKERS}
         rows += perf_rows(config, "protocol", "protocol_seconds", "s", values, reference="stored", task=str(task))
-    notes.append(f"protocol: {len(table)} configurations timed once ({steps} steps, "
-                 f"seed 0, first split, alone), times the work of the stored protocol in {REFERENCE}, over {WORKERS} "
-                 "workers; stacking and Ray/Optuna overheads not counted (module doc)")
+    groups = table[table["stacked"] > 1]
+    notes.append(f"protocol: {len(table)} configurations timed at {steps} steps (seed 0, first split, alone; "
+                 f"{len(groups)} of them also as a stacked group of their runs' size, "
+                 f"{'/'.join(str(int(size)) for size in sorted(set(groups['stacked'])))} members), times the work "
+                 f"of the stored protocol in {REFERENCE}, over {WORKERS} workers; Ray/Optuna overheads not counted "
+                 "(module doc)")
     return rows, notes

@@ -1,9 +1,12 @@
 """Benchmark ``stacking``: milliseconds per member-step of S runs trained as one stacked model
 (:func:`ebm.stacking.fit_stacked`) against the same S runs trained one after the other.
 
-Both contenders fit the same S seeds on the same data (random features, d = 103 like yeast;
+Both contenders fit the same S = 5 seeds on the same data (random features, d = 103 like yeast;
 multilabel unary k = 14, pairwise k = 16, rankings k = 6 on the permutahedron), with the
 same budget and no monitor, in interleaved repetitions; the figure is wall time / (S × steps).
+On rankings a group of ``harness.dispatch.STACK_LIMIT`` members is timed too: a ranking task's
+runs (5 seeds × 10 folds of one configuration) stack in groups that large, where a member-step
+costs less again (the fixed cost of a vmapped step is shared by more members).
 Rows: ``ms_per_member_step`` of ``<method>[stacked=S]`` relative to ``<method>`` alone
 (speed-up = 1 / ratio).
 
@@ -28,10 +31,10 @@ MEMBERS = 5
 #: (kind, model, k) × the stackable methods measured on it
 CASES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     ("multilabel", "unary", 14, ("bce", "minmin-logistic", "minmin-logistic-is", "exact-mle", "nce", "mcmc-pcd",
-                                 "mcmc-gwg", "perceptron")),
+                                 "mcmc-gwg", "perceptron", "minmax-reinforce")),
     ("multilabel", "pairwise", 16, ("bce", "minmin-logistic", "minmin-logistic-is", "nce", "mcmc-pcd", "mcmc-gwg")),
     ("ranking", "permutahedron", 6, ("minmin-logistic", "minmin-logistic-is", "exact-mle", "nce", "mcmc-pcd",
-                                     "perceptron")),
+                                     "perceptron", "minmax-reinforce")),
 )
 IN_FEATURES = 103
 #: label counts of the Gibbs site-loop cases (mcmc-pcd, pairwise, GIBBS_PARAMS), and their steps
@@ -79,6 +82,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from ebm.method import Budget
     from ebm.spaces import make_space
     from ebm.training import StepMethod
+    from harness.dispatch import STACK_LIMIT
 
     steps = 60 if config.quick else 200
     budget = Budget(max_steps=steps, batch_size=64, eval_every=10**9)
@@ -93,7 +97,9 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
         site_budget = dataclasses.replace(budget, max_steps=QUICK_GIBBS_STEPS if config.quick else GIBBS_STEPS)
         for kind, model, k, name, overrides in cases:
             space = make_space(kind, k, model)
-            data = [member_data(kind, k, seed).to(device) for seed in range(MEMBERS)]
+            # a ranking task's runs (5 seeds x 10 folds) stack in groups of run's limit, larger than MEMBERS
+            sizes = sorted({MEMBERS, STACK_LIMIT}) if kind == "ranking" and not overrides else [MEMBERS]
+            data = [member_data(kind, k, seed).to(device) for seed in range(max(sizes))]
             method = get_method(name)
             if overrides:  # a site-loop case: measured at every k, past the stacking limit it measures
                 method = copy.copy(method)  # the registry's instance keeps its limit
@@ -104,16 +110,21 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                 notes.append(f"stacking: {name} on {model} k={k} cannot be stacked; skipped")
                 continue
             case_budget = site_budget if overrides else budget
-            alone = partial(ms_alone, method, space, model, data, case_budget, device, overrides)
-            stacked = partial(ms_stacked, method, space, model, data, case_budget, device, overrides)
-            alone(), stacked()  # warm-up (imports, allocator) outside the timings
             # benchopt-style names: name[setting=value,...]
             settings = [f"{key}={value}" for key, value in overrides.items()]
             lone = f"{name}[{','.join(settings)}]" if settings else name
-            label = f"{name}[{','.join([f'stacked={MEMBERS}', *settings])}]"
-            samples = interleaved({lone: alone, label: stacked}, max(config.reps // 2, 2))
+            contenders = {lone: partial(ms_alone, method, space, model, data[:MEMBERS], case_budget, device,
+                                        overrides)}
+            for size in sizes:
+                label = f"{name}[{','.join([f'stacked={size}', *settings])}]"
+                contenders[label] = partial(ms_stacked, method, space, model, data[:size], case_budget, device,
+                                            overrides)
+            for contender in contenders.values():
+                contender()  # warm-up (imports, allocator) outside the timings
+            samples = interleaved(contenders, max(config.reps // 2, 2))
             rows += perf_rows(config, "stacking", "ms_per_member_step", "ms", samples, reference=lone,
                               task="random-d103", model=model, k=k)
     notes.append(f"stacking: {MEMBERS} members vs {MEMBERS} lone fits, {steps} steps of batch 64 each "
-                 f"({site_budget.max_steps} in the Gibbs site-loop cases)")
+                 f"({site_budget.max_steps} in the Gibbs site-loop cases); on rankings also {STACK_LIMIT} members "
+                 "(run's group size for a ranking task's 5 seeds x 10 folds)")
     return rows, notes
