@@ -173,9 +173,9 @@ class Dispatcher:
 
 #: runs of one configuration trained stacked in one job at most (``ebm-bench run`` default). A
 #: multilabel task's configuration has 5 runs (seeds); a ranking task's 50 (5 seeds x 10 folds), where
-#: groups of 10 rather than 5 cost a member 20-35 % less a step on small networks (the vmapped step's
-#: fixed cost shared by more members; ``ebm-bench perf --benchmarks stacking``), and lr-iris's runs
-#: phase took 601 instead of 645 s (the same tuned studies, one after the other)
+#: groups of 10 rather than 5 cost a member 13-33 % less a step on small networks (the vmapped step's
+#: fixed cost shared by more members; ``ebm-bench perf --benchmarks stacking``, permutahedron k = 6),
+#: and lr-iris's runs phase took 601 instead of 645 s (the same tuned studies, one after the other)
 STACK_LIMIT = 10
 
 
