@@ -179,6 +179,12 @@ class Dispatcher:
 STACK_LIMIT = 10
 
 
+def group_count(runs: int, limit: int) -> int:
+    """The fewest groups of at most ``limit`` that ``runs`` stackable runs of one configuration
+    split into (:func:`stack_groups`; their sizes differ by one at most)."""
+    return -(-runs // limit)
+
+
 def stack_key(run) -> tuple | None:
     """Runs with equal keys (one task, model, method, hyperparameters, budget and data settings;
     any seed and fold) may train stacked in one job (:func:`harness.worker.execute_group`); None
@@ -227,7 +233,7 @@ def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
             jobs.append(slot)
             continue
         members = stacks[slot]
-        count = -(-len(members) // limit)
+        count = group_count(len(members), limit)
         jobs += [members[i::count] for i in range(count)]
     return sorted(jobs, key=len, reverse=True)  # stable: equal sizes keep their order
 

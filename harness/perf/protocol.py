@@ -87,7 +87,7 @@ def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
     stacking limit (``ebm-bench run``'s) over the stored protocol's ok runs of it, split into
     balanced groups as :func:`harness.dispatch.stack_groups` splits them."""
     from harness.commands.run import RunOptions
-    from harness.dispatch import stack_key
+    from harness.dispatch import group_count, stack_key
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
@@ -101,8 +101,7 @@ def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
         key = (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
         if stack_key(run) is None or counts.get(key, 0) < 2 or limit < 2:
             continue
-        groups = -(-counts[key] // limit)
-        sizes[key] = -(-counts[key] // groups)
+        sizes[key] = -(-counts[key] // group_count(counts[key], limit))  # the largest of balanced groups
     return sizes
 
 
