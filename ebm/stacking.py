@@ -258,13 +258,12 @@ def _clip_per_member(grads: list[Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _vmapped_pre_steps(pre_steps: PreSteps | None,
+def _vmapped_pre_steps(pre_steps: PreSteps,
                        modules: list[nn.Module]) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]:
     """(stacked params, stacked buffers, (S, b) indices) → (S,) losses of the template's
     :class:`~ebm.training.PreSteps` objective, each member's through its own slices."""
     from torch.func import functional_call, vmap
 
-    assert pre_steps is not None
     objective = pre_steps.objective
     wrapper = _Objective(modules, lambda index: (objective(index), 0))  # the same leaf names as the step's
 
@@ -322,8 +321,8 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     step_losses = vmap(member_loss, randomness="different")
     # the method's extra steps before each step (ebm.training.PreSteps: minmax-reinforce's sampler-only
     # ascent), every member's at once: the template's pre-step objective through the same leaves
-    pre_count = template.pre_steps.count if template.pre_steps is not None else 0
-    pre_step_losses = _vmapped_pre_steps(template.pre_steps, template.modules) if pre_count else None
+    pre_steps = template.pre_steps if template.pre_steps is not None and template.pre_steps.count > 0 else None
+    pre_step_losses = _vmapped_pre_steps(pre_steps, template.modules) if pre_steps is not None else None
     streams: list[Iterator[Tensor]] = [
         minibatches(n, budget.batch_size, generator=torch.Generator().manual_seed(m.seed), device=device)
         for m, n in zip(members, rows_per_member)]
@@ -364,10 +363,11 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         for module in template.modules:
             module.train()
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(pre_count):  # as run_steps: each from gradients set to None, not clipped
-            pre_step_losses(group.params, group.buffers, index).sum().backward()  # type: ignore[misc]
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        if pre_steps is not None and pre_step_losses is not None:  # as run_steps: from None gradients, not clipped
+            for _ in range(pre_steps.count):
+                pre_step_losses(group.params, group.buffers, index).sum().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         losses, write_indices, write_values = step_losses(group.params, group.buffers, index)  # (S,), ...
         _apply_writes(wrapper.write_targets, write_indices, write_values)
         values = losses.detach().tolist()

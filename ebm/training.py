@@ -303,10 +303,11 @@ def run_steps(
         for module in modules:
             module.train()
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(pre_steps.count if pre_steps is not None else 0):
-            pre_steps.objective(index).backward()  # type: ignore[union-attr]
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        if pre_steps is not None:
+            for _ in range(pre_steps.count):
+                pre_steps.objective(index).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         objective, energy_evals = batch_objective(index)
         value = float(objective.detach())
         if math.isfinite(value):

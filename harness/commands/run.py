@@ -419,6 +419,8 @@ Exit status: 0 when at least one planned run is ok (now or from before), 1 when 
 
 
 def register(subparsers) -> None:
+    from harness.dispatch import STACK_LIMIT
+
     parser = subparsers.add_parser("run", help="run a benchmark suite (resumable) and print the leaderboard",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
@@ -428,8 +430,6 @@ def register(subparsers) -> None:
     parser.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard at the end")
     parser.add_argument("--strict", action="store_true",
                         help="stop at a damaged results file instead of skipping it with a warning")
-    from harness.dispatch import STACK_LIMIT
-
     parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
                         help="train up to N runs of one configuration (other seeds or folds) of a method that "
                              "opts in stacked in one vmapped step, each with its own row (default: the suite's "

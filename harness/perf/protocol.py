@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,11 @@ CONFIG = ["task", "model", "method", "prior"]
 def _config_keys(frame) -> list[tuple]:
     """The :data:`CONFIG` of every row (no prior: "")."""
     return list(map(tuple, frame[CONFIG].fillna("").itertuples(index=False)))
+
+
+def _members(runs):
+    """Each row's group size: its ``stacked`` (1 for a run alone, or without the column)."""
+    return runs["stacked"].fillna(1).clip(lower=1) if "stacked" in runs else 1
 
 
 def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None, *,
@@ -92,14 +98,13 @@ def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
     from harness.suites import load_suite
 
     limit = RunOptions(results_dir=Path(".")).stack_for(load_suite("paper"))
-    ok = stored_runs[stored_runs["status"] == "ok"]
-    counts: dict[tuple, int] = {}
-    for key in _config_keys(ok):
-        counts[key] = counts.get(key, 0) + 1
+    if limit < 2:
+        return {}
+    counts = Counter(_config_keys(stored_runs[stored_runs["status"] == "ok"]))
     sizes = {}
     for run in plan_runs(suite, data_dir=config.data_dir).runnable():
         key = (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
-        if stack_key(run) is None or counts.get(key, 0) < 2 or limit < 2:
+        if stack_key(run) is None or counts[key] < 2:
             continue
         sizes[key] = -(-counts[key] // group_count(counts[key], limit))  # the largest of balanced groups
     return sizes
@@ -141,7 +146,7 @@ def estimate(costs, stored_runs, stored_trials):
     ``stored_seconds``; configurations missing from the stored runs are left out."""
     ok = costs[costs["status"] == "ok"].copy()
     ok["prior"] = ok["prior"].fillna("")
-    ok["stacked"] = ok["stacked"].fillna(1).clip(lower=1) if "stacked" in ok else 1
+    ok["stacked"] = _members(ok)
     # a stacked member's train_seconds is its group's clock: a member-step is 1/stacked of a group's step
     ok["step_seconds"] = (ok["train_seconds"] / ok["stacked"] / ok["n_steps"].where(ok["n_steps"] > 0)).fillna(0.0)
     alone = ok[ok["stacked"] == 1].drop_duplicates(CONFIG)
@@ -153,7 +158,7 @@ def estimate(costs, stored_runs, stored_trials):
     measured["run_eval_seconds"] = measured["run_eval_seconds"].fillna(measured["eval_seconds"])
     measured["stacked"] = measured["stacked"].fillna(1)
     runs = stored_runs[stored_runs["status"] == "ok"].assign(prior=lambda f: f["prior"].fillna(""))
-    runs = runs.assign(stacked=runs["stacked"].fillna(1).clip(lower=1))
+    runs = runs.assign(stacked=_members(runs))
     # a stacked member's train_seconds is its group's clock: its share of it is 1/stacked
     runs = runs.assign(own_seconds=runs["train_seconds"] / runs["stacked"] + runs["eval_seconds"])
     per_run = runs.groupby(CONFIG, as_index=False).agg(runs=("run_id", "size"), run_steps=("n_steps", "mean"),
