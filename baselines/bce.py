@@ -34,6 +34,7 @@ class BCE(StepMethod):
     description = "per-label binary cross-entropy (MLE of the unary multilabel model; unary part only on pairwise/mlp)"
     defaults = dict(COMMON_DEFAULTS)
     stackable = True  # seeds train stacked (ebm.stacking)
+    stacks_priors = True  # q only as the prior logits inside the objective
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if not space.kind.binary:

@@ -118,6 +118,8 @@ class MinMaxReinforce(StepMethod):
     #: tensor operations of each member's own sampler and energy, and its extra ascent steps are
     #: PreSteps, which the stacked loop takes for every member at once (tests/test_stacking.py)
     stackable: ClassVar[bool] = True
+    #: q only in the reward's log q(y′), inside the objective and the pre-steps
+    stacks_priors: ClassVar[bool] = True
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if int(params.get("n_samples", 16)) < 2:

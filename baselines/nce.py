@@ -52,6 +52,7 @@ class RankingNCE(StepMethod):
     description = "ranking NCE (Ma & Collins 2018): pick the data label among K prior samples by softmax of g"
     defaults = {**COMMON_DEFAULTS, "n_samples": 16}
     stackable = True  # seeds train stacked (ebm.stacking): noise from setup.sampler, a vmap-safe objective
+    stacks_priors = True  # q only as the noise distribution, drawn inside the objective
 
     def check(self, space: OutputSpace, model: str, params: dict[str, Any]) -> tuple[str, str] | None:
         if int(params.get("n_samples", 16)) < 1:

@@ -147,6 +147,7 @@ class Perceptron(StepMethod):
     #: seeds train stacked (ebm.stacking) where the (loss-augmented) mode is a tensor oracle on
     #: θ(x): see :meth:`can_stack`
     stackable = True
+    stacks_priors = True  # q only in the oracle's scores and log q(y), inside the objective
 
     def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
         """Unary multilabel (a threshold, any margin) and the permutahedron with margin 0 (an

@@ -100,6 +100,9 @@ class MinMinMethod(StepMethod):
     #: row, whose rows differ between members (tests/test_stacking.py: a group of one, and members of
     #: one seed under randomness="same", give their lone runs' numbers)
     stackable: ClassVar[bool] = True
+    #: q only through the space inside the objective (prior draws, the model proposal's defensive mixture,
+    #: the unary offset's log Z): members with their own frequency prior stack (ebm.stacking)
+    stacks_priors: ClassVar[bool] = True
 
     def can_stack(self, space: OutputSpace, model: str, params: dict[str, Any]) -> bool:
         return params["tau"] != "finite"

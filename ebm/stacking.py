@@ -17,7 +17,11 @@ What stays each member's own, exactly as in a single run (:func:`ebm.training.tr
   divergence check: a member whose loss turns non-finite gets a :class:`~ebm.method.Diverged`
   result, its gradients are zeroed from then on, and the others go on;
 * its :class:`~ebm.method.Fitted` (its own modules, loaded with its selected parameters), with
-  ``info["stacked"] = S``; ``train_seconds`` is the group's wall time.
+  ``info["stacked"] = S``; ``train_seconds`` is the group's wall time;
+* its prior q, where members have their own (:attr:`Member.space`: a frequency prior estimated
+  from the member's training rows) and the method declares that q enters its training only through
+  the space inside its objective (:attr:`~ebm.training.StepMethod.stacks_priors`): the template's
+  space then holds, inside the vmapped step, each member's π as a batched tensor (:func:`_member_prior`).
 
 A member that is done (its budget, its monitor, patience, divergence) leaves the stack before the
 next step: the leaves and Adam's moments keep only the others' slices (:meth:`_Group.keep`), so
@@ -52,9 +56,11 @@ vmapped call and applied for all members at once after it (their rows are disjoi
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,7 +70,7 @@ from torch import Tensor, nn
 
 from ebm.batching import is_stacked
 from ebm.method import Budget, Diverged, FitData, Fitted, Monitor
-from ebm.spaces import OutputSpace
+from ebm.spaces import Multilabel, OutputSpace
 from ebm.training import (
     BatchObjective,
     FitContext,
@@ -84,11 +90,57 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Member:
     """One run of a stacked group: its data (features and labels shaped as the others'; the
-    number of rows may differ), its seed (initial parameters and mini-batch order) and its monitor."""
+    number of rows may differ), its seed (initial parameters and mini-batch order), its monitor,
+    and its model space where its prior q is its own (a frequency prior from its training rows;
+    None: the group's space)."""
 
     data: FitData
     seed: int
     monitor: Monitor | None = None
+    space: OutputSpace | None = None
+
+
+def _member_priors(space: OutputSpace, members: list[Member], stacks_priors: bool) -> Tensor | None:
+    """The members' prior probabilities π (S, k) when some member's q differs from ``space``'s,
+    else None (every member trains with the group's q). A clear ``ValueError`` when the members'
+    spaces differ in anything but π, or the method does not take per-member priors."""
+    spaces = [m.space or space for m in members]
+    if all(_same_prior(s, space) for s in spaces):
+        return None
+    if not stacks_priors:
+        raise ValueError("members with their own prior q train stacked only with a method whose q enters "
+                         "training through the space alone (StepMethod.stacks_priors)")
+    probs = [s.prior_probs if isinstance(s, Multilabel) and type(s) is type(space) and s.k == space.k else None
+             for s in spaces]
+    if any(p is None for p in probs):
+        raise ValueError(f"stacked members with their own prior need {space!r}'s kind and k and a factorised "
+                         f"prior each, got {spaces}")
+    return torch.stack([p for p in probs if p is not None])
+
+
+def _same_prior(a: OutputSpace, b: OutputSpace) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b) or a.k != b.k:
+        return False
+    pa, pb = getattr(a, "prior_probs", None), getattr(b, "prior_probs", None)
+    return (pa is None and pb is None) or (pa is not None and pb is not None and torch.equal(pa, pb))
+
+
+@contextmanager
+def _member_prior(space: OutputSpace, probs: Tensor | None) -> Iterator[None]:
+    """Inside a vmapped step: ``space`` (the template's own copy) holds the member's prior
+    probabilities π (a batched tensor), so every q the objective computes through the space (its
+    logits, log q(y), prior draws) is the member's; restored after. ``probs`` None: as it is."""
+    if probs is None:
+        yield
+        return
+    previous = space.prior_probs  # type: ignore[attr-defined]  # a Multilabel (_member_priors)
+    space.prior_probs = probs  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        space.prior_probs = previous  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -258,17 +310,19 @@ def _clip_per_member(grads: list[Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _vmapped_pre_steps(pre_steps: PreSteps,
-                       modules: list[nn.Module]) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]:
-    """(stacked params, stacked buffers, (S, b) indices) → (S,) losses of the template's
-    :class:`~ebm.training.PreSteps` objective, each member's through its own slices."""
+def _vmapped_pre_steps(pre_steps: PreSteps, modules: list[nn.Module],
+                       space: OutputSpace) -> Callable[..., Tensor]:
+    """(stacked params, stacked buffers, (S, b) indices[, (S, k) priors]) → (S,) losses of the
+    template's :class:`~ebm.training.PreSteps` objective, each member's through its own slices
+    (and its own prior when given: :func:`_member_prior` on the template's ``space``)."""
     from torch.func import functional_call, vmap
 
     objective = pre_steps.objective
     wrapper = _Objective(modules, lambda index: (objective(index), 0))  # the same leaf names as the step's
 
-    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor) -> Tensor:
-        return functional_call(wrapper, (p, b), (index,))[0]
+    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor, *probs: Tensor) -> Tensor:
+        with _member_prior(space, probs[0] if probs else None):
+            return functional_call(wrapper, (p, b), (index,))[0]
 
     return vmap(member_loss, randomness="different")
 
@@ -297,10 +351,16 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     if len(shapes) != 1:
         raise ValueError(f"stacked members need one feature shape and batch size, got {sorted(shapes)}")
     size, rows_per_member = len(members), [m.data.x_train.shape[0] for m in members]
+    # members with their own q (π, S × k): the template trains on a copy of the space whose π is,
+    # inside each vmapped call, the member's (_member_prior); each member's own modules and
+    # snapshot keep its own space (its evaluation's q)
+    priors = _member_priors(space, members, method.stacks_priors)
+    template_space = space if priors is None else copy.copy(space)
 
-    captured = [_capture(method, space, model, m.data, params, budget, m.seed, device, m.monitor) for m in members]
+    captured = [_capture(method, m.space or space, model, m.data, params, budget, m.seed, device, m.monitor)
+                for m in members]
     rows = FitData(torch.cat([m.data.x_train for m in members]), torch.cat([m.data.y_train for m in members]))
-    template = _capture(method, space, model, rows, params, budget, members[0].seed, device, None)
+    template = _capture(method, template_space, model, rows, params, budget, members[0].seed, device, None)
 
     wrapper = _Objective(template.modules, template.batch_objective)
     # each member's modules in a module of the wrapper's structure: the same leaf names
@@ -314,15 +374,19 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     clip = params.get("max_grad_norm")
     max_grad_norm = None if clip is None else float(clip)
 
-    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor],
-                    index: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        return functional_call(wrapper, (p, b), (index,))
+    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor,
+                    *probs: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        with _member_prior(template_space, probs[0] if probs else None):
+            return functional_call(wrapper, (p, b), (index,))
 
     step_losses = vmap(member_loss, randomness="different")
     # the method's extra steps before each step (ebm.training.PreSteps: minmax-reinforce's sampler-only
     # ascent), every member's at once: the template's pre-step objective through the same leaves
     pre_steps = template.pre_steps if template.pre_steps is not None and template.pre_steps.count > 0 else None
-    pre_step_losses = _vmapped_pre_steps(pre_steps, template.modules) if pre_steps is not None else None
+    pre_step_losses = (_vmapped_pre_steps(pre_steps, template.modules, template_space) if pre_steps is not None
+                       else None)
+    # the stacked members' priors, as the vmapped calls' last argument (none: the group's q)
+    step_priors: tuple[Tensor, ...] = () if priors is None else (priors,)
     streams: list[Iterator[Tensor]] = [
         minibatches(n, budget.batch_size, generator=torch.Generator().manual_seed(m.seed), device=device)
         for m, n in zip(members, rows_per_member)]
@@ -358,6 +422,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             optimizer = group.keep([s for s in group.stacked if active[s]], optimizer,
                                    lambda kept: _stacked_optimizer(template_optimizer, wrapper, kept))
             leaves = [p for g in optimizer.param_groups for p in g["params"]]
+            step_priors = () if priors is None else (priors[group.stacked],)
         stacked = group.stacked
         index = torch.stack([next(streams[s]) for s in stacked]) + offsets[stacked]
         for module in template.modules:
@@ -365,10 +430,10 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         optimizer.zero_grad(set_to_none=True)
         if pre_steps is not None and pre_step_losses is not None:  # as run_steps: from None gradients, not clipped
             for _ in range(pre_steps.count):
-                pre_step_losses(group.params, group.buffers, index).sum().backward()
+                pre_step_losses(group.params, group.buffers, index, *step_priors).sum().backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        losses, write_indices, write_values = step_losses(group.params, group.buffers, index)  # (S,), ...
+        losses, write_indices, write_values = step_losses(group.params, group.buffers, index, *step_priors)
         _apply_writes(wrapper.write_targets, write_indices, write_values)
         values = losses.detach().tolist()
         live = [math.isfinite(value) for value in values]

@@ -424,6 +424,12 @@ class StepMethod(Method):
     #: the method's batch objective must be vmap-safe (no ``.item()``/``float()`` on batch
     #: tensors, no data-dependent Python control flow, randomness only from ``setup.sampler``)
     stackable: ClassVar[bool] = False
+    #: members with their own prior q (a frequency prior from each run's training rows) may train in
+    #: one stacked group: q enters the method's training only through the space's methods called
+    #: inside its batch objective (and pre-steps), never in tensors built from it before the first step
+    #: (an enumeration's log q, chains started from q), so the template's space can hold each member's
+    #: π inside the vmapped step (``ebm.stacking``)
+    stacks_priors: ClassVar[bool] = False
 
     def energy_model(self, model: str) -> str:
         """The energy model actually built and trained for a requested ``model`` (default: it)."""

@@ -189,13 +189,14 @@ def stack_key(run) -> tuple | None:
     """Runs with equal keys (one task, model, method, hyperparameters, budget and data settings;
     any seed and fold) may train stacked in one job (:func:`harness.worker.execute_group`); None
     when this run trains alone: its method does not opt in (``can_stack``), or its prior q
-    depends on the seed's training labels (``frequency``)."""
+    depends on the seed's training labels (``frequency``) and the method cannot take a prior per
+    member (``stacks_priors``)."""
     method = run.method
     can_stack = getattr(method, "can_stack", None)
     if can_stack is None or not getattr(method, "stackable", False):
         return None
     params = dict(run.spec.params)
-    if params.get("prior", "uniform") != "uniform":
+    if params.get("prior", "uniform") != "uniform" and not getattr(method, "stacks_priors", False):
         return None
     try:
         from ebm.spaces import make_space

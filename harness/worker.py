@@ -432,7 +432,8 @@ def execute_group(runs: list, method, *task_data, device: str | None = None, thr
         ready = [p for p in prepared if p is not None]
         if len(ready) > 1 and len({repr(p.space) for p in ready}) == 1:
             spec = ready[0].run.spec
-            members = [Member(p.fit_data, p.run.spec.torch_seed, p.monitor) for p in ready]
+            # each member's own space: a frequency prior is estimated from the member's training rows
+            members = [Member(p.fit_data, p.run.spec.torch_seed, p.monitor, p.space) for p in ready]
             t0 = time.perf_counter()
             outcomes = fit_stacked(method, ready[0].space, spec.model, members, dict(spec.params),
                                    ready[0].budget, device=torch.device(device))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from harness import store
 from harness.perf import PerfConfig, run_perf, select_benchmarks, steps
@@ -72,6 +73,27 @@ def test_stacking_rows_name_the_members_and_measure_the_site_loop_past_its_limit
         ("mcmc-pcd[sweeps=3]", 6), ("mcmc-pcd[sweeps=3]", 8)]
     assert _check_ratios(frame) == 6 and (frame["value"] > 0).all()
     assert not get_method("mcmc-pcd").can_stack(make_space("multilabel", 8, "pairwise"), "pairwise", {})
+
+
+def test_dropout_rows_set_ebms_dropout_beside_torchs_on_the_same_trunk(monkeypatch):
+    """Per case (the op at each shape, the tuned trunk) a ``torch`` and an ``ebm`` row, the ratio to
+    torch's; the two trunks hold the same weights and differ in their dropout layers only."""
+    from torch import nn
+
+    from ebm.energies import Dropout, mlp
+    from harness.perf import dropout
+
+    monkeypatch.setattr(dropout, "OP_SHAPES", (("op", (4, 6)),))
+    rows, notes = dropout.run(PerfConfig(quick=True))
+    frame = pd.DataFrame(rows)
+    assert sorted(zip(frame["task"], frame["method"])) == [
+        ("mlp-3x256 64x10", "ebm"), ("mlp-3x256 64x10", "torch"), ("op 4x6", "ebm"), ("op 4x6", "torch")]
+    assert _check_ratios(frame) == 4 and (frame["value"] > 0).all() and "p = 0.13" in notes[0]
+    trunk = mlp(10, 8, 2, 0.3)
+    other = dropout._torch_trunk(trunk)
+    kinds = [(type(a), type(b)) for a, b in zip(trunk, other) if isinstance(a, nn.Dropout)]
+    assert kinds == [(Dropout, nn.Dropout)] * 2
+    assert all(torch.equal(a, b) for a, b in zip(trunk.parameters(), other.parameters()))
 
 
 def test_cli_perf_writes_the_table_and_prints_it(tmp_path, capsys):

@@ -521,9 +521,12 @@ def test_stack_groups_balances_stackable_configurations_and_leaves_the_rest_alon
     assert sorted(run.spec.seed for job in stacked for run in job) == list(range(7))
     assert sum(len(job) for job in jobs) == len(plan.runnable()) == 21
     assert all(len(job) == 1 for job in stack_groups(plan.runnable(), 1))
-    frequency = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, name="frequency.toml",
-                                                 params='{bce = {prior = "frequency"}}')))
-    assert all(len(job) == 1 for job in stack_groups(frequency.runnable(), 5))  # q depends on the seed's labels
+    # q depends on the seed's training labels: bce takes each member's own (stacks_priors), exact-mle does not
+    frequency = plan_runs(load_suite(write_suite(tmp_path, methods=("bce", "exact-mle"), seeds=3, name="frequency.toml",
+                                                 params='{bce = {prior = "frequency"}, exact-mle = {prior = '
+                                                        '"frequency"}}')))
+    jobs = stack_groups(frequency.runnable(), 5)
+    assert sorted((job[0].spec.method, len(job)) for job in jobs) == [("bce", 3)] + [("exact-mle", 1)] * 3
 
 
 def test_execute_group_rows_for_bad_members_and_unstackable_groups(tmp_path):
@@ -549,3 +552,89 @@ def test_execute_group_rows_for_bad_members_and_unstackable_groups(tmp_path):
     alone = execute_group(finite, finite[0].method, *(load(run.spec.data_key) for run in finite))
     assert [r.record.status for r in alone] == ["ok", "ok"] and all(r.record.stacked is None for r in alone)
     assert all(r.curves for r in alone)
+
+
+#: methods whose q enters only through the space inside their objective (StepMethod.stacks_priors), with
+#: small settings: multilabel unary k = 6, frequency priors
+PRIOR_METHODS = [("bce", {"lr": 1e-2}), ("perceptron", {"margin": 1.0, "lr": 1e-2}), ("nce", {"n_samples": 4}),
+                 ("minmin-logistic", {"n_samples": 4}), ("minmin-logistic-is", {"n_samples": 4}),
+                 ("minmax-reinforce", {"sampler_steps": 2, "n_samples": 4, "sampler_hidden": 16})]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("name", "params"), PRIOR_METHODS, ids=[name for name, _ in PRIOR_METHODS])
+def test_members_with_their_own_prior_equal_their_single_runs(name, params, monkeypatch):
+    """Frequency priors: each member's π comes from its own training rows, so the members' q differ,
+    and a stacked group must train each with its own (inside the vmapped step the template's space
+    holds the member's π). Three members of one seed on different rows under ``randomness="same"``
+    (each draws its single run's noise; q turns it into the member's own prior draws) equal their
+    single runs, each on its own space. A member trained with the group's q instead (member 0's)
+    would not: the single runs on the group's space differ by ≫ 1e-5."""
+    import torch.func
+
+    from ebm.spaces import make_space as space_of
+
+    method, model = get_method(name), "unary"
+    base = make_space("multilabel", 6, model)
+    data = [_data(base, seed, rows=N + 3 * seed) for seed in (3, 4, 5)]
+    spaces = [space_of("multilabel", 6, model, prior="frequency", y_train=d.y_train) for d in data]
+    assert not torch.equal(spaces[0].prior_probs, spaces[1].prior_probs)
+    params = {**params, "prior": "frequency", "hidden": 16}
+    budget = Budget(max_steps=30, batch_size=16, eval_every=10)
+    singles = [method.fit(s, model, d, params, budget, seed=3, device=CPU) for s, d in zip(spaces, data)]
+    with_group_q = method.fit(spaces[0], model, data[1], params, budget, seed=3, device=CPU)
+    assert _max_difference(singles[1], with_group_q) > 1e-4
+
+    vmap = torch.func.vmap
+    monkeypatch.setattr(torch.func, "vmap", lambda f, **kw: vmap(f, **{**kw, "randomness": "same"}))
+    stacked = fit_stacked(method, spaces[0], model, [Member(d, 3, space=s) for d, s in zip(data, spaces)],
+                          params, budget, device=CPU)
+    for single, member, space in zip(singles, stacked, spaces):
+        assert isinstance(member, Fitted) and member.info["stacked"] == 3
+        assert member.space is space  # its evaluation's q is its own
+        assert _max_difference(single, member) < 1e-5
+
+
+def test_own_priors_need_a_method_that_takes_them():
+    """exact-mle enumerates log q once, before its first step: members with their own q do not
+    stack (fit_stacked refuses; the dispatcher leaves its frequency-prior runs alone)."""
+    from ebm.spaces import make_space as space_of
+
+    base = make_space("multilabel", 6, "unary")
+    data = [_data(base, seed) for seed in (1, 2)]
+    spaces = [space_of("multilabel", 6, "unary", prior="frequency", y_train=d.y_train) for d in data]
+    exact = get_method("exact-mle")
+    assert not exact.stacks_priors and get_method("bce").stacks_priors
+    with pytest.raises(ValueError, match="own prior"):
+        fit_stacked(exact, spaces[0], "unary", [Member(d, 1, space=s) for d, s in zip(data, spaces)], {},
+                    Budget(max_steps=2), device=CPU)
+    # one q for all (or none given): the group's
+    (alone,) = fit_stacked(exact, spaces[0], "unary", [Member(data[0], 1, space=spaces[0])], {},
+                           Budget(max_steps=2), device=CPU)
+    assert isinstance(alone, Fitted)
+
+
+def test_execute_group_trains_frequency_prior_members_each_with_its_own_q(tmp_path):
+    """The worker hands each member its own space (its π from its own training rows): a stacked
+    group of frequency-prior bce runs gives each run the metrics of its lone run (bce draws nothing)."""
+    from harness_fixtures import write_suite
+
+    from harness.commands.run import _loader
+    from harness.plan import plan_runs
+    from harness.suites import load_suite
+    from harness.worker import execute_group, execute_run
+
+    load = _loader(None)
+    runs = plan_runs(load_suite(write_suite(tmp_path, methods=("bce",), seeds=3, steps=10,
+                                            params='{bce = {prior = "frequency"}}'))).runnable()
+    data = [load(run.spec.data_key) for run in runs]
+    stacked = execute_group(runs, runs[0].method, *data)
+    alone = [execute_run(run, run.method, d) for run, d in zip(runs, data)]
+    assert [r.record.stacked for r in stacked] == [3, 3, 3]
+    for group_member, single in zip(stacked, alone):
+        assert group_member.record.status == single.record.status == "ok"
+        metrics = single.record.metrics
+        assert metrics and set(group_member.record.metrics) == set(metrics)
+        for name, value in metrics.items():
+            if isinstance(value, float) and not name.endswith("seconds"):
+                assert group_member.record.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name

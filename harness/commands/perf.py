@@ -1,5 +1,5 @@
-"""``ebm-bench perf``: measure step cost vs |Y|, time to quality, harness overhead and scaling,
-FLOP/s, peak memory, runs per hour and the paper protocol's wall time (estimated from every
+"""``ebm-bench perf``: measure step cost vs |Y|, stacked vs lone steps, dropout's cost, time to
+quality, harness overhead and scaling, FLOP/s, peak memory, runs per hour and the paper protocol's wall time (estimated from every
 configuration timed now), side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
 view of ``ebm-bench query``) and print a table: each figure with the spread of its repetitions,
 its ratio to the reference measured beside it, and the goal ebm-bench holds itself to
@@ -25,8 +25,8 @@ def register(subparsers) -> None:
                         help=f"fewer repetitions, shorter runs (under {QUICK_MINUTES} min on an idle 2-core machine)")
     parser.add_argument("--data-dir", help="dataset directory: yeast and lr-glass, and every task of the paper "
                                            "suite for protocol (default: $EBM_BENCH_DATA)")
-    parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, time_to_quality, flops, memory, "
-                                             "harness, throughput, protocol (default: all)")
+    parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, dropout, time_to_quality, flops, "
+                                             "memory, harness, throughput, protocol (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for the timed work (default: cpu)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while timing (default 1, what a harness run gets per CPU)")

@@ -5,6 +5,7 @@ process, in interleaved repetitions, medians — see :mod:`harness.perf.common`)
 
 * ``step_cost`` (:mod:`~harness.perf.steps`): ms per training step vs |Y|, ratio to bce;
 * ``stacking`` (:mod:`~harness.perf.stacking`): ms per member-step, 5 runs stacked vs alone;
+* ``dropout`` (:mod:`~harness.perf.dropout`): µs per forward + backward of ebm's dropout vs torch's;
 * ``time_to_quality`` (:mod:`~harness.perf.quality`): seconds to within 2% of exact-mle's
   validation NLL, ratio to exact-mle;
 * ``harness`` (:mod:`~harness.perf.scaling`): 16 short runs, serial vs Ray 1 vs Ray 2 workers;
@@ -35,6 +36,7 @@ from harness.perf.common import PerfConfig
 BENCHMARKS: dict[str, str] = {
     "step_cost": "harness.perf.steps",
     "stacking": "harness.perf.stacking",
+    "dropout": "harness.perf.dropout",
     "time_to_quality": "harness.perf.quality",
     "flops": "harness.perf.hardware",
     "memory": "harness.perf.memory",
