@@ -29,9 +29,9 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     2^-17, and the scale is 1/κ itself, so the output stays unbiased. Why not torch's: on CPU it
     draws one Bernoulli per element (about 6 ns each here), which made dropout a large part of a
     step of the wide tuned networks (every trunk block drops, in g and, for min-min, in τ); a
-    quarter of a random word per element takes forward and backward at (64, 256) to ~0.56 of
-    torch's time, ~0.47 in a stacked group of 10, and lr-vowel's tuned trunk to ~0.86
-    (``ebm-bench perf --benchmarks dropout``). The mask comes from torch's default generator, as
+    quarter of a random word per element takes forward and backward at (64, 256) to 0.56-0.71 of
+    torch's time, 0.47-0.51 in a stacked group of 10, and lr-vowel's tuned trunk to 0.86-0.92
+    (``ebm-bench perf --benchmarks dropout``, two invocations). The mask comes from torch's default generator, as
     ``nn.Dropout``'s does (so a seeded run repeats; under a stacked step's vmap every member
     draws its own). Other devices use ``torch.nn.functional.dropout`` (fused there)."""
     if not 0.0 <= p <= 1.0:

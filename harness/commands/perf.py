@@ -1,9 +1,9 @@
 """``ebm-bench perf``: measure step cost vs |Y|, stacked vs lone steps, dropout's cost, time to
-quality, harness overhead and scaling, FLOP/s, peak memory, runs per hour and the paper protocol's wall time (estimated from every
-configuration timed now), side by side in one process; write ``DIR/perf.parquet`` (the ``perf``
-view of ``ebm-bench query``) and print a table: each figure with the spread of its repetitions,
-its ratio to the reference measured beside it, and the goal ebm-bench holds itself to
-(reported, not enforced). A ratio whose repetitions disagree by more than 2x is flagged
+quality, harness overhead and scaling, FLOP/s, peak memory, runs per hour and the paper protocol's
+wall time (estimated from every configuration timed now), side by side in one process; write
+``DIR/perf.parquet`` (the ``perf`` view of ``ebm-bench query``) and print a table: each figure with
+the spread of its repetitions, its ratio to the reference measured beside it, and the goal
+ebm-bench holds itself to (reported, not enforced). A ratio whose repetitions disagree by more than 2x is flagged
 "unstable": the machine was busy; run it again when it is idle.
 """
 
