@@ -105,42 +105,35 @@ def _member_priors(space: OutputSpace, members: list[Member], stacks_priors: boo
     else None (every member trains with the group's q). A clear ``ValueError`` when the members'
     spaces differ in anything but π, or the method does not take per-member priors."""
     spaces = [m.space or space for m in members]
-    if all(_same_prior(s, space) for s in spaces):
+    if any(type(s) is not type(space) or s.k != space.k for s in spaces):
+        raise ValueError(f"stacked members need {space!r}'s kind and k, got {spaces}")
+    group_probs = getattr(space, "prior_probs", None)
+    probs = [getattr(s, "prior_probs", None) for s in spaces]
+    if all(p is None if group_probs is None else p is not None and torch.equal(p, group_probs) for p in probs):
         return None
     if not stacks_priors:
         raise ValueError("members with their own prior q train stacked only with a method whose q enters "
                          "training through the space alone (StepMethod.stacks_priors)")
-    probs = [s.prior_probs if isinstance(s, Multilabel) and type(s) is type(space) and s.k == space.k else None
-             for s in spaces]
-    if any(p is None for p in probs):
-        raise ValueError(f"stacked members with their own prior need {space!r}'s kind and k and a factorised "
-                         f"prior each, got {spaces}")
-    return torch.stack([p for p in probs if p is not None])
-
-
-def _same_prior(a: OutputSpace, b: OutputSpace) -> bool:
-    if a is b:
-        return True
-    if type(a) is not type(b) or a.k != b.k:
-        return False
-    pa, pb = getattr(a, "prior_probs", None), getattr(b, "prior_probs", None)
-    return (pa is None and pb is None) or (pa is not None and pb is not None and torch.equal(pa, pb))
+    own = [p for p in probs if p is not None]
+    if len(own) < len(probs):
+        raise ValueError(f"stacked members with their own prior need a factorised prior each, got {spaces}")
+    return torch.stack(own)
 
 
 @contextmanager
 def _member_prior(space: OutputSpace, probs: Tensor | None) -> Iterator[None]:
-    """Inside a vmapped step: ``space`` (the template's own copy) holds the member's prior
+    """Inside a vmapped call: ``space`` (the template's own copy) holds the member's prior
     probabilities π (a batched tensor), so every q the objective computes through the space (its
     logits, log q(y), prior draws) is the member's; restored after. ``probs`` None: as it is."""
     if probs is None:
         yield
         return
-    previous = space.prior_probs  # type: ignore[attr-defined]  # a Multilabel (_member_priors)
-    space.prior_probs = probs  # type: ignore[attr-defined]
+    assert isinstance(space, Multilabel)  # the only space with a prior of its own (_member_priors)
+    previous, space.prior_probs = space.prior_probs, probs
     try:
         yield
     finally:
-        space.prior_probs = previous  # type: ignore[attr-defined]
+        space.prior_probs = previous
 
 
 @dataclass(frozen=True)
@@ -310,21 +303,27 @@ def _clip_per_member(grads: list[Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
+def _vmapped_calls(wrapper: _Objective, space: OutputSpace) -> Callable[..., Any]:
+    """(stacked params, stacked buffers, (S, b) indices[, (S, k) priors]) → ``wrapper``'s outputs for
+    every member, each through its own slices (and its own prior when given: :func:`_member_prior`
+    on the template's ``space``)."""
+    from torch.func import functional_call, vmap
+
+    def member_call(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor, *probs: Tensor) -> Any:
+        with _member_prior(space, probs[0] if probs else None):
+            return functional_call(wrapper, (p, b), (index,))
+
+    return vmap(member_call, randomness="different")
+
+
 def _vmapped_pre_steps(pre_steps: PreSteps, modules: list[nn.Module],
                        space: OutputSpace) -> Callable[..., Tensor]:
     """(stacked params, stacked buffers, (S, b) indices[, (S, k) priors]) → (S,) losses of the
-    template's :class:`~ebm.training.PreSteps` objective, each member's through its own slices
-    (and its own prior when given: :func:`_member_prior` on the template's ``space``)."""
-    from torch.func import functional_call, vmap
-
+    template's :class:`~ebm.training.PreSteps` objective (:func:`_vmapped_calls`)."""
     objective = pre_steps.objective
-    wrapper = _Objective(modules, lambda index: (objective(index), 0))  # the same leaf names as the step's
-
-    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor, *probs: Tensor) -> Tensor:
-        with _member_prior(space, probs[0] if probs else None):
-            return functional_call(wrapper, (p, b), (index,))[0]
-
-    return vmap(member_loss, randomness="different")
+    # the same leaf names as the step's wrapper
+    calls = _vmapped_calls(_Objective(modules, lambda index: (objective(index), 0)), space)
+    return lambda *arguments: calls(*arguments)[0]
 
 
 def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: list[Member],
@@ -335,7 +334,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     member, in order: its :class:`Fitted`, or the exception that ended it alone (a
     :class:`Diverged`). A ``ValueError`` (refused configuration, members of unequal shapes) or
     an error of the whole group is raised."""
-    from torch.func import functional_call, stack_module_state, vmap
+    from torch.func import stack_module_state
 
     device = torch.device(device)
     params = method.full_params(space, model, params)
@@ -374,12 +373,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     clip = params.get("max_grad_norm")
     max_grad_norm = None if clip is None else float(clip)
 
-    def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor,
-                    *probs: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        with _member_prior(template_space, probs[0] if probs else None):
-            return functional_call(wrapper, (p, b), (index,))
-
-    step_losses = vmap(member_loss, randomness="different")
+    step_losses = _vmapped_calls(wrapper, template_space)  # (S,) losses, the deferred writes' indices, values
     # the method's extra steps before each step (ebm.training.PreSteps: minmax-reinforce's sampler-only
     # ascent), every member's at once: the template's pre-step objective through the same leaves
     pre_steps = template.pre_steps if template.pre_steps is not None and template.pre_steps.count > 0 else None
