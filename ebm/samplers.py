@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ebm.batching import is_stacked
 from ebm.energies import Energy, LinearInY, Pairwise, site_field, site_views
 from ebm.spaces import OutputSpace, is_binary, uniform_noise
 
@@ -52,8 +53,10 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
     on CPU the same numbers, in the same order, as one draw of (n, c) per site, so the states are
     those of sweeps run one call at a time (which recomputed (u, U) and drew per site).
 
-    (A NumPy site loop that keeps the fields up to date, as ICM's, was measured slower here: a Gibbs
-    sweep flips about half the chains at a site where ICM flips almost none.)
+    On CPU the Ising site loop runs compiled (:func:`_compiled_pairwise_sweeps`; a NumPy loop that
+    kept the fields up to date, as ICM's once did, was slower than torch's: a Gibbs sweep flips
+    many chains at a site where ICM flips almost none); stacked (vmapped) and accelerator states
+    keep the torch loop.
     """
     if not is_binary(space):
         raise ValueError(f"Gibbs sweeps are for Multilabel spaces, got {space!r}; use mh_transpositions for rankings")
@@ -73,6 +76,8 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
         for _ in range(sweeps):  # every sweep's draw, so that the generator moves as the site loop's
             states = (sweep_noise().permute(1, 2, 0) < probability).to(x.dtype)
         return (states.squeeze(1) if added else states), n * c * k * sweeps
+    if closed_form and states.device.type == "cpu" and not is_stacked(states):
+        return _compiled_pairwise_sweeps(states, added, u, coupling, prior_logits, sweep_noise, sweeps)
     if closed_form:  # per-site views, made once (see ebm.energies.site_views)
         (unary, rows), site_logits = site_views(u, coupling), prior_logits.unbind(0)
     else:
@@ -92,6 +97,31 @@ def gibbs_sweep(energy: Energy, space: OutputSpace, x: Tensor, y: Tensor, *,
             labels[i].copy_(noise[i] < torch.sigmoid(delta))
     evals = n * c * k * (1 if closed_form else 2) * sweeps
     return (states.squeeze(1) if added else states), evals
+
+
+def _compiled_pairwise_sweeps(states: Tensor, added: bool, u: Tensor, coupling: Tensor, prior_logits: Tensor,
+                              sweep_noise: Callable[[], Tensor], sweeps: int) -> tuple[Tensor, int]:
+    """:func:`gibbs_sweep`'s pairwise site loop on CPU, compiled (:func:`ebm.compiled.gibbs_sweep_sites`):
+    the same noise, drawn the same way, and the same decisions up to the last bits of Δ. In
+    torch a site is ~7 dispatched operations on (n, c) for every chain at once (cal500: 174 sites,
+    n = 64, 4 chains, 2-3 sweeps a step: most of mcmc-pcd's step); compiled, a site costs its
+    arithmetic. The arrays share the tensors' memory."""
+    import numpy as np
+
+    from ebm.compiled import gibbs_sweep_sites, kernel
+
+    n, c, k = states.shape
+    dtype = states.dtype
+    states = states.contiguous()
+    couplings = torch.bmm(states, coupling.to(dtype)).reshape(n * c, k)  # S = yU (U symmetric)
+    labels = states.reshape(n * c, k)
+    unary, rows = u.to(dtype).contiguous().numpy(), coupling.to(dtype).contiguous().numpy()
+    site_logits, input_of_chain = prior_logits.to(dtype).contiguous().numpy(), np.repeat(np.arange(n), c)
+    sweep = kernel(gibbs_sweep_sites)
+    for _ in range(sweeps):
+        noise = sweep_noise().reshape(k, n * c)  # (k, n, c): site i's noise of every chain
+        sweep(labels.numpy(), couplings.numpy(), unary, rows, site_logits, input_of_chain, noise.numpy())
+    return (states.squeeze(1) if added else states), n * c * k * sweeps
 
 
 def transpose_labels(y: Tensor, a: Tensor, b: Tensor, event_dims: int) -> Tensor:

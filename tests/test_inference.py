@@ -239,11 +239,11 @@ def test_icm_reaches_a_coordinatewise_optimum_at_k174():
 
 
 @pytest.mark.parametrize("skip_unflipped", [None, True, False],
-                         ids=["cpu-numpy", "cpu-skips", "accelerator-updates-all"])
+                         ids=["cpu-compiled", "cpu-skips", "accelerator-updates-all"])
 def test_icm_follows_the_textbook_site_loop(skip_unflipped):
     """The same local optima as the textbook loop (a fresh u_i + Σ_j U_ij y_j at every site, sweeps
     until nothing changes), from the same starts, in float64 so no field lies within rounding of 0;
-    every way of running the loop (NumPy chain by chain on CPU, the default there; torch with a
+    every way of running the loop (compiled, chain by chain on CPU, the default there; torch with a
     flip test per site; torch updating every site, as on an accelerator)."""
     generator = torch.Generator().manual_seed(5)
     n, c, k = 6, 4, 60
@@ -259,6 +259,21 @@ def test_icm_follows_the_textbook_site_loop(skip_unflipped):
         if torch.equal(before, expected):
             break
     assert torch.equal(inference.icm(u, coupling, init, skip_unflipped=skip_unflipped), expected)
+
+
+def test_compiled_icm_makes_the_tensor_loops_states_in_float32():
+    """In float32, at cal500's size, where fields do come within rounding of 0: the compiled
+    loop (CPU's default) adds the same ±U_ij to each field in the same order as the tensor loop,
+    so the states are the same bits, not merely the same local optima."""
+    generator = torch.Generator().manual_seed(7)
+    n, c, k = 8, 5, 174
+    a = torch.randn(n, k, k, generator=generator) / k**0.5
+    coupling = (a + a.transpose(1, 2)) * (1 - torch.eye(k))
+    u = torch.randn(n, k, generator=generator)
+    init = (torch.rand(n, c, k, generator=generator) < 0.5).float()
+    compiled = inference.icm(u, coupling, init)
+    assert torch.equal(compiled, inference.icm(u, coupling, init, skip_unflipped=True))
+    assert not torch.equal(compiled, init)
 
 
 def test_exact_sampling_matches_the_distribution():

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
+from scipy.stats import binomtest, chisquare
 
 from ebm.spaces import (
     MODELS,
+    PERMUTATION_TABLE_MAX_K,
     RANKING,
     Multilabel,
     OutputSpace,
@@ -21,6 +22,7 @@ from ebm.spaces import (
     is_binary,
     is_ranking,
     make_space,
+    random_permutations,
 )
 
 SPACES = [Multilabel(5), Multilabel(5, torch.tensor([0.1, 0.3, 0.5, 0.7, 0.95])), Permutations(4), PermutationMatrices(4)]
@@ -77,6 +79,22 @@ def test_prior_samples_follow_the_prior_chi_square(space):
     samples = space.sample_prior(40_000, generator=torch.Generator().manual_seed(0))
     probs = space.log_prior(space.enumerate_all()).exp()
     assert chi_square_pvalue(space, samples, probs) > 0.01
+
+
+@pytest.mark.parametrize("k", [PERMUTATION_TABLE_MAX_K, PERMUTATION_TABLE_MAX_K + 1], ids=["table", "argsort"])
+def test_random_permutations_are_uniform_on_both_sides_of_the_table_limit(k):
+    """Past k = 6 the k! cells outnumber what 30,000 draws can fill, so the uniform law is checked
+    on what it implies: every draw is a permutation, each value lies at each place with
+    probability 1/k (χ² on the k × k counts), and the first place holds the smaller value of the
+    first two half the time (binomial); on the table's side (k ≤ 8) and the argsort's."""
+    draws = random_permutations((30_000,), k, torch.Generator().manual_seed(4), None)
+    assert draws.shape == (30_000, k) and draws.dtype == torch.int64
+    assert torch.equal(draws.sort(dim=1).values, torch.arange(k).expand(30_000, k))
+    counts = torch.zeros(k, k, dtype=torch.float64).index_put_(
+        (torch.arange(k).expand(30_000, k).reshape(-1), draws.reshape(-1)), torch.ones(30_000 * k, dtype=torch.float64),
+        accumulate=True)
+    assert chisquare(counts.reshape(-1).numpy()).pvalue > 0.01
+    assert binomtest(int((draws[:, 0] < draws[:, 1]).sum()), 30_000, 0.5).pvalue > 0.01
 
 
 def test_chi_square_detects_a_wrong_prior():
