@@ -16,11 +16,11 @@ from functools import cache
 from typing import Any
 
 
-def icm_sweeps(fields, labels, rows, input_of_chain, max_sweeps: int) -> None:
+def icm_sweeps(fields, labels, rows, chains_per_input: int, max_sweeps: int) -> None:
     """Iterated conditional modes in place (see :func:`ebm.inference.icm`), chain by chain.
 
-    ``fields`` F (N, k) and ``labels`` y (N, k), float32, of N chains; ``rows`` U (n, k, k),
-    symmetric with a zero diagonal; chain c belongs to input ``input_of_chain[c]``. Site by site,
+    ``fields`` F (N, k) and ``labels`` y (N, k), of one float dtype, of N = n · C chains, input-major;
+    ``rows`` U (n, k, k), symmetric with a zero diagonal; chain c belongs to input c // C. Site by site,
     a chain whose best y_i (F_i > 0) is not its label flips it by δ = ±1 and adds δ U_i to its
     fields (U_ii = 0: F_i stays); sweeps until one changes nothing or ``max_sweeps``.
 
@@ -33,8 +33,8 @@ def icm_sweeps(fields, labels, rows, input_of_chain, max_sweeps: int) -> None:
             for chain in range(n_chains):
                 label = labels[chain, i]
                 if (fields[chain, i] > 0) != (label != 0):
-                    step = 1 - 2 * label  # +1 where 0 → 1, −1 where 1 → 0 (float32: exact)
-                    row = rows[input_of_chain[chain], i]
+                    step = 1 - 2 * label  # +1 where 0 → 1, −1 where 1 → 0 (exact)
+                    row = rows[chain // chains_per_input, i]
                     for j in range(k):
                         fields[chain, j] += step * row[j]
                     labels[chain, i] = label + step
@@ -43,12 +43,12 @@ def icm_sweeps(fields, labels, rows, input_of_chain, max_sweeps: int) -> None:
             break
 
 
-def gibbs_sweep_sites(labels, couplings, unary, rows, site_logits, input_of_chain, noise) -> None:
+def gibbs_sweep_sites(labels, couplings, unary, rows, site_logits, chains_per_input: int, noise) -> None:
     """One systematic-scan Gibbs sweep in place (see :func:`ebm.samplers.gibbs_sweep`), chain by chain.
 
-    ``labels`` y (N, k) and ``couplings`` S = yU (N, k), of one float dtype, of N chains; ``unary`` u (n, k),
-    ``rows`` U (n, k, k) (symmetric, zero diagonal), ``site_logits`` logit π (k,); chain c belongs
-    to input ``input_of_chain[c]``; ``noise`` ν (k, N) in U(0, 1), site-major. Site i of chain c
+    ``labels`` y (N, k) and ``couplings`` S = yU (N, k), of one float dtype, of N = n · C chains,
+    input-major; ``unary`` u (n, k), ``rows`` U (n, k, k) (symmetric, zero diagonal), ``site_logits``
+    logit π (k,); chain c belongs to input c // C; ``noise`` ν (k, N) in U(0, 1), site-major. Site i of chain c
     becomes y_i = [ν_ic < σ(Δ_ic)], Δ_i = u_i + S_i + logit π_i, and where it changes by δ = ±1,
     S += δ U_i (U_ii = 0: S_i stays). Δ is summed in that dtype as the tensor loop sums it; S is kept
     up to date rather than summed afresh per site, so it differs from the tensor loop's fresh
@@ -56,7 +56,7 @@ def gibbs_sweep_sites(labels, couplings, unary, rows, site_logits, input_of_chai
     n_chains, k = labels.shape
     for i in range(k):
         for chain in range(n_chains):
-            source = input_of_chain[chain]
+            source = chain // chains_per_input
             delta = unary[source, i] + couplings[chain, i] + site_logits[i]
             new = 1.0 if noise[i, chain] < 1.0 / (1.0 + math.exp(-delta)) else 0.0
             step = new - labels[chain, i]

@@ -348,8 +348,6 @@ def _icm_compiled(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int) ->
     the loop is ~2,000 site visits with a flip a call at k = 174 (cal500's perceptron: 64 inputs ×
     5 starts, ~19 sweeps, ~49,000 flips), ~12 operations each in NumPy (the loop this replaced:
     33 → 6 ms a call, the same states) and more in torch. The arrays share the tensors' memory."""
-    import numpy as np
-
     from ebm.compiled import icm_sweeps, kernel
 
     n, c, k = init.shape
@@ -357,8 +355,8 @@ def _icm_compiled(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int) ->
         y = init.detach().clone(memory_format=torch.contiguous_format)  # its array is a view of it
         field = (u.detach().unsqueeze(1) + torch.bmm(y, coupling.detach())).reshape(n * c, k)
     # U is symmetric: its row i is the column that site i sends
-    kernel(icm_sweeps)(field.numpy(), y.reshape(n * c, k).numpy(), coupling.detach().contiguous().numpy(),
-                       np.repeat(np.arange(n), c), int(max_sweeps))
+    kernel(icm_sweeps)(field.numpy(), y.reshape(n * c, k).numpy(), coupling.detach().contiguous().numpy(), c,
+                       int(max_sweeps))
     return y
 
 

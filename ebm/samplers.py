@@ -106,21 +106,16 @@ def _compiled_pairwise_sweeps(states: Tensor, added: bool, u: Tensor, coupling: 
     torch a site is ~7 dispatched operations on (n, c) for every chain at once (cal500: 174 sites,
     n = 64, 4 chains, 2-3 sweeps a step: most of mcmc-pcd's step); compiled, a site costs its
     arithmetic. The arrays share the tensors' memory."""
-    import numpy as np
-
     from ebm.compiled import gibbs_sweep_sites, kernel
 
     n, c, k = states.shape
-    dtype = states.dtype
-    states = states.contiguous()
-    couplings = torch.bmm(states, coupling.to(dtype)).reshape(n * c, k)  # S = yU (U symmetric)
-    labels = states.reshape(n * c, k)
-    unary, rows = u.to(dtype).contiguous().numpy(), coupling.to(dtype).contiguous().numpy()
-    site_logits, input_of_chain = prior_logits.to(dtype).contiguous().numpy(), np.repeat(np.arange(n), c)
+    states = states.contiguous()  # its array is a view of it
+    couplings = torch.bmm(states, coupling).reshape(n * c, k)  # S = yU (U symmetric)
+    arrays = (states.reshape(n * c, k).numpy(), couplings.numpy(), u.contiguous().numpy(),
+              coupling.contiguous().numpy(), prior_logits.contiguous().numpy(), c)
     sweep = kernel(gibbs_sweep_sites)
     for _ in range(sweeps):
-        noise = sweep_noise().reshape(k, n * c)  # (k, n, c): site i's noise of every chain
-        sweep(labels.numpy(), couplings.numpy(), unary, rows, site_logits, input_of_chain, noise.numpy())
+        sweep(*arrays, sweep_noise().reshape(k, n * c).numpy())  # noise (k, n, c): site i's of every chain
     return (states.squeeze(1) if added else states), n * c * k * sweeps
 
 

@@ -154,6 +154,7 @@ def random_permutations(shape: tuple[int, ...], k: int, generator: torch.Generat
 
 
 def _permutation_table(k: int, device: torch.device) -> Tensor:
+    """All k! permutations (lexicographic, :func:`_permutation_chunks`) on ``device``, built once."""
     key = (k, torch.device(device))
     table = _PERMUTATION_TABLES.get(key)
     if table is None:
