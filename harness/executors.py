@@ -146,7 +146,7 @@ class RayExecutor:
                 # from this checkout (a runtime_env would cost seconds per worker start)
                 os.environ["PYTHONPATH"] = project_pythonpath()
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-                ray.init(**kwargs)  # on the loopback interface only (see _loopback_only)
+                _init_local_ray(ray, kwargs)  # on the loopback interface only (see _loopback_only)
             self._owns_ray = True
         self.cpus_per_run, self.gpus_per_run = float(cpus_per_run), float(gpus_per_run)
         resources = ray.cluster_resources()
@@ -162,7 +162,11 @@ class RayExecutor:
         self._running: dict[Any, tuple[Job, float]] = {}
         if on_phase is not None:
             on_phase(f"warming {self.capacity} Ray worker(s) (importing torch and the project)")
-        self._warm_up()
+        try:
+            self._warm_up()
+        except BaseException:  # Ctrl-C or SIGTERM while the workers start: nobody else holds this executor
+            self.close()
+            raise
 
     def _warm_up(self) -> None:
         """Start ``capacity`` workers and import the project in each before any run, so a
@@ -230,6 +234,35 @@ class RayExecutor:
         self._running.clear()
         if self._owns_ray:
             self._ray.shutdown()
+
+
+def _init_local_ray(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init(**kwargs)`` for a local instance, keeping the driver's signal handling.
+
+    Starting a local instance replaces the driver's SIGTERM handler twice: ``ray.init`` first
+    installs ``sys.exit(15)``, then the head node one that kills the processes it started and calls
+    ``sys.exit(1)`` (before, such a SIGTERM ended the driver with status 15 and its invocation
+    recorded ``finished``, or, while the workers warmed up, with an abort that left it ``running``). A signal inside ``ray.init`` is
+    now the driver's own stop, :class:`KeyboardInterrupt` (``ebm-bench run`` then records the
+    invocation ``interrupted`` and exits 130, as at any other moment), once ``ray.shutdown`` has
+    taken down what is left (not the raylet's two agents when the head node's handler killed the
+    raylet: Ray's own leftover). After it, the driver's handlers of SIGINT, SIGTERM and SIGHUP are
+    put back, so a signal while the workers warm up (seconds) is one too."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
+    try:
+        ray.init(**kwargs)
+    except BaseException as exc:
+        ray.shutdown()
+        if isinstance(exc, SystemExit):
+            raise KeyboardInterrupt(f"signal inside ray.init (Ray's handler exited with {exc.code})") from exc
+        raise
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 class _FirstOnly:

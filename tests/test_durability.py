@@ -229,6 +229,55 @@ def test_sighup_stops_the_driver_like_ctrl_c(tmp_path):
     assert _temp_files(results) == [] and not list((results / "claims").glob("*"))
 
 
+def _session_commands(session: int) -> list[str]:
+    """Command lines of the live processes of ``session`` (Linux /proc: a driver started with
+    ``start_new_session`` leads its own, and every Ray process it starts belongs to it)."""
+    commands = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            state, _ppid, _pgrp, sid = text[text.rindex(")") + 2:].split()[:4]
+            if int(sid) == session and state != "Z":
+                commands.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError):
+            continue
+    return commands
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the driver's processes from /proc")
+@pytest.mark.parametrize("moment", ["raylet", "ray::_call"], ids=["inside-ray-init", "workers-warming"])
+def test_sigterm_while_ray_starts_is_an_interrupt(tmp_path, moment):
+    """SIGTERM the moment the driver's local Ray instance has a raylet (inside ``ray.init``, whose own
+    handlers exit with status 1 or 15) or its workers run the warm-up: exit 130, the invocation
+    recorded ``interrupted``, nothing left behind (no temp file, no claim, no Ray process but, inside
+    ``ray.init``, the two agents the raylet started: Ray's own head-node handler, which runs there, kills
+    the processes it started itself and not those, as of Ray 2.60)."""
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=4, params="{ test-sleep = { seconds = 0.2 } }")
+    results, log = tmp_path / "results", tmp_path / "log.txt"
+    driver = _start(suite, results, log, "ray")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and driver.poll() is None and \
+                not any(moment in command for command in _session_commands(driver.pid)):
+            time.sleep(0.005)
+        assert driver.poll() is None, ("the driver ended before Ray reached the moment", log.read_text())
+        os.kill(driver.pid, signal.SIGTERM)
+        assert driver.wait(timeout=120) == 130, log.read_text()
+        assert "interrupted" in log.read_text() and _manifest_statuses(results)[-1] == "interrupted", log.read_text()
+        assert _temp_files(results) == [] and not list((results / "claims").glob("*.claim"))
+        allowed = ("ray::DashboardAgent", "ray::RuntimeEnvAgent") if moment == "raylet" else ()
+
+        def left() -> list[str]:
+            return [c for c in _session_commands(driver.pid) if not c.startswith(allowed)]
+
+        deadline = time.monotonic() + 30
+        while left() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left() == []   # the driver took its Ray instance down with it
+    finally:
+        _stop_group(driver)
+
+
 def test_a_run_compacts_when_it_ends_with_many_parts(tmp_path, monkeypatch):
     from harness.commands.run import RunOptions, run_suite
 

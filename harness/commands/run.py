@@ -328,11 +328,10 @@ def _dispatcher(options: RunOptions, writer, *, heartbeat=None, phases=None, pro
         if options.executor == "serial":
             return make_executor("serial")
         phases("starting Ray")
-        executor = make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
-                                 cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
-                                 max_retries=options.max_retries, on_phase=phases)
-        _stop_on_signals()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
-        return executor
+        # the executor keeps the driver's signal handlers across ray.init (which replaces them)
+        return make_executor(options.executor, address=options.address, num_cpus=options.num_cpus,
+                             cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
+                             max_retries=options.max_retries, on_phase=phases)
 
     def progress(total, title):
         phases.done()  # the progress bar takes over the status line
