@@ -229,11 +229,20 @@ class RayExecutor:
         return []
 
     def close(self) -> None:
-        for ref in list(self._running):
-            self._ray.cancel(ref, force=True)
-        self._running.clear()
+        """Stop the jobs in flight and, for a local instance this executor started, Ray itself.
+
+        An instance of our own is shut down without cancelling its jobs first (shutting down stops
+        their workers): a force-cancel racing with a job that is just returning fails a check in
+        Ray's core worker (``TaskManager::CompletePendingTask``, ray-project/ray#54785; still seen
+        with Ray 2.60 in tests/test_durability.py, where the driver then exits with status 1
+        instead of 130 when a SIGTERM comes while runs are in flight). On a cluster the jobs
+        are cancelled, since the cluster outlives this driver."""
+        running, self._running = list(self._running), {}
         if self._owns_ray:
             self._ray.shutdown()
+            return
+        for ref in running:
+            self._ray.cancel(ref, force=True)
 
 
 def _init_local_ray(ray: Any, kwargs: dict[str, Any]) -> None:
@@ -242,12 +251,13 @@ def _init_local_ray(ray: Any, kwargs: dict[str, Any]) -> None:
     Starting a local instance replaces the driver's SIGTERM handler twice: ``ray.init`` first
     installs ``sys.exit(15)``, then the head node one that kills the processes it started and calls
     ``sys.exit(1)`` (before, such a SIGTERM ended the driver with status 15 and its invocation
-    recorded ``finished``, or, while the workers warmed up, with an abort that left it ``running``). A signal inside ``ray.init`` is
-    now the driver's own stop, :class:`KeyboardInterrupt` (``ebm-bench run`` then records the
-    invocation ``interrupted`` and exits 130, as at any other moment), once ``ray.shutdown`` has
-    taken down what is left (not the raylet's two agents when the head node's handler killed the
-    raylet: Ray's own leftover). After it, the driver's handlers of SIGINT, SIGTERM and SIGHUP are
-    put back, so a signal while the workers warm up (seconds) is one too."""
+    recorded ``finished``, or, while the workers warmed up, with an abort that left it
+    ``running``). A signal inside ``ray.init`` is now the driver's own stop,
+    :class:`KeyboardInterrupt` (``ebm-bench run`` then records the invocation ``interrupted`` and
+    exits 130, as at any other moment), once ``ray.shutdown`` has taken down what is left (not the
+    raylet's two agents when the head node's handler killed the raylet: Ray's own leftover). After
+    it, the driver's handlers of SIGINT, SIGTERM and SIGHUP are put back, so a signal while the
+    workers warm up (seconds) is one too."""
     import signal
     import threading
 
