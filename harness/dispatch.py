@@ -6,7 +6,9 @@ a finished job's rows are; the :class:`Dispatcher` owns everything else: startin
 (only when there is work), sharing task data with the workers (loaded once per data key,
 dropped after its last run), keeping ``executor.capacity`` jobs in flight, and the single
 place where a finished job's rows go to the writer and its status is counted
-(:meth:`Dispatcher.record`).
+(:meth:`Dispatcher.record`). A stop signal (:mod:`harness.interrupts`) ends the loop between
+jobs even when a library swallowed its exception, and a job that did not end ``ok`` while a stop
+is pending is not recorded (its failure may be the signal's doing): the next start runs it again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from harness import interrupts
 from harness.executors import Job, Outcome, SharedData, drive
 from harness.records import Status
 
@@ -117,6 +120,7 @@ class Dispatcher:
                 return exc
 
         def next_job() -> Job | None:
+            interrupts.raise_if_stopped()  # a stop a library swallowed: start nothing more
             submission = work.next()
             if submission is None:
                 return None
@@ -143,18 +147,28 @@ class Dispatcher:
                 shared.release(run.spec.data_key)
             finished = work.finish(submission, outcome)
             every = finished if isinstance(finished, list) else [finished]
+            if interrupts.stop_requested() and any(one.status != Status.OK for one in every):
+                # its failure may be the signal's doing (a library that turned the KeyboardInterrupt
+                # into an error of its own): not recorded, so the next start runs it again
+                interrupts.raise_if_stopped()
             self.record(every, counts)
             recorded = getattr(work, "recorded", None)
             if recorded is not None:
                 recorded(submission)
             for one in every:
                 progress.finished_one(one.display)
+            interrupts.raise_if_stopped()
 
         try:
-            drive(executor, next_job, on_done, on_submit=on_submit, poll=POLL_SECONDS, on_idle=self.heartbeat)
+            drive(executor, next_job, on_done, on_submit=on_submit, poll=POLL_SECONDS, on_idle=self._idle)
         finally:
             progress.close()
         return counts
+
+    def _idle(self) -> None:
+        interrupts.raise_if_stopped()
+        if self.heartbeat is not None:
+            self.heartbeat()
 
     def record(self, finished: list[Finished], counts: Counter) -> None:
         """The one place where a finished job is recorded: its rows go to the writer (which

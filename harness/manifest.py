@@ -6,10 +6,11 @@ checkout, package versions, hardware, the command line, and per invocation the p
 finished counts. The last ``MAX_INVOCATIONS`` invocations are kept.
 
 How each ``run`` invocation ended is its ``status``: ``running`` while it runs (with its
-``host`` and ``pid``), then ``finished`` or ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP); a driver
-killed outright (SIGKILL, power loss) cannot say so, so the next start finds its entry still
-``running`` with a dead holder (:mod:`harness.claims`: its pid is gone on this host, or its
-heartbeat is older than the claims' ttl) and records it as ``killed``.
+``host`` and ``pid``), then ``finished``, ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP) or ``failed``
+(an error ended it: its ``error``); a driver killed outright (SIGKILL, power loss) cannot say
+so, so the next start finds its entry still ``running`` with a dead holder
+(:mod:`harness.claims`: its pid is gone on this host, or its heartbeat is older than the
+claims' ttl) and records it as ``killed``.
 
 A damaged manifest (not UTF-8 JSON, not a JSON object, a directory) is moved aside to
 ``manifest.json.damaged-<time>`` with a warning naming it, and a new one is started.

@@ -39,15 +39,20 @@ FINISHED = re.compile(r"^\[\d+/\d+\] (\w+)\s+(\S+)/(\S+)/(\S+) seed (\d+) fold (
 SEEDS = 24
 
 
-def _start(suite: Path, results: Path, log: Path, executor: str) -> subprocess.Popen:
+def _start(suite: Path, results: Path, log: Path, executor: str, env: dict | None = None,
+           ignored: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
+    """A driver in its own session; ``env`` added to its environment, ``ignored`` signals set to be
+    ignored in it from the start (as ``nohup`` does for SIGHUP)."""
     args = [*CLI, "run", "--suite", str(suite), "--executor", executor,
             "--results-dir", str(results), "--no-leaderboard"]
     if executor == "ray":
         args += ["--num-cpus", "2"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
     with open(log, "w") as handle:  # progress lines (not a tty: one line per finished run)
         return subprocess.Popen(args, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=(lambda: [signal.signal(sig, signal.SIG_IGN) for sig in ignored])
+                                if ignored else None)
 
 
 def _reported(log: Path, ids: dict) -> set[str]:
@@ -216,17 +221,74 @@ def test_compact_merges_parts_and_keeps_every_row(tmp_path):
     assert not list(results.rglob(".tmp-*"))
 
 
-def test_sighup_stops_the_driver_like_ctrl_c(tmp_path):
+@pytest.mark.parametrize("nohup", [False, True], ids=["terminal", "nohup"])
+def test_sighup_stops_the_driver_like_ctrl_c(tmp_path, nohup):
+    """A closed terminal stops the driver like Ctrl-C; under ``nohup`` (SIGHUP ignored by the parent)
+    the hangup is ignored and the driver finishes (the old code put its handler over nohup's ignore)."""
     suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.3 } }")
     results, log = tmp_path / "results", tmp_path / "log.txt"
-    driver = _start(suite, results, log, "serial")
+    driver = _start(suite, results, log, "serial", ignored=(signal.SIGHUP,) if nohup else ())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and driver.poll() is None and not FINISHED.search(log.read_text()):
         time.sleep(0.02)
     os.kill(driver.pid, signal.SIGHUP)
+    assert driver.wait(timeout=120) == (0 if nohup else 130), log.read_text()
+    assert _manifest_statuses(results)[-1] == ("finished" if nohup else "interrupted")
+    assert (len(store.read_table(results, "runs")) == 6) == nohup
+    assert _temp_files(results) == [] and not list((results / "claims").glob("*"))
+
+
+@pytest.mark.parametrize("mangled", ["driver:raise", "driver:swallow", "fit:raise", "fit:swallow"])
+def test_a_signal_a_library_mangled_still_stops_the_driver(tmp_path, mangled):
+    """A SIGHUP whose KeyboardInterrupt a library turned into an error of its own (pyarrow, importing
+    zoneinfo inside the driver's read of the runs, gave ArrowInvalid: exit 2, invocation `finished`)
+    or swallowed whole (the driver carried on) still stops the driver: exit 130, `interrupted`;
+    what it reported is stored, and a run that failed while the stop was pending is not recorded
+    (the old code stored the fit's mangled interrupt as a `failed` run and ran the rest)."""
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.3 } }")
+    plan = plan_runs(load_suite(suite))
+    ids = {(r.spec.task, r.spec.model, r.spec.method, r.spec.seed, r.spec.fold): r.run_id for r in plan}
+    results, log, marker = tmp_path / "results", tmp_path / "log.txt", tmp_path / "inside-the-library"
+    driver = _start(suite, results, log, "serial", env={"EBM_TEST_MANGLED_INTERRUPT": f"{mangled},{marker}"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None and not marker.exists():
+        time.sleep(0.02)
+    assert marker.exists(), log.read_text()
+    os.kill(driver.pid, signal.SIGHUP)
     assert driver.wait(timeout=120) == 130, log.read_text()
     assert _manifest_statuses(results)[-1] == "interrupted"
+    runs = store.read_table(results, "runs") if (results / "runs").exists() else None
+    stored = {} if runs is None else dict(zip(runs["run_id"], runs["status"]))
+    assert set(stored.values()) <= {"ok"}, stored
+    assert _reported(log, ids) <= set(stored) and len(stored) < len(ids)
     assert _temp_files(results) == [] and not list((results / "claims").glob("*"))
+
+
+def test_an_error_that_ends_the_driver_is_recorded_failed(tmp_path):
+    """An error out of the driver (here its results folder broken under it while a run trains:
+    ``runs`` made a file) ends the invocation ``failed`` with that error (the old code recorded it
+    ``finished``), and leaves no claim behind."""
+    import threading
+
+    from harness.commands.run import RunOptions, run_suite
+
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=3, params="{ test-sleep = { seconds = 1.0 } }")
+    results = tmp_path / "results"
+
+    def break_the_folder() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list((results / "claims").glob("*.claim")):
+            time.sleep(0.01)
+        (results / "runs").write_text("not a folder")
+
+    breaker = threading.Thread(target=break_the_folder)
+    breaker.start()
+    with pytest.raises(FileExistsError):
+        run_suite(suite, options=RunOptions(results_dir=results, executor="serial", progress=False))
+    breaker.join()
+    entry = json.loads((results / "manifest.json").read_text())["invocations"][-1]
+    assert entry["status"] == "failed" and entry["error"].startswith("FileExistsError:") and "runs" in entry["error"]
+    assert not list((results / "claims").glob("*.claim"))
 
 
 def _session_commands(session: int) -> list[str]:

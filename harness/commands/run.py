@@ -11,15 +11,15 @@ when a table has more than ``store.COMPACT_AT`` parts, or by ``ebm-bench compact
 SIGTERM and SIGHUP stop the driver cleanly, and even after a SIGKILL the next start re-runs
 only the runs that have no row. Each run is claimed (``DIR/claims``, :mod:`harness.claims`)
 while it runs, so a second driver on the same results dir skips it; a dead driver's claims are
-taken over. The manifest records how each invocation ended: ``finished``, ``interrupted``, or
-``killed`` (found stale by a later start).
+taken over. The manifest records how each invocation ended: ``finished``, ``interrupted``,
+``failed`` (an error ended the driver; with it), or ``killed`` (found stale by a later start). An
+error after a stop signal is the stop (:mod:`harness.interrupts`): a library may have turned the
+signal's exception into its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 import time
 import uuid
@@ -133,7 +133,7 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
     filters name, else quick); see the module docstring. ``phases`` (a progress.Phases) is told
     what the driver is doing until the first run starts."""
     from harness import claims as claims_module
-    from harness import manifest, store
+    from harness import interrupts, manifest, store
     from harness.plan import Filters, plan_runs, resolve_suite
     from harness.progress import Phases
 
@@ -155,7 +155,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
     manifest.record_invocation(results_dir, invocation, suite=suite.name, suite_source=suite.source,
                                planned=len(plan), status="running")
     writer = store.ResultWriter(results_dir)
-    restore_signals = _stop_on_signals()
+    restore_signals = interrupts.stop_on_signals()
+    failure = None  # an error that ended the driver (the invocation is recorded `failed` with it)
     dispatcher = _dispatcher(options, writer, heartbeat=claims.renew, phases=phases, problems=summary.problems)
     try:
         _record_plan_outcomes(plan, stored, options, writer, summary)
@@ -170,10 +171,18 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
             summary.held_elsewhere = claims.skipped
     except KeyboardInterrupt:
         summary.interrupted = True
+    except Exception as exc:
+        stop = interrupts.stop_requested()
+        if stop is None:
+            failure = f"{type(exc).__name__}: {exc}"
+            raise
+        # a library turned the signal's KeyboardInterrupt into an error of its own (harness.interrupts)
+        summary.interrupted = True
+        summary.notes.append(f"{stop} surfaced as {type(exc).__name__}: {exc}")
     finally:
         phases.done()
         # a second signal while cleaning up must not leave the manifest saying `running`
-        with _signals_ignored():
+        with interrupts.signals_ignored():
             writer.flush()
             dispatcher.close()
             claims.close()
@@ -182,8 +191,9 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
                 summary.notes.append(f"{claims.skipped} run(s) skipped: claimed by another live driver on "
                                      f"{results_dir}")
             summary.seconds = time.monotonic() - started
-            manifest.record_invocation(results_dir, invocation,
-                                       status="interrupted" if summary.interrupted else "finished",
+            ending = {"status": "interrupted" if summary.interrupted else "failed" if failure else "finished",
+                      **({"error": failure} if failure else {})}
+            manifest.record_invocation(results_dir, invocation, **ending,
                                        finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
                                        to_run=summary.to_run, counts=dict(summary.counts),
                                        claims_skipped=claims.skipped, claims_taken_over=claims.taken_over)
@@ -243,45 +253,6 @@ class _ClaimedRuns:
         for run in submission.runs:
             self.index.attempts[run.run_id] = self.index.next_attempt(run.run_id)
             self.claims.release(run.run_id)
-
-
-#: signals that stop a driver the way Ctrl-C does (finished runs are already on disk)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-def _stop_on_signals():
-    """Handle SIGTERM and SIGHUP as SIGINT (KeyboardInterrupt); returns a function that puts the
-    previous handlers back. Does nothing outside the main thread (signals go to it only)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
-
-    def restore():
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    return restore
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGINT, *STOP_SIGNALS)
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _recover(results_dir, invocation: str, ttl: float, summary: RunSummary) -> None:
@@ -498,9 +469,26 @@ def show_leaderboard(results_dir: Path) -> None:
 
 
 def main(args) -> int:
+    from harness import interrupts
+
+    # from the start: a SIGTERM while planning or starting Ray is a Ctrl-C too
+    restore_signals = interrupts.stop_on_signals()
+    try:
+        return _main(args)
+    except Exception as exc:
+        stop = interrupts.stop_requested()
+        if stop is None:
+            raise
+        # a library turned the signal's KeyboardInterrupt into an error of its own (harness.interrupts)
+        print(f"ebm-bench: interrupted ({stop} surfaced as {type(exc).__name__}: {exc})", file=sys.stderr)
+        return 130
+    finally:
+        restore_signals()
+
+
+def _main(args) -> int:
     from harness.progress import Phases
 
-    _stop_on_signals()  # from the start: a SIGTERM while planning or starting Ray is a Ctrl-C too
     phases = Phases(enabled=not args.no_progress and not args.dry_run)
     filters, options = options_from_args(args)
     if args.dry_run:
