@@ -1,5 +1,5 @@
 """How a driver is stopped: SIGINT (Ctrl-C), SIGTERM and SIGHUP all raise
-:class:`KeyboardInterrupt`, and the stop is remembered until the driver has ended.
+:class:`KeyboardInterrupt`, and the stop is remembered while the handlers are in place.
 
 Why remembered: a signal handler's exception lands wherever the main thread happens to be,
 including inside a library that turns any Python error it meets into one of its own, or drops
@@ -39,18 +39,22 @@ def stop_on_signals() -> Callable[[], None]:
     ``nohup`` ignores SIGHUP so that closing the terminal does not stop the job, and a shell
     script's background job ignores SIGINT (Python leaves an ignored SIGINT alone too). A first
     installation forgets an earlier stop; a nested one (the CLI installs the handlers from its
-    start, ``run_suite`` again) keeps it."""
+    start, ``run_suite`` again) keeps it, and the outermost one's restore forgets it."""
     global _stop
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     handled = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
-    if not any(signal.getsignal(sig) is _on_stop_signal for sig in handled):
+    outermost = not any(signal.getsignal(sig) is _on_stop_signal for sig in handled)
+    if outermost:
         _stop = None
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in handled}
 
     def restore() -> None:
+        global _stop
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if outermost:
+            _stop = None
     return restore
 
 
