@@ -7,8 +7,8 @@ a finished job's rows are; the :class:`Dispatcher` owns everything else: startin
 dropped after its last run), keeping ``executor.capacity`` jobs in flight, and the single
 place where a finished job's rows go to the writer and its status is counted
 (:meth:`Dispatcher.record`). A stop signal (:mod:`harness.interrupts`) ends the loop between
-jobs even when a library swallowed its exception, and a job that did not end ``ok`` while a stop
-is pending is not recorded (its failure may be the signal's doing): the next start runs it again.
+jobs even when a library swallowed its exception; a job that ends after the stop is not recorded
+(its outcome may be the signal's doing: a failed row): the next start runs it again.
 """
 
 from __future__ import annotations
@@ -142,22 +142,21 @@ class Dispatcher:
                 progress.started_one()
 
         def on_done(outcome: Outcome) -> None:
+            # after a stop nothing more is told or recorded: a job that ends then may carry the
+            # signal's doing (a library that made the KeyboardInterrupt an error, a failed row);
+            # like the jobs still running, it is run again by the next start
+            interrupts.raise_if_stopped()
             submission = outcome.job.payload
             for run in submission.runs:
                 shared.release(run.spec.data_key)
             finished = work.finish(submission, outcome)
             every = finished if isinstance(finished, list) else [finished]
-            if interrupts.stop_requested() and any(one.status != Status.OK for one in every):
-                # its failure may be the signal's doing (a library that turned the KeyboardInterrupt
-                # into an error of its own): not recorded, so the next start runs it again
-                interrupts.raise_if_stopped()
             self.record(every, counts)
             recorded = getattr(work, "recorded", None)
             if recorded is not None:
                 recorded(submission)
             for one in every:
                 progress.finished_one(one.display)
-            interrupts.raise_if_stopped()
 
         try:
             drive(executor, next_job, on_done, on_submit=on_submit, poll=POLL_SECONDS, on_idle=self._idle)
