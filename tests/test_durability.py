@@ -41,8 +41,9 @@ SEEDS = 24
 
 def _start(suite: Path, results: Path, log: Path, executor: str, env: dict | None = None,
            ignored: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
-    """A driver in its own session; ``env`` added to its environment, ``ignored`` signals set to be
-    ignored in it from the start (as ``nohup`` does for SIGHUP)."""
+    """A driver in its own session, as started from a terminal: SIGINT, SIGTERM and SIGHUP at their
+    defaults (this test process may run under ``nohup``, whose ignored SIGHUP a child inherits),
+    but for the ``ignored`` ones (as ``nohup`` ignores SIGHUP); ``env`` added to its environment."""
     args = [*CLI, "run", "--suite", str(suite), "--executor", executor,
             "--results-dir", str(results), "--no-leaderboard"]
     if executor == "ray":
@@ -50,9 +51,12 @@ def _start(suite: Path, results: Path, log: Path, executor: str, env: dict | Non
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
     with open(log, "w") as handle:  # progress lines (not a tty: one line per finished run)
         return subprocess.Popen(args, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True,
-                                preexec_fn=(lambda: [signal.signal(sig, signal.SIG_IGN) for sig in ignored])
-                                if ignored else None)
+                                start_new_session=True, preexec_fn=lambda: _dispositions(ignored))
+
+
+def _dispositions(ignored: tuple[signal.Signals, ...]) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
 
 
 def _reported(log: Path, ids: dict) -> set[str]:
