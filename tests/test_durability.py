@@ -247,8 +247,8 @@ def test_a_signal_a_library_mangled_still_stops_the_driver(tmp_path, mangled):
     """A SIGHUP whose KeyboardInterrupt a library turned into an error of its own (pyarrow, importing
     zoneinfo inside the driver's read of the runs, gave ArrowInvalid: exit 2, invocation `finished`)
     or swallowed whole (the driver carried on) still stops the driver: exit 130, `interrupted`;
-    what it reported is stored, and a run that failed while the stop was pending is not recorded
-    (the old code stored the fit's mangled interrupt as a `failed` run and ran the rest)."""
+    what it reported is stored, and nothing that ended after the signal is recorded (the old code
+    stored the fit's mangled interrupt as a `failed` run and ran the rest)."""
     suite = write_suite(tmp_path, methods=("test-sleep",), seeds=6, params="{ test-sleep = { seconds = 0.3 } }")
     plan = plan_runs(load_suite(suite))
     ids = {(r.spec.task, r.spec.model, r.spec.method, r.spec.seed, r.spec.fold): r.run_id for r in plan}
