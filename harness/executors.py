@@ -261,8 +261,10 @@ def _init_local_ray(ray: Any, kwargs: dict[str, Any]) -> None:
     import signal
     import threading
 
+    from harness import interrupts
+
     main_thread = threading.current_thread() is threading.main_thread()
-    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
+    kept = {sig: signal.getsignal(sig) for sig in interrupts.STOP_SIGNALS} if main_thread else {}
     try:
         ray.init(**kwargs)
     except BaseException as exc:
@@ -271,8 +273,7 @@ def _init_local_ray(ray: Any, kwargs: dict[str, Any]) -> None:
             raise KeyboardInterrupt(f"signal inside ray.init (Ray's handler exited with {exc.code})") from exc
         raise
     finally:
-        for sig, handler in kept.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        interrupts.put_back(kept)
 
 
 class _FirstOnly:

@@ -51,8 +51,7 @@ def stop_on_signals() -> Callable[[], None]:
 
     def restore() -> None:
         global _stop
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        put_back(previous)
         if outermost:
             _stop = None
     return restore
@@ -81,5 +80,11 @@ def signals_ignored() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        put_back(previous)
+
+
+def put_back(handlers: dict) -> None:
+    """Install ``handlers`` (signal → handler, as ``signal.getsignal`` gave them; None, a handler
+    not set from Python, becomes the default)."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
