@@ -27,7 +27,7 @@ A member that is done (its budget, its monitor, patience, divergence) leaves the
 next step: the leaves and Adam's moments keep only the others' slices (:meth:`_Group.keep`), so
 the rest of the group steps at a smaller group's cost instead of carrying finished members to the
 end. (Under patience the members of a group stop at different steps: in the stored ``paper``
-protocol its groups' members did 77 % of the member-steps the group computed.)
+protocol its groups' members did 72 % of the member-steps the group computed.)
 
 What is shared: the draws. One generator (seeded from the first member's seed) feeds every
 member's samples under ``randomness="different"``, so each member's draws differ from the

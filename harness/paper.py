@@ -18,7 +18,8 @@ std over seeds and folds, best and not-significantly-different in bold from the 
 paired Holm tests, the paper's figure, the scikit-learn references); the Friedman test and the
 critical-difference diagram across datasets; the learned log-partition; the convergence figure;
 failures (every failed / timeout / diverged row, grouped with its message, and every run
-skipped or unsupported at plan time with its reason); provenance (wall time, machine, commands).
+skipped or unsupported at plan time with its reason); the wall time (the suite's invocations'
+seconds, and per task the busy seconds of its tuning and its runs); provenance (machine, commands).
 """
 
 from __future__ import annotations
@@ -448,19 +449,82 @@ def _seconds(text: float) -> str:
     return f"{int(hours)} h {rest / 60:.0f} min" if hours else f"{rest / 60:.1f} min"
 
 
+def busy_seconds(started: pd.Series, finished: pd.Series) -> float:
+    """Clock seconds during which at least one interval [started_i, finished_i] is open: the length
+    of their union, so work side by side on several workers counts once."""
+    spans = pd.DataFrame({"start": pd.to_datetime(started, utc=True),
+                          "end": pd.to_datetime(finished, utc=True)}).dropna().sort_values("start")
+    if spans.empty:
+        return 0.0
+    # an interval opens a new block where it starts after every earlier one has ended
+    reach = spans["end"].cummax()
+    block = (spans["start"] > reach.shift()).cumsum()
+    merged = spans.assign(reach=reach).groupby(block).agg(start=("start", "min"), end=("reach", "max"))
+    return float((merged["end"] - merged["start"]).dt.total_seconds().sum())
+
+
+def suite_wall_seconds(results_dir: Path, suite: str) -> tuple[float, int]:
+    """The seconds the suite's invocations ran (the manifest's ``seconds``: each command from its
+    start to its exit, Ray's start, planning and compaction included) and how many there were."""
+    from harness.manifest import read_manifest
+
+    manifest = read_manifest(results_dir) if (results_dir / "manifest.json").is_file() else {}
+    seconds = [float(inv["seconds"]) for inv in manifest.get("invocations", [])
+               if inv.get("suite") == suite and isinstance(inv.get("seconds"), (int, float))]
+    return sum(seconds), len(seconds)
+
+
+def wall_time_table(runs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per task: its tuning trials and finished runs, the busy seconds of each (``busy_seconds``),
+    and finished runs per busy hour of its runs."""
+    rows = []
+    for task in sorted(set(runs["task"]) | set(trials["task"])):
+        task_trials, task_runs = trials[trials["task"] == task], runs[runs["task"] == task]
+        task_runs = task_runs[task_runs["status"] == Status.OK.value]
+        tuning = busy_seconds(task_trials["started_at"], task_trials["finished_at"])
+        running = busy_seconds(task_runs["started_at"], task_runs["finished_at"])
+        rows.append({"task": task, "tuning trials": len(task_trials), "tuning busy (s)": round(tuning),
+                     "runs ok": len(task_runs), "runs busy (s)": round(running),
+                     "runs per busy hour": round(3600 * len(task_runs) / running) if running else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _wall_time_section(runs: pd.DataFrame, trials: pd.DataFrame, results_dir: Path) -> str:
+    ok = runs[runs["status"] == Status.OK.value]
+    wall, n_invocations = suite_wall_seconds(results_dir, SUITE)
+    tuning = busy_seconds(trials["started_at"], trials["finished_at"])
+    running = busy_seconds(ok["started_at"], ok["finished_at"])
+    if not wall:
+        head = "The manifest records no finished or stopped invocation of the suite, so no wall time. "
+    else:
+        head = (f"The `{SUITE}` suite's {n_invocations} invocation(s) ran **{wall:,.0f} s ({_seconds(wall)})** in all "
+                f"(the manifest's seconds: each command from its start to its exit; the time between a stop and "
+                f"its resumption is not counted): **{3600 * len(ok) / wall:,.0f} finished runs an hour** with their "
+                f"tuning. ")
+    per_hour = f"{3600 * len(ok) / running:,.0f}" if running else "–"
+    return (head + f"Tuning trials were in flight for {tuning:,.0f} s and runs for {running:,.0f} s ({per_hour} "
+            "finished runs per busy hour); busy seconds are the union of the start → finish intervals, so two "
+            "workers side by side count once, and a task's busy time overlaps another's where their work "
+            "interleaved (tuning does).\n\n" + _markdown(wall_time_table(ok, trials)))
+
+
 def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
-    """Wall time (sum of run durations and the span first start → last finish, per suite), the
-    machines (hosts, devices, threads, package versions of the runs; the manifest's hardware) and
-    the command sequence (the manifest's invocations)."""
+    """Wall time (sum of run durations, a stacked group's once, and the span first start → last
+    finish, per suite), the machines (hosts, devices, threads, package versions of the runs; the
+    manifest's hardware) and the command sequence (the manifest's invocations, with their seconds)."""
     from harness.manifest import read_manifest
 
     lines = []
     for suite, group in runs.groupby("suite"):
         started = pd.to_datetime(group["started_at"], utc=True)
         finished = pd.to_datetime(group["finished_at"], utc=True)
-        durations = (finished - started).dt.total_seconds().dropna()
+        # a stacked member's clock is its group's: each member counts 1/size of it, so the sum is the
+        # workers' time once, not once per member
+        size = group["stacked"] if "stacked" in group else pd.Series(1.0, index=group.index)
+        share = 1.0 / pd.to_numeric(size, errors="coerce").fillna(1.0).clip(lower=1.0)
+        durations = ((finished - started).dt.total_seconds() * share).dropna()
         span = (finished.max() - started.min()).total_seconds() if durations.size else float("nan")
-        train = pd.to_numeric(group["train_seconds"], errors="coerce").sum()
+        train = (pd.to_numeric(group["train_seconds"], errors="coerce") * share).sum()
         hosts = ", ".join(f"{h} ({n})" for h, n in group["host"].fillna("?").value_counts().items())
         devices = ", ".join(sorted(set(group["device"].dropna().astype(str)))) or "?"
         threads = ", ".join(str(int(t)) for t in sorted(set(group["threads"].dropna()))) or "?"
@@ -468,7 +532,8 @@ def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
                 if durations.size and np.isfinite(span) else "? (no timestamps)")
         lines.append(
             f"* `{suite}`: {len(group)} runs; summed run wall time {_seconds(durations.sum())} "
-            f"(training {_seconds(train)}); span {when}; hosts (runs): {hosts}; devices: {devices}; "
+            f"(training {_seconds(train)}; a stacked group's time counted once); span {when}; "
+            f"hosts (runs): {hosts}; devices: {devices}; "
             f"torch threads per run: {threads}.")
     versions = sorted(set(runs["versions_json"].dropna())) if "versions_json" in runs else []
     lines += [f"* package versions of the runs: `{v}`" for v in versions]
@@ -482,7 +547,9 @@ def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
         for inv in invocations:
             argv = inv.get("command_line") or []
             shown = "ebm-bench " + " ".join(argv[1:]) if argv else "?"
-            lines.append(f"1. `{shown}` — {inv.get('started_at', '?')[:16]}, {inv.get('status', '?')}, "
+            seconds = inv.get("seconds")
+            ran = f", {seconds:,.0f} s" if isinstance(seconds, (int, float)) else ""
+            lines.append(f"1. `{shown}` — {inv.get('started_at', '?')[:16]}, {inv.get('status', '?')}{ran}, "
                          f"planned {inv.get('planned', '?')}")
     return "\n".join(lines) + "\n"
 
@@ -677,6 +744,7 @@ def write_paper_report(results_dir: str | os.PathLike, out_dir: str | os.PathLik
         "sampling estimate of log Z missed the model's mass). They are shown in the tables above, marked "
         f"{MARK_IMPOSSIBLE}, but never ranked, tested or selected:\n\n",
         _markdown(impossible) if len(impossible) else "None.\n",
+        "\n## Wall time\n\n", _wall_time_section(paper_runs, read_table(results_dir, "trials"), results_dir),
         "\n## Provenance\n\n", provenance(runs, results_dir),
     ]
     path = out / "REPORT.md"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.manifest import record_invocation
 from harness.paper import base_config, coverage, dataset_table, failures_table, planned_units, tau_table
 from harness.paper_evidence import (
     AGAINST,
@@ -302,6 +303,8 @@ def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every
              "started_at": start + timedelta(minutes=i), "finished_at": start + timedelta(minutes=i, seconds=30),
              "train_seconds": 20.0, "params_json": "{}"} for i, r in enumerate(rows)]
     store.append_rows(tmp_path / "results", "runs", runs)
+    record_invocation(tmp_path / "results", "inv-paper", suite="paper", seconds=900.0, status="finished")
+    record_invocation(tmp_path / "results", "inv-other", suite="quick", seconds=50.0, status="finished")
     report = write_paper_report(tmp_path / "results", tmp_path / "out", data_dir=tmp_path / "no-data",
                                 notes="NOTES-MARKER").read_text()
     assert "NOTES-MARKER" in report and "zero_division=1.0" in report
@@ -315,6 +318,11 @@ def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every
     assert "| min-min beats exact MLE in F1 (example-F1) | **supported** |" in report
     assert "training stopped at the 120 s limit" in report and "## Failures (2 runs)" in report
     assert "summed run wall time 8.5 min" in report  # 17 runs × 30 s
+    # wall time: the paper invocation's 900 s (not the quick one's) for 15 ok runs; runs one after the other
+    assert "ran **900 s (15.0 min)** in all" in report and "**60 finished runs an hour**" in report
+    assert "runs for 450 s (120 finished runs per busy hour)" in report  # 15 ok runs × 30 s, no overlap
+    assert "| yeast | 0 | 0 | 15 | 450 | 120 |" in report
+    assert "finished, 900 s, planned" in report  # the invocation's seconds in the provenance
     assert "_No runs of this dataset are stored._" in report  # e.g. scene
     assert "| yeast | minmin-logistic (unary) |" in report
     # a dataset below the paper's figure is said in the claims section, with its gap
@@ -322,6 +330,23 @@ def test_report_on_a_partial_results_dir_shows_coverage_claims_targets_and_every
     assert "### Where our min-min falls short of the targets" in claims
     assert "* **yeast**: below the paper's 65.04" in claims and "f1_example − paper -2.96" in claims
     assert "Not met on: yeast," in report.split("## The paper's claims")[0]
+
+
+def test_busy_seconds_is_the_length_of_the_union_of_the_intervals():
+    """Against a brute-force count: integer intervals painted onto a one-second grid."""
+    from harness.paper import busy_seconds
+
+    rng = np.random.default_rng(0)
+    origin = pd.Timestamp("2026-01-01", tz="UTC")
+    for _ in range(50):
+        starts = rng.integers(0, 200, size=rng.integers(1, 12))
+        ends = starts + rng.integers(0, 40, size=starts.size)
+        grid = np.zeros(260, dtype=bool)
+        for a, b in zip(starts, ends, strict=True):
+            grid[a:b] = True
+        as_time = lambda seconds: pd.Series(origin + pd.to_timedelta(seconds, unit="s"))  # noqa: E731
+        assert busy_seconds(as_time(starts), as_time(ends)) == grid.sum()
+    assert busy_seconds(pd.Series([], dtype=object), pd.Series([], dtype=object)) == 0.0
 
 
 def _curves_and_runs():
