@@ -10,7 +10,8 @@ is (nearly) its start time and the per-run timeout can be measured from it.
 Failures: an exception inside a job is the job's business (``worker.execute_run`` turns it into a
 row). What reaches the executor is infrastructure: a worker process that died (retried by Ray
 ``max_retries`` times, then ``Outcome.failure = "worker died: ..."``), or a job past its
-deadline (force-cancelled, ``Outcome.timed_out``). Exceptions are never retried.
+deadline (force-cancelled, ``Outcome.timed_out``, unless its result has already come: that one
+counts). Exceptions are never retried.
 """
 
 from __future__ import annotations
@@ -185,9 +186,13 @@ class RayExecutor:
         return len(self._running)
 
     def _expired(self) -> list[Outcome]:
+        """Cancel the jobs past their deadline and report them timed out; a job whose result is
+        already there is left for ``wait`` to collect (it finished: its result counts)."""
         now, out = time.monotonic(), []
         for ref, (job, started) in list(self._running.items()):
             if job.timeout is not None and now - started > job.timeout:
+                if self._ray.wait([ref], timeout=0)[0]:
+                    continue
                 self._ray.cancel(ref, force=True)
                 del self._running[ref]
                 out.append(Outcome(job, timed_out=True, seconds=now - started,

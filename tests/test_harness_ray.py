@@ -3,6 +3,8 @@ a run past its timeout."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from harness import store
@@ -38,3 +40,22 @@ def test_timeout_row(ray_session, tmp_path):
     assert runs.loc["test-sleep", "status"] == "timeout" and "killed after" in runs.loc["test-sleep", "error"]
     assert runs.loc["test-constant", "status"] == "ok"
     assert summary.seconds < 60  # killed at 1 + 1.5 + the worker start-up allowance
+
+
+def test_a_job_that_finished_past_its_deadline_is_collected_not_killed(ray_session):
+    """Its result arrived before the driver looked again (a busy driver, a late poll): the
+    finished work counts; only a job still running at its deadline is cancelled."""
+    from harness.executors import Job, RayExecutor
+
+    executor = RayExecutor(num_cpus=2)
+    try:
+        executor.submit(Job(key="done", fn=pow, args=(2, 10), timeout=1.0))
+        executor.submit(Job(key="hung", fn=time.sleep, args=(60,), timeout=1.0))
+        time.sleep(2.5)  # both past their deadline; only "done" has its result
+        outcomes = {}
+        while executor.in_flight:
+            outcomes.update((outcome.job.key, outcome) for outcome in executor.wait())
+    finally:
+        executor.close()
+    assert outcomes["done"].ok and outcomes["done"].value == 1024
+    assert outcomes["hung"].timed_out and "killed after 1 s" in outcomes["hung"].failure
