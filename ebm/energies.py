@@ -8,6 +8,7 @@ The prior q is not part of g: the model is p(y|x) ∝ q(y)·exp(g(x, y)).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -217,6 +218,13 @@ class Energy(nn.Module):
     def score(self, h: Tensor, y: Tensor, shared: bool) -> Tensor:
         raise NotImplementedError
 
+    def candidate_scorer(self, h: Tensor) -> Callable[[Tensor], Tensor]:
+        """y ↦ Φ(h, y) for many candidate sets y (n, m, *event) of the same inputs, the same bits as
+        ``score(h, y, False)``. Energies whose head computes per-input terms from h alone (θ(x), the
+        couplings) compute them once here: an MCMC kernel scores new candidates of the same x at
+        every site or Metropolis–Hastings step (``ebm.samplers.candidate_scorer``)."""
+        return lambda y: self.score(h, y, False)
+
     def score_data_and_samples(self, x: Tensor, y: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
         """g(x, y) (n,) for one y (n, *event) per input and g(x, y′_j) (n, m) for its samples
         (n, m, *event): one call on the (n, 1 + m) candidates."""
@@ -256,7 +264,13 @@ class LinearEnergy(Energy):
         return self.head(h)  # flat (n, prod(event))
 
     def score(self, h, y, shared):
-        theta = self.theta(h)
+        return self._score_theta(self.theta(h), y, shared)
+
+    def candidate_scorer(self, h: Tensor) -> Callable[[Tensor], Tensor]:
+        theta = self.theta(h)  # once: at lr-vowel's Birkhoff size a third of an MH step's time
+        return lambda y: self._score_theta(theta, y, False)
+
+    def _score_theta(self, theta: Tensor, y: Tensor, shared: bool) -> Tensor:
         flat = y.flatten(start_dim=y.dim() - len(self.event_shape))
         if shared:
             return theta @ flat.T  # (n, e) @ (e, m)
@@ -331,13 +345,23 @@ class PairwiseEnergy(Energy):
         return a, b
 
     def score(self, h, y, shared):
-        u = self.unary(h)
-        u0 = self.static_coupling()
+        return self._score_terms(self._head_terms(h), y, shared)
+
+    def candidate_scorer(self, h: Tensor) -> Callable[[Tensor], Tensor]:
+        terms = self._head_terms(h)
+        return lambda y: self._score_terms(terms, y, False)
+
+    def _head_terms(self, h: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """u(h), sym(U₀) and the low-rank factors (A, B) of h (None at rank 0)."""
+        return self.unary(h), self.static_coupling(), self._factors(h)
+
+    def _score_terms(self, terms: tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None], y: Tensor,
+                     shared: bool) -> Tensor:
+        u, u0, factors = terms
         if shared:  # y (m, k)
             value = u @ y.T + 0.5 * ((y @ u0) * y).sum(-1)
         else:  # y (n, m, k)
             value = batched_dot(u, y) + 0.5 * ((y @ u0) * y).sum(-1)
-        factors = self._factors(h)
         if factors is None:
             return value
         a, b = factors  # (n, k, r)
@@ -407,7 +431,14 @@ class MLPEnergy(Energy):
         self.head = nn.Sequential(nn.ReLU(), mlp(width, width, head_depth - 1, dropout, out_features=1))
 
     def score(self, h, y, shared):
-        z = self.from_features(h)[:, None, :]  # (n, 1, w)
+        return self._score_features(self.from_features(h)[:, None, :], y)
+
+    def candidate_scorer(self, h: Tensor) -> Callable[[Tensor], Tensor]:
+        z = self.from_features(h)[:, None, :]
+        return lambda y: self._score_features(z, y)
+
+    def _score_features(self, z: Tensor, y: Tensor) -> Tensor:
+        """The head on W_h h (z, (n, 1, w)) and the candidates y ((m, k) or (n, m, k))."""
         yw = self.from_labels(y)  # (m, w) or (n, m, w)
         return self.head(z + yw).squeeze(-1)
 

@@ -27,16 +27,17 @@ def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
 def candidate_scorer(energy: Energy | Callable[[Tensor, Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tensor]:
     """y ↦ g(x, y) (y (n, m, *event) → (n, m)) for many candidate sets of the same inputs x.
 
-    An :class:`Energy` computes its trunk h(x) once here rather than in every call: a kernel
-    scores new candidates of the same x at every site or Metropolis–Hastings step, and the
-    trunk (an MLP over x) was recomputed each time. The values are the same bits as
+    An :class:`Energy` computes its trunk h(x) once here rather than in every call, and its head's
+    per-input terms (θ(x), the couplings: :meth:`Energy.candidate_scorer`): a kernel scores new
+    candidates of the same x at every site or Metropolis–Hastings step, and the trunk (an MLP
+    over x) and the head's first layer were recomputed each time. The values are the same bits as
     ``energy(x, y)`` (its ``forward`` is ``score(features(x), y)``) when h(x) is deterministic,
     as in the samplers, which run the energy in eval mode (``baselines.mcmc``) or under no_grad
     on a fitted model. Other energy functions are called as they are."""
     if not isinstance(energy, Energy):
         return lambda y: energy(x, y)
-    features = energy.features(x)
-    return lambda y: energy.score(features, y.to(x.dtype), False)
+    score = energy.candidate_scorer(energy.features(x))
+    return lambda y: score(y.to(x.dtype))
 
 
 @torch.no_grad()

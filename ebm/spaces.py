@@ -471,7 +471,9 @@ class PermutationMatrices(PermutationSpace):
         self.event_shape = (self.k, self.k)
 
     def _from_positions(self, positions):
-        return torch.nn.functional.one_hot(positions, self.k).float()
+        # one_hot's values, compared straight to float: one_hot writes an int64 tensor (eight bytes
+        # per entry) that .float() then converts, and a stacked step's draws hold 1.2M entries at k = 11
+        return (positions.unsqueeze(-1) == torch.arange(self.k, device=positions.device)).float()
 
     def _to_positions(self, y):
         return y.argmax(dim=-1)

@@ -130,9 +130,27 @@ def test_kernels_score_with_the_trunk_once_and_make_the_same_states(space, model
         kernel = lambda e, g: gibbs_sweep(e, space, x, start, generator=g)[0]  # noqa: E731
     else:
         kernel = lambda e, g: mh_transpositions(e, space, x, start, 30, generator=g)[0]  # noqa: E731
+    first_layer = energy.from_features if model == "mlp" else energy.head  # the head's per-input terms
+    calls = []
+    first_layer.register_forward_hook(lambda *_: calls.append(1))
     once = kernel(energy, torch.Generator().manual_seed(3))
+    assert len(calls) == 1  # θ(x) (W_h h(x) for the mlp) once per kernel call, not once per step
     every_call = kernel(ForwardOnly(energy), torch.Generator().manual_seed(3))
+    assert len(calls) > 2  # through ForwardOnly: once per scored candidate set
     assert torch.equal(once, every_call) and not torch.equal(once, start)
+
+
+@pytest.mark.parametrize("space,model", [(Multilabel(5), "unary"), (Multilabel(5), "pairwise"), (Multilabel(5), "mlp"),
+                                         (Permutations(5), "permutahedron"), (PermutationMatrices(4), "birkhoff")])
+def test_candidate_scorer_is_the_score_bit_for_bit(space, model):
+    """``Energy.candidate_scorer(h)`` (the head's per-input terms computed once) scores per-input
+    candidates with the same bits as ``score(h, y, False)``, call after call."""
+    energy = random_energy(space, model)
+    h = energy.features(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)))
+    scorer = energy.candidate_scorer(h)
+    for seed in range(3):
+        y = space.sample_prior((6, 7), generator=torch.Generator().manual_seed(seed)).float()
+        assert torch.equal(scorer(y), energy.score(h, y, False))
 
 
 def test_transpositions_swap_exactly_two_labels():
