@@ -314,6 +314,11 @@ class BirkhoffEnergy(LinearEnergy):
     """Ranking g = ⟨Θ(x), P⟩ with P a permutation matrix; mode = Hungarian."""
 
 
+#: u(h), sym(U₀) and the low-rank factors (A, B) of h, or None at rank 0: what the pairwise head
+#: computes from h alone
+PairwiseHeadTerms = tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]
+
+
 class PairwiseEnergy(Energy):
     """Ising energy g = ⟨u(x), y⟩ + ½ yᵀU(x)y, U symmetric with zero diagonal:
     U(x) = sym(U₀) + sym(A(x)B(x)ᵀ), A, B ∈ R^{k×rank} linear in h(x), sym(M) = (M + Mᵀ)/2
@@ -351,12 +356,10 @@ class PairwiseEnergy(Energy):
         terms = self._head_terms(h)
         return lambda y: self._score_terms(terms, y, False)
 
-    def _head_terms(self, h: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-        """u(h), sym(U₀) and the low-rank factors (A, B) of h (None at rank 0)."""
+    def _head_terms(self, h: Tensor) -> PairwiseHeadTerms:
         return self.unary(h), self.static_coupling(), self._factors(h)
 
-    def _score_terms(self, terms: tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None], y: Tensor,
-                     shared: bool) -> Tensor:
+    def _score_terms(self, terms: PairwiseHeadTerms, y: Tensor, shared: bool) -> Tensor:
         u, u0, factors = terms
         if shared:  # y (m, k)
             value = u @ y.T + 0.5 * ((y @ u0) * y).sum(-1)
