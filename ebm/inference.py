@@ -348,14 +348,14 @@ def _icm_compiled(u: Tensor, coupling: Tensor, init: Tensor, max_sweeps: int) ->
     the loop is ~2,000 site visits with a flip a call at k = 174 (cal500's perceptron: 64 inputs ×
     5 starts, ~19 sweeps, ~49,000 flips), ~12 operations each in NumPy (the loop this replaced:
     33 → 6 ms a call, the same states) and more in torch. The arrays share the tensors' memory."""
-    from ebm.compiled import icm_sweeps, kernel
+    from ebm.compiled import icm_sweeps, kernel, shared_rows
 
     n, c, k = init.shape
     with torch.no_grad():
         y = init.detach().clone(memory_format=torch.contiguous_format)  # its array is a view of it
         field = (u.detach().unsqueeze(1) + torch.bmm(y, coupling.detach())).reshape(n * c, k)
     # U is symmetric: its row i is the column that site i sends
-    kernel(icm_sweeps)(field.numpy(), y.reshape(n * c, k).numpy(), coupling.detach().contiguous().numpy(), c,
+    kernel(icm_sweeps)(field.numpy(), y.reshape(n * c, k).numpy(), shared_rows(coupling.detach()), c,
                        int(max_sweeps))
     return y
 

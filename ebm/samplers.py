@@ -107,13 +107,13 @@ def _compiled_pairwise_sweeps(states: Tensor, added: bool, u: Tensor, coupling: 
     torch a site is ~7 dispatched operations on (n, c) for every chain at once (cal500: 174 sites,
     n = 64, 4 chains, 2-3 sweeps a step: most of mcmc-pcd's step); compiled, a site costs its
     arithmetic. The arrays share the tensors' memory."""
-    from ebm.compiled import gibbs_sweep_sites, kernel
+    from ebm.compiled import gibbs_sweep_sites, kernel, shared_rows
 
     n, c, k = states.shape
     states = states.contiguous()  # its array is a view of it
     couplings = torch.bmm(states, coupling).reshape(n * c, k)  # S = yU (U symmetric)
     arrays = (states.reshape(n * c, k).numpy(), couplings.numpy(), u.contiguous().numpy(),
-              coupling.contiguous().numpy(), prior_logits.contiguous().numpy(), c)
+              shared_rows(coupling), prior_logits.contiguous().numpy(), c)
     sweep = kernel(gibbs_sweep_sites)
     for _ in range(sweeps):
         sweep(*arrays, sweep_noise().reshape(k, n * c).numpy())  # noise (k, n, c): site i's of every chain

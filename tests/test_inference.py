@@ -68,23 +68,24 @@ def test_shared_candidates_equal_per_example_candidates(space, model):
         assert torch.allclose((theta.unsqueeze(1) * candidates).sum(dims), shared, atol=1e-5)
 
 
-def test_pairwise_terms_define_the_energy():
+@pytest.mark.parametrize("rank", [3, 1], ids=["rank3", "rank1-elementwise"])
+def test_pairwise_terms_define_the_energy(rank):
     space = Multilabel(7)
-    energy = random_energy(space, "pairwise", rank=3)
+    energy = random_energy(space, "pairwise", rank=rank)
     x, y = torch.randn(4, 4), space.sample_prior((4, 5))
     u, coupling = energy.pairwise_terms(x)
     # exactly symmetric (ICM and Gibbs read U's rows as its columns), zero diagonal
     assert torch.equal(coupling, coupling.transpose(1, 2)) and coupling.diagonal(dim1=1, dim2=2).abs().max() == 0
     # the docstring's U(x) = sym(U₀) + sym(A(x)B(x)ᵀ) off the diagonal, built here in float64
     h = energy.features(x).double()
-    a, b = (h @ energy.low_rank.weight.double().T + energy.low_rank.bias.double()).reshape(4, 2, 7, 3).unbind(1)
+    a, b = (h @ energy.low_rank.weight.double().T + energy.low_rank.bias.double()).reshape(4, 2, 7, rank).unbind(1)
     u0 = energy.coupling.double()
     dense = 0.5 * (u0 + u0.T) + 0.5 * (a @ b.transpose(1, 2) + b @ a.transpose(1, 2))
     dense = dense * (1 - torch.eye(7, dtype=torch.float64))
     torch.testing.assert_close(coupling.double(), dense, rtol=1e-6, atol=1e-6)
     expected = torch.einsum("nk,nmk->nm", u, y) + 0.5 * torch.einsum("nmk,nkl,nml->nm", y, coupling, y)
     assert torch.allclose(energy(x, y), expected, atol=1e-5)
-    assert energy.rank == 3 and build_energy(space, "pairwise", 4, rank=0)(x, y).shape == (4, 5)  # rank 0 allowed
+    assert energy.rank == rank and build_energy(space, "pairwise", 4, rank=0)(x, y).shape == (4, 5)  # rank 0 allowed
 
 
 
@@ -238,17 +239,20 @@ def test_icm_reaches_a_coordinatewise_optimum_at_k174():
     assert ((field > 0).float() == y).all()  # no single flip improves
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own-U", "one-U"])
 @pytest.mark.parametrize("skip_unflipped", [None, True, False],
                          ids=["cpu-compiled", "cpu-skips", "accelerator-updates-all"])
-def test_icm_follows_the_textbook_site_loop(skip_unflipped):
+def test_icm_follows_the_textbook_site_loop(skip_unflipped, shared):
     """The same local optima as the textbook loop (a fresh u_i + Σ_j U_ij y_j at every site, sweeps
     until nothing changes), from the same starts, in float64 so no field lies within rounding of 0;
     every way of running the loop (compiled, chain by chain on CPU, the default there; torch with a
-    flip test per site; torch updating every site, as on an accelerator)."""
+    flip test per site; torch updating every site, as on an accelerator); ``shared``: one U expanded
+    over the inputs (the pairwise energy at rank 0), which the compiled loop reads as one matrix."""
     generator = torch.Generator().manual_seed(5)
     n, c, k = 6, 4, 60
-    a = torch.randn(n, k, k, generator=generator, dtype=torch.float64)
+    a = torch.randn(1 if shared else n, k, k, generator=generator, dtype=torch.float64)
     coupling = (a + a.transpose(1, 2)) * (1 - torch.eye(k, dtype=torch.float64))
+    coupling = coupling.expand(n, k, k) if shared else coupling
     u = torch.randn(n, k, generator=generator, dtype=torch.float64)
     init = (torch.rand(n, c, k, generator=generator) < 0.5).double()
     expected = init.clone()

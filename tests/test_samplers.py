@@ -13,9 +13,9 @@ from ebm.spaces import Multilabel, PermutationMatrices, Permutations
 CHAINS = 20_000
 
 
-def random_energy(space, model, seed=0):
+def random_energy(space, model, seed=0, rank=2):
     torch.manual_seed(seed)
-    energy = build_energy(space, model, 3, hidden=8, rank=2)
+    energy = build_energy(space, model, 3, hidden=8, rank=rank)
     with torch.no_grad():
         for parameter in energy.parameters():
             parameter.normal_(std=0.8)  # a clearly non-uniform target
@@ -75,16 +75,18 @@ def test_unary_gibbs_sweep_is_the_site_loop_in_one_draw():
     assert torch.equal(fast, loop) and fast.float().std() > 0
 
 
-@pytest.mark.parametrize("model", ["pairwise", "unary", "mlp"])
-def test_gibbs_sweeps_are_the_textbook_site_loop(model):
+@pytest.mark.parametrize("model,rank", [("pairwise", 2), ("pairwise", 1), ("pairwise", 0), ("unary", 2), ("mlp", 2)],
+                         ids=["pairwise", "pairwise-rank1", "pairwise-rank0", "unary", "mlp"])
+def test_gibbs_sweeps_are_the_textbook_site_loop(model, rank):
     """Several sweeps in one call (terms computed once, each sweep's noise in one draw) make the
     states of the textbook loop written here: per sweep, per site i, a fresh U(0, 1) draw for every
     chain and y_i = [ν < σ(g(y^{i←1}) − g(y^{i←0}) + logit π_i)], with g scored by the energy's own
     forward. On CPU one (k, n, c) draw is the k draws of (n, c) in order, so the states are equal;
     a pairwise Δ_i from the energy's terms rather than two forwards differs in the last bits only
-    (no decision here lies that close)."""
+    (no decision here lies that close). Rank 1 builds U from elementwise outer products, rank 0
+    hands the compiled loop one U for every input (``ebm.compiled.shared_rows``)."""
     space = Multilabel(7, torch.tensor([0.1, 0.3, 0.5, 0.5, 0.7, 0.9, 0.4]))
-    energy = random_energy(space, model)
+    energy = random_energy(space, model, rank=rank)
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     start = space.sample_prior((5, 30), generator=torch.Generator().manual_seed(2)).float()
     sweeps = 3
