@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ebm.batching import is_stacked
 from ebm.energies import Energy, PairwiseEnergy
-from ebm.spaces import OutputSpace, is_binary, uniform_noise
+from ebm.spaces import OutputSpace, is_binary, is_ranking, random_permutations, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -70,6 +70,16 @@ class Proposal(ABC):
     def restrict(self, rows: slice) -> Proposal:
         """The same proposal for the inputs ``rows`` only."""
 
+    #: positions (…, k) int64 → the ranking space's events, where this proposal can draw positions
+    #: (:meth:`sample_positions`); None otherwise
+    positions_to_event: Callable[[Tensor], Tensor] | None = None
+
+    def sample_positions(self, m: int, generator: torch.Generator | None = None) -> Tensor:
+        """The draws of :meth:`sample` as positions (n, m, k), from the same random numbers, for a
+        proposal with :attr:`positions_to_event`: a mixture of such proposals picks among positions
+        and builds the (larger) events once (:class:`MixtureProposal`)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no positions")
+
 
 class PriorProposal(Proposal):
     """r = q (the space's prior): the plain Monte Carlo estimator of E_q[e^g]."""
@@ -78,9 +88,16 @@ class PriorProposal(Proposal):
 
     def __init__(self, space: OutputSpace, n: int, device=None) -> None:
         self.space, self.n, self.device = space, n, device
+        if is_ranking(space):  # uniform permutations, drawn as space.sample_prior draws them
+            self.positions_to_event = space._from_positions
 
     def sample(self, m, generator=None):
         return self.space.sample_prior((self.n, m), generator=generator, device=self.device)
+
+    def sample_positions(self, m, generator=None):
+        if self.positions_to_event is None:
+            return super().sample_positions(m, generator)
+        return random_permutations((self.n, m), self.space.k, generator, self.device)
 
     def log_prob(self, y):
         return self.space.log_prior(y).double()
@@ -200,9 +217,27 @@ class MixtureProposal(Proposal):
             raise ValueError(f"mixture weights must be positive and sum to 1, got {weights}")
         self.components, self.weights = components, [float(a) for a in weights]
         self.name = name or "+".join(c.name for c in components)
+        # components that all draw positions of one ranking space are mixed as positions, and the
+        # events built once for the draws kept, not for every component's draws (the Birkhoff
+        # model's k × k matrices: 1.2M entries a step in lr-vowel's stacked groups)
+        maps = [c.positions_to_event for c in components]
+        if maps[0] is not None and all(f == maps[0] for f in maps):
+            self.positions_to_event = maps[0]
 
     def sample(self, m, generator=None):
-        draws = [component.sample(m, generator) for component in self.components]
+        if self.positions_to_event is not None:
+            return self.positions_to_event(self.sample_positions(m, generator))
+        return self._select([component.sample(m, generator) for component in self.components], m, generator)
+
+    def sample_positions(self, m, generator=None):
+        if self.positions_to_event is None:
+            return super().sample_positions(m, generator)
+        return self._select([component.sample_positions(m, generator) for component in self.components], m,
+                            generator)
+
+    def _select(self, draws: list[Tensor], m: int, generator) -> Tensor:
+        """Each draw's component, picked after every component has drawn (events or positions:
+        the same random numbers in the same order, so the same draws)."""
         n, device = draws[0].shape[0], draws[0].device
         which = categorical(torch.tensor(self.weights, device=device).expand(n, -1), m, generator)
         out = draws[0]
@@ -312,6 +347,7 @@ class AssignmentProposal(Proposal):
                  from_event: Callable[[Tensor], Tensor]) -> None:
         self.log_potentials, self.order = log_potentials.double(), order
         self.to_event, self.from_event = to_event, from_event
+        self.positions_to_event = to_event
 
     def _step_logits(self) -> Tensor:
         """L[order[t], c] (n, k steps, k columns): the logits of the label placed at step t."""
@@ -336,7 +372,10 @@ class AssignmentProposal(Proposal):
         blocks, block = [], self._draw_block(m)
         for start in range(0, m, block):
             size = min(block, m - start)
-            noisy = step_logits + gumbel_noise((k, n, size, k), generator, device)  # (step, n, size, column)
+            # (step, n, size, column); the float32 noise widened first: the same doubles as the
+            # promoting `logits + noise`, whose mixed-dtype broadcast costs ~3 ms more inside a
+            # stacked step (lr-vowel: 1.2M entries). Not in place: the noise may be one for all members
+            noisy = gumbel_noise((k, n, size, k), generator, device).to(step_logits.dtype) + step_logits
             taken = torch.zeros((n, size, k), dtype=torch.bool, device=device)
             columns = []
             for t in range(k):
@@ -383,6 +422,9 @@ class AssignmentProposal(Proposal):
     def sample(self, m, generator=None):
         return self.to_event(self._sample_positions(m, generator))
 
+    def sample_positions(self, m, generator=None):
+        return self._sample_positions(m, generator)
+
     def log_prob(self, y):
         return self._log_prob_positions(self.from_event(y))
 
@@ -394,8 +436,9 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, devi
     """Standard Gumbel noise −log(−log U), float32 (argmax of logits + noise samples the softmax).
     U is float32 (``uniform_noise``), so its logs are taken in float32 too: a float64 log runs
     unvectorised here, 1.1 of the 1.5 ms of a (64, 16, 11, 11) draw; float32 rounds the noise to
-    6e-8 of itself, far below the 2^-24 steps of U. Added to float64 logits, it is promoted."""
-    uniform = uniform_noise(shape, generator, device).clamp(min=1e-12)  # U ∈ [0, 1): −log U > 0
+    6e-8 of itself, far below the 2^-24 steps of U. Every step in place on the fresh draw (clamp_min_,
+    not clamp: a stacked step's 1.2M draws at lr-vowel are 1.6 ms less a step)."""
+    uniform = uniform_noise(shape, generator, device).clamp_min_(1e-12)  # U ∈ [0, 1): −log U > 0
     return uniform.log_().neg_().log_().neg_()
 
 
@@ -425,9 +468,12 @@ def sinkhorn(log_potentials: Tensor, iterations: int = 50) -> Tensor:
     kernel_t = kernel.transpose(-2, -1).contiguous()
     v = torch.ones_like(theta[..., :1])  # (n, k, 1): column scalings
     u = v
+    # torch.bmm, not @, for (n, k, k) potentials: the same kernel, but inside a stacked (vmapped)
+    # step matmul's batching rule costs ~20 µs more a call, 100 calls a step
+    product = torch.bmm if kernel.dim() == 3 else torch.matmul
     for _ in range(iterations):
-        u = torch.reciprocal(kernel @ v)  # rows of diag(u) K diag(v) sum to 1
-        v = torch.reciprocal(kernel_t @ u)  # then its columns
+        u = torch.reciprocal(product(kernel, v))  # rows of diag(u) K diag(v) sum to 1
+        v = torch.reciprocal(product(kernel_t, u))  # then its columns
     log_u, log_v = u.log(), v.log()
     balanced = shifted + log_u + log_v.transpose(-2, -1)
     in_range = (log_u.abs() < _SCALING_LIMIT).all(dim=(-2, -1)) & (log_v.abs() < _SCALING_LIMIT).all(dim=(-2, -1))
