@@ -299,3 +299,25 @@ def test_an_energy_without_a_mode_oracle_is_estimated_without_the_mode_component
     result = inference.partition_estimate(Nonlinear(), Permutations(9), torch.randn(3, 4), n_samples=256,
                                           generator=torch.Generator().manual_seed(0))
     assert result.method == "prior" and torch.isfinite(result.estimate).all()
+
+
+@pytest.mark.parametrize("space,model", [(Permutations(5), "permutahedron"), (PermutationMatrices(5), "birkhoff")],
+                         ids=["permutahedron", "birkhoff"])
+def test_a_ranking_mixture_drawn_as_positions_is_the_mixture_of_its_components_draws(space, model):
+    """The defensive assignment + prior mixture picks among its components' positions and builds
+    the events once; from the same generator that is, draw for draw, what picking among the
+    components' events gives (each component's ``sample``, then the categorical choice, as
+    MixtureProposal did before). A mixture with a component that draws no positions (the point
+    mass) keeps drawing events."""
+    _, energy = scaled_energy(space, model, 1.0)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    proposal = inference.make_proposal(energy, space, x, "assignment", prior_weight=0.3)
+    assert isinstance(proposal, importance.MixtureProposal) and proposal.positions_to_event is not None
+    drawn = proposal.sample(400, torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    assignment, prior = [c.sample(400, generator) for c in proposal.components]
+    which = importance.categorical(torch.tensor(proposal.weights).expand(3, -1), 400, generator)
+    expected = torch.where((which == 1).reshape(3, 400, *([1] * len(space.event_shape))), prior, assignment)
+    assert torch.equal(drawn, expected) and 0 < (which == 1).float().mean() < 0.6  # both components drawn
+    with_point = importance.with_mode(proposal, space, space.sample_prior((3,)), 0.2)
+    assert with_point.positions_to_event is None and with_point.sample(5).shape == (3, 5, *space.event_shape)
