@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ebm.batching import is_stacked
 from ebm.energies import Energy, PairwiseEnergy
-from ebm.spaces import OutputSpace, is_binary, is_ranking, random_permutations, uniform_noise
+from ebm.spaces import OutputSpace, is_binary, is_ranking, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -88,16 +88,16 @@ class PriorProposal(Proposal):
 
     def __init__(self, space: OutputSpace, n: int, device=None) -> None:
         self.space, self.n, self.device = space, n, device
-        if is_ranking(space):  # uniform permutations, drawn as space.sample_prior draws them
+        if is_ranking(space):
             self.positions_to_event = space._from_positions
 
     def sample(self, m, generator=None):
         return self.space.sample_prior((self.n, m), generator=generator, device=self.device)
 
     def sample_positions(self, m, generator=None):
-        if self.positions_to_event is None:
+        if not is_ranking(self.space):
             return super().sample_positions(m, generator)
-        return random_permutations((self.n, m), self.space.k, generator, self.device)
+        return self.space.sample_prior_positions((self.n, m), generator=generator, device=self.device)
 
     def log_prob(self, y):
         return self.space.log_prior(y).double()
@@ -346,8 +346,7 @@ class AssignmentProposal(Proposal):
     def __init__(self, log_potentials: Tensor, order: Tensor, to_event: Callable[[Tensor], Tensor],
                  from_event: Callable[[Tensor], Tensor]) -> None:
         self.log_potentials, self.order = log_potentials.double(), order
-        self.to_event, self.from_event = to_event, from_event
-        self.positions_to_event = to_event
+        self.positions_to_event, self.from_event = to_event, from_event
 
     def _step_logits(self) -> Tensor:
         """L[order[t], c] (n, k steps, k columns): the logits of the label placed at step t."""
@@ -359,7 +358,7 @@ class AssignmentProposal(Proposal):
         n, k, _ = self.log_potentials.shape
         return max(1, min(m, MAX_DRAW_ELEMENTS // max(1, n * k * k)))
 
-    def _sample_positions(self, m: int, generator) -> Tensor:
+    def sample_positions(self, m, generator=None):
         """m draws per input, as positions (n, m, k): step t puts label order[t] in a free column by
         Gumbel-max on its logits. The logits need no normalisation for a draw (argmax is unchanged by
         a per-row constant), so sampling skips the log-softmax that scoring needs. Every step's noise
@@ -420,16 +419,14 @@ class AssignmentProposal(Proposal):
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def sample(self, m, generator=None):
-        return self.to_event(self._sample_positions(m, generator))
-
-    def sample_positions(self, m, generator=None):
-        return self._sample_positions(m, generator)
+        return self.positions_to_event(self.sample_positions(m, generator))
 
     def log_prob(self, y):
         return self._log_prob_positions(self.from_event(y))
 
     def restrict(self, rows):
-        return AssignmentProposal(self.log_potentials[rows], self.order[rows], self.to_event, self.from_event)
+        return AssignmentProposal(self.log_potentials[rows], self.order[rows], self.positions_to_event,
+                                   self.from_event)
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:

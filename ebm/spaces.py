@@ -405,7 +405,11 @@ class PermutationSpace(OutputSpace):
         """encoding → positions (…, k) int64."""
 
     def sample_prior(self, n, *, generator=None, device=None) -> Tensor:
-        return self._from_positions(random_permutations(_shape(n), self.k, generator, device))
+        return self._from_positions(self.sample_prior_positions(n, generator=generator, device=device))
+
+    def sample_prior_positions(self, n, *, generator=None, device=None) -> Tensor:
+        """:meth:`sample_prior`'s draws as positions (*n, k) int64, from the same random numbers."""
+        return random_permutations(_shape(n), self.k, generator, device)
 
     def _enumerate_chunks(self, chunk_size, device):
         for chunk in _permutation_chunks(self.k, chunk_size):
