@@ -321,3 +321,31 @@ def test_a_ranking_mixture_drawn_as_positions_is_the_mixture_of_its_components_d
     assert torch.equal(drawn, expected) and 0 < (which == 1).float().mean() < 0.6  # both components drawn
     with_point = importance.with_mode(proposal, space, space.sample_prior((3,)), 0.2)
     assert with_point.positions_to_event is None and with_point.sample(5).shape == (3, 5, *space.event_shape)
+
+
+def test_coupled_components_scored_in_blocks_of_draws_are_the_textbook_log_probability(monkeypatch):
+    """The sequential-mean-field mixture's log r(y), its coupled components worked on in blocks of
+    64 draws (200 draws: three blocks and a partial one), equals the same on all draws at once bit
+    for bit, and the textbook autoregressive product Σ_c a_c ∏_t σ(±h_ct) with a plain loop over
+    labels in float64."""
+    space, energy = ising(9, 2.0, 2.0, prior=torch.linspace(0.1, 0.8, 9))
+    x = torch.randn(3, 4)
+    proposal = inference.make_proposal(energy, space, x, "sequential-mean-field")
+    assert proposal.name == "sequential-mean-field+prior" and any(proposal.coupling_scale)
+    y = proposal.sample(200, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(importance, "COUPLED_BLOCK_ELEMENTS", 1)  # blocks of 64 draws
+    blocked = proposal.log_prob(y)
+    monkeypatch.setattr(importance, "COUPLED_BLOCK_ELEMENTS", 2**30)  # one block
+    assert torch.equal(blocked, proposal.log_prob(y))
+    # the textbook product, in the proposal's label order, one label at a time
+    ordered = y.double().gather(-1, proposal.order.unsqueeze(1).expand_as(y))
+    coupling = proposal.coupling.double()
+    log_components = []
+    for c, scale in enumerate(proposal.coupling_scale):
+        total = torch.zeros(y.shape[:2], dtype=torch.float64)
+        for t in range(space.k):
+            field = proposal.logits[:, c, t].unsqueeze(1) + scale * (ordered * coupling[:, t].unsqueeze(1)).sum(-1)
+            total += torch.where(ordered[..., t] == 1, torch.nn.functional.logsigmoid(field),
+                                 torch.nn.functional.logsigmoid(-field))
+        log_components.append(total + proposal.weights[:, c].log().unsqueeze(1))
+    torch.testing.assert_close(blocked, torch.logsumexp(torch.stack(log_components, -1), -1), rtol=1e-5, atol=1e-5)

@@ -88,6 +88,39 @@ def test_pairwise_terms_define_the_energy(rank):
     assert energy.rank == rank and build_energy(space, "pairwise", 4, rank=0)(x, y).shape == (4, 5)  # rank 0 allowed
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factor_products_are_the_batched_gemm_to_the_bit(dtype):
+    """factor_product is torch.bmm, bit for bit: at rank 1 as elementwise outer products (one
+    product per entry, nothing summed), at rank 3 the GEMM itself."""
+    from ebm.energies import factor_product
+
+    generator = torch.Generator().manual_seed(3)
+    for rank in (1, 3):
+        left = torch.randn(5, 4, rank, generator=generator, dtype=dtype)
+        right = torch.randn(5, rank, 9, generator=generator, dtype=dtype)
+        assert torch.equal(factor_product(left, right), torch.bmm(left, right))
+
+
+@pytest.mark.parametrize("rank", [0, 1, 3])
+def test_training_mean_field_is_the_dense_mean_field(rank):
+    """pairwise_mean_field (the min-min training proposal's fields, from the energy's factors,
+    no (n, k, k) tensor) equals mean_field_logits on the dense U(x) of pairwise_terms, float64."""
+    from ebm.importance import mean_field_logits, pairwise_mean_field
+
+    space = Multilabel(7, prior_probs=torch.tensor([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.9]))
+    energy = random_energy(space, "pairwise", rank=rank).double()
+    with torch.no_grad():  # a non-zero static coupling (it starts at zero)
+        energy.coupling.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 4, dtype=torch.float64)
+    means = torch.rand(4, 2, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    prior_logits = space.prior_logits().double()
+    with torch.no_grad():
+        u, coupling = energy.pairwise_terms(x)
+        expected = mean_field_logits(u + prior_logits, coupling, means, iterations=10)
+        got = pairwise_mean_field(energy, x, means, prior_logits, iterations=10)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
 
 @pytest.mark.parametrize("space, model, rank", [(Multilabel(7), "pairwise", 3), (Multilabel(5), "pairwise", 0),
                                               (Multilabel(6), "unary", 0), (Permutations(5), "permutahedron", 0),
