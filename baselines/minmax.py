@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from ebm.energies import mlp
 from ebm.method import Fitted
-from ebm.spaces import OutputSpace, PermutationSpace, is_ranking
+from ebm.spaces import OutputSpace, PermutationSpace, inverse_permutations, is_ranking
 from ebm.training import COMMON_DEFAULTS, FitContext, PreSteps, StepMethod, score_data_and_samples, suggest_common
 
 
@@ -74,17 +74,35 @@ class PlackettLuceSampler(nn.Module):
         """m draws per x in the space encoding, (n, m, *event), and log-probabilities (n, m).
 
         Gumbel trick: the argsort (descending) of s + Gumbel noise is an exact PL draw;
-        log p(o) = Σ_i s_{o_i} − logsumexp_{j ≥ i} s_{o_j} (suffix log-sum-exp via a flipped logcumsumexp).
+        log p(o) = Σ_i s_{o_i} − logsumexp_{j ≥ i} s_{o_j} (:func:`plackett_luce_log_prob`).
         """
-        scores = self.scores(x)[:, None, :].expand(-1, m, -1)  # (n, m, k)
-        uniform = torch.rand(scores.shape, generator=generator, device=generator.device).to(x.device)
+        scores = self.scores(x)  # (n, k)
+        draws = scores[:, None, :].expand(-1, m, -1)  # (n, m, k)
+        uniform = torch.rand(draws.shape, generator=generator, device=generator.device).to(x.device)
         gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
-        order = (scores.detach() + gumbel).argsort(dim=-1, descending=True)  # order[i] = label at position i
-        ordered = scores.gather(-1, order)
-        suffix_lse = ordered.flip(-1).logcumsumexp(-1).flip(-1)
-        log_prob = (ordered - suffix_lse).sum(-1)
-        positions = order.argsort(dim=-1)  # position of each label
-        return self.space._from_positions(positions), log_prob
+        order = (draws.detach() + gumbel).argsort(dim=-1, descending=True)  # order[i] = label at position i
+        positions = inverse_permutations(order)  # position of each label
+        return self.space._from_positions(positions), plackett_luce_log_prob(scores, order)
+
+
+def plackett_luce_log_prob(scores: Tensor, order: Tensor) -> Tensor:
+    """log p(o) = Σ_i [s_{o_i} − log Σ_{j≥i} e^{s_{o_j}}] of orders o (n, m, k) (o_i: the label at
+    position i) under Plackett–Luce scores s (n, k) → (n, m) in s's dtype, differentiable in s.
+
+    The suffix log-sum-exps L_i = log Σ_{j≥i} e^{s_{o_j}} by their recurrence from the last
+    position, L_i = logaddexp(s_{o_i}, L_{i+1}): k − 1 vectorised steps over all draws, stable for
+    any spread of the scores. ``torch.logcumsumexp`` runs the same recurrence as a scalar loop on
+    CPU, and two more in its backward: forward and backward of a stacked group's draws (10 × 64 ×
+    16 orders of k = 11) 14.6 → 5.0 ms; lr-vowel's Birkhoff group step, four such calls, 105 → 72 ms.
+    (Suffix sums of e^{s − max s} by one ``cumsum`` take 3.1 ms, but underflow once scores lie
+    ~700 nats apart.) Not the same bits: a vectorised exp and log1p where logcumsumexp calls the
+    scalar ones, so within float rounding of it (tests/test_baselines.py)."""
+    ordered = scores[:, None, :].expand(-1, order.shape[1], -1).gather(-1, order)  # s_{o_i}, (n, m, k)
+    columns = ordered.unbind(-1)
+    suffixes = [columns[-1]]
+    for column in reversed(columns[:-1]):
+        suffixes.append(torch.logaddexp(column, suffixes[-1]))
+    return ordered.sum(-1) - torch.stack(suffixes, -1).sum(-1)
 
 
 def build_sampler(space: OutputSpace, in_features: int, hidden: int) -> BernoulliSampler | PlackettLuceSampler:

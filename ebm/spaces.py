@@ -136,6 +136,15 @@ PERMUTATION_TABLE_MAX_K = 8
 _PERMUTATION_TABLES: dict[tuple[int, torch.device], Tensor] = {}
 
 
+def inverse_permutations(order: Tensor) -> Tensor:
+    """The positions of the labels, positions[order[i]] = i, for orders (…, k) (order[i]: the label
+    at position i): the same integers as ``order.argsort(-1)``, by one scatter instead of a sort
+    (a stacked minmax-reinforce step's 10 × 64 × 16 orders of k = 11: 1.6 → 0.3 ms a call).
+    Out of place, so that it also works on a stacked step's batched orders."""
+    labels = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.zeros_like(order).scatter(-1, order, labels)
+
+
 def random_permutations(shape: tuple[int, ...], k: int, generator: torch.Generator | None, device) -> Tensor:
     """Uniform random permutations of {0..k−1}, shape (*shape, k), int64 positions.
 
@@ -475,9 +484,12 @@ class PermutationMatrices(PermutationSpace):
         self.event_shape = (self.k, self.k)
 
     def _from_positions(self, positions):
-        # one_hot's values, compared straight to float: one_hot writes an int64 tensor (eight bytes
-        # per entry) that .float() then converts, and a stacked step's draws hold 1.2M entries at k = 11
-        return (positions.unsqueeze(-1) == torch.arange(self.k, device=positions.device)).float()
+        # one_hot's values, a 1 scattered into each row of zeros: one_hot writes an int64 tensor (eight
+        # bytes per entry) that .float() then converts, a comparison with arange(k) a bool tensor that it
+        # converts; a stacked step's draws hold 1.2M entries at k = 11 (2.0-2.3 → 1.0-1.3 ms a call).
+        # Out of place: under a stacked step (vmap) the positions are batched, a fresh zeros is not
+        zeros = torch.zeros((*positions.shape, self.k), device=positions.device)
+        return zeros.scatter(-1, positions.unsqueeze(-1), 1.0)
 
     def _to_positions(self, y):
         return y.argmax(dim=-1)

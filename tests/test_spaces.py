@@ -216,3 +216,17 @@ def test_random_bits_are_the_words_bits_unpacked_one_by_one(k):
     # the uniform prior draws exactly these bits
     prior = Multilabel(k).sample_prior(shape, generator=torch.Generator().manual_seed(11))
     assert torch.equal(prior, bits)
+
+
+def test_inverse_permutations_are_the_argsort_of_the_orders():
+    """positions[order[i]] = i: the argsort of every order, by a scatter, also on a stacked step's
+    batched orders (torch.func.vmap)."""
+    from torch.func import vmap
+
+    from ebm.spaces import inverse_permutations
+
+    orders = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(0)).argsort(dim=-1)
+    positions = inverse_permutations(orders)
+    assert torch.equal(positions, orders.argsort(dim=-1))
+    assert torch.equal(orders.gather(-1, positions), torch.arange(7).expand(3, 5, 7))  # order[positions[l]] = l
+    assert torch.equal(vmap(inverse_permutations)(orders), positions)
