@@ -7,6 +7,7 @@ value g(x, y) or a single-site energy difference counts as one).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from ebm.batching import is_stacked
 from ebm.energies import Energy, LinearInY, Pairwise, site_field, site_views
-from ebm.spaces import OutputSpace, is_binary, uniform_noise
+from ebm.spaces import OutputSpace, is_binary, is_ranking, uniform_noise
 
 
 def _with_chains(space: OutputSpace, y: Tensor) -> tuple[Tensor, bool]:
@@ -151,22 +152,30 @@ def mh_transpositions(
 ) -> tuple[Tensor, int]:
     """``n_steps`` Metropolis–Hastings steps with a uniformly random transposition of two labels
     (a symmetric proposal), accepted with probability min(1, q(y')e^{g(y')} / (q(y)e^{g(y)}))."""
-    if space.kind.binary:
+    if not is_ranking(space):
         raise ValueError("random transpositions are for ranking spaces; use gibbs_sweep for Multilabel")
     states, added = _with_chains(space, y)
-    states = states.to(x.dtype)
     n, c = states.shape[:2]
-    event_dims = len(space.event_shape)
+    # Permutation matrices (k × k a state) move as positions (n, c, k), each label's position: swapping
+    # two labels' positions transposes them, and a proposal becomes a matrix only to be scored. On
+    # Birkhoff the swaps, copies and selections of whole matrices were most of a step (lr-vowel's
+    # stacked mcmc-pcd, a group step: 92-171 → 74-84 ms, alternating); the same states, proposals and decisions. Rank
+    # vectors are already (n, c, k), and move as they are.
+    as_positions = math.prod(space.event_shape) > space.k
+    encode = (lambda chains: space._from_positions(chains).to(x.dtype)) if as_positions else (lambda chains: chains)
+    chains = space._to_positions(states) if as_positions else states.to(x.dtype)
     score = candidate_scorer(energy, x)
-    log_target = score(states) + space.log_prior(states)
+    current = encode(chains)
+    log_target = score(current) + space.log_prior(current)
     for _ in range(int(n_steps)):
-        proposal = transpose_labels(states, *random_label_pairs((n, c), space.k, generator, x.device), event_dims)
+        proposed = transpose_labels(chains, *random_label_pairs((n, c), space.k, generator, x.device), 1)
+        proposal = encode(proposed)
         log_proposal = score(proposal) + space.log_prior(proposal)
         accept = torch.log(uniform_noise((n, c), generator, x.device)) < (log_proposal - log_target)
-        mask = accept.reshape(n, c, *([1] * event_dims))
-        states = torch.where(mask, proposal, states)
+        chains = torch.where(accept.unsqueeze(-1), proposed, chains)
         log_target = torch.where(accept, log_proposal, log_target)
     evals = n * c * (int(n_steps) + 1)
+    states = encode(chains)
     return (states.squeeze(1) if added else states), evals
 
 

@@ -181,3 +181,27 @@ def test_samplers_accept_single_chains_and_refuse_the_wrong_space():
         gibbs_sweep(energy, ranking, x, ranking.sample_prior(2))
     with pytest.raises(ValueError, match="gibbs_sweep"):
         mh_transpositions(energy, space, x, space.sample_prior(2), 1)
+
+
+def test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains():
+    """mh_transpositions moves permutation-matrix chains as positions; the textbook kernel on the
+    k × k matrices themselves (swap two rows, score, accept with min(1, e^{Δg}), select the
+    matrices) makes the same states from the same random numbers, bit for bit."""
+    from ebm.samplers import random_label_pairs
+    from ebm.spaces import uniform_noise
+
+    space = PermutationMatrices(5)
+    energy = random_energy(space, "birkhoff")
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    start = space.sample_prior((4, 6), generator=torch.Generator().manual_seed(2))
+    got, _ = mh_transpositions(energy, space, x, start, 40, generator=torch.Generator().manual_seed(3))
+    generator, states = torch.Generator().manual_seed(3), start.clone()
+    with torch.no_grad():
+        log_target = energy(x, states) + space.log_prior(states)
+        for _ in range(40):
+            proposal = transpose_labels(states, *random_label_pairs((4, 6), 5, generator, None), event_dims=2)
+            log_proposal = energy(x, proposal) + space.log_prior(proposal)
+            accept = torch.log(uniform_noise((4, 6), generator, None)) < (log_proposal - log_target)
+            states = torch.where(accept[..., None, None], proposal, states)
+            log_target = torch.where(accept, log_proposal, log_target)
+    assert torch.equal(got, states) and not torch.equal(states, start)
