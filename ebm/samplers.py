@@ -159,8 +159,8 @@ def mh_transpositions(
     # Permutation matrices (k × k a state) move as positions (n, c, k), each label's position: swapping
     # two labels' positions transposes them, and a proposal becomes a matrix only to be scored. On
     # Birkhoff the swaps, copies and selections of whole matrices were most of a step (lr-vowel's
-    # stacked mcmc-pcd, a group step: 92-171 → 74-84 ms, alternating); the same states, proposals and decisions. Rank
-    # vectors are already (n, c, k), and move as they are.
+    # stacked mcmc-pcd, a group step: 92-171 → 74-84 ms, alternating); the same states, proposals
+    # and decisions. Rank vectors are already (n, c, k), and move as they are.
     as_positions = math.prod(space.event_shape) > space.k
     encode = (lambda chains: space._from_positions(chains).to(x.dtype)) if as_positions else (lambda chains: chains)
     chains = space._to_positions(states) if as_positions else states.to(x.dtype)
