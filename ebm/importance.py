@@ -146,7 +146,7 @@ class BernoulliMixture(Proposal):
         inverse = self.order.argsort(dim=-1)  # label i was drawn at step inverse_i (gather: faster than scatter)
         return y.gather(-1, inverse.unsqueeze(1).expand_as(y))
 
-    def log_prob(self, y):
+    def log_prob(self, y: Tensor) -> Tensor:
         # (n, m, k) work in y's precision, the (n, m, C) log-probabilities in float64
         y = self._permute(y)
         logits = self.logits.to(y.dtype)
