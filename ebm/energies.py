@@ -96,7 +96,7 @@ def factor_product(left: Tensor, right: Tensor) -> Tensor:
     At r = 1 every entry is a single product, computed elementwise (``left * right``): a GEMM with an
     inner dimension of 1 is BLAS's slow case on CPU (k = 174, n = 64: (64, 174, 1) @ (64, 1, 174)
     7.2 → 1.6 ms, (64, 2, 1) @ (64, 1, 174) 86 → 6 µs), and with no sum to order the values are the
-    same bits (tests/test_energies.py). The pairwise energy's coupling and the training proposal's
+    same bits (tests/test_inference.py). The pairwise energy's coupling and the training proposal's
     mean-field fields (``ebm.importance.pairwise_mean_field``) are built from such products."""
     if left.shape[-1] == 1:
         return left * right
