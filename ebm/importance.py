@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ebm.batching import is_stacked
 from ebm.energies import Energy, PairwiseEnergy, factor_product
-from ebm.spaces import OutputSpace, is_binary, is_ranking, uniform_noise
+from ebm.spaces import OutputSpace, inverse_permutations, is_binary, is_ranking, uniform_noise
 
 #: elements (samples × event size) of proposal draws held at once, summed over inputs
 MAX_DRAW_ELEMENTS = 2**22
@@ -143,7 +143,7 @@ class BernoulliMixture(Proposal):
             y = _sample_autoregressive(base, self.coupling.to(noise.dtype), scale, noise)
         if self.order is None:
             return y
-        inverse = self.order.argsort(dim=-1)  # label i was drawn at step inverse_i (gather: faster than scatter)
+        inverse = inverse_permutations(self.order)  # label i was drawn at step inverse_i (gather: faster than scatter)
         return y.gather(-1, inverse.unsqueeze(1).expand_as(y))
 
     def log_prob(self, y: Tensor) -> Tensor:
@@ -434,7 +434,7 @@ class AssignmentProposal(Proposal):
             size = drawn.shape[1]
             column_at_step = drawn.gather(2, self.order.unsqueeze(1).expand(n, size, k))  # (n, size, k)
             chosen = step_logits.gather(2, column_at_step.transpose(1, 2)).sum(1)  # (n, size): Σ_t L[o_t, c_t]
-            step_of_column = torch.zeros_like(column_at_step).scatter(2, column_at_step, steps.expand(n, size, k))
+            step_of_column = inverse_permutations(column_at_step)  # the step that fills each column
             taken = step_of_column.unsqueeze(2) < steps.view(k, 1)  # (n, size, step, column): filled before the step
             free_logits = step_logits.unsqueeze(1).masked_fill(taken, -math.inf)  # (n, size, step, column)
             free_max = free_logits.amax(dim=-1, keepdim=True)  # finite: c_t is free

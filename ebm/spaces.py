@@ -468,7 +468,7 @@ class Permutations(PermutationSpace):
     def mode_linear(self, theta: Tensor) -> Tensor:
         """y = rank(θ): the label with the largest θ gets value k − 1 (rearrangement inequality)."""
         self.check_y(theta, "theta")
-        return theta.argsort(dim=-1).argsort(dim=-1).float()
+        return inverse_permutations(theta.argsort(dim=-1)).float()
 
 
 class PermutationMatrices(PermutationSpace):
