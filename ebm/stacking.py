@@ -239,19 +239,27 @@ class _Objective(nn.Module):
 @dataclass
 class _Group:
     """The stacked state: leaves ``params`` / ``buffers`` (name → (S, ...)) whose leading axis
-    holds the members listed in ``stacked`` (member numbers, in order), and every member's modules."""
+    holds the members listed in ``stacked`` (member numbers, in order), and every member's modules.
+    A leaf named in ``transposed`` (a Linear layer's weight) holds its parameter's transpose,
+    (S, in, out) rather than (S, out, in): :meth:`arguments` gives the step the parameters in the
+    modules' layout."""
 
     params: dict[str, Tensor]
     buffers: dict[str, Tensor]
     members: list[nn.Module]
     stacked: list[int]
+    transposed: frozenset[str] = frozenset()
+
+    def arguments(self) -> dict[str, Tensor]:
+        """The parameters as the members' modules hold them (a transposed leaf as a view)."""
+        return {name: p.transpose(1, 2) if name in self.transposed else p for name, p in self.params.items()}
 
     @torch.no_grad()
     def load(self, s: int) -> None:
         """Copy member ``s``'s slices into its own modules (for its monitor and its result)."""
-        position, holder = self.stacked.index(s), self.members[s]
+        position, holder, params = self.stacked.index(s), self.members[s], self.arguments()
         for name, p in holder.named_parameters():
-            p.copy_(self.params[name][position])
+            p.copy_(params[name][position])
         for name, b in holder.named_buffers():
             b.copy_(self.buffers[name][position])
 
@@ -278,6 +286,22 @@ class _Group:
                 rebuilt.state[leaf] = {key: kept(value) for key, value in state.items()}
         self.stacked = list(members)
         return rebuilt
+
+
+def _linear_weights(wrapper: nn.Module) -> frozenset[str]:
+    """The names of ``wrapper``'s Linear weights (W of y = x Wᵀ + b), stacked transposed.
+
+    Why: under vmap the weight's gradient comes out of the batched product xᵀ ∂y, (S, in, out),
+    and reaches a stacked (S, out, in) leaf as a transposed view that autograd copies into the
+    leaf's layout (every wide layer, every step: 9 of lr-vowel's 60 ms group step at hidden
+    256); a leaf stored as (S, in, out) takes it as it is. The values are the same; the products
+    read the weight in the other memory order, so sums may round differently."""
+    return frozenset(f"{name}.weight" for name, module in wrapper.named_modules() if isinstance(module, nn.Linear))
+
+
+def _transposed_leaf(stacked: Tensor) -> Tensor:
+    """A new leaf holding ``stacked``'s (S, a, b) transpose, (S, b, a), contiguous."""
+    return stacked.detach().transpose(1, 2).contiguous().requires_grad_(stacked.requires_grad)
 
 
 def _stacked_optimizer(template: torch.optim.Optimizer, wrapper: nn.Module,
@@ -365,7 +389,9 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     # each member's modules in a module of the wrapper's structure: the same leaf names
     holders = [_Objective(c.modules, c.batch_objective) for c in captured]
     stacked_params, stacked_buffers = stack_module_state(holders)
-    group = _Group(dict(stacked_params), dict(stacked_buffers), list[nn.Module](holders), list(range(len(holders))))
+    transposed = _linear_weights(wrapper)
+    group = _Group({name: _transposed_leaf(p) if name in transposed else p for name, p in stacked_params.items()},
+                   dict(stacked_buffers), list[nn.Module](holders), list(range(len(holders))), transposed)
     template_optimizer = template.optimizer
     assert template_optimizer is not None  # set by _capture
     optimizer = _stacked_optimizer(template_optimizer, wrapper, group.params)
@@ -424,10 +450,10 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         optimizer.zero_grad(set_to_none=True)
         if pre_steps is not None and pre_step_losses is not None:  # as run_steps: from None gradients, not clipped
             for _ in range(pre_steps.count):
-                pre_step_losses(group.params, group.buffers, index, *step_priors).sum().backward()
+                pre_step_losses(group.arguments(), group.buffers, index, *step_priors).sum().backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        losses, write_indices, write_values = step_losses(group.params, group.buffers, index, *step_priors)
+        losses, write_indices, write_values = step_losses(group.arguments(), group.buffers, index, *step_priors)
         _apply_writes(wrapper.write_targets, write_indices, write_values)
         values = losses.detach().tolist()
         live = [math.isfinite(value) for value in values]
