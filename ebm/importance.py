@@ -143,7 +143,8 @@ class BernoulliMixture(Proposal):
             y = _sample_autoregressive(base, self.coupling.to(noise.dtype), scale, noise)
         if self.order is None:
             return y
-        inverse = inverse_permutations(self.order)  # label i was drawn at step inverse_i (gather: faster than scatter)
+        inverse = inverse_permutations(self.order)  # label i was drawn at step inverse_i
+        # y back to label order by a gather (faster than scattering y)
         return y.gather(-1, inverse.unsqueeze(1).expand_as(y))
 
     def log_prob(self, y: Tensor) -> Tensor:

@@ -59,7 +59,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -250,6 +250,17 @@ class _Group:
     stacked: list[int]
     transposed: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(cls, holders: Sequence[nn.Module], transposed: frozenset[str]) -> _Group:
+        """Every member of ``holders`` stacked (``torch.func.stack_module_state``), the leaves named in
+        ``transposed`` held as (S, in, out) (new contiguous leaves)."""
+        from torch.func import stack_module_state
+
+        params, buffers = stack_module_state(holders)
+        leaves = {name: p.detach().transpose(1, 2).contiguous().requires_grad_(p.requires_grad)
+                  if name in transposed else p for name, p in params.items()}
+        return cls(leaves, dict(buffers), list(holders), list(range(len(holders))), transposed)
+
     def arguments(self) -> dict[str, Tensor]:
         """The parameters as the members' modules hold them (a transposed leaf as a view)."""
         return {name: p.transpose(1, 2) if name in self.transposed else p for name, p in self.params.items()}
@@ -297,11 +308,6 @@ def _linear_weights(wrapper: nn.Module) -> frozenset[str]:
     256); a leaf stored as (S, in, out) takes it as it is. The values are the same; the products
     read the weight in the other memory order, so sums may round differently."""
     return frozenset(f"{name}.weight" for name, module in wrapper.named_modules() if isinstance(module, nn.Linear))
-
-
-def _transposed_leaf(stacked: Tensor) -> Tensor:
-    """A new leaf holding ``stacked``'s (S, a, b) transpose, (S, b, a), contiguous."""
-    return stacked.detach().transpose(1, 2).contiguous().requires_grad_(stacked.requires_grad)
 
 
 def _stacked_optimizer(template: torch.optim.Optimizer, wrapper: nn.Module,
@@ -358,8 +364,6 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     member, in order: its :class:`Fitted`, or the exception that ended it alone (a
     :class:`Diverged`). A ``ValueError`` (refused configuration, members of unequal shapes) or
     an error of the whole group is raised."""
-    from torch.func import stack_module_state
-
     device = torch.device(device)
     params = method.full_params(space, model, params)
     if not method.can_stack(space, model, params):
@@ -388,10 +392,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     wrapper = _Objective(template.modules, template.batch_objective)
     # each member's modules in a module of the wrapper's structure: the same leaf names
     holders = [_Objective(c.modules, c.batch_objective) for c in captured]
-    stacked_params, stacked_buffers = stack_module_state(holders)
-    transposed = _linear_weights(wrapper)
-    group = _Group({name: _transposed_leaf(p) if name in transposed else p for name, p in stacked_params.items()},
-                   dict(stacked_buffers), list[nn.Module](holders), list(range(len(holders))), transposed)
+    group = _Group.of(holders, _linear_weights(wrapper))
     template_optimizer = template.optimizer
     assert template_optimizer is not None  # set by _capture
     optimizer = _stacked_optimizer(template_optimizer, wrapper, group.params)
