@@ -13,6 +13,7 @@ jobs even when a library swallowed its exception; a job that ends after the stop
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,12 +185,58 @@ class Dispatcher:
             counts[one.status] += 1
 
 
-#: runs of one configuration trained stacked in one job at most (``ebm-bench run`` default). A
-#: multilabel task's configuration has 5 runs (seeds); a ranking task's 50 (5 seeds x 10 folds), where
-#: groups of 10 rather than 5 cost a member 13-33 % less a step on small networks (the vmapped step's
-#: fixed cost shared by more members; ``ebm-bench perf --benchmarks stacking``, permutahedron k = 6),
-#: and lr-iris's runs phase took 601 instead of 645 s (the same tuned studies, one after the other)
-STACK_LIMIT = 10
+#: runs of one configuration trained stacked in one job at most (``ebm-bench run``'s default rule,
+#: :func:`group_limit`). A multilabel task's configuration has 5 runs (seeds), cal500's 25 (5 seeds x 5
+#: folds), a ranking task's 50 (5 seeds x 10 folds). Per member-step at the stored protocol's tuned
+#: hyperparameters (a throwaway benchmark, 2026-12-03, both cores busy as in the protocol), groups of 25
+#: rather than 10 cost a ranking configuration's member less (lr-iris permutahedron mcmc-pcd 2.09 → 1.16
+#: ms, exact-mle 0.78 → 0.45, lr-vowel Birkhoff minmin-logistic-is 11.9 → 10.4, mcmc-pcd 12.8 → 11.4)
+#: and cal500's methods that draw no samples too (bce 1.07 → 0.84, exact-mle 2.72 → 2.22)
+STACK_LIMIT = 25
+#: the limit of a configuration whose step draws more than :data:`DRAW_HEAVY_ELEMENTS` sample elements
+#: per member (batch × n′ × the event's size): there a group of 25 cost a member more than one of 10
+#: (cal500 unary minmax-reinforce 18.9 → 22.9 ms, minmin-logistic-is 7.4 → 8.4; the group's draws,
+#: 4.5M elements a step, leave the cache), where the largest ranking draw (lr-vowel Birkhoff, n′ = 16:
+#: 64 × 16 × 121 = 124k a member) still gained
+DRAW_HEAVY_STACK_LIMIT = 10
+#: sample elements a member's step draws, above which its configuration stacks at most
+#: :data:`DRAW_HEAVY_STACK_LIMIT` (between lr-vowel Birkhoff's 124k and cal500's 178k at n′ = 16)
+DRAW_HEAVY_ELEMENTS = 2**17
+
+
+def draw_elements(run) -> int:
+    """Sample elements one member's training step draws: batch × n′ × the event's size, for the
+    methods that draw n′ samples per input (hyperparameter ``n_samples``); 0 for the others."""
+    from ebm.spaces import make_space
+
+    samples = run.method.params(dict(run.spec.params)).get("n_samples") or 0
+    if not samples:
+        return 0
+    event = math.prod(make_space(run.kind, run.k, run.spec.model).event_shape)
+    return int(run.spec.budget["batch_size"]) * int(samples) * event
+
+
+def group_limit(run, limit: int | None) -> int:
+    """The most runs of ``run``'s configuration one stacked job trains: ``limit`` when given
+    (``--stack``, a suite's ``stack``), else the default rule: :data:`STACK_LIMIT`, or
+    :data:`DRAW_HEAVY_STACK_LIMIT` where a member's step draws more than :data:`DRAW_HEAVY_ELEMENTS`."""
+    if limit is not None:
+        return limit
+    try:
+        heavy = draw_elements(run) > DRAW_HEAVY_ELEMENTS
+    except (ValueError, KeyError, TypeError):  # the worker reports what is wrong with the run
+        heavy = False
+    return DRAW_HEAVY_STACK_LIMIT if heavy else STACK_LIMIT
+
+
+def describe_limit(limit: int | None) -> str:
+    """One line for ``run --dry-run``: what stacking this limit gives."""
+    if limit is None:
+        return (f"stacking: up to {STACK_LIMIT} runs of one configuration per job (methods that opt in; "
+                f"{DRAW_HEAVY_STACK_LIMIT} where a member's step draws more than {DRAW_HEAVY_ELEMENTS:,} sample "
+                "elements)")
+    return (f"stacking: up to {limit} runs of one configuration per job (methods that opt in)" if limit > 1
+            else "stacking: off (every run alone)")
 
 
 def group_count(runs: int, limit: int) -> int:
@@ -222,13 +269,14 @@ def stack_key(run) -> tuple | None:
     return (run.spec.config_hash,)
 
 
-def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
+def stack_groups(runs: list, limit: int | None = None) -> list[list]:
     """``runs`` as jobs: the stackable runs of one :func:`stack_key` split into the fewest groups
-    of at most ``limit``, of balanced sizes (7 runs, limit 5: 4 + 3), every other run alone. The
-    largest groups come first (a group of S runs costs about as much as S/1.5 lone ones: started
-    last, it would leave the other workers idle at the end — longest job first), then the
-    order of their first run. ``limit`` ≤ 1 stacks nothing."""
-    if limit <= 1:
+    of at most ``limit`` (None: :func:`group_limit`'s default rule, per configuration), of balanced
+    sizes (7 runs, limit 5: 4 + 3), every other run alone. The largest groups come first (a group
+    of S runs costs about as much as S/1.5 lone ones: started last, it would leave the other
+    workers idle at the end — longest job first), then the order of their first run. ``limit`` ≤ 1
+    stacks nothing."""
+    if limit is not None and limit <= 1:
         return [[run] for run in runs]
     slots: list[Any] = []   # a lone run, or the key of a stack (placed at its first run)
     stacks: dict[tuple, list] = {}
@@ -247,18 +295,19 @@ def stack_groups(runs: list, limit: int = STACK_LIMIT) -> list[list]:
             jobs.append(slot)
             continue
         members = stacks[slot]
-        count = group_count(len(members), limit)
+        count = group_count(len(members), group_limit(members[0], limit))
         jobs += [members[i::count] for i in range(count)]
     return sorted(jobs, key=len, reverse=True)  # stable: equal sizes keep their order
 
 
 class SuiteRuns:
     """The suite's runs (test split evaluated): each finished run is one ``runs`` row and its
-    curves. Seeds of one configuration train stacked in one job, ``stack`` at most (1: none)."""
+    curves. Seeds of one configuration train stacked in one job, ``stack`` at most (1: none; None:
+    :func:`group_limit`'s default rule)."""
 
     title: str
 
-    def __init__(self, runs: list, title: str, *, stack: int = 1) -> None:
+    def __init__(self, runs: list, title: str, *, stack: int | None = 1) -> None:
         self.runs, self.title = list(runs), title
         self._queue = iter(stack_groups(self.runs, stack))
 

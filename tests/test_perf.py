@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -225,12 +224,31 @@ def test_protocol_benchmark_times_every_configuration_of_a_task(data_dir, monkey
     assert estimate["all"] == estimate["lr-wine"] > 0
     assert not any("not estimated" in note for note in notes), notes
     assert _check_ratios(frame) == len(frame)
-    # the stackable configurations were timed as a group too, of the size run gives 5 seeds x 10 folds
-    from harness.commands.run import RunOptions
-    from harness.suites import load_suite
+    # the stackable configurations were timed as a group too, of the size run gives 5 seeds x 10 folds:
+    # two groups of 25 (no lr-wine configuration draws more than DRAW_HEAVY_ELEMENTS a member-step)
+    from harness.dispatch import STACK_LIMIT
 
-    limit = RunOptions(results_dir=Path(".")).stack_for(load_suite("paper"))
     timed = re.search(r"(\d+) configurations timed .*?(\d+) of them also as a stacked group of their runs' "
                       r"size, (\S+) members", " ".join(notes))
     assert timed is not None, notes
-    assert 0 < int(timed.group(2)) < int(timed.group(1)) and timed.group(3) == str(limit)
+    assert 0 < int(timed.group(2)) < int(timed.group(1)) and timed.group(3) == str(STACK_LIMIT)
+
+
+def test_group_size_benchmark_times_both_sizes_of_stored_configurations(data_dir, monkeypatch):
+    """--quick, two of lr-iris's stored configurations, a few steps: each timed at 10 and 25
+    members, the 25's ratio to the 10 per configuration, and the tally under the rule's limit
+    (lr-iris draws little: every configuration is under the 25 limit)."""
+    from harness.perf import group_size
+
+    configurations = group_size._configurations
+    monkeypatch.setattr(group_size, "_configurations", lambda *a: configurations(*a)[:2])
+    monkeypatch.setattr(group_size, "QUICK_SHORT", 2)
+    monkeypatch.setattr(group_size, "QUICK_LONG", 6)
+    rows, notes = group_size.run(PerfConfig(quick=True, data_dir=data_dir))
+    frame = pd.DataFrame(rows)
+    assert len(frame) == 4 and set(frame["task"]) == {"lr-iris"}, frame
+    assert frame["method"].str.endswith("[stacked=10]").sum() == 2 and (frame["value"] > 0).all()
+    assert _check_ratios(frame) == len(frame)
+    assert any("stacks up to 25: 25 members cheaper per member-step in" in note and "of 2 configurations" in note
+               for note in notes), notes
+    assert not any("up to 10" in note or "failed" in note for note in notes), notes

@@ -1,5 +1,5 @@
 """Where a run's stacking limit comes from: ``--stack`` / ``--no-stack``, else the suite's
-``[suite] stack``, else the default (harness.dispatch.STACK_LIMIT); the rows say what happened."""
+``[suite] stack``, else the default rule (harness.dispatch.group_limit); the rows say what happened."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _suite_with_stack(tmp_path, stack: int | None):
 
 
 @pytest.mark.parametrize("suite_stack, cli_stack, expected", [
-    (None, None, 3),   # the default limit (10) stacks the 3 seeds
+    (None, None, 3),   # the default limit (25) stacks the 3 seeds
     (1, None, None),   # the suite says each run alone
     (2, None, 2),      # groups of at most 2: a pair, and one run alone
     (1, 3, 3),         # --stack overrides the suite
@@ -51,3 +51,6 @@ def test_the_stacking_limit_is_in_the_dry_run_and_the_builtin_time_studies_run_a
     suite = _suite_with_stack(tmp_path, 1)
     assert "stacking: off" in dry_run(str(suite), Filters(), serial_options(tmp_path / "r"))
     assert "stacking: up to 4 runs" in dry_run(str(suite), Filters(), serial_options(tmp_path / "r", stack=4))
+    (tmp_path / "default").mkdir()
+    default = dry_run(str(_suite_with_stack(tmp_path / "default", None)), Filters(), serial_options(tmp_path / "r"))
+    assert "stacking: up to 25 runs of one configuration per job (methods that opt in; 10 where" in default

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data-dir", help="dataset directory: yeast and lr-glass, and every task of the paper "
                                            "suite for protocol (default: $EBM_BENCH_DATA)")
     parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, dropout, time_to_quality, flops, "
-                                             "memory, harness, throughput, protocol (default: all)")
+                                             "memory, harness, throughput, protocol, group_size (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for the timed work (default: cpu)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while timing (default 1, what a harness run gets per CPU)")

@@ -51,17 +51,14 @@ class RunOptions:
     tune_only: bool = False
     claim_ttl: float | None = None   # seconds before an unrenewed claim is stale (None: claims.DEFAULT_TTL)
     #: seeds of one configuration trained stacked in one job, at most (1: each run alone;
-    #: ``--no-stack``; None: the suite's ``stack``, else harness.dispatch.STACK_LIMIT); see
-    #: harness.dispatch.stack_groups
+    #: ``--no-stack``; None: the suite's ``stack``, else harness.dispatch.group_limit's default
+    #: rule); see harness.dispatch.stack_groups
     stack: int | None = None
 
-    def stack_for(self, suite: Suite) -> int:
-        """The stacking limit of this invocation: ``--stack``, else the suite's, else the default."""
-        from harness.dispatch import STACK_LIMIT
-
-        if self.stack is not None:
-            return self.stack
-        return suite.stack if suite.stack is not None else STACK_LIMIT
+    def stack_for(self, suite: Suite) -> int | None:
+        """The stacking limit of this invocation: ``--stack``, else the suite's, else None (the
+        default rule, per configuration: :func:`harness.dispatch.group_limit`)."""
+        return self.stack if self.stack is not None else suite.stack
 
 
 @dataclass
@@ -207,7 +204,7 @@ class _ClaimedRuns:
     claim only once the run's row is on disk), numbered with its attempt, and released once
     its rows are written (:meth:`recorded`, called by the dispatcher after the write)."""
 
-    def __init__(self, runs: list, title: str, claims, index, options: RunOptions, *, stack: int) -> None:
+    def __init__(self, runs: list, title: str, claims, index, options: RunOptions, *, stack: int | None) -> None:
         from harness.dispatch import SuiteRuns
 
         self.inner = SuiteRuns(runs, title, stack=stack)
@@ -389,7 +386,7 @@ Exit status: 0 when at least one planned run is ok (now or from before), 1 when 
 
 
 def register(subparsers) -> None:
-    from harness.dispatch import STACK_LIMIT
+    from harness.dispatch import DRAW_HEAVY_STACK_LIMIT, STACK_LIMIT
 
     parser = subparsers.add_parser("run", help="run a benchmark suite (resumable) and print the leaderboard",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -403,7 +400,8 @@ def register(subparsers) -> None:
     parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
                         help="train up to N runs of one configuration (other seeds or folds) of a method that "
                              "opts in stacked in one vmapped step, each with its own row (default: the suite's "
-                             f"`stack`, else {STACK_LIMIT})")
+                             f"`stack`, else {STACK_LIMIT}, or {DRAW_HEAVY_STACK_LIMIT} where a member's step draws "
+                             "many samples)")
     parser.add_argument("--no-stack", action="store_true", help="train every run alone (same as --stack 1)")
     parser.set_defaults(func=main)
 
@@ -508,6 +506,7 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     already stored (and their statuses), plan-time skips with the reason; then the totals.
     Nothing is written."""
     from harness import store
+    from harness.dispatch import describe_limit
     from harness.plan import plan_runs, resolve_suite
     from harness.tables import render_table
 
@@ -543,9 +542,7 @@ def dry_run(suite, filters, options: RunOptions) -> str:
     lines += [f"note: {note}\n" for note in plan.notes]
     if tuning_note:
         lines.append(tuning_note)
-    stack = options.stack_for(suite)
-    lines.append(f"stacking: up to {stack} runs of one configuration per job (methods that opt in)\n" if stack > 1
-                 else "stacking: off (every run alone)\n")
+    lines.append(describe_limit(options.stack_for(suite)) + "\n")
     budget = plan[0].spec.budget if plan else {}
     lines.append(f"{len(plan)} planned runs: {to_run} to run, {done} already stored, {at_plan} skipped or "
                  f"unsupported at plan time (budget {', '.join(f'{k}={v}' for k, v in budget.items())})\n")

@@ -5,6 +5,8 @@ process, in interleaved repetitions, medians — see :mod:`harness.perf.common`)
 
 * ``step_cost`` (:mod:`~harness.perf.steps`): ms per training step vs |Y|, ratio to bce;
 * ``stacking`` (:mod:`~harness.perf.stacking`): ms per member-step, 5 runs stacked vs alone;
+* ``group_size`` (:mod:`~harness.perf.group_size`): ms per member-step of the stored protocol's
+  configurations in stacked groups of 25 vs 10 (the default stacking rule's two limits);
 * ``dropout`` (:mod:`~harness.perf.dropout`): µs per forward + backward of ebm's dropout vs torch's;
 * ``time_to_quality`` (:mod:`~harness.perf.quality`): seconds to within 2% of exact-mle's
   validation NLL, ratio to exact-mle;
@@ -36,6 +38,7 @@ from harness.perf.common import PerfConfig
 BENCHMARKS: dict[str, str] = {
     "step_cost": "harness.perf.steps",
     "stacking": "harness.perf.stacking",
+    "group_size": "harness.perf.group_size",
     "dropout": "harness.perf.dropout",
     "time_to_quality": "harness.perf.quality",
     "flops": "harness.perf.hardware",

@@ -52,7 +52,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "results" / "paper"
 CONFIG = ["task", "model", "method", "prior"]
 
 
-def _config_keys(frame) -> list[tuple]:
+def config_keys(frame) -> list[tuple]:
     """The :data:`CONFIG` of every row (no prior: "")."""
     return list(map(tuple, frame[CONFIG].fillna("").itertuples(index=False)))
 
@@ -78,7 +78,7 @@ def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None, *,
     if tasks:
         first = first[first["task"].isin(tasks)]
     if configs is not None:
-        first = first[[key in configs for key in _config_keys(first)]]
+        first = first[[key in configs for key in config_keys(first)]]
     first = first.sort_values([*CONFIG[:3], "run_id"]).drop_duplicates(CONFIG)  # one row per configuration
     grid = tuple(GridBlock(tasks=(row.task,), models=(row.model,), methods=(row.method,),
                            params={row.method: json.loads(row.params_json or "{}")})
@@ -90,21 +90,21 @@ def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None, *,
 def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
     """Configuration → the size of its largest stacked group in the protocol, for the
     configurations of ``suite`` (:func:`cost_suite`) whose runs stack: the paper suite's
-    stacking limit (``ebm-bench run``'s) over the stored protocol's ok runs of it, split into
-    balanced groups as :func:`harness.dispatch.stack_groups` splits them."""
+    stacking limit for it (``ebm-bench run``'s: :func:`harness.dispatch.group_limit`) over the
+    stored protocol's ok runs of it, split into balanced groups as
+    :func:`harness.dispatch.stack_groups` splits them."""
     from harness.commands.run import RunOptions
-    from harness.dispatch import group_count, stack_key
+    from harness.dispatch import group_count, group_limit, stack_key
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
-    limit = RunOptions(results_dir=Path(".")).stack_for(load_suite("paper"))
-    if limit < 2:
-        return {}
-    counts = Counter(_config_keys(stored_runs[stored_runs["status"] == "ok"]))
+    paper_limit = RunOptions(results_dir=Path(".")).stack_for(load_suite("paper"))
+    counts = Counter(config_keys(stored_runs[stored_runs["status"] == "ok"]))
     sizes = {}
     for run in plan_runs(suite, data_dir=config.data_dir).runnable():
         key = (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
-        if stack_key(run) is None or counts[key] < 2:
+        limit = group_limit(run, paper_limit)
+        if limit < 2 or stack_key(run) is None or counts[key] < 2:
             continue
         sizes[key] = -(-counts[key] // group_count(counts[key], limit))  # the largest of balanced groups
     return sizes
@@ -194,7 +194,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     costs = measured_costs(config, stored_runs, tasks, steps)
     table = estimate(costs, stored_runs, stored_trials)
     notes = []
-    measured = set(_config_keys(costs))
+    measured = set(config_keys(costs))
     missing = sorted(measured - set(map(tuple, table[CONFIG].itertuples(index=False))))
     if missing:
         notes.append(f"protocol: {len(missing)} configurations not estimated (failed here or not in {REFERENCE.name}): "
