@@ -187,20 +187,22 @@ class Dispatcher:
 
 #: runs of one configuration trained stacked in one job at most (``ebm-bench run``'s default rule,
 #: :func:`group_limit`). A multilabel task's configuration has 5 runs (seeds), cal500's 25 (5 seeds x 5
-#: folds), a ranking task's 50 (5 seeds x 10 folds). Per member-step at the stored protocol's tuned
-#: hyperparameters (a throwaway benchmark, 2026-12-03, both cores busy as in the protocol), groups of 25
-#: rather than 10 cost a ranking configuration's member less (lr-iris permutahedron mcmc-pcd 2.09 → 1.16
-#: ms, exact-mle 0.78 → 0.45, lr-vowel Birkhoff minmin-logistic-is 11.9 → 10.4, mcmc-pcd 12.8 → 11.4)
-#: and cal500's methods that draw no samples too (bce 1.07 → 0.84, exact-mle 2.72 → 2.22)
+#: folds), a ranking task's 50 (5 seeds x 10 folds). ``ebm-bench perf --benchmarks group_size``
+#: (2026-12-03, the other core busy): at the stored protocol's tuned hyperparameters a group of 25
+#: rather than 10 cost a member-step less in 73 of the 78 configurations under this limit (median
+#: ratio 0.82; lr-iris permutahedron exact-mle 1.02 → 0.54 ms, lr-vowel permutahedron mcmc-pcd 7.07
+#: → 2.94, Birkhoff minmax-reinforce 9.20 → 7.46; more in 5, up to 1.22×, lr-vowel Birkhoff
+#: minmin-logistic-is 11.3 → 12.2)
 STACK_LIMIT = 25
 #: the limit of a configuration whose step draws more than :data:`DRAW_HEAVY_ELEMENTS` sample elements
-#: per member (batch × n′ × the event's size): there a group of 25 cost a member more than one of 10
-#: (cal500 unary minmax-reinforce 18.9 → 22.9 ms, minmin-logistic-is 7.4 → 8.4; the group's draws,
-#: 4.5M elements a step, leave the cache), where the largest ranking draw (lr-vowel Birkhoff, n′ = 16:
-#: 64 × 16 × 121 = 124k a member) still gained
+#: per member (batch × n′ × the event's size: cal500's min-min and min-max at n′ = 16, 178k). Kept at
+#: the old size because the measurements disagree: a throwaway first pass (the same procedure) had 25
+#: members cost them more (cal500 unary minmax-reinforce 18.9 → 22.9 ms, minmin-logistic-is 7.4 → 8.4),
+#: ``group_size`` then had 25 cheaper in 12 of 14 (median ratio 0.91, repetitions apart by up to 1.3×)
 DRAW_HEAVY_STACK_LIMIT = 10
 #: sample elements a member's step draws, above which its configuration stacks at most
-#: :data:`DRAW_HEAVY_STACK_LIMIT` (between lr-vowel Birkhoff's 124k and cal500's 178k at n′ = 16)
+#: :data:`DRAW_HEAVY_STACK_LIMIT` (between lr-vowel Birkhoff's 124k, the largest ranking draw, and
+#: cal500's 178k at n′ = 16)
 DRAW_HEAVY_ELEMENTS = 2**17
 
 

@@ -53,8 +53,8 @@ def _configurations(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | No
 
 
 def _members(config: PerfConfig, run, size: int, cache: dict) -> tuple[Any, list[Any]]:
-    """The space and ``size`` members of ``run``'s configuration: seeds 0-4 of folds 0, 1, …
-    (the task's folds first, then the seeds, as the protocol's groups mix them)."""
+    """The space and ``size`` members of ``run``'s configuration: seeds 0-4 of fold 0, then of
+    fold 1, … (a protocol group holds several seeds and folds of one configuration)."""
     from ebm.stacking import Member
     from harness.fitdata import prepare_fit
     from tasks.registry import get_task
