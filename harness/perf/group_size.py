@@ -19,7 +19,6 @@ case (run two at once, or beside other work, and compare ratios only).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from harness.perf.common import PerfConfig, median, perf_rows
@@ -40,16 +39,12 @@ def _configurations(config: PerfConfig, stored_runs, tasks: tuple[str, ...] | No
     from collections import Counter
 
     from harness.dispatch import stack_key
-    from harness.perf.protocol import config_keys, cost_suite
+    from harness.perf.protocol import config_key, config_keys, cost_suite
     from harness.plan import plan_runs
 
     counts = Counter(config_keys(stored_runs[stored_runs["status"] == "ok"]))
-    runs = []
-    for run in plan_runs(cost_suite(LONG, stored_runs, tasks), data_dir=config.data_dir).runnable():
-        key = (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
-        if counts[key] >= max(SIZES) and stack_key(run) is not None:
-            runs.append(run)
-    return runs
+    return [run for run in plan_runs(cost_suite(LONG, stored_runs, tasks), data_dir=config.data_dir).runnable()
+            if counts[config_key(run)] >= max(SIZES) and stack_key(run) is not None]
 
 
 def _members(config: PerfConfig, run, size: int, cache: dict) -> tuple[Any, list[Any]]:
@@ -92,16 +87,13 @@ def _member_step_ms(run, space, members, short: int, long: int) -> float:
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    from harness import store
     from harness.dispatch import group_limit
     from harness.perf.common import Threads
-    from harness.perf.protocol import REFERENCE
-    from harness.suites import load_suite
+    from harness.perf.protocol import REFERENCE, stored_protocol_runs
 
-    if not (REFERENCE / "runs").exists() and not (REFERENCE / "runs.parquet").exists():
+    stored_runs = stored_protocol_runs()
+    if stored_runs is None:
         return [], [f"group_size skipped: no stored protocol at {REFERENCE} (a source checkout has it)"]
-    stored_runs = store.read_table(REFERENCE, "runs")
-    stored_runs = stored_runs[stored_runs["suite"] == load_suite("paper").name]
     tasks, short, long = (QUICK_TASKS, QUICK_SHORT, QUICK_LONG) if config.quick else (None, SHORT, LONG)
     rows: list[dict[str, Any]] = []
     tally: dict[int, list[float]] = {}
@@ -128,7 +120,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
             tally.setdefault(group_limit(run, None), []).append(median(times[SIZES[1]]) / median(times[SIZES[0]]))
     notes = [f"group_size: ms per member-step of groups of {SIZES[1]} against {SIZES[0]} ({long - short} steps "
              f"between a {short}- and a {long}-step fit, {'1 repetition' if config.quick else f'{REPS} repetitions'}), "
-             f"stored protocol in {Path(REFERENCE).name}"]
+             f"stored protocol in {REFERENCE.name}"]
     for limit, ratios in sorted(tally.items()):
         cheaper = sum(ratio < 1 for ratio in ratios)
         notes.append(f"group_size: where the default rule stacks up to {limit}: {SIZES[1]} members cheaper per "

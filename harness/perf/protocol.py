@@ -57,6 +57,24 @@ def config_keys(frame) -> list[tuple]:
     return list(map(tuple, frame[CONFIG].fillna("").itertuples(index=False)))
 
 
+def config_key(run) -> tuple:
+    """The :data:`CONFIG` of a planned run, as :func:`config_keys` gives a stored row's."""
+    return (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
+
+
+def stored_protocol_runs():
+    """The stored protocol's runs (``paper`` suite rows of :data:`REFERENCE`), or None where
+    this checkout has no stored protocol (an installed package)."""
+    from harness import store
+    from harness.suites import load_suite
+
+    if not (REFERENCE / "runs").exists() and not (REFERENCE / "runs.parquet").exists():
+        return None
+    runs = store.read_table(REFERENCE, "runs")
+    # the stored folder also holds a few runs of other suites (the convergence study's): not the protocol's work
+    return runs[runs["suite"] == load_suite("paper").name]
+
+
 def _members(runs):
     """Each row's group size: its ``stacked`` (1 for a run alone, or without the column)."""
     return runs["stacked"].fillna(1).clip(lower=1) if "stacked" in runs else 1
@@ -102,7 +120,7 @@ def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
     counts = Counter(config_keys(stored_runs[stored_runs["status"] == "ok"]))
     sizes = {}
     for run in plan_runs(suite, data_dir=config.data_dir).runnable():
-        key = (run.spec.task, run.spec.model, run.spec.method, run.spec.params.get("prior") or "")
+        key = config_key(run)
         limit = group_limit(run, paper_limit)
         if limit < 2 or stack_key(run) is None or counts[key] < 2:
             continue
@@ -182,13 +200,10 @@ def estimate(costs, stored_runs, stored_trials):
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from harness import store
-    from harness.suites import load_suite
 
-    if not (REFERENCE / "runs").exists() and not (REFERENCE / "runs.parquet").exists():
+    stored_runs = stored_protocol_runs()
+    if stored_runs is None:
         return [], [f"protocol skipped: no stored protocol at {REFERENCE} (a source checkout has it)"]
-    stored_runs = store.read_table(REFERENCE, "runs")
-    # the stored folder also holds a few runs of other suites (the convergence study's): not the protocol's work
-    stored_runs = stored_runs[stored_runs["suite"] == load_suite("paper").name]
     stored_trials = store.read_table(REFERENCE, "trials")
     tasks, steps = (QUICK_TASKS, QUICK_STEPS) if config.quick else (None, STEPS)
     costs = measured_costs(config, stored_runs, tasks, steps)
