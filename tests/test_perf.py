@@ -211,13 +211,12 @@ def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_store
     assert table.loc["constant", "stored_seconds"] == pytest.approx(0.25)
 
 
-def test_protocol_benchmark_times_every_configuration_of_a_task(data_dir, monkeypatch):
+def test_protocol_benchmark_times_every_configuration_of_a_task(data_dir):
     """--quick on one small ranking task: a row per task and for all, the estimate over the
     workers, every configuration of the task timed and counted (none left out)."""
     from harness.perf import protocol
 
-    monkeypatch.setattr(protocol, "QUICK_TASKS", ("lr-wine",))
-    rows, notes = protocol.run(PerfConfig(quick=True, data_dir=data_dir))
+    rows, notes = protocol.run(PerfConfig(quick=True, data_dir=data_dir, tasks=("lr-wine",)))  # perf --tasks
     frame = pd.DataFrame(rows)
     assert set(frame["task"]) == {"lr-wine", "all"} and set(frame["method"]) == {"estimate", "stored"}
     estimate = frame[frame["method"] == "estimate"].set_index("task")["value"]
@@ -252,3 +251,18 @@ def test_group_size_benchmark_times_both_sizes_of_stored_configurations(data_dir
     assert any("stacks up to 25: 25 members cheaper per member-step in" in note and "of 2 configurations" in note
                for note in notes), notes
     assert not any("up to 10" in note or "failed" in note for note in notes), notes
+
+
+def test_perf_tasks_must_name_tasks_the_stored_protocol_ran(tmp_path, capsys):
+    """``perf --tasks``: an unknown name is refused with "did you mean" before anything is timed;
+    a known task the stored protocol never ran gives protocol and group_size a note naming it and no rows."""
+    from harness.cli import main
+    from harness.perf import group_size, protocol
+
+    assert main(["perf", "--benchmarks", "group_size", "--tasks", "cal50", "--results-dir", str(tmp_path)]) != 0
+    assert "unknown task 'cal50'; did you mean 'cal500'" in capsys.readouterr().err
+    assert not (tmp_path / "perf").exists()
+    for benchmark in (protocol, group_size):
+        rows, notes = benchmark.run(PerfConfig(tasks=("cal500", "syn-ising-k12")))
+        assert rows == [] and len(notes) == 1, notes
+        assert "no stored configuration of syn-ising-k12 in paper" in notes[0] and "cal500" in notes[0].split("tasks:")[1]

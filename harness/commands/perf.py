@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                                            "suite for protocol (default: $EBM_BENCH_DATA)")
     parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, dropout, time_to_quality, flops, "
                                              "memory, harness, throughput, protocol, group_size (default: all)")
+    parser.add_argument("--tasks", help="comma list of tasks for protocol and group_size (default: every task of "
+                                        "the stored protocol; --quick: lr-iris), e.g. cal500 to time one task's "
+                                        "configurations again")
     parser.add_argument("--device", default="cpu", help="torch device for the timed work (default: cpu)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while timing (default 1, what a harness run gets per CPU)")
@@ -42,14 +45,17 @@ def main(args) -> int:
     from harness.perf import PerfConfig, run_perf, select_benchmarks
     from harness.perf.targets import render
     from harness.plan import Filters
-    from tasks.registry import resolve_data_dir
+    from tasks.registry import get_task, resolve_data_dir
 
     if args.threads < 1:
         raise ValueError("--threads must be at least 1")
     benchmarks = select_benchmarks(Filters.parse_list(args.benchmarks))
+    tasks = Filters.parse_list(args.tasks)
+    for name in tasks:
+        get_task(name)  # an unknown name raises with "did you mean"
     _check_device(args.device)
     config = PerfConfig(quick=args.quick, device=args.device, data_dir=resolve_data_dir(args.data_dir),
-                        threads=args.threads)
+                        threads=args.threads, tasks=tasks or None)
     keep_freed_memory()  # timed in the heap a run's worker has (harness.allocator)
     started = time.monotonic()
 

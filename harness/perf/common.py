@@ -36,6 +36,8 @@ class PerfConfig:
     data_dir: Path | None = None
     threads: int = 1
     seed: int = 0
+    #: the tasks whose stored configurations ``protocol`` and ``group_size`` time (None: their default)
+    tasks: tuple[str, ...] | None = None
     started_at: datetime = field(default_factory=lambda: _utc_now())
     host: str = field(default_factory=socket.gethostname)
 

@@ -89,12 +89,16 @@ def _member_step_ms(run, space, members, short: int, long: int) -> float:
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from harness.dispatch import group_limit
     from harness.perf.common import Threads
-    from harness.perf.protocol import REFERENCE, stored_protocol_runs
+    from harness.perf.protocol import REFERENCE, missing_tasks, stored_protocol_runs
 
     stored_runs = stored_protocol_runs()
     if stored_runs is None:
         return [], [f"group_size skipped: no stored protocol at {REFERENCE} (a source checkout has it)"]
-    tasks, short, long = (QUICK_TASKS, QUICK_SHORT, QUICK_LONG) if config.quick else (None, SHORT, LONG)
+    unrun = missing_tasks(stored_runs, config.tasks)
+    if unrun is not None:
+        return [], [f"group_size skipped: {unrun}"]
+    short, long = (QUICK_SHORT, QUICK_LONG) if config.quick else (SHORT, LONG)
+    tasks = config.tasks or (QUICK_TASKS if config.quick else None)
     rows: list[dict[str, Any]] = []
     tally: dict[int, list[float]] = {}
     failed = []

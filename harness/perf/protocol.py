@@ -75,6 +75,13 @@ def stored_protocol_runs():
     return runs[runs["suite"] == load_suite("paper").name]
 
 
+def missing_tasks(stored_runs, tasks: tuple[str, ...] | None) -> str | None:
+    """A note naming the tasks of ``--tasks`` the stored protocol never ran (None: all ran)."""
+    missing = [name for name in tasks or () if name not in set(stored_runs["task"])]
+    return (f"no stored configuration of {', '.join(missing)} in {REFERENCE.name} (its tasks: "
+            f"{', '.join(sorted(set(stored_runs['task'])))})") if missing else None
+
+
 def _members(runs):
     """Each row's group size: its ``stacked`` (1 for a run alone, or without the column)."""
     return runs["stacked"].fillna(1).clip(lower=1) if "stacked" in runs else 1
@@ -204,9 +211,12 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     stored_runs = stored_protocol_runs()
     if stored_runs is None:
         return [], [f"protocol skipped: no stored protocol at {REFERENCE} (a source checkout has it)"]
+    unrun = missing_tasks(stored_runs, config.tasks)
+    if unrun is not None:
+        return [], [f"protocol skipped: {unrun}"]
     stored_trials = store.read_table(REFERENCE, "trials")
     tasks, steps = (QUICK_TASKS, QUICK_STEPS) if config.quick else (None, STEPS)
-    costs = measured_costs(config, stored_runs, tasks, steps)
+    costs = measured_costs(config, stored_runs, config.tasks or tasks, steps)
     table = estimate(costs, stored_runs, stored_trials)
     notes = []
     measured = set(config_keys(costs))
