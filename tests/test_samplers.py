@@ -124,7 +124,8 @@ def test_transposition_mh_targets_exp_energy(space, model):
 def test_kernels_score_with_the_trunk_once_and_make_the_same_states(space, model):
     """The kernels compute h(x) once per call (``candidate_scorer``); through ``ForwardOnly``
     every candidate set is scored by ``energy(x, ·)`` from scratch, as before: from the same
-    generator both make the same states, bit for bit."""
+    generator both make the same states (bit for bit, except that Birkhoff's chains are scored
+    from their positions, the same terms summed in another order: see the next test)."""
     energy = random_energy(space, model)
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
     start = space.sample_prior((6, 50), generator=torch.Generator().manual_seed(2))
@@ -183,10 +184,13 @@ def test_samplers_accept_single_chains_and_refuse_the_wrong_space():
         mh_transpositions(energy, space, x, space.sample_prior(2), 1)
 
 
-def test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains():
-    """mh_transpositions moves permutation-matrix chains as positions; the textbook kernel on the
-    k × k matrices themselves (swap two rows, score, accept with min(1, e^{Δg}), select the
-    matrices) makes the same states from the same random numbers, bit for bit."""
+def test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains(monkeypatch):
+    """mh_transpositions moves permutation-matrix chains as positions and scores the linear energy
+    from them (Σ_j Θ[j, position of j]): no proposal becomes a matrix, only the final states. The
+    textbook kernel on the k × k matrices themselves (swap two rows, score ⟨Θ, P⟩, accept with
+    min(1, e^{Δg}), select the matrices) makes the same states from the same random numbers: Δg's
+    terms are summed in another order, which could flip only a decision whose log u lies within
+    rounding of Δg (none of these 960)."""
     from ebm.samplers import random_label_pairs
     from ebm.spaces import uniform_noise
 
@@ -194,7 +198,11 @@ def test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains():
     energy = random_energy(space, "birkhoff")
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
     start = space.sample_prior((4, 6), generator=torch.Generator().manual_seed(2))
+    encoded = []
+    from_positions = space._from_positions
+    monkeypatch.setattr(space, "_from_positions", lambda positions: encoded.append(1) or from_positions(positions))
     got, _ = mh_transpositions(energy, space, x, start, 40, generator=torch.Generator().manual_seed(3))
+    assert len(encoded) == 1  # the final states only
     generator, states = torch.Generator().manual_seed(3), start.clone()
     with torch.no_grad():
         log_target = energy(x, states) + space.log_prior(states)
