@@ -13,7 +13,6 @@ jobs even when a library swallowed its exception; a job that ends after the stop
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,58 +184,22 @@ class Dispatcher:
             counts[one.status] += 1
 
 
-#: runs of one configuration trained stacked in one job at most (``ebm-bench run``'s default rule,
-#: :func:`group_limit`). A multilabel task's configuration has 5 runs (seeds), cal500's 25 (5 seeds x 5
-#: folds), a ranking task's 50 (5 seeds x 10 folds). ``ebm-bench perf --benchmarks group_size``
-#: (2026-12-03, the other core busy): at the stored protocol's tuned hyperparameters a group of 25
-#: rather than 10 cost a member-step less in 73 of the 78 configurations under this limit (median
-#: ratio 0.82; lr-iris permutahedron exact-mle 1.02 → 0.54 ms, lr-vowel permutahedron mcmc-pcd 7.07
-#: → 2.94, Birkhoff minmax-reinforce 9.20 → 7.46; more in 5, up to 1.22×, lr-vowel Birkhoff
-#: minmin-logistic-is 11.3 → 12.2)
+#: runs of one configuration trained stacked in one job at most (``ebm-bench run``'s default; ``--stack``
+#: and a suite's ``stack`` override it). A multilabel task's configuration has 5 runs (seeds), cal500's
+#: 25 (5 seeds x 5 folds), a ranking task's 50 (5 seeds x 10 folds). ``ebm-bench perf --benchmarks
+#: group_size`` (2026-12-03, the other core busy): at the stored protocol's tuned hyperparameters a
+#: group of 25 rather than 10 cost a member-step less in 73 of 78 configurations (median ratio 0.82;
+#: lr-iris permutahedron exact-mle 1.02 → 0.54 ms, lr-vowel permutahedron mcmc-pcd 7.07 → 2.94; more in
+#: 5, up to 1.22×, lr-vowel Birkhoff minmin-logistic-is 11.3 → 12.2), and in 12 of cal500's 14 sampling
+#: configurations, whose steps draw the most (178k sample elements a member-step), in each of three
+#: runs (median ratio 0.91; then ``--tasks cal500`` twice: 0.93, and 0.94 in 11 of 13, one timing left
+#: out that hit a stall). Those 14 had a limit of 10 of their own while a throwaway first pass
+#: contradicted the first of the three; the later two settled it.
 STACK_LIMIT = 25
-#: the limit of a configuration whose step draws more than :data:`DRAW_HEAVY_ELEMENTS` sample elements
-#: per member (batch × n′ × the event's size: cal500's min-min and min-max at n′ = 16, 178k). Kept at
-#: the old size because the measurements disagree: a throwaway first pass (the same procedure) had 25
-#: members cost them more (cal500 unary minmax-reinforce 18.9 → 22.9 ms, minmin-logistic-is 7.4 → 8.4),
-#: ``group_size`` then had 25 cheaper in 12 of 14 (median ratio 0.91, repetitions apart by up to 1.3×)
-DRAW_HEAVY_STACK_LIMIT = 10
-#: sample elements a member's step draws, above which its configuration stacks at most
-#: :data:`DRAW_HEAVY_STACK_LIMIT` (between lr-vowel Birkhoff's 124k, the largest ranking draw, and
-#: cal500's 178k at n′ = 16)
-DRAW_HEAVY_ELEMENTS = 2**17
 
 
-def draw_elements(run) -> int:
-    """Sample elements one member's training step draws: batch × n′ × the event's size, for the
-    methods that draw n′ samples per input (hyperparameter ``n_samples``); 0 for the others."""
-    from ebm.spaces import make_space
-
-    samples = run.method.params(dict(run.spec.params)).get("n_samples") or 0
-    if not samples:
-        return 0
-    event = math.prod(make_space(run.kind, run.k, run.spec.model).event_shape)
-    return int(run.spec.budget["batch_size"]) * int(samples) * event
-
-
-def group_limit(run, limit: int | None) -> int:
-    """The most runs of ``run``'s configuration one stacked job trains: ``limit`` when given
-    (``--stack``, a suite's ``stack``), else the default rule: :data:`STACK_LIMIT`, or
-    :data:`DRAW_HEAVY_STACK_LIMIT` where a member's step draws more than :data:`DRAW_HEAVY_ELEMENTS`."""
-    if limit is not None:
-        return limit
-    try:
-        heavy = draw_elements(run) > DRAW_HEAVY_ELEMENTS
-    except (ValueError, KeyError, TypeError):  # the worker reports what is wrong with the run
-        heavy = False
-    return DRAW_HEAVY_STACK_LIMIT if heavy else STACK_LIMIT
-
-
-def describe_limit(limit: int | None) -> str:
+def describe_limit(limit: int) -> str:
     """One line for ``run --dry-run``: what stacking this limit gives."""
-    if limit is None:
-        return (f"stacking: up to {STACK_LIMIT} runs of one configuration per job (methods that opt in; "
-                f"{DRAW_HEAVY_STACK_LIMIT} where a member's step draws more than {DRAW_HEAVY_ELEMENTS:,} sample "
-                "elements)")
     return (f"stacking: up to {limit} runs of one configuration per job (methods that opt in)" if limit > 1
             else "stacking: off (every run alone)")
 
@@ -273,7 +236,7 @@ def stack_key(run) -> tuple | None:
 
 def stack_groups(runs: list, limit: int | None = None) -> list[list]:
     """``runs`` as jobs: the stackable runs of one :func:`stack_key` split into the fewest groups
-    of at most ``limit`` (None: :func:`group_limit`'s default rule, per configuration), of balanced
+    of at most ``limit`` (None: :data:`STACK_LIMIT`), of balanced
     sizes (7 runs, limit 5: 4 + 3), every other run alone. The largest groups come first (a group
     of S runs costs about as much as S/1.5 lone ones: started last, it would leave the other
     workers idle at the end — longest job first), then the order of their first run. ``limit`` ≤ 1
@@ -297,7 +260,7 @@ def stack_groups(runs: list, limit: int | None = None) -> list[list]:
             jobs.append(slot)
             continue
         members = stacks[slot]
-        count = group_count(len(members), group_limit(members[0], limit))
+        count = group_count(len(members), STACK_LIMIT if limit is None else limit)
         jobs += [members[i::count] for i in range(count)]
     return sorted(jobs, key=len, reverse=True)  # stable: equal sizes keep their order
 
@@ -305,7 +268,7 @@ def stack_groups(runs: list, limit: int | None = None) -> list[list]:
 class SuiteRuns:
     """The suite's runs (test split evaluated): each finished run is one ``runs`` row and its
     curves. Seeds of one configuration train stacked in one job, ``stack`` at most (1: none; None:
-    :func:`group_limit`'s default rule)."""
+    :data:`STACK_LIMIT`)."""
 
     title: str
 

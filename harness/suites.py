@@ -11,9 +11,9 @@ the same format)::
     tune_trials = 0        # Optuna trials per (task, model, method); 0 = default hyperparameters
     val_fraction = 0.2     # validation carve-out of the training split
     prior = "uniform"      # multilabel prior q: "uniform" | "frequency"
-    stack = 1              # optional: runs trained stacked in one job, at most (default 25, 10 for a
-                           # step that draws many samples: harness.dispatch.group_limit; 1 = each
-                           # run alone, e.g. for curves read against wall seconds); --stack overrides
+    stack = 1              # optional: runs trained stacked in one job, at most (default 25:
+                           # harness.dispatch.STACK_LIMIT; 1 = each run alone, e.g. for curves
+                           # read against wall seconds); --stack overrides
 
     [budget]               # every method gets the same budget
     max_steps = 500

@@ -101,30 +101,30 @@ def test_stacked_groups_are_submitted_first_largest_first(tmp_path):
     assert lone == list(range(7))
 
 
-def test_the_default_stacking_limit_is_smaller_where_a_step_draws_many_samples(tmp_path):
-    """``run``'s default rule (no ``--stack``): groups of up to 25, but of up to 10 where a member's
-    step draws more than 2^17 sample elements (batch 16 × n′ 2048 × k 8 here; bce draws none);
-    an explicit limit is the same for every configuration."""
+def test_the_default_stacking_limit_is_the_same_for_every_configuration(tmp_path):
+    """``run``'s default (no ``--stack``, no suite ``stack``): groups of up to 25 for every
+    configuration, one that draws many samples a step (minmin-logistic at n′ = 2048) as one that
+    draws none (bce); an explicit limit likewise."""
     from harness_fixtures import write_suite
 
-    from harness.dispatch import DRAW_HEAVY_ELEMENTS, draw_elements, stack_groups
+    from harness.commands.run import RunOptions
+    from harness.dispatch import STACK_LIMIT, stack_groups
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
-    suite = write_suite(tmp_path, methods=("bce", "minmin-logistic"), seeds=30,
-                        params="{ minmin-logistic = { n_samples = 2048 } }")
-    runs = plan_runs(load_suite(suite)).runnable()
-    heavy = next(run for run in runs if run.spec.method == "minmin-logistic")
-    assert draw_elements(heavy) == 16 * 2048 * 8 > DRAW_HEAVY_ELEMENTS
-    assert draw_elements(next(run for run in runs if run.spec.method == "bce")) == 0
+    suite = load_suite(write_suite(tmp_path, methods=("bce", "minmin-logistic"), seeds=30,
+                                   params="{ minmin-logistic = { n_samples = 2048 } }"))
+    runs = plan_runs(suite).runnable()
+    default = RunOptions(results_dir=tmp_path).stack_for(suite)
+    assert default == STACK_LIMIT == 25 and RunOptions(results_dir=tmp_path, stack=7).stack_for(suite) == 7
 
     def sizes(limit):
         jobs = stack_groups(runs, limit)
         return {method: sorted(len(job) for job in jobs if job[0].spec.method == method)
                 for method in ("bce", "minmin-logistic")}
 
-    assert sizes(None) == {"bce": [15, 15], "minmin-logistic": [10, 10, 10]}
-    assert sizes(25) == {"bce": [15, 15], "minmin-logistic": [15, 15]}
+    assert sizes(default) == sizes(None) == {"bce": [15, 15], "minmin-logistic": [15, 15]}
+    assert sizes(10) == {"bce": [10, 10, 10], "minmin-logistic": [10, 10, 10]}
 
 
 class _Calls(_Rows):

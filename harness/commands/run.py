@@ -51,14 +51,16 @@ class RunOptions:
     tune_only: bool = False
     claim_ttl: float | None = None   # seconds before an unrenewed claim is stale (None: claims.DEFAULT_TTL)
     #: seeds of one configuration trained stacked in one job, at most (1: each run alone;
-    #: ``--no-stack``; None: the suite's ``stack``, else harness.dispatch.group_limit's default
-    #: rule); see harness.dispatch.stack_groups
+    #: ``--no-stack``; None: the suite's ``stack``, else harness.dispatch.STACK_LIMIT); see
+    #: harness.dispatch.stack_groups
     stack: int | None = None
 
-    def stack_for(self, suite: Suite) -> int | None:
-        """The stacking limit of this invocation: ``--stack``, else the suite's, else None (the
-        default rule, per configuration: :func:`harness.dispatch.group_limit`)."""
-        return self.stack if self.stack is not None else suite.stack
+    def stack_for(self, suite: Suite) -> int:
+        """The stacking limit of this invocation: ``--stack``, else the suite's, else
+        :data:`harness.dispatch.STACK_LIMIT`."""
+        from harness.dispatch import STACK_LIMIT
+
+        return next((limit for limit in (self.stack, suite.stack) if limit is not None), STACK_LIMIT)
 
 
 @dataclass
@@ -386,7 +388,7 @@ Exit status: 0 when at least one planned run is ok (now or from before), 1 when 
 
 
 def register(subparsers) -> None:
-    from harness.dispatch import DRAW_HEAVY_STACK_LIMIT, STACK_LIMIT
+    from harness.dispatch import STACK_LIMIT
 
     parser = subparsers.add_parser("run", help="run a benchmark suite (resumable) and print the leaderboard",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -400,8 +402,7 @@ def register(subparsers) -> None:
     parser.add_argument("--stack", type=int, default=RunOptions.stack, metavar="N",
                         help="train up to N runs of one configuration (other seeds or folds) of a method that "
                              "opts in stacked in one vmapped step, each with its own row (default: the suite's "
-                             f"`stack`, else {STACK_LIMIT}, or {DRAW_HEAVY_STACK_LIMIT} where a member's step draws "
-                             "many samples)")
+                             f"`stack`, else {STACK_LIMIT})")
     parser.add_argument("--no-stack", action="store_true", help="train every run alone (same as --stack 1)")
     parser.set_defaults(func=main)
 

@@ -1,17 +1,16 @@
-"""Benchmark ``group_size``: milliseconds per member-step of one configuration's stacked group at
-the two sizes of ``ebm-bench run``'s default rule (:func:`harness.dispatch.group_limit`: groups of
-up to 25, of up to 10 where a member's step draws more than ``DRAW_HEAVY_ELEMENTS`` sample
-elements), for every configuration of the stored ``paper`` protocol that has at least 25 runs
+"""Benchmark ``group_size``: milliseconds per member-step of one configuration's stacked group of
+``ebm-bench run``'s default size (:data:`harness.dispatch.STACK_LIMIT`, 25) against one of 10 (the
+size before), for every configuration of the stored ``paper`` protocol that has at least 25 runs
 that stack (cal500's 5 seeds × 5 folds, a ranking task's 5 × 10), at its tuned hyperparameters
-(those :mod:`harness.perf.protocol` prices).
+(those :mod:`harness.perf.protocol` prices); ``--tasks`` picks tasks.
 
 Each configuration trains as a group of 10 members and as one of 25 (seeds 0-4 on as many
 folds as it takes), each size twice, at ``SHORT`` and at ``LONG`` steps with no evaluation
 (:func:`ebm.stacking.fit_stacked`); a member-step costs (t_long − t_short) / (members × (LONG −
 SHORT)), so the group's set-up drops out. The two sizes alternate in ``REPS`` repetitions.
 Rows: ``ms_per_member_step`` of ``<method>[stacked=25]`` against ``<method>[stacked=10]`` per task
-and model (``<method>[prior=frequency]…`` for the other prior); the notes count, for each limit the
-rule gives, how many configurations the larger group made cheaper. The machine's load is what it
+and model (``<method>[prior=frequency]…`` for the other prior); a note counts the configurations
+the larger group made cheaper. The machine's load is what it
 is: the protocol runs two workers at once, so timing with both cores busy is the representative
 case (run two at once, or beside other work, and compare ratios only).
 """
@@ -23,7 +22,7 @@ from typing import Any
 
 from harness.perf.common import PerfConfig, median, perf_rows
 
-#: the group sizes compared (the default rule's two limits)
+#: the group sizes compared: the size before 2026-12-03 and the default (harness.dispatch.STACK_LIMIT)
 SIZES = (10, 25)
 #: steps of the short and the long fit of each timing (--quick: fewer, lr-iris only)
 SHORT, LONG = 10, 60
@@ -87,8 +86,7 @@ def _member_step_ms(run, space, members, short: int, long: int) -> float:
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    from harness.dispatch import group_limit
-    from harness.perf.common import Threads
+    from harness.perf.common import UNSTABLE_SPREAD, Threads
     from harness.perf.protocol import REFERENCE, missing_tasks, stored_protocol_runs
 
     stored_runs = stored_protocol_runs()
@@ -100,7 +98,8 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     short, long = (QUICK_SHORT, QUICK_LONG) if config.quick else (SHORT, LONG)
     tasks = config.tasks or (QUICK_TASKS if config.quick else None)
     rows: list[dict[str, Any]] = []
-    tally: dict[int, list[float]] = {}
+    ratios: list[float] = []
+    unstable: list[str] = []
     failed = []
     with Threads(config.threads):
         for run in _configurations(config, stored_runs, tasks):
@@ -118,18 +117,25 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                 failed.append(f"{run.spec.task}/{run.spec.model}/{label}: {type(exc).__name__}: {exc}")
                 continue
             values = {f"{label}[stacked={size}]": times[size] for size in SIZES}
-            rows += perf_rows(config, "group_size", "ms_per_member_step", "ms", values,
-                              reference=f"{label}[stacked={SIZES[0]}]", task=run.spec.task, model=run.spec.model,
-                              k=run.k)
-            tally.setdefault(group_limit(run, None), []).append(median(times[SIZES[1]]) / median(times[SIZES[0]]))
+            pair = perf_rows(config, "group_size", "ms_per_member_step", "ms", values,
+                             reference=f"{label}[stacked={SIZES[0]}]", task=run.spec.task, model=run.spec.model,
+                             k=run.k)
+            rows += pair
+            spread = pair[-1]["ratio_spread"]
+            if spread is not None and spread > UNSTABLE_SPREAD:  # a repetition hit a stall: flagged, not tallied
+                unstable.append(f"{run.spec.task}/{run.spec.model}/{label}")
+            else:
+                ratios.append(pair[-1]["ratio"])
     notes = [f"group_size: ms per member-step of groups of {SIZES[1]} against {SIZES[0]} ({long - short} steps "
              f"between a {short}- and a {long}-step fit, {'1 repetition' if config.quick else f'{REPS} repetitions'}), "
              f"stored protocol in {REFERENCE.name}"]
-    for limit, ratios in sorted(tally.items()):
-        cheaper = sum(ratio < 1 for ratio in ratios)
-        notes.append(f"group_size: where the default rule stacks up to {limit}: {SIZES[1]} members cheaper per "
-                     f"member-step in {cheaper} of {len(ratios)} configurations (median ratio "
+    if ratios:
+        notes.append(f"group_size: {SIZES[1]} members cheaper per member-step than {SIZES[0]} in "
+                     f"{sum(ratio < 1 for ratio in ratios)} of {len(ratios)} configurations (median ratio "
                      f"{median(ratios):.2f})")
+    if unstable:
+        notes.append(f"group_size: {len(unstable)} configurations left out of that count, their repetitions' ratios "
+                     f"more than {UNSTABLE_SPREAD:g}x apart (unstable: run them again): " + ", ".join(unstable[:4]))
     if failed:
         notes.append(f"group_size: {len(failed)} configurations failed here: " + "; ".join(failed[:4]))
     return rows, notes

@@ -115,11 +115,11 @@ def cost_suite(steps: int, stored_runs, tasks: tuple[str, ...] | None = None, *,
 def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
     """Configuration → the size of its largest stacked group in the protocol, for the
     configurations of ``suite`` (:func:`cost_suite`) whose runs stack: the paper suite's
-    stacking limit for it (``ebm-bench run``'s: :func:`harness.dispatch.group_limit`) over the
+    stacking limit (``ebm-bench run``'s: ``RunOptions.stack_for``) over the
     stored protocol's ok runs of it, split into balanced groups as
     :func:`harness.dispatch.stack_groups` splits them."""
     from harness.commands.run import RunOptions
-    from harness.dispatch import group_count, group_limit, stack_key
+    from harness.dispatch import group_count, stack_key
     from harness.plan import plan_runs
     from harness.suites import load_suite
 
@@ -128,10 +128,9 @@ def group_sizes(config: PerfConfig, stored_runs, suite) -> dict[tuple, int]:
     sizes = {}
     for run in plan_runs(suite, data_dir=config.data_dir).runnable():
         key = config_key(run)
-        limit = group_limit(run, paper_limit)
-        if limit < 2 or stack_key(run) is None or counts[key] < 2:
+        if paper_limit < 2 or stack_key(run) is None or counts[key] < 2:
             continue
-        sizes[key] = -(-counts[key] // group_count(counts[key], limit))  # the largest of balanced groups
+        sizes[key] = -(-counts[key] // group_count(counts[key], paper_limit))  # the largest of balanced groups
     return sizes
 
 
