@@ -10,9 +10,10 @@ folds as it takes), each size twice, at ``SHORT`` and at ``LONG`` steps with no 
 SHORT)), so the group's set-up drops out. The two sizes alternate in ``REPS`` repetitions.
 Rows: ``ms_per_member_step`` of ``<method>[stacked=25]`` against ``<method>[stacked=10]`` per task
 and model (``<method>[prior=frequency]…`` for the other prior); a note counts the configurations
-the larger group made cheaper. The machine's load is what it
-is: the protocol runs two workers at once, so timing with both cores busy is the representative
-case (run two at once, or beside other work, and compare ratios only).
+the larger group made cheaper, leaving out (and naming) those whose repetitions' ratios disagree by
+more than ``UNSTABLE_SPREAD``. The machine's load is what it is: the protocol runs two workers at
+once, so timing with both cores busy is the representative case (run two at once, or beside other
+work, and compare ratios only).
 """
 
 from __future__ import annotations
