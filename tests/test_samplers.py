@@ -188,10 +188,10 @@ def test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains(monke
     """mh_transpositions moves permutation-matrix chains as positions and scores the linear energy
     from them (Σ_j Θ[j, position of j]): no proposal becomes a matrix, only the final states. The
     textbook kernel on the k × k matrices themselves (swap two rows, score ⟨Θ, P⟩, accept with
-    min(1, e^{Δg}), select the matrices) makes the same states from the same random numbers: Δg's
-    terms are summed in another order, which could flip only a decision whose log u lies within
-    rounding of Δg (none of these 960)."""
-    from ebm.samplers import random_label_pairs
+    min(1, e^{Δg}), select the matrices) makes the same states from the same random numbers (drawn
+    a block of steps at once, ``MH_NOISE_BLOCK``): Δg's terms are summed in another order, which
+    could flip only a decision whose log u lies within rounding of Δg (none of these 2,400)."""
+    from ebm.samplers import MH_NOISE_BLOCK, random_label_pairs
     from ebm.spaces import uniform_noise
 
     space = PermutationMatrices(5)
@@ -201,15 +201,19 @@ def test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains(monke
     encoded = []
     from_positions = space._from_positions
     monkeypatch.setattr(space, "_from_positions", lambda positions: encoded.append(1) or from_positions(positions))
-    got, _ = mh_transpositions(energy, space, x, start, 40, generator=torch.Generator().manual_seed(3))
+    steps = MH_NOISE_BLOCK + 36  # two blocks of randomness
+    got, _ = mh_transpositions(energy, space, x, start, steps, generator=torch.Generator().manual_seed(3))
     assert len(encoded) == 1  # the final states only
     generator, states = torch.Generator().manual_seed(3), start.clone()
     with torch.no_grad():
         log_target = energy(x, states) + space.log_prior(states)
-        for _ in range(40):
-            proposal = transpose_labels(states, *random_label_pairs((4, 6), 5, generator, None), event_dims=2)
-            log_proposal = energy(x, proposal) + space.log_prior(proposal)
-            accept = torch.log(uniform_noise((4, 6), generator, None)) < (log_proposal - log_target)
-            states = torch.where(accept[..., None, None], proposal, states)
-            log_target = torch.where(accept, log_proposal, log_target)
+        for block in (MH_NOISE_BLOCK, 36):  # a block's pairs, then its acceptance noise, step-major
+            firsts, seconds = random_label_pairs((block, 4, 6), 5, generator, None)
+            log_noise = torch.log(uniform_noise((block, 4, 6), generator, None))
+            for t in range(block):
+                proposal = transpose_labels(states, firsts[t], seconds[t], event_dims=2)
+                log_proposal = energy(x, proposal) + space.log_prior(proposal)
+                accept = log_noise[t] < (log_proposal - log_target)
+                states = torch.where(accept[..., None, None], proposal, states)
+                log_target = torch.where(accept, log_proposal, log_target)
     assert torch.equal(got, states) and not torch.equal(states, start)
