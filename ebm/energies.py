@@ -199,6 +199,18 @@ def is_linear_in_y(energy: object) -> bool:
     return isinstance(energy, LinearEnergy)
 
 
+def positions_score(profit: Tensor, positions: Tensor) -> Tensor:
+    """Σ_j profit[i, j, positions[i, s, j]] for profits (n, k, k) (label × position, e.g.
+    :meth:`ebm.spaces.PermutationSpace.assignment_scores` of linear scores: ⟨θ, y⟩ of a ranking y)
+    and positions (n, m, k) → (n, m), differentiable in the profits. The k entries of each sample are
+    gathered from the flat (n, k·k) profits (entry j·k + position_j), so that a backward would scatter
+    into (n, k·k) and not into an (n, m, k, k) expansion. On Birkhoff it replaces an encoding that
+    writes a k × k matrix a sample for a product to read (``ebm.samplers.mh_transpositions``)."""
+    n, m, k = positions.shape
+    index = (torch.arange(k, device=positions.device) * k + positions).reshape(n, m * k)
+    return profit.reshape(n, k * k).gather(1, index).reshape(n, m, k).sum(-1)
+
+
 class Energy(nn.Module):
     """Base class: a feature trunk h(x) (``features``) and a head Φ(h, y) (``score``)."""
 

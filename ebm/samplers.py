@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ebm.batching import is_stacked
-from ebm.energies import Energy, LinearInY, Pairwise, site_field, site_views
+from ebm.energies import Energy, LinearInY, Pairwise, positions_score, site_field, site_views
 from ebm.spaces import OutputSpace, is_binary, is_ranking, uniform_noise
 
 
@@ -177,10 +177,10 @@ def mh_transpositions(
         # 7.2-8.7 → 4.8-4.9 ms a member-step). The same terms summed in another order, so Δg may differ
         # in its last bits. q is uniform on rankings (PermutationSpace.log_prior): log q(y′) − log q(y)
         # = 0, and the targets leave it out
-        rows = theta.to(x.dtype).unsqueeze(1).expand(n, c, *theta.shape[1:])  # (n, c, k labels, k positions)
+        profit = space.assignment_scores(theta.to(x.dtype))  # (n, k labels, k positions)
 
         def score_chains(chains: Tensor) -> Tensor:
-            return rows.gather(-1, chains.unsqueeze(-1)).squeeze(-1).sum(-1)
+            return positions_score(profit, chains)
     else:
         score = candidate_scorer(energy, x)
 

@@ -156,6 +156,29 @@ def test_candidate_scorer_is_the_score_bit_for_bit(space, model):
         assert torch.equal(scorer(y), energy.score(h, y, False))
 
 
+@pytest.mark.parametrize("space,model", [(Permutations(5), "permutahedron"), (PermutationMatrices(4), "birkhoff")])
+def test_linear_energies_score_rankings_from_their_positions(space, model):
+    """``positions_score`` of a linear energy's profits (Σ_j profit[j, position_j], no encoded
+    samples) is ⟨θ(x), y⟩ of the encoded samples, ``energy(x, y)``'s values and gradient in θ within
+    float rounding (the same terms in another order)."""
+    from ebm.energies import positions_score
+
+    energy = random_energy(space, model)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    positions = space._to_positions(space.sample_prior((6, 7), generator=torch.Generator().manual_seed(3)))
+    weights = torch.randn(6, 7, generator=torch.Generator().manual_seed(4))
+    theta = energy.linear_scores(x).detach().requires_grad_()
+    got = positions_score(space.assignment_scores(theta), positions)
+    (grad,) = torch.autograd.grad((got * weights).sum(), theta)
+    encoded = space._from_positions(positions).float()
+    expected = (theta.unsqueeze(1) * encoded).flatten(2).sum(-1)  # ⟨θ, y⟩ of each encoded sample
+    (grad_ref,) = torch.autograd.grad((expected * weights).sum(), theta)
+    assert got.shape == (6, 7) and got.std() > 0.1
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, energy(x, encoded).detach())
+    torch.testing.assert_close(grad, grad_ref)
+
+
 def test_transpositions_swap_exactly_two_labels():
     y = Permutations(5).sample_prior((3, 4), generator=torch.Generator().manual_seed(0))
     a = torch.tensor([[0, 1, 2, 3]] * 3)
