@@ -125,7 +125,8 @@ def test_kernels_score_with_the_trunk_once_and_make_the_same_states(space, model
     """The kernels compute h(x) once per call (``candidate_scorer``); through ``ForwardOnly``
     every candidate set is scored by ``energy(x, ·)`` from scratch, as before: from the same
     generator both make the same states (bit for bit, except that Birkhoff's chains are scored
-    from their positions, the same terms summed in another order: see the next test)."""
+    from their positions, the same terms summed in another order:
+    test_birkhoff_chains_moved_as_positions_are_the_textbook_matrix_chains)."""
     energy = random_energy(space, model)
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
     start = space.sample_prior((6, 50), generator=torch.Generator().manual_seed(2))
