@@ -98,6 +98,12 @@ def median(values: Iterable[float | None]) -> float:
 UNSTABLE_SPREAD = 2.0
 
 
+def is_unstable(ratio_spread: float | None) -> bool:
+    """A ratio whose repetitions disagree by more than :data:`UNSTABLE_SPREAD` (None or NaN: no
+    repetitions to compare): the machine was busy, the ratio is not to be trusted."""
+    return ratio_spread is not None and ratio_spread == ratio_spread and ratio_spread > UNSTABLE_SPREAD
+
+
 def spread(values: Iterable[float | None]) -> float | None:
     """max / min of positive finite repetitions (1.0 = they agree); None with fewer than two."""
     usable = [v for v in values if v is not None and v == v and 0 < v < float("inf")]

@@ -87,7 +87,7 @@ def _member_step_ms(run, space, members, short: int, long: int) -> float:
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    from harness.perf.common import UNSTABLE_SPREAD, Threads
+    from harness.perf.common import UNSTABLE_SPREAD, Threads, is_unstable
     from harness.perf.protocol import REFERENCE, missing_tasks, stored_protocol_runs
 
     stored_runs = stored_protocol_runs()
@@ -122,8 +122,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                              reference=f"{label}[stacked={SIZES[0]}]", task=run.spec.task, model=run.spec.model,
                              k=run.k)
             rows += pair
-            spread = pair[-1]["ratio_spread"]
-            if spread is not None and spread > UNSTABLE_SPREAD:  # a repetition hit a stall: flagged, not tallied
+            if is_unstable(pair[-1]["ratio_spread"]):  # a repetition hit a stall: flagged in the table, not tallied
                 unstable.append(f"{run.spec.task}/{run.spec.model}/{label}")
             else:
                 ratios.append(pair[-1]["ratio"])

@@ -81,7 +81,7 @@ def render(frame: pd.DataFrame, *, title: str = "ebm-bench perf", width: int | N
     """The perf rows as a table: value (median of the repetitions) and its spread (max / min),
     ratio = value / the reference's value measured beside it, the goal and whether it is met;
     ``note`` flags a ratio whose repetitions disagree by more than 2× ("unstable")."""
-    from harness.perf.common import UNSTABLE_SPREAD
+    from harness.perf.common import is_unstable
     from harness.tables import render_table
 
     columns = ("benchmark", "task", "model", "k", "method", "metric", "value", "unit", "spread", "reference",
@@ -90,7 +90,7 @@ def render(frame: pd.DataFrame, *, title: str = "ebm-bench perf", width: int | N
     for row in with_targets(frame).to_dict("records"):
         met = row["meets_target"]
         ratio_spread = row.get("ratio_spread")
-        unstable = ratio_spread is not None and ratio_spread == ratio_spread and ratio_spread > UNSTABLE_SPREAD
+        unstable = is_unstable(ratio_spread)
         value_spread = row.get("spread")
         rows.append([_fmt(row.get("benchmark")), _fmt(row.get("task")), _fmt(row.get("model")), _fmt(row.get("k")),
                      _fmt(row.get("method")), _fmt(row.get("metric")), _fmt(row.get("value")), _fmt(row.get("unit")),
