@@ -245,7 +245,8 @@ def test_group_size_benchmark_times_both_sizes_of_stored_configurations(data_dir
     rows, notes = group_size.run(PerfConfig(quick=True, data_dir=data_dir))
     frame = pd.DataFrame(rows)
     assert len(frame) == 4 and set(frame["task"]) == {"lr-iris"}, frame
-    assert frame["method"].str.endswith("[stacked=10]").sum() == 2 and (frame["value"] > 0).all()
+    # a 4-step difference of two fits can come out ≤ 0 on a busy machine: finite, not positive
+    assert frame["method"].str.endswith("[stacked=10]").sum() == 2 and frame["value"].map(math.isfinite).all()
     assert _check_ratios(frame) == len(frame)
     assert any("25 members cheaper per member-step than 10 in" in note and "of 2 configurations" in note
                for note in notes), notes
