@@ -13,6 +13,7 @@ jobs even when a library swallowed its exception; a job that ends after the stop
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,8 +84,11 @@ class Dispatcher:
 
     def __init__(self, make_executor: Callable[[], Any], load: Callable[[Any], Any], writer, *,
                  worker_kwargs: dict[str, Any], hard_timeout: float | None,
-                 progress: Callable[[int, str], Any], heartbeat: Callable[[], None] | None = None) -> None:
+                 progress: Callable[[int, str], Any], heartbeat: Callable[[], None] | None = None,
+                 stop_at: float | None = None, stop_after: float | None = None) -> None:
         self._make_executor, self.load, self.writer = make_executor, load, writer
+        # --stop-after: past ``stop_at`` (time.monotonic) no job is started; the running ones finish
+        self.stop_at, self.stop_after = stop_at, stop_after
         self.heartbeat = heartbeat  # called while jobs run (the run driver renews its claims)
         self.worker_kwargs, self.hard_timeout, self.progress = worker_kwargs, hard_timeout, progress
         self._executor = None
@@ -119,8 +123,14 @@ class Dispatcher:
             except Exception as exc:  # noqa: BLE001 - the worker turns it into a failed row
                 return exc
 
+        time_up = False
+
         def next_job() -> Job | None:
+            nonlocal time_up
             interrupts.raise_if_stopped()  # a stop a library swallowed: start nothing more
+            if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                time_up = True  # asked of nothing: a tuner's next trial is asked only when it starts
+                return None
             submission = work.next()
             if submission is None:
                 return None
@@ -162,6 +172,8 @@ class Dispatcher:
             drive(executor, next_job, on_done, on_submit=on_submit, poll=POLL_SECONDS, on_idle=self._idle)
         finally:
             progress.close()
+        if time_up:  # drive returned with every started job recorded, the work not done
+            raise interrupts.TimeLimitReached(self.stop_after or 0.0)
         return counts
 
     def _idle(self) -> None:

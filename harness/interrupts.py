@@ -27,6 +27,15 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _stop: str | None = None
 
 
+class TimeLimitReached(Exception):
+    """A driver's ``--stop-after`` time has come: it started nothing more, and every job that was
+    running then has finished and been recorded (nothing to redo; run again to resume)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"--stop-after {seconds:g} s reached")
+        self.seconds = seconds
+
+
 def _on_stop_signal(signum: int, frame: object) -> None:
     global _stop
     _stop = signal.Signals(signum).name

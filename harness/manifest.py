@@ -6,7 +6,8 @@ checkout, package versions, hardware, the command line, and per invocation the p
 finished counts. The last ``MAX_INVOCATIONS`` invocations are kept.
 
 How each ``run`` invocation ended is its ``status``: ``running`` while it runs (with its
-``host`` and ``pid``), then ``finished``, ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP) or ``failed``
+``host`` and ``pid``), then ``finished``, ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP), ``stopped``
+(``--stop-after``: its running jobs finished, nothing lost) or ``failed``
 (an error ended it: its ``error``); a driver killed outright (SIGKILL, power loss) cannot say
 so, so the next start finds its entry still ``running`` with a dead holder
 (:mod:`harness.claims`: its pid is gone on this host, or its heartbeat is older than the

@@ -389,3 +389,35 @@ def test_compact_writes_slices_of_bounded_size_in_row_order(tmp_path, monkeypatc
                for f in store.table_files(results, "curves"))  # one suffix
     assert len(store.read_arrow(results, "curves")) == len(curves_before) + 3
     assert len(store.read_table(results, "runs")) == 5
+
+
+def test_stop_after_ends_the_driver_with_nothing_to_redo(tmp_path):
+    """``--stop-after``: a real driver told to start nothing after 1.5 s, on 6 runs of 0.5 s each,
+    ends with exit status 3 and its invocation ``stopped``; every run it started is stored (the
+    running one finished), nothing is left claimed or half-written, and the same command without
+    the limit runs exactly the rest (how many the first one started depends on this machine's
+    speed; the in-flight job's finishing is pinned in-process by
+    tests/test_harness_dispatch.py::test_past_the_stop_time_nothing_starts_and_the_running_job_is_recorded)."""
+    runs = 6
+    suite = write_suite(tmp_path, methods=("test-sleep",), seeds=runs, params="{ test-sleep = { seconds = 0.5 } }")
+    results = tmp_path / "results"
+    command = [*CLI, "run", "--suite", str(suite), "--executor", "serial", "--results-dir", str(results),
+               "--no-leaderboard", "--no-progress"]
+    first = subprocess.run([*command, "--stop-after", "1.5s"], cwd=ROOT, capture_output=True, text=True,
+                           check=False, timeout=300)
+    assert first.returncode == 3, first.stderr
+    assert "stopped at --stop-after" in first.stderr, first.stderr
+    stored = store.read_arrow(results, "runs", on_corrupt="raise") if (results / "runs").is_dir() else None
+    done = [] if stored is None else stored["run_id"].to_pylist()
+    assert len(done) < runs  # 3 s of runs cannot all start within 1.5 s
+    assert stored is None or set(stored["status"].to_pylist()) == {"ok"}
+    assert _manifest_statuses(results) == ["stopped"]
+    assert _temp_files(results) == [] and not list((results / "claims").glob("*.claim"))
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"{len(done)} already in" in second.stderr and f"{runs - len(done)} run: ok {runs - len(done)}" \
+        in second.stderr, second.stderr
+    raw = store.read_arrow(results, "runs", on_corrupt="raise")["run_id"].to_pylist()
+    assert len(raw) == len(set(raw)) == runs
+    assert _manifest_statuses(results) == ["stopped", "finished"]

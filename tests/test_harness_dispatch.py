@@ -164,3 +164,42 @@ def test_a_stacked_group_is_written_in_one_call_per_table_curves_first(tmp_path)
     assert [table for table, _ in writer.calls] == ["curves", "runs", "curves", "runs"]
     assert [sorted(set(ids)) for _, ids in writer.calls] == [group, group, [lone], [lone]]
     assert len(writer.tables["runs"]) == 4
+
+
+def test_past_the_stop_time_nothing_starts_and_the_running_job_is_recorded(tmp_path):
+    """``--stop-after``: the time runs out while the first job runs (the work moves the stop time
+    to now when it hands that job out). That job still finishes and its rows are written; no
+    other job starts; then the dispatcher raises TimeLimitReached (the invocation ends
+    ``stopped``, with nothing to redo)."""
+    import time
+
+    import pytest
+
+    from harness.interrupts import TimeLimitReached
+    from tasks.registry import get_task
+
+    suite = load_suite(write_suite(tmp_path, methods=("test-constant",), seeds=3, steps=4, eval_every=2))
+    runs = sorted(plan_runs(suite).runnable(), key=lambda r: r.spec.data_key)
+    assert len(runs) == 3
+
+    class RunsThatUseUpTheTime(SuiteRuns):
+        def next(self):
+            submission = super().next()
+            dispatcher.stop_at = time.monotonic()  # after this job, the time is up
+            return submission
+
+    def load(key):
+        task, seed, fold, _ = key
+        return get_task(task).load(None, seed=seed, fold=fold, val_fraction=0.2)
+
+    writer, progress = _Rows(), []
+    dispatcher = Dispatcher(SerialExecutor, load, writer, worker_kwargs={}, hard_timeout=None,
+                            progress=lambda total, title: progress.append(_Progress(total, title)) or progress[-1],
+                            stop_at=time.monotonic() + 3600, stop_after=3600)
+    counts: Counter = Counter()
+    with pytest.raises(TimeLimitReached, match="--stop-after 3600 s"):
+        dispatcher.run(RunsThatUseUpTheTime(runs, "fixture", stack=1), len(runs), counts=counts)
+    dispatcher.close()
+    assert counts == Counter({Status.OK: 1})
+    assert [row["run_id"] for row in writer.tables["runs"]] == [runs[0].run_id]
+    assert progress[0].started == 1

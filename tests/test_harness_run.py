@@ -246,3 +246,17 @@ def test_test_metrics_of_the_constant_floor():
     log_q = (y.double() * frequency.log() + (1 - y.double()) * (1 - frequency).log()).sum(-1)
     assert values["nll"] == pytest.approx(float(-log_q.mean()), rel=1e-5)
     assert values["nll_stderr"] == 0 and values["tau_mae"] is None
+
+
+def test_stop_after_reads_durations_and_refuses_others_in_one_line():
+    import argparse
+
+    from harness.commands.run import parse_duration
+
+    assert [parse_duration(text) for text in ("5400", "90m", "2h", "1.5h", "30s", " 2H ")] == \
+        [5400.0, 5400.0, 7200.0, 5400.0, 30.0, 7200.0]
+    for text, problem in (("0", "positive"), ("-1h", "positive"), ("nan", "positive"), ("inf", "finite"),
+                          ("2x", "not a duration"), ("", "not a duration"), ("h", "not a duration")):
+        with pytest.raises(argparse.ArgumentTypeError, match=problem) as refused:
+            parse_duration(text)
+        assert "\n" not in str(refused.value)

@@ -54,6 +54,9 @@ class RunOptions:
     #: ``--no-stack``; None: the suite's ``stack``, else harness.dispatch.STACK_LIMIT); see
     #: harness.dispatch.stack_groups
     stack: int | None = None
+    #: seconds after the invocation's start past which no run or trial is started; those running
+    #: then finish and are stored (``--stop-after``; None: no limit)
+    stop_after: float | None = None
 
     def stack_for(self, suite: Suite) -> int:
         """The stacking limit of this invocation: ``--stack``, else the suite's, else
@@ -72,6 +75,8 @@ class RunSummary:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: ``--stop-after`` ended the invocation (what was running then finished and is stored)
+    stopped_at_limit: bool = False
     #: runs of the plan whose stored row is ok and that were not run again
     already_ok: int = 0
     #: non-ok outcomes (status, method, task, model, reason), for the closing summary
@@ -156,7 +161,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
     writer = store.ResultWriter(results_dir)
     restore_signals = interrupts.stop_on_signals()
     failure = None  # an error that ended the driver (the invocation is recorded `failed` with it)
-    dispatcher = _dispatcher(options, writer, heartbeat=claims.renew, phases=phases, problems=summary.problems)
+    dispatcher = _dispatcher(options, writer, heartbeat=claims.renew, phases=phases, problems=summary.problems,
+                             started=started)
     try:
         _record_plan_outcomes(plan, stored, options, writer, summary)
         runnable = _tuned(plan.runnable(), suite, options, dispatcher, results_dir, summary)
@@ -170,6 +176,10 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
             summary.held_elsewhere = claims.skipped
     except KeyboardInterrupt:
         summary.interrupted = True
+    except interrupts.TimeLimitReached as limit:
+        summary.stopped_at_limit = True
+        summary.notes.append(f"stopped: {limit}; nothing more was started, and what was running then "
+                             "finished and is stored")
     except Exception as exc:
         stop = interrupts.stop_requested()
         if stop is None:
@@ -190,7 +200,8 @@ def run_suite(suite, filters=None, options: RunOptions | None = None, *, phases=
                 summary.notes.append(f"{claims.skipped} run(s) skipped: claimed by another live driver on "
                                      f"{results_dir}")
             summary.seconds = time.monotonic() - started
-            ending = {"status": "interrupted" if summary.interrupted else "failed" if failure else "finished",
+            ending = {"status": "interrupted" if summary.interrupted else "stopped" if summary.stopped_at_limit
+                      else "failed" if failure else "finished",
                       **({"error": failure} if failure else {})}
             manifest.record_invocation(results_dir, invocation, **ending,
                                        finished_at=store.utc_now().isoformat(), seconds=round(summary.seconds, 2),
@@ -285,9 +296,11 @@ def _record_plan_outcomes(plan, stored: dict[str, str], options: RunOptions, wri
     summary.counts.update(p.status for p in plan if p.status)
 
 
-def _dispatcher(options: RunOptions, writer, *, heartbeat=None, phases=None, problems: list | None = None):
+def _dispatcher(options: RunOptions, writer, *, heartbeat=None, phases=None, problems: list | None = None,
+                started: float | None = None):
     """The executor loop of this invocation; its executor starts when the first job is submitted.
-    ``phases`` hears of the executor's start; ``problems`` collects each non-ok run (for the summary)."""
+    ``phases`` hears of the executor's start; ``problems`` collects each non-ok run (for the summary);
+    ``--stop-after`` counts from ``started`` (time.monotonic; default now)."""
     from harness.dispatch import Dispatcher
     from harness.executors import make_executor
     from harness.progress import Phases, RunProgress
@@ -309,8 +322,12 @@ def _dispatcher(options: RunOptions, writer, *, heartbeat=None, phases=None, pro
 
     worker_kwargs = {"threads": max(1, round(options.cpus_per_run)), "gpus": options.gpus_per_run,
                      "max_seconds": options.timeout_per_run}
+    stop_at = None
+    if options.stop_after is not None:
+        stop_at = (time.monotonic() if started is None else started) + options.stop_after
     return Dispatcher(start_executor, _loader(options.data_dir), writer, worker_kwargs=worker_kwargs,
-                      hard_timeout=_hard_timeout(options), heartbeat=heartbeat, progress=progress)
+                      hard_timeout=_hard_timeout(options), heartbeat=heartbeat, progress=progress,
+                      stop_at=stop_at, stop_after=options.stop_after)
 
 
 def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, summary: RunSummary) -> list:
@@ -326,6 +343,26 @@ def _tuned(runnable: list, suite, options: RunOptions, dispatcher, results_dir, 
 
 
 # ----------------------------------------------------------------------------- CLI
+
+#: exit status of an invocation that --stop-after ended (what ran is stored; run again to resume)
+STOPPED_AT_LIMIT = 3
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``--stop-after``'s value in seconds: a positive number, optionally followed by s, m or h
+    (``90m``, ``2h``, ``1.5h``, ``5400``)."""
+    value = text.strip().lower()
+    scale = _DURATION_UNITS.get(value[-1:], None) if value else None
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90m, 2h, 5400 for seconds)") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"a duration must be positive and finite, got {text!r}")
+    return seconds
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``tune``."""
@@ -362,6 +399,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, default=1,
                         help="Ray retries of a run whose worker process died (>= 0, default 1); "
                              "exceptions are never retried")
+    parser.add_argument("--stop-after", type=parse_duration, metavar="DURATION",
+                        help="start no run or trial after this long (e.g. 90m, 2h, 5400 = seconds); those "
+                             "running then finish and are stored, and the same command resumes (exit status 3)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 
@@ -382,8 +422,12 @@ unless --force (everything again) or --retry-failed (rows failed / timeout again
 skipped / unsupported decided at plan time are re-decided every time. Only this driver writes
 results, in small batches as runs finish; Ctrl-C keeps what finished.
 
+Time limit: --stop-after 2h starts nothing after two hours and lets what is running finish,
+so that a protocol longer than a working session ends with nothing to redo; run the same
+command again to go on.
+
 Exit status: 0 when at least one planned run is ok (now or from before), 1 when none is,
-2 for bad input, 130 when interrupted.
+2 for bad input, 3 when --stop-after stopped it, 130 when interrupted.
 """
 
 
@@ -434,6 +478,7 @@ def options_from_args(args, *, tune_only: bool = False):
                          timeout_per_run=args.timeout_per_run, timeout_grace=args.timeout_grace,
                          tune_trials=args.tune_trials, force=args.force, retry_failed=args.retry_failed,
                          max_retries=args.max_retries, progress=not args.no_progress, tune_only=tune_only,
+                         stop_after=args.stop_after,
                          stack=1 if getattr(args, "no_stack", False) else getattr(args, "stack", RunOptions.stack))
     return filters, options
 
@@ -456,6 +501,8 @@ def print_summary(summary: RunSummary, results_dir: Path, *, stream=None) -> Non
             print(f"  {line}", file=stream)
     if summary.interrupted:
         print("interrupted: finished runs are saved; run the same command again to resume", file=stream)
+    elif summary.stopped_at_limit:
+        print("stopped at --stop-after: finished runs are saved; run the same command again to resume", file=stream)
     elif not summary.succeeded:
         print("no planned run succeeded (exit status 1)", file=stream)
 
@@ -497,6 +544,8 @@ def _main(args) -> int:
     print_summary(summary, options.results_dir)
     if summary.interrupted:
         return 130
+    if summary.stopped_at_limit:
+        return STOPPED_AT_LIMIT
     if not args.no_leaderboard and summary.counts.get("ok", 0) + summary.already_ok:
         show_leaderboard(options.results_dir)
     return 0 if summary.succeeded else 1

@@ -33,7 +33,7 @@ def best_trials(trials):
 
 def main(args) -> int:
     from harness import store
-    from harness.commands.run import options_from_args, run_suite
+    from harness.commands.run import STOPPED_AT_LIMIT, options_from_args, run_suite
     from harness.plan import resolve_suite
 
     filters, options = options_from_args(args, tune_only=True)
@@ -48,4 +48,4 @@ def main(args) -> int:
     for row in best_trials(trials):
         print(f"{row['study']}: {counts[row['study']]} trials; best validation value {row['value']:.4g} "
               f"with {row['params_json']}")
-    return 130 if summary.interrupted else 0
+    return 130 if summary.interrupted else STOPPED_AT_LIMIT if summary.stopped_at_limit else 0
