@@ -253,6 +253,26 @@ def test_group_size_benchmark_times_both_sizes_of_stored_configurations(data_dir
     assert not any("failed" in note for note in notes), notes
 
 
+def test_group_size_counts_only_ratios_of_positive_timings(data_dir, monkeypatch):
+    """A member-step timing is a difference of two fits; on a busy machine it can come out ≤ 0,
+    and a ratio of such numbers (−0.5 against 1.0, or two negatives) is no comparison: that
+    configuration is named among those left out, not counted as cheaper. The timings here are
+    given (two lr-iris configurations, --quick: a warm-up, then 10 and 25 members once each)."""
+    from harness.perf import group_size
+
+    configurations = group_size._configurations
+    monkeypatch.setattr(group_size, "_configurations", lambda *a: configurations(*a)[:2])
+    timings = iter([9.0, 2.0, 1.5,      # first configuration: warm-up, 10 members, 25 members (cheaper)
+                    9.0, -0.5, 1.0])    # second: the 10-member timing came out negative
+    monkeypatch.setattr(group_size, "_member_step_ms", lambda *a: next(timings))
+    rows, notes = group_size.run(PerfConfig(quick=True, data_dir=data_dir))
+    assert len(rows) == 4
+    assert any("cheaper per member-step than 10 in 1 of 1 configurations (median ratio 0.75)" in note
+               for note in notes), notes
+    (left_out,) = [note for note in notes if "left out of that count" in note]
+    assert left_out.startswith("group_size: 1 configurations") and "not positive" in left_out, left_out
+
+
 def test_perf_tasks_must_name_tasks_the_stored_protocol_ran(tmp_path, capsys):
     """``perf --tasks``: an unknown name is refused with "did you mean" before anything is timed;
     a known task the stored protocol never ran gives protocol and group_size a note naming it and no rows."""

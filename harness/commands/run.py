@@ -364,6 +364,7 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"a duration must be positive and finite, got {text!r}")
     return seconds
 
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``tune``."""
     from harness.suites import BUILTIN_SUITES

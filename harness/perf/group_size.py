@@ -18,6 +18,7 @@ work, and compare ratios only).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -122,7 +123,10 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                              reference=f"{label}[stacked={SIZES[0]}]", task=run.spec.task, model=run.spec.model,
                              k=run.k)
             rows += pair
-            if is_unstable(pair[-1]["ratio_spread"]):  # a repetition hit a stall: flagged in the table, not tallied
+            # a repetition that hit a stall (flagged in the table), or a timing ≤ 0 (the machine so busy
+            # that the long fit took no longer than the short one): such a ratio is no comparison
+            timed = all(0 < row["value"] < math.inf for row in pair)
+            if not timed or is_unstable(pair[-1]["ratio_spread"]):
                 unstable.append(f"{run.spec.task}/{run.spec.model}/{label}")
             else:
                 ratios.append(pair[-1]["ratio"])
@@ -135,7 +139,8 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
                      f"{median(ratios):.2f})")
     if unstable:
         notes.append(f"group_size: {len(unstable)} configurations left out of that count, their repetitions' ratios "
-                     f"more than {UNSTABLE_SPREAD:g}x apart (unstable: run them again): " + ", ".join(unstable[:4]))
+                     f"more than {UNSTABLE_SPREAD:g}x apart or a timing not positive (unstable: run them again): "
+                     + ", ".join(unstable[:4]))
     if failed:
         notes.append(f"group_size: {len(failed)} configurations failed here: " + "; ".join(failed[:4]))
     return rows, notes
