@@ -215,25 +215,23 @@ def _capture(method: StepMethod, space: OutputSpace, model: str, data: FitData, 
 class _Objective(nn.Module):
     """The template's modules (so ``functional_call`` can swap in a member's parameters) and
     its batch objective; ``forward`` returns the scalar loss and the indices and values of the
-    objective's deferred :func:`write_rows` (vmap outputs must be tensors; their targets are
-    kept in ``write_targets``)."""
+    objective's deferred :func:`write_rows`, which go to ``pending`` (vmap outputs must be
+    tensors; the writes' targets are read from ``pending`` after the call).
+
+    ``pending`` and the :data:`_PENDING_WRITES` context are set around the vmapped call by
+    :func:`_vmapped_calls`, not in here: the traced function then holds no ``ContextVar`` call,
+    which ``torch.compile`` cannot trace (``compile_step``)."""
 
     def __init__(self, modules: list[nn.Module], batch_objective: BatchObjective) -> None:
         super().__init__()
         self.parts = nn.ModuleList(modules)
         self.batch_objective = batch_objective
         self.energy_evals = 0
-        self.write_targets: list[Tensor] = []
+        self.pending: list[_RowWrite] = []
 
     def forward(self, index: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        writes: list[_RowWrite] = []
-        token = _PENDING_WRITES.set(writes)
-        try:
-            loss, self.energy_evals = self.batch_objective(index)
-        finally:
-            _PENDING_WRITES.reset(token)
-        self.write_targets = [w.target for w in writes]
-        return loss, [w.index for w in writes], [w.values for w in writes]
+        loss, self.energy_evals = self.batch_objective(index)
+        return loss, [w.index for w in self.pending], [w.values for w in self.pending]
 
 
 @dataclass
@@ -333,17 +331,31 @@ def _clip_per_member(grads: list[Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _vmapped_calls(wrapper: _Objective, space: OutputSpace) -> Callable[..., Any]:
+def _vmapped_calls(wrapper: _Objective, space: OutputSpace, *, compile_step: bool = False) -> Callable[..., Any]:
     """(stacked params, stacked buffers, (S, b) indices[, (S, k) priors]) → ``wrapper``'s outputs for
     every member, each through its own slices (and its own prior when given: :func:`_member_prior`
-    on the template's ``space``)."""
+    on the template's ``space``); the targets of the call's deferred writes are then in
+    ``[w.target for w in wrapper.pending]``. ``compile_step``: the vmapped call through
+    ``torch.compile`` (:func:`fit_stacked`)."""
     from torch.func import functional_call, vmap
 
     def member_call(p: dict[str, Tensor], b: dict[str, Tensor], index: Tensor, *probs: Tensor) -> Any:
         with _member_prior(space, probs[0] if probs else None):
             return functional_call(wrapper, (p, b), (index,))
 
-    return vmap(member_call, randomness="different")
+    calls = vmap(member_call, randomness="different")
+    if compile_step:
+        calls = torch.compile(calls, dynamic=False)
+
+    def collecting_writes(*arguments: Any) -> Any:
+        writes: list[_RowWrite] = []
+        wrapper.pending, token = writes, _PENDING_WRITES.set(writes)
+        try:
+            return calls(*arguments)
+        finally:
+            _PENDING_WRITES.reset(token)
+
+    return collecting_writes
 
 
 def _vmapped_pre_steps(pre_steps: PreSteps, modules: list[nn.Module],
@@ -357,13 +369,17 @@ def _vmapped_pre_steps(pre_steps: PreSteps, modules: list[nn.Module],
 
 
 def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: list[Member],
-                params: dict[str, Any], budget: Budget, *,
-                device: torch.device | str) -> list[Fitted | BaseException]:
+                params: dict[str, Any], budget: Budget, *, device: torch.device | str,
+                compile_step: bool = False) -> list[Fitted | BaseException]:
     """Train ``members`` (same method, space, model, hyperparameters and budget; their own
     seeds, data rows and monitors) stacked; see the module docstring. Returns one entry per
     member, in order: its :class:`Fitted`, or the exception that ended it alone (a
     :class:`Diverged`). A ``ValueError`` (refused configuration, members of unequal shapes) or
-    an error of the whole group is raised."""
+    an error of the whole group is raised.
+
+    ``compile_step``: the step's vmapped objective (forward and backward) goes through
+    ``torch.compile`` (one graph per group size: a member that leaves recompiles it). Off in the
+    harness: on CPU it did not pay for its compile time (``ebm-bench perf --benchmarks compile``)."""
     device = torch.device(device)
     params = method.full_params(space, model, params)
     if not method.can_stack(space, model, params):
@@ -400,7 +416,8 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
     clip = params.get("max_grad_norm")
     max_grad_norm = None if clip is None else float(clip)
 
-    step_losses = _vmapped_calls(wrapper, template_space)  # (S,) losses, the deferred writes' indices, values
+    # (S,) losses, the deferred writes' indices, values
+    step_losses = _vmapped_calls(wrapper, template_space, compile_step=compile_step)
     # the method's extra steps before each step (ebm.training.PreSteps: minmax-reinforce's sampler-only
     # ascent), every member's at once: the template's pre-step objective through the same leaves
     pre_steps = template.pre_steps if template.pre_steps is not None and template.pre_steps.count > 0 else None
@@ -455,7 +472,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         losses, write_indices, write_values = step_losses(group.arguments(), group.buffers, index, *step_priors)
-        _apply_writes(wrapper.write_targets, write_indices, write_values)
+        _apply_writes([w.target for w in wrapper.pending], write_indices, write_values)
         values = losses.detach().tolist()
         live = [math.isfinite(value) for value in values]
         if any(live):

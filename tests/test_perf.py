@@ -74,6 +74,25 @@ def test_stacking_rows_name_the_members_and_measure_the_site_loop_past_its_limit
     assert not get_method("mcmc-pcd").can_stack(make_space("multilabel", 8, "pairwise"), "pairwise", {})
 
 
+def test_compile_rows_time_whole_fits_and_their_compiled_steps_in_fresh_processes(monkeypatch):
+    """--quick on bce, 20 steps: eager, compiled (empty cache) and compiled (warm cache), each fit in
+    a new interpreter (real subprocesses); per contender a ``fit_seconds`` and a ``ms_per_step``
+    row, ratios to eager. The second half's steps lie inside the fit: fit ≥ 10 steps' time."""
+    from harness.perf import compiled
+
+    monkeypatch.setattr(compiled, "QUICK_STEPS", 20)
+    rows, notes = compiled.run(PerfConfig(quick=True))
+    frame = pd.DataFrame(rows)
+    labels = ["bce[stacked=5]", "bce[stacked=5,compiled]", "bce[stacked=5,compiled-warm]"]
+    assert sorted(zip(frame["metric"], frame["method"])) == sorted(
+        [("fit_seconds", m) for m in labels] + [("ms_per_step", m) for m in labels])
+    assert _check_ratios(frame) == 6 and (frame["value"] > 0).all() and (frame["n_repeats"] == 2).all()
+    values = frame.set_index(["metric", "method"])["value"]
+    for label in labels:
+        assert values["fit_seconds", label] >= 10 * values["ms_per_step", label] / 1e3
+    assert "20 steps" in notes[0]
+
+
 def test_dropout_rows_set_ebms_dropout_beside_torchs_on_the_same_trunk(monkeypatch):
     """Per case (the op at each shape, the tuned trunk) a ``torch`` and an ``ebm`` row, the ratio to
     torch's; the two trunks hold the same weights and differ in their dropout layers only."""

@@ -408,6 +408,31 @@ def test_a_diverging_pcd_member_is_dropped_and_the_others_go_on(kernel):
             assert _max_difference(single, member) < 1e-5
 
 
+@pytest.mark.parametrize("name", ["bce", "roll-pcd"])
+def test_a_compiled_step_trains_the_members_as_the_eager_step(name):
+    """``compile_step`` (torch.compile of the vmapped objective, forward and backward; perf's
+    ``compile`` benchmark) changes nothing but float rounding: with bce and the deterministic PCD
+    kernel nothing is drawn, so each member's parameters equal the eager group's to float
+    tolerance, and patience, model selection and a member leaving the stack (a smaller group: a
+    recompilation) work as eager. PCD's step writes its chains' rows (write_rows), which must
+    still reach the template's chains from a compiled step."""
+    space, model = make_space("multilabel", 6, "unary"), "unary"
+    method = _RollPCD() if name == "roll-pcd" else get_method(name)
+    params = {"init": "data", "chains": 2, "lr": 1e-2, "hidden": 16} if name == "roll-pcd" else {"lr": 1e-2}
+    budget = Budget(max_steps=40, batch_size=16, eval_every=10, patience=2)
+    scripts = [{10: 1.0, 20: 0.5, 30: 0.4}, {10: 0.1, 20: 0.2, 30: 0.9, 40: 0.3}, {}]
+    seeds, rows = [11, 12, 13], [N + 7, N, N]
+    groups = {compiled: fit_stacked(method, space, model, [Member(_data(space, s, rows=r), s, _Scripted(v))
+                                                           for s, r, v in zip(seeds, rows, scripts)],
+                                    params, budget, device=CPU, compile_step=compiled)
+              for compiled in (False, True)}
+    for eager, compiled in zip(groups[False], groups[True]):
+        assert isinstance(compiled, Fitted)
+        assert (compiled.info["steps"], compiled.info["best_step"]) == (eager.info["steps"], eager.info["best_step"])
+        assert _max_difference(eager, compiled) < 1e-5
+    assert [f.info["steps"] for f in groups[True]] == [30, 40, 30]
+
+
 def test_write_rows_writes_in_place_alone_and_refuses_a_batched_write_outside_a_step():
     from torch.func import vmap
 

@@ -1,10 +1,10 @@
-"""``ebm-bench perf``: measure step cost vs |Y|, stacked vs lone steps, dropout's cost, time to
-quality, harness overhead and scaling, FLOP/s, peak memory, runs per hour and the paper protocol's
-wall time (estimated from every configuration timed now), side by side in one process; write
-``DIR/perf.parquet`` (the ``perf`` view of ``ebm-bench query``) and print a table: each figure with
-the spread of its repetitions, its ratio to the reference measured beside it, and the goal
-ebm-bench holds itself to (reported, not enforced). A ratio whose repetitions disagree by more than 2x is flagged
-"unstable": the machine was busy; run it again when it is idle.
+"""``ebm-bench perf``: measure step cost vs |Y|, stacked vs lone steps, dropout's cost, a compiled
+stacked step's, time to quality, harness overhead and scaling, FLOP/s, peak memory, runs per hour
+and the paper protocol's wall time (estimated from every configuration timed now), side by side in
+one process; write ``DIR/perf.parquet`` (the ``perf`` view of ``ebm-bench query``) and print a
+table: each figure with the spread of its repetitions, its ratio to the reference measured beside
+it, and the goal ebm-bench holds itself to (reported, not enforced). A ratio whose repetitions
+disagree by more than 2x is flagged "unstable": the machine was busy; run it again when it is idle.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def register(subparsers) -> None:
                         help=f"fewer repetitions, shorter runs (under {QUICK_MINUTES} min on an idle 2-core machine)")
     parser.add_argument("--data-dir", help="dataset directory: yeast and lr-glass, and every task of the paper "
                                            "suite for protocol (default: $EBM_BENCH_DATA)")
-    parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, dropout, time_to_quality, flops, "
-                                             "memory, harness, throughput, protocol, group_size (default: all)")
+    parser.add_argument("--benchmarks", help="comma list of: step_cost, stacking, dropout, compile, time_to_quality, "
+                                             "flops, memory, harness, throughput, protocol, group_size "
+                                             "(default: all)")
     parser.add_argument("--tasks", help="comma list of tasks for protocol and group_size (default: every task of "
                                         "the stored protocol; --quick: lr-iris), e.g. cal500 to time one task's "
                                         "configurations again")

@@ -8,6 +8,8 @@ process, in interleaved repetitions, medians — see :mod:`harness.perf.common`)
 * ``group_size`` (:mod:`~harness.perf.group_size`): ms per member-step of the stored protocol's
   configurations in stacked groups of 25 vs 10 (the default stacking rule's two limits);
 * ``dropout`` (:mod:`~harness.perf.dropout`): µs per forward + backward of ebm's dropout vs torch's;
+* ``compile`` (:mod:`~harness.perf.compiled`): seconds of a stacked fit with its step through
+  ``torch.compile`` (compile time included) vs eager;
 * ``time_to_quality`` (:mod:`~harness.perf.quality`): seconds to within 2% of exact-mle's
   validation NLL, ratio to exact-mle;
 * ``harness`` (:mod:`~harness.perf.scaling`): 16 short runs, serial vs Ray 1 vs Ray 2 workers;
@@ -40,6 +42,7 @@ BENCHMARKS: dict[str, str] = {
     "stacking": "harness.perf.stacking",
     "group_size": "harness.perf.group_size",
     "dropout": "harness.perf.dropout",
+    "compile": "harness.perf.compiled",
     "time_to_quality": "harness.perf.quality",
     "flops": "harness.perf.hardware",
     "memory": "harness.perf.memory",
