@@ -28,7 +28,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,7 @@ def _in_fresh_process(case: tuple[str, str, int, str], steps: int, compile_step:
     return float(fit), float(per_step)
 
 
-def _cold(timing, cache_dirs) -> tuple[float, float]:
+def _cold(timing: Callable[..., tuple[float, float]], cache_dirs: Iterator[Path]) -> tuple[float, float]:
     """A compiled fit with a compile cache no fit used before."""
     return timing(compile_step=True, cache_dir=next(cache_dirs))
 
@@ -112,7 +114,7 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
         for index, case in enumerate(CASES[:1] if config.quick else CASES):
             kind, model, k, name = case
             warm = root / f"warm-{index}"
-            cold_dirs = iter(root / f"cold-{index}-{n}" for n in range(10**6))
+            cold_dirs = (root / f"cold-{index}-{n}" for n in count())
             _in_fresh_process(case, steps, True, config.threads, warm)  # fills the warm cache; a warm-up
             timing = partial(_in_fresh_process, case, steps, threads=config.threads)
             contenders = {
