@@ -267,8 +267,12 @@ def test_group_size_benchmark_times_both_sizes_of_stored_configurations(data_dir
     # a 4-step difference of two fits can come out ≤ 0 on a busy machine: finite, not positive
     assert frame["method"].str.endswith("[stacked=10]").sum() == 2 and frame["value"].map(math.isfinite).all()
     assert _check_ratios(frame) == len(frame)
-    assert any("25 members cheaper per member-step than 10 in" in note and "of 2 configurations" in note
-               for note in notes), notes
+    # every configuration is tallied: counted, or left out by name (a 4-step difference of two fits can
+    # come out ≤ 0 even on an idle machine: a CI run on bada636 left lr-iris/birkhoff/mcmc-pcd out so)
+    joined = " ".join(notes)
+    counted = re.search(r"25 members cheaper per member-step than 10 in \d+ of (\d+) configurations", joined)
+    left_out = re.search(r"(\d+) configurations left out of that count", joined)
+    assert (int(counted.group(1)) if counted else 0) + (int(left_out.group(1)) if left_out else 0) == 2, notes
     assert not any("failed" in note for note in notes), notes
 
 
