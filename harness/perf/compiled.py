@@ -28,9 +28,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ CASES: tuple[tuple[str, str, int, str], ...] = (
     ("ranking", "permutahedron", 6, "exact-mle"),
     ("multilabel", "unary", 14, "minmin-logistic"),
 )
-MODES = ("eager", "compiled", "compiled-warm")
 
 
 def fit_seconds(kind: str, model: str, k: int, name: str, steps: int, compile_step: bool,
@@ -99,9 +97,9 @@ def _in_fresh_process(case: tuple[str, str, int, str], steps: int, compile_step:
     return float(fit), float(per_step)
 
 
-def _cold(timing: Callable[..., tuple[float, float]], cache_dirs: Iterator[Path]) -> tuple[float, float]:
-    """A compiled fit with a compile cache no fit used before."""
-    return timing(compile_step=True, cache_dir=next(cache_dirs))
+def _cold(timing: Callable[..., tuple[float, float]], scratch: Path) -> tuple[float, float]:
+    """A compiled fit with a compile cache no fit used before (a new folder under ``scratch``)."""
+    return timing(compile_step=True, cache_dir=Path(tempfile.mkdtemp(prefix="cold-", dir=scratch)))
 
 
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
@@ -114,12 +112,11 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
         for index, case in enumerate(CASES[:1] if config.quick else CASES):
             kind, model, k, name = case
             warm = root / f"warm-{index}"
-            cold_dirs = (root / f"cold-{index}-{n}" for n in count())
             _in_fresh_process(case, steps, True, config.threads, warm)  # fills the warm cache; a warm-up
             timing = partial(_in_fresh_process, case, steps, threads=config.threads)
             contenders = {
                 f"{name}[stacked={MEMBERS}]": partial(timing, compile_step=False, cache_dir=root / "unused"),
-                f"{name}[stacked={MEMBERS},compiled]": partial(_cold, timing, cold_dirs),
+                f"{name}[stacked={MEMBERS},compiled]": partial(_cold, timing, root),
                 f"{name}[stacked={MEMBERS},compiled-warm]": partial(timing, compile_step=True, cache_dir=warm),
             }
             samples = interleaved(contenders, max(config.reps // 2, 2))
