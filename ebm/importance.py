@@ -135,12 +135,15 @@ class BernoulliMixture(Proposal):
         n, c, k = self.logits.shape
         component = categorical(self.weights, m, generator)  # (n, m)
         noise = uniform_noise((n, m, k), generator, self.logits.device)
-        base = self.logits.to(noise.dtype).gather(1, component.unsqueeze(-1).expand(n, m, k))
+        logits = self.logits.to(noise.dtype)
         if not any(self.coupling_scale):
+            base = logits.gather(1, component.unsqueeze(-1).expand(n, m, k))
             y = (noise < torch.sigmoid(base)).to(noise.dtype)
         else:
+            # each draw's base logits gathered straight into the (n, k, m) layout the labels are drawn in
+            field = logits.transpose(1, 2).gather(2, component.unsqueeze(1).expand(n, k, m))
             scale = torch.tensor(self.coupling_scale, dtype=noise.dtype, device=noise.device)[component].unsqueeze(-1)
-            y = _sample_autoregressive(base, self.coupling.to(noise.dtype), scale, noise)
+            y = _sample_autoregressive(field, self.coupling.to(noise.dtype), scale, noise)
         if self.order is None:
             return y
         inverse = inverse_permutations(self.order)  # label i was drawn at step inverse_i
@@ -200,16 +203,18 @@ def _coupled_log_probs(logits: Tensor, earlier: Tensor, y: Tensor, scales: dict[
     return {c: torch.cat(blocks, dim=1).neg_() for c, blocks in parts.items()}
 
 
-def _sample_autoregressive(base: Tensor, coupling: Tensor, scale: Tensor, noise: Tensor, block: int = 32) -> Tensor:
-    """y_t = [noise_t < σ(base_t + scale Σ_{t'<t} L_{tt'} y_t')] for t = 0..k−1; base, noise (n, m, k),
-    L (n, k, k) strictly lower, scale (n, m, 1). Labels go in blocks: inside a block one label
-    at a time, updating the block's fields only; after it, one GEMM adds the block's effect
+def _sample_autoregressive(field: Tensor, coupling: Tensor, scale: Tensor, noise: Tensor, block: int = 32) -> Tensor:
+    """y_t = [noise_t < σ(base_t + scale Σ_{t'<t} L_{tt'} y_t')] for t = 0..k−1 → y (n, m, k); the
+    base logits ``field`` (n, k, m), contiguous and overwritten (the fields accumulate in it), noise
+    (n, m, k), L (n, k, k) strictly lower, scale (n, m, 1). Labels go in blocks: inside a block one
+    label at a time, updating the block's fields only; after it, one GEMM adds the block's effect
     to every later label. Work is laid out (n, k, m) so that one label's slice is contiguous."""
-    field = base.transpose(1, 2).contiguous()  # (n, k, m)
     noise = noise.transpose(1, 2).contiguous()
     scale = scale.transpose(1, 2)  # (n, 1, m)
-    y = torch.zeros_like(noise)
-    scaled = torch.zeros_like(noise)  # scale · y: the prior's draws (scale 0) push no field
+    # every label's row of both is written before anything reads it: no zero fill (two passes over
+    # cal500's 3.6M draw elements a block of the NLL's draws)
+    y = torch.empty_like(noise)
+    scaled = torch.empty_like(noise)  # scale · y: the prior's draws (scale 0) push no field
     k = field.shape[1]
     for start in range(0, k, block):
         stop = min(start + block, k)
@@ -289,11 +294,15 @@ class PointMassProposal(Proposal):
         self.points = points
 
     def sample(self, m, generator=None):
-        return self.points.unsqueeze(1).expand(self.points.shape[0], m, *self.points.shape[1:]).clone()
+        """The points, each repeated m times: a broadcast view (read-only), which is all a mixture's
+        selection reads (a copy was a pass over all m draws, of which it keeps a few)."""
+        return self.points.unsqueeze(1).expand(self.points.shape[0], m, *self.points.shape[1:])
 
     def log_prob(self, y):
-        at_point = (y == self.points.unsqueeze(1).to(y.dtype)).flatten(start_dim=2).all(dim=-1)
-        return torch.zeros(at_point.shape, dtype=torch.float64, device=y.device).masked_fill(~at_point, -math.inf)
+        # y = y* where Σ|y − y*| = 0 (a sum of non-negative terms is 0 only if each is): the same
+        # as comparing every entry, in a third of the time of an all() over the compared entries
+        distance = (y - self.points.unsqueeze(1).to(y.dtype)).abs_().flatten(start_dim=2).sum(-1)
+        return torch.zeros(distance.shape, dtype=torch.float64, device=y.device).masked_fill(distance != 0, -math.inf)
 
     def restrict(self, rows):
         return PointMassProposal(self.points[rows])
@@ -318,13 +327,16 @@ class NeighbourProposal(Proposal):
         y = self.points.unsqueeze(1).expand(n, m, *self.points.shape[1:]).clone()
         if self.binary:
             site = random_labels((n, m), self.k, generator, device).unsqueeze(-1)
-            return y.scatter(2, site, 1 - y.gather(2, site))
+            return y.scatter_(2, site, 1 - y.gather(2, site))  # in place on the fresh copy: one pass less
         return transpose_labels(y, *random_label_pairs((n, m), self.k, generator, device), len(self.space.event_shape))
 
     def log_prob(self, y):
-        differs = y != self.points.unsqueeze(1).to(y.dtype)  # (n, m, *event)
-        differs = differs.flatten(start_dim=3).any(dim=-1) if differs.dim() > 3 else differs  # per label
-        moved = differs.sum(dim=-1) == (1 if self.binary else 2)
+        if self.binary:  # labels 0/1: Σ_i |y_i − y*_i| counts the labels that differ, exactly
+            moved = (y - self.points.unsqueeze(1).to(y.dtype)).abs_().sum(-1) == 1
+        else:
+            differs = y != self.points.unsqueeze(1).to(y.dtype)  # (n, m, *event)
+            differs = differs.flatten(start_dim=3).any(dim=-1) if differs.dim() > 3 else differs  # per label
+            moved = differs.sum(dim=-1) == 2
         log_r = torch.full(moved.shape, -math.log(self.size), dtype=torch.float64, device=y.device)
         return log_r.masked_fill(~moved, -math.inf)
 

@@ -448,6 +448,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         fitted.info.update(loop_info(loops[s], **captured[s].extra_info, stacked=size))
         results[s] = fitted
 
+    evaluated = True
     while True:
         for s in group.stacked:
             if active[s] and not loops[s].running():
@@ -463,8 +464,13 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             step_priors = () if priors is None else (priors[group.stacked],)
         stacked = group.stacked
         index = torch.stack([next(streams[s]) for s in stacked]) + offsets[stacked]
-        for module in template.modules:
-            module.train()
+        # train mode before the first step and again after an evaluation step, not before every step
+        # (Module.train walks every submodule): the members' monitors evaluate their own modules
+        # (group.load), but a snapshot that reached the template's would leave them in eval mode
+        if evaluated:
+            for module in template.modules:
+                module.train()
+            evaluated = False
         optimizer.zero_grad(set_to_none=True)
         if pre_steps is not None and pre_step_losses is not None:  # as run_steps: from None gradients, not clipped
             for _ in range(pre_steps.count):
@@ -495,7 +501,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             if upcoming % budget.eval_every == 0 or upcoming == budget.max_steps:
                 group.load(s)  # the monitor's snapshot reads the member's own modules
             try:
-                loop.step(values[position], wrapper.energy_evals)
+                evaluated |= loop.step(values[position], wrapper.energy_evals)
             except Diverged as exc:
                 active[s], results[s] = False, exc
     return [r if r is not None else RuntimeError("stacked member produced no result") for r in results]

@@ -19,7 +19,8 @@ paired Holm tests, the paper's figure, the scikit-learn references); the Friedma
 critical-difference diagram across datasets; the learned log-partition; the convergence figure;
 failures (every failed / timeout / diverged row, grouped with its message, and every run
 skipped or unsupported at plan time with its reason); the wall time (the suite's invocations'
-seconds, and per task the busy seconds of its tuning and its runs); provenance (machine, commands).
+seconds, per task the busy seconds of its tuning and its runs, and per method the worker-seconds
+they held); provenance (machine, commands).
 """
 
 from __future__ import annotations
@@ -505,7 +506,23 @@ def _wall_time_section(runs: pd.DataFrame, trials: pd.DataFrame, results_dir: Pa
     return (head + f"Tuning trials were in flight for {tuning:,.0f} s and runs for {running:,.0f} s ({per_hour} "
             "finished runs per busy hour); busy seconds are the union of the start → finish intervals, so two "
             "workers side by side count once, and a task's busy time overlaps another's where their work "
-            "interleaved (tuning does).\n\n" + _markdown(wall_time_table(ok, trials)))
+            "interleaved (tuning does).\n\n" + _markdown(wall_time_table(ok, trials))
+            + _compute_paragraph(runs, trials, wall))
+
+
+def _compute_paragraph(runs: pd.DataFrame, trials: pd.DataFrame, wall: float) -> str:
+    """:func:`harness.report.compute_table` with the workers' mean occupancy over the invocations' wall time."""
+    from harness.report import compute_table
+
+    table = compute_table(runs, trials)
+    if table.empty:
+        return ""
+    worker = float(table["tuning (worker-s)"].sum() + table["runs (worker-s)"].sum())
+    busy = (f"; over the invocations' {wall:,.0f} s that is {worker / wall:.2f} workers busy on average"
+            if wall else "")
+    return (f"\nWhere the workers' time went, per method: {worker:,.0f} worker-seconds in all{busy} (a stacked "
+            "member counts 1/size of its interval, so a group's time counts about once; failed and pruned "
+            "runs count, they held a worker too).\n\n" + _markdown(table))
 
 
 def provenance(runs: pd.DataFrame, results_dir: Path) -> str:

@@ -5,7 +5,8 @@ Sections: run counts by status; the leaderboard (test split, mean ± std over se
 configuration; in bold the best and every config not significantly different from it, † where
 a config does not beat the constant floor, ! where it has failed runs) per task family; the mean
 rank of each config across tasks on their primary metrics (over the cells they all share), the
-Friedman test and the critical-difference diagram; the figures; the failed runs with their
+Friedman test and the critical-difference diagram; the compute per method (the worker-seconds of
+its tuning trials and runs, :func:`compute_table`); the figures; the failed runs with their
 messages (failures are shown, never hidden).
 The HTML is built from the same pieces with pandas' ``to_html`` and a minimal inline style
 (no template engine needed).
@@ -21,6 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 MAX_FAILURES_LISTED = 50
+#: what the compute table counts (REPORT.md and report.html)
+COMPUTE_NOTE = ("Seconds a worker held for each method: its tuning trials (each trains alone) and its runs (a "
+                "stacked member counts 1/size of its start → finish interval, so a group's time counts about "
+                "once; failed and pruned runs count too), with the runs' evaluation seconds among them.")
 _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
           "font-size:90%}th{background:#f3f3f3}img{max-width:100%;margin:1em 0}")
@@ -66,6 +71,34 @@ def _across_tasks(board: pd.DataFrame, runs: pd.DataFrame) -> str:
     return text
 
 
+def compute_table(runs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per method, where the workers' time went: its tuning trials' seconds (start → finish, each
+    trial trains alone) and its runs' (start → finish, any status; a stacked member counts 1/size
+    of its interval, so a group's time is counted about once, as in :func:`harness.paper.provenance`), the
+    evaluation seconds among the runs' (a group evaluates its members one after the other), and
+    the method's share of all those worker-seconds; the costliest method first."""
+    def seconds(frame: pd.DataFrame) -> pd.Series:
+        span = (pd.to_datetime(frame["finished_at"], utc=True) - pd.to_datetime(frame["started_at"], utc=True))
+        return span.dt.total_seconds().fillna(0.0)
+
+    size = (pd.to_numeric(runs["stacked"], errors="coerce").fillna(1.0).clip(lower=1.0) if "stacked" in runs
+            else pd.Series(1.0, index=runs.index))
+    run_part = pd.DataFrame({"method": runs["method"], "runs (worker-s)": seconds(runs) / size,
+                             "evaluation (s)": pd.to_numeric(runs["eval_seconds"], errors="coerce").fillna(0.0)})
+    trial_part = pd.DataFrame({"method": trials["method"], "tuning (worker-s)": seconds(trials)})
+    table = pd.concat([
+        trial_part.groupby("method").agg(**{"tuning trials": ("tuning (worker-s)", "size"),
+                                            "tuning (worker-s)": ("tuning (worker-s)", "sum")}),
+        run_part.groupby("method").agg(runs=("runs (worker-s)", "size"), **{
+            "runs (worker-s)": ("runs (worker-s)", "sum"), "of which evaluation (s)": ("evaluation (s)", "sum")}),
+    ], axis=1).fillna(0.0)
+    total = table["tuning (worker-s)"] + table["runs (worker-s)"]
+    table["share (%)"] = 100 * total / total.sum() if total.sum() > 0 else float("nan")
+    table = table.loc[total.sort_values(ascending=False).index].reset_index(names="method")
+    counts, amounts = ["tuning trials", "runs"], ["tuning (worker-s)", "runs (worker-s)", "of which evaluation (s)"]
+    return table.astype({c: int for c in counts}).round({c: 1 for c in amounts} | {"share (%)": 1})
+
+
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  on_corrupt: str = "warn") -> Path:
     """Write ``out_dir/REPORT.md`` (default ``out_dir = results_dir``), ``report.html`` and the
@@ -85,6 +118,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     statuses = runs["status"].value_counts().rename_axis("status").reset_index(name="runs") if len(runs) else \
         pd.DataFrame(columns=["status", "runs"])
     failures = _failures(runs)
+    compute = compute_table(runs, store.read_table(results_dir, "trials", on_corrupt=on_corrupt))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     relative = [os.path.relpath(p, out_dir) for p in figures]
 
@@ -94,6 +128,8 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
           leaderboard.format_leaderboard(board, "markdown") if len(board) else "(no results yet)\n",
           "## Mean rank across tasks (primary metric; lower is better)\n",
           _markdown_table(ranks) if len(ranks) else "(no ranked results)\n", across + "\n",
+          "## Compute per method (worker-seconds)\n", COMPUTE_NOTE + "\n",
+          _markdown_table(compute) if len(compute) else "(no timed runs)\n",
           "## Figures\n", *[f"![{Path(r).stem}]({r})\n" for r in relative],
           f"## Failed runs ({len(failures)})\n",
           _markdown_table(failures.head(MAX_FAILURES_LISTED)) if len(failures) else "None.\n"]
@@ -111,6 +147,8 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
             f"<p>{html.escape(leaderboard.LEGEND)}</p>",
             "<h2>Mean rank across tasks (primary metric)</h2>", ranks.to_html(index=False, na_rep=""),
             f"<p>{html.escape(across)}</p>",
+            "<h2>Compute per method (worker-seconds)</h2>", f"<p>{html.escape(COMPUTE_NOTE)}</p>",
+            compute.to_html(index=False) if len(compute) else "<p>(no timed runs)</p>",
             "<h2>Figures</h2>", *[f'<img src="{html.escape(r)}" alt="{html.escape(Path(r).stem)}">' for r in relative],
             f"<h2>Failed runs ({len(failures)})</h2>",
             failures.head(MAX_FAILURES_LISTED).to_html(index=False) if len(failures) else "<p>None.</p>"]

@@ -60,4 +60,49 @@ def test_report_on_empty_results_dir(tmp_path):
 
     (tmp_path / "r").mkdir()
     text = write_report(tmp_path / "r").read_text()
-    assert "(no results yet)" in text and "Failed runs (0)" in text
+    assert "(no results yet)" in text and "Failed runs (0)" in text and "(no timed runs)" in text
+
+
+def test_compute_table_counts_a_stacked_group_once_and_every_trial():
+    """Worker-seconds per method against hand counts: a group of 2 members (100 s each, stacked=2)
+    counts 100 s, a lone run its 30 s, a failed run its 5 s; trials their own spans; shares of the
+    total and the costliest method first."""
+    import pandas as pd
+
+    from harness.report import compute_table
+
+    origin = pd.Timestamp("2026-01-01", tz="UTC")
+    at = lambda seconds: origin + pd.Timedelta(seconds=seconds)  # noqa: E731
+    runs = pd.DataFrame([
+        {"method": "a", "started_at": at(0), "finished_at": at(100), "stacked": 2, "eval_seconds": 4.0},
+        {"method": "a", "started_at": at(0), "finished_at": at(100), "stacked": 2, "eval_seconds": 6.0},
+        {"method": "b", "started_at": at(0), "finished_at": at(30), "stacked": None, "eval_seconds": 1.0},
+        {"method": "b", "started_at": at(30), "finished_at": at(35), "stacked": None, "eval_seconds": None},
+    ])
+    trials = pd.DataFrame([
+        {"method": "b", "started_at": at(0), "finished_at": at(50)},
+        {"method": "b", "started_at": at(50), "finished_at": at(120)},
+        {"method": "c", "started_at": at(0), "finished_at": at(20)},
+    ])
+    table = compute_table(runs, trials).set_index("method")
+    assert list(table.index) == ["b", "a", "c"]  # 155, 100 and 20 worker-seconds
+    assert table.loc["a", "runs (worker-s)"] == 100 and table.loc["a", "of which evaluation (s)"] == 10
+    assert table.loc["b", "runs (worker-s)"] == 35 and table.loc["b", "tuning (worker-s)"] == 120
+    assert table.loc["b", "tuning trials"] == 2 and table.loc["b", "runs"] == 2
+    assert table.loc["c", "runs"] == 0 and table.loc["c", "tuning (worker-s)"] == 20
+    assert table["share (%)"].tolist() == [round(100 * 155 / 275, 1), round(100 * 100 / 275, 1),
+                                           round(100 * 20 / 275, 1)]
+
+
+def test_report_shows_the_compute_per_method(results_dir, tmp_path):
+    """The report's compute section: one row per method of the stored runs (the fixture has no
+    trials), in REPORT.md and report.html."""
+    from harness import store
+    from harness.report import write_report
+
+    text = write_report(results_dir, tmp_path / "report").read_text()
+    section = text.split("## Compute per method (worker-seconds)")[1].split("## Figures")[0]
+    methods = set(store.read_table(results_dir, "runs")["method"])
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "share (%)" not in line]
+    assert {line.split(" | ")[0].strip("| ") for line in rows} == methods
+    assert "Compute per method" in (tmp_path / "report" / "report.html").read_text()

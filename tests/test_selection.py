@@ -97,6 +97,32 @@ def test_selection_last_and_no_monitor_reproduce_the_plain_loop(overfit_data):
     assert plain.info["best_value"] is None
 
 
+@pytest.mark.parametrize("name", ["exact-mle", "minmin-logistic"])
+def test_steps_after_an_evaluation_train_with_dropout_again(overfit_data, name):
+    """The monitor's evaluation puts the modules in eval mode (``Fitted.nll``); the loop puts them
+    back in train mode before the next step, so dropout stays on: the same parameters as a run
+    whose monitor evaluates nothing, and other ones than a run that trains on without dropout."""
+    from baselines.registry import get_method
+
+    data, _ = overfit_data
+    method = get_method(name)
+    params = method.params({**PARAMS, "dropout": 0.3})
+    budget = Budget(max_steps=60, batch_size=16, eval_every=20, selection="last")
+
+    def run(monitor, params=params):
+        return method.fit(Multilabel(6), "pairwise", data, dict(params), budget, seed=0, device=CPU,
+                          monitor=monitor).energy.parameters()
+
+    evaluating = run(ValNLL(data))
+    silent = run(lambda progress, model: False)
+    for p, q in zip(evaluating, silent, strict=True):
+        assert torch.equal(p, q)
+
+    # the equality is no tautology: dropout changes the parameters (a step in eval mode would too)
+    without = run(lambda progress, model: False, {**params, "dropout": 0.0})
+    assert any(not torch.equal(p, q) for p, q in zip(run(ValNLL(data)), without, strict=True))
+
+
 def test_patience_stops_after_that_many_evaluations_without_improvement(overfit_data):
     data, _ = overfit_data
     monitor = ValNLL(data)

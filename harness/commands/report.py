@@ -9,14 +9,16 @@ DESCRIPTION = """\
 Write one page about a results directory: REPORT.md and report.html (in --out, default the
 results dir) with the run counts by status, the leaderboard of every task (test split,
 mean ± std over seeds, best in bold), the mean rank of each method across tasks, the
-figures of `ebm-bench plot` (written to OUT/plots/) and the failed runs with their messages.
+worker-seconds each method's tuning trials and runs held, the figures of `ebm-bench plot`
+(written to OUT/plots/) and the failed runs with their messages.
 
 --paper writes the paper-reproduction report instead (from the `paper` and `paper-convergence`
 suites' runs, partial runs included): coverage of the protocol (planned vs stored runs), the
 issue-16 targets per dataset, the paper's claims with paired evidence and computed verdicts, one
 table per dataset (every config, the paper's figure, scikit-learn references fitted on the same
 splits, cached in OUT/references.parquet), critical-difference diagrams, the τ and convergence
-figures, every failure with its message, and provenance (wall time, machine, commands).
+figures, every failure with its message, the wall time (per task, and the worker-seconds per
+method), and provenance (machine, commands).
 
   ebm-bench report --paper --results-dir results/paper --notes results/paper/NOTES.md
 """
