@@ -530,6 +530,7 @@ def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
     finish, per suite), the machines (hosts, devices, threads, package versions of the runs; the
     manifest's hardware) and the command sequence (the manifest's invocations, with their seconds)."""
     from harness.manifest import read_manifest
+    from harness.report import group_share
 
     lines = []
     for suite, group in runs.groupby("suite"):
@@ -537,8 +538,7 @@ def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
         finished = pd.to_datetime(group["finished_at"], utc=True)
         # a stacked member's clock is its group's: each member counts 1/size of it, so the sum is the
         # workers' time once, not once per member
-        size = group["stacked"] if "stacked" in group else pd.Series(1.0, index=group.index)
-        share = 1.0 / pd.to_numeric(size, errors="coerce").fillna(1.0).clip(lower=1.0)
+        share = group_share(group)
         durations = ((finished - started).dt.total_seconds() * share).dropna()
         span = (finished.max() - started.min()).total_seconds() if durations.size else float("nan")
         train = (pd.to_numeric(group["train_seconds"], errors="coerce") * share).sum()

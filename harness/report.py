@@ -71,19 +71,26 @@ def _across_tasks(board: pd.DataFrame, runs: pd.DataFrame) -> str:
     return text
 
 
+def group_share(runs: pd.DataFrame) -> pd.Series:
+    """The share of its job's clock each run row stands for: 1/size for a member of a stacked group
+    of ``size`` (its seconds are the group's), 1 for a run trained alone. Summing a time column
+    times this share counts a group's time once, not once per member."""
+    if "stacked" not in runs:
+        return pd.Series(1.0, index=runs.index)
+    return 1.0 / pd.to_numeric(runs["stacked"], errors="coerce").fillna(1.0).clip(lower=1.0)
+
+
 def compute_table(runs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Per method, where the workers' time went: its tuning trials' seconds (start → finish, each
     trial trains alone) and its runs' (start → finish, any status; a stacked member counts 1/size
-    of its interval, so a group's time is counted about once, as in :func:`harness.paper.provenance`), the
+    of its interval, :func:`group_share`, so a group's time is counted about once), the
     evaluation seconds among the runs' (a group evaluates its members one after the other), and
     the method's share of all those worker-seconds; the costliest method first."""
     def seconds(frame: pd.DataFrame) -> pd.Series:
         span = (pd.to_datetime(frame["finished_at"], utc=True) - pd.to_datetime(frame["started_at"], utc=True))
         return span.dt.total_seconds().fillna(0.0)
 
-    size = (pd.to_numeric(runs["stacked"], errors="coerce").fillna(1.0).clip(lower=1.0) if "stacked" in runs
-            else pd.Series(1.0, index=runs.index))
-    run_part = pd.DataFrame({"method": runs["method"], "runs (worker-s)": seconds(runs) / size,
+    run_part = pd.DataFrame({"method": runs["method"], "runs (worker-s)": seconds(runs) * group_share(runs),
                              "evaluation (s)": pd.to_numeric(runs["eval_seconds"], errors="coerce").fillna(0.0)})
     trial_part = pd.DataFrame({"method": trials["method"], "tuning (worker-s)": seconds(trials)})
     table = pd.concat([

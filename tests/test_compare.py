@@ -91,3 +91,25 @@ def test_a_cell_with_impossible_values_is_invalid_not_a_win():
     assert verdicts == {"t1": "invalid", "t2": "win"}
     assert result.counts == {"win": 1, "tie": 0, "loss": 0, "invalid": 1}
     assert "1 cell(s) invalid" in command.format_comparison(result)
+
+
+def test_the_cost_of_each_side_is_its_paired_runs_training_seconds():
+    """Seconds per run: a stacked run's group seconds over the group's size; only the runs that
+    are paired count (A's unpaired seed 2 does not); the line weighs the cells by their pairs."""
+    runs = _runs({("t1", "unary", "f1_example"): {"a": [0.6, 0.7, 0.8], "b": [0.5, 0.6, None]},
+                  ("t2", "unary", "f1_example"): {"a": [0.6, 0.7], "b": [0.5, 0.6]}})
+    seconds = {("t1", "a"): ([10.0, 20.0, 999.0], 5), ("t1", "b"): ([3.0, 5.0, 7.0], None),
+               ("t2", "a"): ([4.0, 4.0], None), ("t2", "b"): ([8.0, 8.0], 2)}
+    for (task, config), (values, size) in seconds.items():
+        rows = runs.index[(runs["task"] == task) & (runs["config"] == config)]
+        runs.loc[rows, "train_seconds"] = values
+        runs.loc[rows, "stacked"] = size
+    result = command.compare(runs, "a", "b")
+    cells = result.cells.set_index("task")
+    assert cells.at["t1", "seconds_a"] == pytest.approx((10 / 5 + 20 / 5) / 2)  # seeds 0 and 1 are paired
+    assert cells.at["t1", "seconds_b"] == pytest.approx((3 + 5) / 2)
+    assert (cells.at["t2", "seconds_a"], cells.at["t2", "seconds_b"]) == (pytest.approx(4.0), pytest.approx(4.0))
+    line = command.format_comparison(result).splitlines()[-1]
+    # both cells have 2 pairs: A (3 + 4) / 2 = 3.5, B (4 + 4) / 2 = 4
+    assert line.endswith("a 3.5, b 4 (A/B 0.88×)"), line
+    assert "seconds_a" in command.format_comparison(result, "csv").splitlines()[0]

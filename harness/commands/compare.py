@@ -9,6 +9,8 @@ A cell is a *win* for A when p < 0.05 and the difference favours A in the metric
 *loss* when p < 0.05 and it favours B, otherwise a *tie* (including cells with fewer than two
 pairs, where nothing can be told apart). A cell where either side has an impossible value (a
 negative NLL, :meth:`tasks.metrics.Metric.impossible`) is *invalid*: shown, never judged.
+Beside the metric, what each side cost: its paired runs' mean training seconds, a stacked run
+counting its group's seconds over the group's size (:func:`run_seconds`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ def resolve_config(name: str, runs: pd.DataFrame) -> str:
     raise unknown_name_error("configuration or method", name, configs + sorted(set(runs["method"]) - set(configs)))
 
 
+def run_seconds(runs: pd.DataFrame) -> pd.Series:
+    """Each run's training seconds, a stacked member's as its share of the group's: its seconds
+    (the group's clock) over the group's size. NaN where no seconds are stored."""
+    import pandas as pd
+
+    from harness.report import group_share
+
+    seconds = pd.to_numeric(runs["train_seconds"], errors="coerce") if "train_seconds" in runs else \
+        pd.Series(float("nan"), index=runs.index)
+    return seconds * group_share(runs)
+
+
 def compare(runs: pd.DataFrame, a: str, b: str, *, task: str | None = None, metric: str | None = None,
             alpha: float = 0.05) -> Comparison:
     """Compare configs (or methods) ``a`` and ``b`` over ``runs`` (see the module doc)."""
@@ -83,10 +97,14 @@ def compare(runs: pd.DataFrame, a: str, b: str, *, task: str | None = None, metr
         column = leaderboard.metric_column(name)
         if column not in cell or set(cell["config"]) != {a, b}:
             continue
-        values = cell.assign(unit=leaderboard._units(cell), value=pd.to_numeric(cell[column], errors="coerce"))
+        values = cell.assign(unit=leaderboard._units(cell), value=pd.to_numeric(cell[column], errors="coerce"),
+                             seconds=run_seconds(cell))
         wide = values.pivot_table(index="unit", columns="config", values="value", aggfunc="mean").dropna()
         if wide.empty:
             continue
+        # the cost of the paired runs only (the units both sides have)
+        paired = values[values["unit"].isin(wide.index)]
+        seconds = paired.groupby("config")["seconds"].mean()
         result = stats.paired_difference(wide[a].to_numpy(), wide[b].to_numpy())
         better = result.mean > 0 if directions[name] == "max" else result.mean < 0
         significant = not math.isnan(result.p_value) and result.p_value < alpha
@@ -95,9 +113,11 @@ def compare(runs: pd.DataFrame, a: str, b: str, *, task: str | None = None, metr
             verdict = "invalid"
         rows.append({"task": task_name, "model": model, "metric": name, "n": result.n,
                      "mean_a": float(wide[a].mean()), "mean_b": float(wide[b].mean()), "diff": result.mean,
-                     "low": result.low, "high": result.high, "p_value": result.p_value, "verdict": verdict})
+                     "low": result.low, "high": result.high, "p_value": result.p_value, "verdict": verdict,
+                     "seconds_a": float(seconds.get(a, float("nan"))),
+                     "seconds_b": float(seconds.get(b, float("nan")))})
     cells = pd.DataFrame(rows, columns=["task", "model", "metric", "n", "mean_a", "mean_b", "diff", "low", "high",
-                                        "p_value", "verdict"])
+                                        "p_value", "verdict", "seconds_a", "seconds_b"])
     counts = {v: int((cells["verdict"] == v).sum()) for v in VERDICTS}
     return Comparison(a, b, cells, counts)
 
@@ -122,7 +142,21 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
                f"(win/loss: p < 0.05 in the metric's direction){invalid}")
     return render_table(columns, rows, title=f"{result.a} vs {result.b}", caption=caption,
                         right=["pairs", "A", "B", "A − B", "95% CI", "p"]) + \
-        f"win/tie/loss of {result.a} against {result.b}: {counts['win']}/{counts['tie']}/{counts['loss']}\n"
+        f"win/tie/loss of {result.a} against {result.b}: {counts['win']}/{counts['tie']}/{counts['loss']}\n" + \
+        _cost_line(result)
+
+
+def _cost_line(result: Comparison) -> str:
+    """The two sides' mean training seconds per paired run over the cells (a cell weighs its pairs)."""
+    cells = result.cells.dropna(subset=["seconds_a", "seconds_b"])
+    if cells.empty:
+        return ""
+    weights = cells["n"].clip(lower=1)
+    a = float((cells["seconds_a"] * weights).sum() / weights.sum())
+    b = float((cells["seconds_b"] * weights).sum() / weights.sum())
+    ratio = f" (A/B {a / b:.2f}×)" if b > 0 else ""
+    return (f"training seconds per run, over the {len(cells)} cell(s) with times (a stacked run: its group's "
+            f"over its size): {result.a} {a:.3g}, {result.b} {b:.3g}{ratio}\n")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
