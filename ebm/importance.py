@@ -290,13 +290,23 @@ class PointMassProposal(Proposal):
 
     name = "point"
 
-    def __init__(self, points: Tensor) -> None:
-        self.points = points
+    def __init__(self, points: Tensor, space: OutputSpace | None = None) -> None:
+        self.points, self.space = points, space
+        if space is not None and is_ranking(space):
+            # the point as positions too: a mixture with the main proposal's positions then selects
+            # among positions and builds the events once (:class:`MixtureProposal`)
+            self.positions = space._to_positions(points)
+            self.positions_to_event = space._from_positions
 
     def sample(self, m, generator=None):
         """The points, each repeated m times: a broadcast view (read-only), which is all a mixture's
         selection reads (a copy was a pass over all m draws, of which it keeps a few)."""
         return self.points.unsqueeze(1).expand(self.points.shape[0], m, *self.points.shape[1:])
+
+    def sample_positions(self, m, generator=None):
+        if self.positions_to_event is None:
+            return super().sample_positions(m, generator)
+        return self.positions.unsqueeze(1).expand(self.positions.shape[0], m, self.positions.shape[-1])
 
     def log_prob(self, y):
         # y = y* where Σ|y − y*| = 0 (a sum of non-negative terms is 0 only if each is): the same
@@ -305,7 +315,7 @@ class PointMassProposal(Proposal):
         return torch.zeros(distance.shape, dtype=torch.float64, device=y.device).masked_fill(distance != 0, -math.inf)
 
     def restrict(self, rows):
-        return PointMassProposal(self.points[rows])
+        return PointMassProposal(self.points[rows], self.space)
 
 
 class NeighbourProposal(Proposal):
@@ -319,16 +329,30 @@ class NeighbourProposal(Proposal):
         self.points, self.space = points, space
         self.binary, self.k = is_binary(space), space.k
         self.size = self.k if self.binary else self.k * (self.k - 1) // 2
+        if is_ranking(space):
+            # a transposition of two labels swaps their positions: drawn as positions (the same
+            # events), a mixture selects among positions and builds the events once
+            self.positions = space._to_positions(points)
+            self.positions_to_event = space._from_positions
 
     def sample(self, m, generator=None):
-        from ebm.samplers import random_label_pairs, random_labels, transpose_labels
+        from ebm.samplers import random_labels
 
+        if self.positions_to_event is not None:
+            return self.positions_to_event(self.sample_positions(m, generator))
         n, device = self.points.shape[0], self.points.device
         y = self.points.unsqueeze(1).expand(n, m, *self.points.shape[1:]).clone()
-        if self.binary:
-            site = random_labels((n, m), self.k, generator, device).unsqueeze(-1)
-            return y.scatter_(2, site, 1 - y.gather(2, site))  # in place on the fresh copy: one pass less
-        return transpose_labels(y, *random_label_pairs((n, m), self.k, generator, device), len(self.space.event_shape))
+        site = random_labels((n, m), self.k, generator, device).unsqueeze(-1)
+        return y.scatter_(2, site, 1 - y.gather(2, site))  # in place on the fresh copy: one pass less
+
+    def sample_positions(self, m, generator=None):
+        from ebm.samplers import random_label_pairs, transpose_labels
+
+        if self.positions_to_event is None:
+            return super().sample_positions(m, generator)
+        n = self.positions.shape[0]
+        start = self.positions.unsqueeze(1).expand(n, m, self.k)
+        return transpose_labels(start, *random_label_pairs((n, m), self.k, generator, self.positions.device), 1)
 
     def log_prob(self, y):
         if self.binary:  # labels 0/1: Σ_i |y_i − y*_i| counts the labels that differ, exactly
@@ -357,7 +381,7 @@ def with_mode(main: Proposal, space: OutputSpace, points: Tensor, weight: float)
     neighbour is hit ≈ βS / (2 |N|) times; r stays an exact density (Ẑ stays unbiased)."""
     if not 0 < weight < 1:
         raise ValueError(f"the mode's weight must lie in (0, 1), got {weight}")
-    return MixtureProposal([main, PointMassProposal(points), NeighbourProposal(points, space)],
+    return MixtureProposal([main, PointMassProposal(points, space), NeighbourProposal(points, space)],
                            [1.0 - weight, weight / 2, weight / 2], name=f"{main.name}+mode")
 
 

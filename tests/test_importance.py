@@ -154,6 +154,37 @@ def test_mode_components_are_normalised_and_sample_what_they_score(space):
     assert set(moved.unique().tolist()) == ({1} if space.kind.binary else {2} if space.event_shape == (4,) else {4})
 
 
+@pytest.mark.parametrize("space", [Permutations(5), PermutationMatrices(5)], ids=["permutahedron", "birkhoff"])
+def test_ranking_mode_components_drawn_as_positions_are_the_events_transposed(space):
+    """On rankings the point mass and the neighbours draw positions (so that a mixture builds the
+    events once): the same draws, to the bit, as transposing two labels of the events themselves
+    with the same random numbers, and a mixture with the prior selects among them as it did."""
+    from ebm.samplers import random_label_pairs, transpose_labels
+
+    points = space.sample_prior((3,), generator=torch.Generator().manual_seed(0))
+    events = len(space.event_shape)
+    reference = transpose_labels(points.unsqueeze(1).expand(3, 40, *space.event_shape).clone(),
+                                 *random_label_pairs((3, 40), 5, torch.Generator().manual_seed(1), None), events)
+    neighbours = importance.NeighbourProposal(points, space)
+    assert torch.equal(neighbours.sample(40, torch.Generator().manual_seed(1)), reference)
+    assert torch.equal(space._from_positions(neighbours.sample_positions(40, torch.Generator().manual_seed(1))),
+                       reference)
+    point = importance.PointMassProposal(points, space)
+    assert torch.equal(space._from_positions(point.sample_positions(4)), point.sample(4))
+    # the mixture: the prior's, the point's and the neighbours' draws, then each draw's component
+    mixture = importance.with_mode(importance.PriorProposal(space, 3), space, points, 0.5)
+    assert mixture.positions_to_event is not None  # mixed as positions
+    generator = torch.Generator().manual_seed(2)
+    prior = importance.PriorProposal(space, 3).sample(40, generator)
+    moved = transpose_labels(points.unsqueeze(1).expand(3, 40, *space.event_shape).clone(),
+                             *random_label_pairs((3, 40), 5, generator, None), events)
+    which = importance.categorical(torch.tensor([0.5, 0.25, 0.25]).expand(3, -1), 40, generator)
+    shape = (3, 40, *([1] * events))
+    expected = torch.where((which == 2).reshape(shape), moved, torch.where((which == 1).reshape(shape),
+                                                                           points.unsqueeze(1), prior))
+    assert torch.equal(mixture.sample(40, torch.Generator().manual_seed(2)), expected)
+
+
 @pytest.mark.parametrize("space,model", [(Permutations(7), "permutahedron"), (PermutationMatrices(6), "birkhoff")],
                          ids=["permutahedron", "birkhoff"])
 @pytest.mark.parametrize("scale", [10.0, 1000.0])
@@ -307,8 +338,9 @@ def test_a_ranking_mixture_drawn_as_positions_is_the_mixture_of_its_components_d
     """The defensive assignment + prior mixture picks among its components' positions and builds
     the events once; from the same generator that is, draw for draw, what picking among the
     components' events gives (each component's ``sample``, then the categorical choice, as
-    MixtureProposal did before). A mixture with a component that draws no positions (the point
-    mass) keeps drawing events."""
+    MixtureProposal did before). The mode's point mass and neighbours draw positions on rankings
+    too, so a mixture with them also mixes positions (the same draws as mixing events:
+    test_ranking_mode_components_drawn_as_positions_are_the_events_transposed)."""
     _, energy = scaled_energy(space, model, 1.0)
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     proposal = inference.make_proposal(energy, space, x, "assignment", prior_weight=0.3)
@@ -320,7 +352,7 @@ def test_a_ranking_mixture_drawn_as_positions_is_the_mixture_of_its_components_d
     expected = torch.where((which == 1).reshape(3, 400, *([1] * len(space.event_shape))), prior, assignment)
     assert torch.equal(drawn, expected) and 0 < (which == 1).float().mean() < 0.6  # both components drawn
     with_point = importance.with_mode(proposal, space, space.sample_prior((3,)), 0.2)
-    assert with_point.positions_to_event is None and with_point.sample(5).shape == (3, 5, *space.event_shape)
+    assert with_point.positions_to_event is not None and with_point.sample(5).shape == (3, 5, *space.event_shape)
 
 
 def test_coupled_components_scored_in_blocks_of_draws_are_the_textbook_log_probability(monkeypatch):
