@@ -309,13 +309,18 @@ class PointMassProposal(Proposal):
         return self.positions.unsqueeze(1).expand(self.positions.shape[0], m, self.positions.shape[-1])
 
     def log_prob(self, y):
-        # y = y* where Σ|y − y*| = 0 (a sum of non-negative terms is 0 only if each is): the same
-        # as comparing every entry, in a third of the time of an all() over the compared entries
-        distance = (y - self.points.unsqueeze(1).to(y.dtype)).abs_().flatten(start_dim=2).sum(-1)
+        distance = _l1_distance(y, self.points)  # 0 only at y* (a sum of non-negative terms)
         return torch.zeros(distance.shape, dtype=torch.float64, device=y.device).masked_fill(distance != 0, -math.inf)
 
     def restrict(self, rows):
         return PointMassProposal(self.points[rows], self.space)
+
+
+def _l1_distance(y: Tensor, points: Tensor) -> Tensor:
+    """Σ |y − y*| over each draw's event, draws y (n, m, *event) against points y* (n, *event) → (n, m):
+    0 exactly where y = y*, and for 0/1 labels the count of labels that differ. In a third of the
+    time of comparing every entry and reducing the comparison with all()/any()."""
+    return (y - points.unsqueeze(1).to(y.dtype)).abs_().flatten(start_dim=2).sum(-1)
 
 
 class NeighbourProposal(Proposal):
@@ -356,7 +361,7 @@ class NeighbourProposal(Proposal):
 
     def log_prob(self, y):
         if self.binary:  # labels 0/1: Σ_i |y_i − y*_i| counts the labels that differ, exactly
-            moved = (y - self.points.unsqueeze(1).to(y.dtype)).abs_().sum(-1) == 1
+            moved = _l1_distance(y, self.points) == 1
         else:
             differs = y != self.points.unsqueeze(1).to(y.dtype)  # (n, m, *event)
             differs = differs.flatten(start_dim=3).any(dim=-1) if differs.dim() > 3 else differs  # per label

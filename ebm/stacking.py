@@ -448,7 +448,10 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
         fitted.info.update(loop_info(loops[s], **captured[s].extra_info, stacked=size))
         results[s] = fitted
 
-    evaluated = True
+    # the members' monitors evaluate their own modules (group.load), never the template's: these
+    # stay in train mode from here on (Module.train walks every submodule: not once a step)
+    for module in template.modules:
+        module.train()
     while True:
         for s in group.stacked:
             if active[s] and not loops[s].running():
@@ -464,13 +467,6 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             step_priors = () if priors is None else (priors[group.stacked],)
         stacked = group.stacked
         index = torch.stack([next(streams[s]) for s in stacked]) + offsets[stacked]
-        # train mode before the first step and again after an evaluation step, not before every step
-        # (Module.train walks every submodule): the members' monitors evaluate their own modules
-        # (group.load), but a snapshot that reached the template's would leave them in eval mode
-        if evaluated:
-            for module in template.modules:
-                module.train()
-            evaluated = False
         optimizer.zero_grad(set_to_none=True)
         if pre_steps is not None and pre_step_losses is not None:  # as run_steps: from None gradients, not clipped
             for _ in range(pre_steps.count):
@@ -501,7 +497,7 @@ def fit_stacked(method: StepMethod, space: OutputSpace, model: str, members: lis
             if upcoming % budget.eval_every == 0 or upcoming == budget.max_steps:
                 group.load(s)  # the monitor's snapshot reads the member's own modules
             try:
-                evaluated |= loop.step(values[position], wrapper.energy_evals)
+                loop.step(values[position], wrapper.energy_evals)
             except Diverged as exc:
                 active[s], results[s] = False, exc
     return [r if r is not None else RuntimeError("stacked member produced no result") for r in results]

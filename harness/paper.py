@@ -512,7 +512,7 @@ def _wall_time_section(runs: pd.DataFrame, trials: pd.DataFrame, results_dir: Pa
 
 def _compute_paragraph(runs: pd.DataFrame, trials: pd.DataFrame, wall: float) -> str:
     """:func:`harness.report.compute_table` with the workers' mean occupancy over the invocations' wall time."""
-    from harness.report import compute_table
+    from harness.report import COMPUTE_NOTE, compute_table
 
     table = compute_table(runs, trials)
     if table.empty:
@@ -520,9 +520,8 @@ def _compute_paragraph(runs: pd.DataFrame, trials: pd.DataFrame, wall: float) ->
     worker = float(table["tuning (worker-s)"].sum() + table["runs (worker-s)"].sum())
     busy = (f"; over the invocations' {wall:,.0f} s that is {worker / wall:.2f} workers busy on average"
             if wall else "")
-    return (f"\nWhere the workers' time went, per method: {worker:,.0f} worker-seconds in all{busy} (a stacked "
-            "member counts 1/size of its interval, so a group's time counts about once; failed and pruned "
-            "runs count, they held a worker too).\n\n" + _markdown(table))
+    return (f"\nWhere the workers' time went, per method: {worker:,.0f} worker-seconds in all{busy}. "
+            f"{COMPUTE_NOTE}\n\n" + _markdown(table))
 
 
 def provenance(runs: pd.DataFrame, results_dir: Path) -> str:
