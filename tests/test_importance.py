@@ -88,7 +88,8 @@ def test_assignment_proposal_is_normalised_and_samples_what_it_scores(space):
 def test_sinkhorn_balances_like_alternate_log_sum_exp_normalisation():
     """The scalings' iterates equal alternate row/column log-sum-exp normalisation (written out
     here) for moderate potentials and for one spread over thousands of nats (redone in log space);
-    under vmap that one keeps its potentials; after enough iterations rows and columns sum to 1."""
+    under vmap that one keeps its potentials, and the others are the lone iterates up to rounding
+    (a stacked step iterates with the inputs last); after enough iterations rows and columns sum to 1."""
     from torch.func import vmap
 
     generator = torch.Generator().manual_seed(0)
@@ -108,6 +109,8 @@ def test_sinkhorn_balances_like_alternate_log_sum_exp_normalisation():
     torch.testing.assert_close(stacked[2], potentials[2])
     moderate = [0, 1, 3, 4]
     torch.testing.assert_close(stacked[moderate], reference(potentials[moderate], 50), rtol=0, atol=1e-9)
+    in_pairs = vmap(importance.sinkhorn, randomness="different")(potentials[moderate].reshape(2, 2, 6, 6))
+    torch.testing.assert_close(in_pairs.reshape(4, 6, 6), importance.sinkhorn(potentials[moderate]), rtol=0, atol=1e-12)
     balanced = importance.sinkhorn(potentials[moderate], 500).exp()
     torch.testing.assert_close(balanced.sum(-1), torch.ones(4, 6, dtype=torch.float64))
     torch.testing.assert_close(balanced.sum(-2), torch.ones(4, 6, dtype=torch.float64))

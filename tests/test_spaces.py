@@ -12,6 +12,7 @@ from scipy.stats import binomtest, chisquare
 
 from ebm.spaces import (
     MODELS,
+    PERMUTATION_PLACEMENT_MAX_K,
     PERMUTATION_TABLE_MAX_K,
     RANKING,
     Multilabel,
@@ -19,9 +20,12 @@ from ebm.spaces import (
     PermutationMatrices,
     Permutations,
     PermutationSpace,
+    _permutation_table,
+    _placement_table,
     is_binary,
     is_ranking,
     make_space,
+    place_labels,
     random_permutations,
 )
 
@@ -81,12 +85,13 @@ def test_prior_samples_follow_the_prior_chi_square(space):
     assert chi_square_pvalue(space, samples, probs) > 0.01
 
 
-@pytest.mark.parametrize("k", [PERMUTATION_TABLE_MAX_K, PERMUTATION_TABLE_MAX_K + 1], ids=["table", "argsort"])
-def test_random_permutations_are_uniform_on_both_sides_of_the_table_limit(k):
+@pytest.mark.parametrize("k", [PERMUTATION_TABLE_MAX_K, PERMUTATION_TABLE_MAX_K + 1, PERMUTATION_PLACEMENT_MAX_K,
+                               PERMUTATION_PLACEMENT_MAX_K + 1], ids=["table", "placement", "placement-max", "argsort"])
+def test_random_permutations_are_uniform_on_every_side_of_the_limits(k):
     """Past k = 6 the k! cells outnumber what 30,000 draws can fill, so the uniform law is checked
     on what it implies: every draw is a permutation, each value lies at each place with
     probability 1/k (χ² on the k × k counts), and the first place holds the smaller value of the
-    first two half the time (binomial); on the table's side (k ≤ 8) and the argsort's."""
+    first two half the time (binomial); from the table (k ≤ 8), the two tables and the argsort."""
     draws = random_permutations((30_000,), k, torch.Generator().manual_seed(4), None)
     assert draws.shape == (30_000, k) and draws.dtype == torch.int64
     assert torch.equal(draws.sort(dim=1).values, torch.arange(k).expand(30_000, k))
@@ -95,6 +100,27 @@ def test_random_permutations_are_uniform_on_both_sides_of_the_table_limit(k):
         accumulate=True)
     assert chisquare(counts.reshape(-1).numpy()).pvalue > 0.01
     assert binomtest(int((draws[:, 0] < draws[:, 1]).sum()), 30_000, 0.5).pvalue > 0.01
+
+
+@pytest.mark.parametrize("k", [9, 10])
+def test_every_order_in_every_placement_gives_every_permutation_once(k):
+    """(order of labels 0..7, placement of the others) → permutation is a bijection, so uniform rows
+    of both tables give uniform permutations: all 8! × k!/8! pairs give the k! distinct permutations,
+    with labels 8..k−1 where the placement puts them and labels 0..7 in the order the first row gives."""
+    orders = _permutation_table(8, torch.device("cpu"))
+    placements = _placement_table(k, torch.device("cpu"))
+    assert len(placements) == math.factorial(k) // math.factorial(8)
+    # placement by placement, kept as int8: 10! permutations of 10 labels are 290 MB in int64
+    permutations = torch.cat([place_labels(orders, row.expand(len(orders), k)).to(torch.int8) for row in placements])
+    assert permutations.shape == (math.factorial(k), k)
+    # each row a permutation: k powers of two sum to 2^k − 1 (k bits set) only when no two are equal
+    assert torch.all((1 << permutations.to(torch.int16)).sum(1) == 2**k - 1)
+    codes = sum(permutations[:, i].long() * k**i for i in range(k))  # base-k digits: distinct codes, distinct rows
+    assert len(torch.unique(codes)) == math.factorial(k)
+    assert torch.equal(permutations[:, 8:], placements[:, 8:].repeat_interleave(len(orders), dim=0).to(torch.int8))
+    order = orders.to(torch.int8).repeat(len(placements), 1)
+    for i, j in itertools.combinations(range(8), 2):  # labels 0..7 keep their order's relative places
+        assert torch.equal(permutations[:, i] < permutations[:, j], order[:, i] < order[:, j])
 
 
 def test_chi_square_detects_a_wrong_prior():
