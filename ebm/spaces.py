@@ -157,7 +157,7 @@ def random_permutations(shape: tuple[int, ...], k: int, generator: torch.Generat
     k ≤ :data:`PERMUTATION_TABLE_MAX_K` (8): row u of the table of all k! permutations, u uniform on
     {0..k!−1} (one randint and one gather). Up to :data:`PERMUTATION_PLACEMENT_MAX_K`: the places
     of labels 8, …, k − 1 as a uniform row of the table of all k!/8! placements, and labels 0..7
-    in the 8 places left, in the order of a uniform row of the table of 8! (:func:`place_labels`).
+    in the 8 places left as a uniform row of the table of 8! places them (:func:`place_labels`).
     Larger k: the argsort of i.i.d. U(0, 1) noise (ties have probability 0). All three are exactly
     uniform; the tables are 3-5× cheaper than the argsort (one or two draws per permutation instead
     of k, and no sort; 10 × 64 × 16 draws at k = 6: ~600 → ~120 µs; a stacked step's 25 × 64 × 16
@@ -169,24 +169,25 @@ def random_permutations(shape: tuple[int, ...], k: int, generator: torch.Generat
     table_k = min(k, PERMUTATION_TABLE_MAX_K)
     index = torch.randint(0, math.factorial(table_k), shape, generator=generator, device=draw_device)
     index = index.to(device or draw_device)
-    orders = _permutation_table(table_k, index.device)[index]
+    first = _permutation_table(table_k, index.device)[index]
     if k == table_k:
-        return orders
+        return first
     placements = _placement_table(k, index.device)
     placement = torch.randint(0, len(placements), shape, generator=generator, device=draw_device)
-    return place_labels(orders, placements[placement.to(index.device)])
+    return place_labels(first, placements[placement.to(index.device)])
 
 
-def place_labels(orders: Tensor, placements: Tensor) -> Tensor:
-    """Permutations of k labels, as positions (…, k), from the positions (…, 8) of labels 0..7 among
-    themselves and rows (…, k) of :func:`_placement_table`: labels 8..k−1 at the row's last k − 8
-    places, label j < 8 at the ``orders[j]``-th of its first 8 (the places left, ascending).
-    (order of 8, placement) ↦ permutation is a bijection (a permutation's places of labels 8..k−1
-    give the placement, and the rank of label j's place among the others its order), so uniform
-    rows of both tables give uniform permutations (tests/test_spaces.py checks the bijection on
-    every pair at k = 9 and 10). Two table rows and a gather: a stacked step's 25 × 64 × 16 prior
-    draws at k = 11 take 2.3-2.7 ms, 5.3-5.5 ms by the argsort of noise."""
-    return torch.cat([placements[..., :PERMUTATION_TABLE_MAX_K].gather(-1, orders),
+def place_labels(first_positions: Tensor, placements: Tensor) -> Tensor:
+    """Permutations of k labels, as positions (…, k), from ``first_positions`` (…, 8), the positions
+    of labels 0..7 among themselves, and rows (…, k) of :func:`_placement_table`: labels 8..k−1 at
+    the row's last k − 8 places, label j < 8 at the ``first_positions[j]``-th of its first 8 (the
+    places left, ascending). (permutation of 8, placement) ↦ permutation is a bijection (a
+    permutation's places of labels 8..k−1 give the placement, and the rank of label j's place among
+    those of labels 0..7 its first position), so uniform rows of both tables give uniform
+    permutations (tests/test_spaces.py checks the bijection on every pair at k = 9 and 10). Two
+    table rows and a gather: a stacked step's 25 × 64 × 16 prior draws at k = 11 take 2.3-2.7 ms,
+    5.3-5.5 ms by the argsort of noise."""
+    return torch.cat([placements[..., :PERMUTATION_TABLE_MAX_K].gather(-1, first_positions),
                       placements[..., PERMUTATION_TABLE_MAX_K:]], dim=-1)
 
 

@@ -103,24 +103,24 @@ def test_random_permutations_are_uniform_on_every_side_of_the_limits(k):
 
 
 @pytest.mark.parametrize("k", [9, 10])
-def test_every_order_in_every_placement_gives_every_permutation_once(k):
-    """(order of labels 0..7, placement of the others) → permutation is a bijection, so uniform rows
+def test_every_permutation_of_8_in_every_placement_gives_every_permutation_once(k):
+    """(permutation of labels 0..7, placement of the others) → permutation is a bijection, so uniform rows
     of both tables give uniform permutations: all 8! × k!/8! pairs give the k! distinct permutations,
-    with labels 8..k−1 where the placement puts them and labels 0..7 in the order the first row gives."""
-    orders = _permutation_table(8, torch.device("cpu"))
+    with labels 8..k−1 where the placement puts them and labels 0..7 in the relative places the first row gives."""
+    firsts = _permutation_table(8, torch.device("cpu"))
     placements = _placement_table(k, torch.device("cpu"))
     assert len(placements) == math.factorial(k) // math.factorial(8)
     # placement by placement, kept as int8: 10! permutations of 10 labels are 290 MB in int64
-    permutations = torch.cat([place_labels(orders, row.expand(len(orders), k)).to(torch.int8) for row in placements])
+    permutations = torch.cat([place_labels(firsts, row.expand(len(firsts), k)).to(torch.int8) for row in placements])
     assert permutations.shape == (math.factorial(k), k)
     # each row a permutation: k powers of two sum to 2^k − 1 (k bits set) only when no two are equal
     assert torch.all((1 << permutations.to(torch.int16)).sum(1) == 2**k - 1)
     codes = sum(permutations[:, i].long() * k**i for i in range(k))  # base-k digits: distinct codes, distinct rows
     assert len(torch.unique(codes)) == math.factorial(k)
-    assert torch.equal(permutations[:, 8:], placements[:, 8:].repeat_interleave(len(orders), dim=0).to(torch.int8))
-    order = orders.to(torch.int8).repeat(len(placements), 1)
-    for i, j in itertools.combinations(range(8), 2):  # labels 0..7 keep their order's relative places
-        assert torch.equal(permutations[:, i] < permutations[:, j], order[:, i] < order[:, j])
+    assert torch.equal(permutations[:, 8:], placements[:, 8:].repeat_interleave(len(firsts), dim=0).to(torch.int8))
+    first = firsts.to(torch.int8).repeat(len(placements), 1)
+    for i, j in itertools.combinations(range(8), 2):  # labels 0..7 keep their relative places
+        assert torch.equal(permutations[:, i] < permutations[:, j], first[:, i] < first[:, j])
 
 
 def test_chi_square_detects_a_wrong_prior():
