@@ -230,6 +230,41 @@ def test_protocol_estimate_multiplies_each_configurations_step_cost_by_the_store
     assert table.loc["constant", "stored_seconds"] == pytest.approx(0.25)
 
 
+def test_protocol_goal_is_judged_on_the_measured_wall_time_not_the_estimate():
+    """The ≤ 3 h goal reads the stored protocol's measured wall time (method ``measured``, beside the
+    whole suite's rows only), never the estimate, which leaves out Ray, Optuna, the store and idle
+    workers; the estimate and the stored per-fit seconds are each summed over the tasks / 2 workers."""
+    from harness.perf.protocol import WORKERS, protocol_rows
+
+    table = pd.DataFrame({"task": ["a", "a", "b"], "seconds": [1000.0, 3000.0, 2000.0],
+                          "stored_seconds": [1500.0, 4500.0, 4000.0]})
+    frame = with_targets(pd.DataFrame(protocol_rows(PerfConfig(), table, measured_wall=12_229.0)))
+    whole = frame[frame["task"] == "all"].set_index("method")
+    assert set(frame[frame["task"] != "all"]["method"]) == {"estimate", "stored"}  # measured: the whole suite only
+    assert whole.loc["estimate", "value"] == pytest.approx(6000.0 / WORKERS)
+    assert whole.loc["stored", "value"] == pytest.approx(10_000.0 / WORKERS)
+    assert whole.loc["measured", "value"] == 12_229.0
+    assert whole.loc["measured", "ratio"] == pytest.approx(12_229.0 / 5000.0)  # its run's spending beyond its fits
+    assert whole.loc["measured", "target"] == "≤ 3 h" and whole.loc["measured", "meets_target"] == False  # noqa: E712
+    assert pd.isna(whole.loc["estimate", "target"])  # 3,000 s "estimated" must not read as the goal met
+    faster = with_targets(pd.DataFrame(protocol_rows(PerfConfig(), table, measured_wall=10_000.0)))
+    assert faster[faster["method"] == "measured"]["meets_target"].tolist() == [True]
+    assert "measured" not in set(pd.DataFrame(protocol_rows(PerfConfig(), table))["method"])
+
+
+def test_stored_protocol_wall_time_is_its_paper_invocations_seconds():
+    """The committed protocol's wall time: the ``seconds`` of its manifest's ``paper`` invocations
+    summed (not the convergence study's, which shares the folder), read here from the JSON itself."""
+    import json
+
+    from harness.perf.protocol import REFERENCE, stored_wall_seconds
+
+    invocations = json.loads((REFERENCE / "manifest.json").read_text())["invocations"]
+    paper = [inv["seconds"] for inv in invocations if inv["suite"] == "paper"]
+    assert len(paper) >= 1 and any(inv["suite"] != "paper" for inv in invocations)
+    assert stored_wall_seconds() == pytest.approx(sum(paper))
+
+
 def test_protocol_benchmark_times_every_configuration_of_a_task(data_dir):
     """--quick on one small ranking task: a row per task and for all, the estimate over the
     workers, every configuration of the task timed and counted (none left out)."""

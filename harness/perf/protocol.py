@@ -27,8 +27,11 @@ Configurations the stored protocol does not hold, or that fail here, are named i
 estimated.
 
 Rows: ``protocol_seconds`` (method ``estimate``) per task and for the whole suite (task
-``all``; goal: ≤ 3 h), beside method ``stored``: the stored protocol's own per-fit seconds
-summed the same way (its code, its machine load), the reference of the rows' ratio.
+``all``), beside method ``stored``: the stored protocol's own per-fit seconds summed the same way
+(its code, its machine load), the reference of the rows' ratio; and, when the whole suite is
+priced, method ``measured`` for ``all``: the stored protocol's wall time by its manifest, the one
+figure the ≤ 3 h goal is judged on (the estimate has run at about two thirds of a measured
+protocol: it compares code versions, it does not predict a wall time).
 """
 
 from __future__ import annotations
@@ -204,6 +207,30 @@ def estimate(costs, stored_runs, stored_trials):
     return table
 
 
+def stored_wall_seconds() -> float | None:
+    """The seconds the stored protocol's ``paper`` invocations ran, by its manifest (None without one)."""
+    from harness.paper import suite_wall_seconds
+
+    seconds, invocations = suite_wall_seconds(REFERENCE, "paper")
+    return seconds if invocations else None
+
+
+def protocol_rows(config: PerfConfig, table, measured_wall: float | None = None) -> list[dict[str, Any]]:
+    """``protocol_seconds`` rows of :func:`estimate`'s ``table``: per task and for ``all`` of them the
+    estimate and the stored protocol's per-fit seconds summed the same way (``stored``, the reference),
+    each over :data:`WORKERS`; with ``measured_wall`` (the stored protocol's wall time, when the whole
+    suite is priced) a ``measured`` row for ``all`` too, whose ratio to ``stored`` is what its run
+    spent beyond its fits (Ray, Optuna, the store, idle workers)."""
+    rows: list[dict[str, Any]] = []
+    by_task = table.groupby("task")[["seconds", "stored_seconds"]].sum()
+    for task, sums in [*by_task.iterrows(), ("all", by_task.sum())]:
+        values = {"estimate": sums["seconds"] / WORKERS, "stored": sums["stored_seconds"] / WORKERS}
+        if task == "all" and measured_wall is not None:
+            values["measured"] = measured_wall
+        rows += perf_rows(config, "protocol", "protocol_seconds", "s", values, reference="stored", task=str(task))
+    return rows
+
+
 def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     from harness import store
 
@@ -223,11 +250,14 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     if missing:
         notes.append(f"protocol: {len(missing)} configurations not estimated (failed here or not in {REFERENCE.name}): "
                      + ", ".join("/".join(str(part) for part in key if part) for key in missing[:8]))
-    rows: list[dict[str, Any]] = []
-    by_task = table.groupby("task")[["seconds", "stored_seconds"]].sum()
-    for task, sums in [*by_task.iterrows(), ("all", by_task.sum())]:
-        values = {"estimate": sums["seconds"] / WORKERS, "stored": sums["stored_seconds"] / WORKERS}
-        rows += perf_rows(config, "protocol", "protocol_seconds", "s", values, reference="stored", task=str(task))
+    # the stored protocol's measured wall time stands beside the whole suite's estimate only
+    measured_wall = None if config.tasks or config.quick else stored_wall_seconds()
+    rows = protocol_rows(config, table, measured_wall)
+    if measured_wall is not None:
+        notes.append(f"protocol: 'measured' is the wall time of the stored protocol's invocations ({REFERENCE.name}"
+                     f"/manifest.json: its own code, not this checkout's), on which the ≤ 3 h goal is judged; "
+                     f"'estimate' leaves out Ray, Optuna, the store and idle workers: it compares code versions "
+                     f"in one sitting and is not a wall time")
     groups = table[table["stacked"] > 1]
     notes.append(f"protocol: {len(table)} configurations timed at {steps} steps (seed 0, first split, alone; "
                  f"{len(groups)} of them also as a stacked group of their runs' size, "

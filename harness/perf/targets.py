@@ -47,7 +47,9 @@ TARGETS = (
     Target({"benchmark": "throughput", "method": "stacked", "metric": "runs_per_hour",
             "reference_method": "unstacked"}, "ratio", ">=", 3.0, "≥ 3× runs/h"),
     Target({"benchmark": "memory", "method": "exact-mle", "metric": "peak_memory"}, "value", "<=", 2.0, "< 2 GiB"),
-    Target({"benchmark": "protocol", "task": "all", "method": "estimate", "metric": "protocol_seconds"}, "value",
+    # judged on a measured protocol (the stored one's wall time), never on the estimate, which leaves out
+    # Ray, Optuna, the store and idle workers (harness.perf.protocol)
+    Target({"benchmark": "protocol", "task": "all", "method": "measured", "metric": "protocol_seconds"}, "value",
            "<=", 3 * 3600.0, "≤ 3 h"),
 )
 
