@@ -255,9 +255,9 @@ def run(config: PerfConfig) -> tuple[list[dict[str, Any]], list[str]]:
     rows = protocol_rows(config, table, measured_wall)
     if measured_wall is not None:
         notes.append(f"protocol: 'measured' is the wall time of the stored protocol's invocations ({REFERENCE.name}"
-                     f"/manifest.json: its own code, not this checkout's), on which the ≤ 3 h goal is judged; "
-                     f"'estimate' leaves out Ray, Optuna, the store and idle workers: it compares code versions "
-                     f"in one sitting and is not a wall time")
+                     "/manifest.json: its own code, not this checkout's), on which the ≤ 3 h goal is judged; "
+                     "'estimate' leaves out Ray, Optuna, the store and idle workers: it compares code versions "
+                     "in one sitting and is not a wall time")
     groups = table[table["stacked"] > 1]
     notes.append(f"protocol: {len(table)} configurations timed at {steps} steps (seed 0, first split, alone; "
                  f"{len(groups)} of them also as a stacked group of their runs' size, "
