@@ -209,9 +209,9 @@ def estimate(costs, stored_runs, stored_trials):
 
 def stored_wall_seconds() -> float | None:
     """The seconds the stored protocol's ``paper`` invocations ran, by its manifest (None without one)."""
-    from harness.paper import suite_wall_seconds
+    from harness.paper import SUITE, suite_wall_seconds
 
-    seconds, invocations = suite_wall_seconds(REFERENCE, "paper")
+    seconds, invocations = suite_wall_seconds(REFERENCE, SUITE)
     return seconds if invocations else None
 
 
